@@ -1,0 +1,146 @@
+"""``uhrseg superpixels``: label maps, boundary overlays and a summary for a batch of images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..errors import UhrsegError
+from ..inference import DEFAULT_STRIP_PIXELS, METHODS, SuperpixelPredictor, validate_n_segments
+from ..io import LABEL_FORMATS, commit_files, label_suffix, prepare_output_dir, read_image, render_overlay
+from ..io import write_labels, write_png
+from ..memory import peak_rss_bytes, reset_peak_rss
+
+DESCRIPTION = """\
+Compute superpixels at each image's full resolution. For every IMAGE, DIR receives
+STEM_labels.png (16-bit label map; .tif when there are 65536 or more superpixels, .npy with
+--label-format npy), STEM_overlay.png (boundaries drawn on the image, full resolution) and, for
+images whose longer side exceeds --preview-side, STEM_preview.png. DIR/summary.json records per
+image the requested and produced superpixel counts, size, seconds per stage and peak memory.
+A file that cannot be processed is reported and skipped; the exit code is then 2."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``superpixels`` sub-command."""
+    p = subparsers.add_parser("superpixels", help="superpixels for one or more images",
+                              description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="input images: JPEG, PNG (8/16-bit), TIFF/BigTIFF, ...; any size")
+    p.add_argument("-n", "--n-segments", type=int, default=1000, metavar="N",
+                   help="requested number of superpixels per image, 1 to a quarter of the pixels (default 1000)")
+    p.add_argument("-m", "--method", default="pcnet", choices=METHODS, metavar="METHOD",
+                   help=f"one of {', '.join(METHODS)} (default pcnet)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where the network runs: auto picks CUDA when available (default auto)")
+    p.add_argument("--weights", type=Path, metavar="FILE",
+                   help="pcnet/scn checkpoint to use instead of the packaged weights")
+    p.add_argument("-o", "--out", type=Path, default=Path("uhrseg-out"), metavar="DIR",
+                   help="output folder, created if needed (default ./uhrseg-out)")
+    p.add_argument("--label-format", default="auto", choices=LABEL_FORMATS,
+                   help="label map encoding: auto = 16-bit PNG when the ids fit, else TIFF (default auto)")
+    p.add_argument("--preview-side", type=int, default=2048, metavar="PX",
+                   help="also write a preview with this longer side for larger images (default 2048)")
+    p.add_argument("--strip-pixels", type=int, default=DEFAULT_STRIP_PIXELS, metavar="PX",
+                   help="output pixels per strip of the network head; lower uses less memory "
+                        f"(default {DEFAULT_STRIP_PIXELS})")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def _output_stems(images: list[Path]) -> list[str]:
+    """One unique output stem per input (``name``, ``name-2``, ...)."""
+    seen: dict[str, int] = {}
+    stems = []
+    for path in images:
+        stem = path.stem
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return stems
+
+
+def _process(predictor: SuperpixelPredictor, path: Path, stem: str, args: argparse.Namespace,
+             inputs: set[Path]) -> dict:
+    reset_peak_rss()
+    t_start = time.perf_counter()
+    image = read_image(path)
+    t_read = time.perf_counter() - t_start
+    try:
+        validate_n_segments(args.n_segments, image.shape)
+    except ValueError as e:
+        raise UhrsegError(f"{path}: {e}") from None
+    result = predictor.run(image, args.n_segments)
+    labels = result.labels
+
+    t0 = time.perf_counter()
+    suffix = label_suffix(labels, args.label_format)
+    outputs = {args.out / f"{stem}_labels{suffix}": lambda p: write_labels(p, labels, suffix),
+               args.out / f"{stem}_overlay.png": lambda p: write_png(p, render_overlay(image, labels))}
+    if max(labels.shape) > args.preview_side:
+        outputs[args.out / f"{stem}_preview.png"] = lambda p: write_png(
+            p, render_overlay(image, labels, max_side=args.preview_side))
+    for target in outputs:
+        if target.resolve() in inputs:
+            raise UhrsegError(f"{path}: output {target} would overwrite an input image; choose another --out")
+    written = commit_files(outputs)
+    t_write = time.perf_counter() - t0
+    timings = {"read": t_read, **result.timings, "write": t_write, "total": time.perf_counter() - t_start}
+    return {
+        "file": str(path),
+        "outputs": [str(p) for p in written],
+        "width": int(image.shape[1]),
+        "height": int(image.shape[0]),
+        "n_requested": result.n_requested,
+        "n_cells": result.n_cells,
+        "n_produced": result.n_produced,
+        "seconds": {k: round(v, 4) for k, v in timings.items()},
+        "peak_rss_bytes": peak_rss_bytes(),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute the sub-command; returns the exit code (0, or 2 when any input failed)."""
+    if args.n_segments < 1:
+        raise UhrsegError(f"--n-segments must be >= 1, got {args.n_segments}")
+    if args.preview_side < 16:
+        raise UhrsegError(f"--preview-side must be >= 16 pixels, got {args.preview_side}")
+    images = [Path(p) for p in args.images]
+    prepare_output_dir(args.out)
+    predictor = SuperpixelPredictor(args.method, device=args.device, weights=args.weights,
+                                    strip_pixels=args.strip_pixels)
+    inputs = {p.resolve() for p in images}
+    done: list[dict] = []
+    failed: list[dict] = []
+    bar = tqdm(zip(images, _output_stems(images)), total=len(images), unit="image", disable=args.quiet,
+               desc=f"{args.method} n={args.n_segments}", file=sys.stderr)
+    for path, stem in bar:
+        try:
+            done.append(_process(predictor, path, stem, args, inputs))
+        except (UhrsegError, ValueError, MemoryError) as e:
+            message = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
+            failed.append({"file": str(path), "error": message})
+            tqdm.write(f"uhrseg: error: {message}", file=sys.stderr)
+    bar.close()
+    if done:
+        summary = {
+            "method": args.method,
+            "device": str(predictor.device),
+            "weights": str(args.weights) if args.weights else "packaged" if args.method in ("pcnet", "scn") else None,
+            "n_segments": args.n_segments,
+            "images": done,
+            "failed": failed,
+        }
+        text = json.dumps(summary, indent=2)
+        commit_files({args.out / "summary.json": lambda p: p.write_text(text + "\n")})
+    print(f"uhrseg: {len(done)} of {len(images)} images written to {args.out}", file=sys.stderr)
+    if failed:
+        print(f"uhrseg: {len(failed)} failed:", file=sys.stderr)
+        for f in failed:
+            print(f"  {f['error']}", file=sys.stderr)
+        return 2
+    return 0
+

@@ -1,0 +1,29 @@
+"""Superpixel grid operations: the S x S cell grid, soft pooling and reconstruction through the association
+map Q, hard assignment, and connectivity enforcement."""
+
+from .cells import (
+    CENTRE,
+    NEIGHBOUR_OFFSETS,
+    CellGrid,
+    hard_assignment,
+    neighbour_cell_ids,
+    pixel_positions,
+    pool_features,
+    reconstruct_features,
+)
+from .boundaries import boundary_mask
+from .connectivity import connectivity_bounds, enforce_connectivity
+
+__all__ = [
+    "CENTRE",
+    "NEIGHBOUR_OFFSETS",
+    "CellGrid",
+    "boundary_mask",
+    "connectivity_bounds",
+    "enforce_connectivity",
+    "hard_assignment",
+    "neighbour_cell_ids",
+    "pixel_positions",
+    "pool_features",
+    "reconstruct_features",
+]

@@ -1,0 +1,249 @@
+"""The public inference API: :class:`SuperpixelPredictor` and :func:`superpixels`."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..classical import CLASSICAL_METHODS, classical_superpixels
+from ..grid.connectivity import connectivity_bounds, enforce_connectivity
+from ..io.images import as_rgb, to_uint8
+from ..models.checkpoint import load_model, load_packaged_model
+from ..models.nets import MODELS, SuperpixelNet
+from .network import DEFAULT_STRIP_PIXELS, grid_shape_for, network_labels
+
+__all__ = ["METHODS", "NETWORK_METHODS", "SuperpixelPredictor", "SuperpixelResult", "resolve_device",
+           "superpixels", "validate_n_segments"]
+
+#: Methods backed by a trained network (packaged weights).
+NETWORK_METHODS = tuple(MODELS)
+#: Every method name accepted by ``method=``.
+METHODS = NETWORK_METHODS + tuple(CLASSICAL_METHODS)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto"``, ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``) into a ``torch.device``.
+
+    ``auto`` picks CUDA when available, else the CPU.
+
+    Raises
+    ------
+    ValueError
+        If the name is not one of these, or CUDA is asked for and not available.
+    """
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but this torch build sees no CUDA GPU; "
+                             "use --device cpu or auto")
+        return torch.device(device)
+    raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda")
+
+
+def validate_n_segments(n_segments: int, shape: tuple[int, ...]) -> int:
+    """Check a requested superpixel count against an image size.
+
+    Returns
+    -------
+    int
+        ``n_segments`` as int.
+
+    Raises
+    ------
+    ValueError
+        If ``n_segments < 1`` or more than a quarter of the ``H * W`` pixels (superpixels of fewer than 4
+        pixels on average are not superpixels).
+    """
+    if isinstance(n_segments, bool) or not isinstance(n_segments, (int, np.integer)):
+        raise ValueError(f"n_segments must be an integer, got {n_segments!r}")
+    n = int(n_segments)
+    if n < 1:
+        raise ValueError(f"n_segments must be >= 1, got {n}")
+    limit = shape[0] * shape[1] // 4
+    if n > limit:
+        raise ValueError(f"n_segments={n} is more than a quarter of the {shape[1]} x {shape[0]} image's pixels "
+                         f"(at most {limit})")
+    return n
+
+
+@dataclass
+class SuperpixelResult:
+    """Labels and what it took to make them.
+
+    Attributes
+    ----------
+    labels : (H, W) ndarray of int32
+        Superpixel labels, 0-based and contiguous, each one 4-connected component.
+    n_requested : int
+        ``n_segments`` as asked.
+    n_cells : int
+        Seeds the method started from (grid cells for the networks; the requested count for classical methods).
+    timings : dict of str to float
+        Seconds per stage (``resize``, ``network``, ``assign`` for networks, ``segment`` for classical
+        methods, then ``connectivity``).
+    """
+
+    labels: np.ndarray
+    n_requested: int
+    n_cells: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_produced(self) -> int:
+        """Number of superpixels in :attr:`labels`."""
+        return int(self.labels.max()) + 1
+
+
+class SuperpixelPredictor:
+    """Keeps one method (and its loaded network) ready for many images.
+
+    Hides everything between the user's image and full-resolution labels: channel layout, dtype, resizing to
+    the network's grid, mean subtraction, device transfers, padding, strip-wise inference, mapping back to the
+    image size and connectivity enforcement.
+
+    Parameters
+    ----------
+    method : str
+        ``"pcnet"`` (default), ``"scn"``, or a classical method of :data:`uhrseg.classical.CLASSICAL_METHODS`.
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"`` (networks only; classical methods run on the CPU).
+    weights : path-like, optional
+        Checkpoint to use instead of the packaged weights (networks only).
+    strip_pixels : int
+        Output pixels per strip of the network head: the memory/speed trade-off of large images.
+
+    Raises
+    ------
+    ValueError
+        If the method or device is unknown, or weights are given for a classical method.
+    uhrseg.errors.WeightsNotFoundError
+        If the network's weights are not packaged (or ``weights`` does not exist).
+    uhrseg.errors.CheckpointError
+        If the weights file is corrupt or for another model.
+
+    Examples
+    --------
+    >>> from uhrseg import SuperpixelPredictor
+    >>> predictor = SuperpixelPredictor("slic")
+    >>> import numpy as np
+    >>> labels = predictor.predict(np.zeros((64, 96, 3), np.uint8), n_segments=24)
+    >>> labels.shape, labels.dtype
+    ((64, 96), dtype('int32'))
+    """
+
+    def __init__(self, method: str = "pcnet", *, device: str = "auto", weights: str | os.PathLike | None = None,
+                 strip_pixels: int = DEFAULT_STRIP_PIXELS) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        if strip_pixels < 1:
+            raise ValueError(f"strip_pixels must be >= 1, got {strip_pixels}")
+        self.method = method
+        self.strip_pixels = int(strip_pixels)
+        self.model: SuperpixelNet | None = None
+        if method in NETWORK_METHODS:
+            self.device = resolve_device(device)
+            model = load_model(weights, expected=method) if weights is not None else load_packaged_model(method)
+            self.model = model.to(self.device).eval()
+        else:
+            if weights is not None:
+                raise ValueError(f"method {method!r} takes no weights")
+            self.device = torch.device("cpu")
+
+    def run(self, image: np.ndarray, n_segments: int, *, connectivity: bool = True) -> SuperpixelResult:
+        """Compute superpixels and report the timings.
+
+        Parameters
+        ----------
+        image : (H, W), (H, W, 3) or (H, W, 4) ndarray
+            Gray, RGB or RGBA image, uint8, uint16 or float in [0, 1].
+        n_segments : int
+            Requested number of superpixels, from 1 to a quarter of the pixels.
+        connectivity : bool
+            Apply the connectivity step (on by default; off returns the raw cell ids / library labels).
+
+        Returns
+        -------
+        SuperpixelResult
+
+        Raises
+        ------
+        ValueError
+            If the image has an unsupported shape or zero pixels, or ``n_segments`` is out of range.
+        """
+        image = as_rgb(image)
+        n = validate_n_segments(n_segments, image.shape)
+        timings: dict[str, float] = {}
+        if self.model is not None:
+            raw, grid, t = network_labels(self.model, image, n, self.device, self.strip_pixels)
+            timings.update(resize=t.resize, network=t.network, assign=t.assign)
+            n_cells = grid.n_cells
+            min_size, max_size = connectivity_bounds(image.shape[:2], n_cells)
+        else:
+            t0 = time.perf_counter()
+            raw = classical_superpixels(to_uint8(image), n, self.method)
+            timings["segment"] = time.perf_counter() - t0
+            n_cells = n
+            min_size, max_size = connectivity_bounds(image.shape[:2], n)[0], None
+        t0 = time.perf_counter()
+        if connectivity:
+            labels = enforce_connectivity(raw, min_size, max_size)
+        else:
+            labels = raw.astype(np.int32, copy=False)
+        timings["connectivity"] = time.perf_counter() - t0
+        return SuperpixelResult(labels, n, n_cells, timings)
+
+    def predict(self, image: np.ndarray, n_segments: int) -> np.ndarray:
+        """Superpixel labels of ``image``: ``(H, W)`` int32, 0-based, contiguous, 4-connected (see :meth:`run`)."""
+        return self.run(image, n_segments).labels
+
+    def output_grid(self, shape: tuple[int, int], n_segments: int) -> tuple[int, int]:
+        """Cell grid ``(n_rows, n_cols)`` a network method uses for an ``(H, W)`` image and ``n_segments``."""
+        return grid_shape_for(shape[0], shape[1], n_segments)
+
+
+def superpixels(image: np.ndarray, n_segments: int = 1000, *, method: str = "pcnet", device: str = "auto",
+                weights: str | os.PathLike | None = None) -> np.ndarray:
+    """Superpixels of an image at its full resolution.
+
+    Parameters
+    ----------
+    image : (H, W), (H, W, 3) or (H, W, 4) ndarray
+        Gray, RGB or RGBA image, uint8, uint16 or float in [0, 1]; read files with :func:`uhrseg.io.read_image`.
+    n_segments : int
+        Requested number of superpixels (the produced count is close, not equal: see
+        :class:`SuperpixelResult`).
+    method : str
+        ``"pcnet"`` (Wang et al., arXiv:2108.08607), ``"scn"`` (Yang et al., CVPR 2020), or a classical method:
+        ``slic``, ``watershed``, ``fh``, ``cv-slic``, ``slico``, ``seeds``, ``lsc``.
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    weights : path-like, optional
+        Network checkpoint to use instead of the packaged weights.
+
+    Returns
+    -------
+    (H, W) ndarray of int32
+        Labels ``0 .. K-1``, every superpixel one 4-connected component.
+
+    Raises
+    ------
+    ValueError
+        Bad image, ``n_segments``, method or device.
+    uhrseg.errors.WeightsNotFoundError, uhrseg.errors.CheckpointError
+        Missing or unusable network weights.
+
+    Notes
+    -----
+    Build a :class:`SuperpixelPredictor` to process many images without reloading the network.
+    """
+    return SuperpixelPredictor(method, device=device, weights=weights).predict(image, n_segments)
+

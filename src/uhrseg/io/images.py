@@ -1,0 +1,180 @@
+"""Reading images of any size and layout into RGB arrays.
+
+JPEG, PNG (8 and 16 bit), TIFF and BigTIFF, grayscale, RGBA, palette and EXIF-rotated files are accepted.
+Pillow reads everything but TIFF, with its decompression-bomb limit lifted for the duration of the call
+(ultra-high-resolution images are this tool's daily work); tifffile reads TIFF and BigTIFF.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import ImageReadError
+
+__all__ = ["read_image", "as_rgb", "to_uint8"]
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+@contextlib.contextmanager
+def _pillow_without_pixel_limit():
+    """Lift Pillow's decompression-bomb limit inside the block and restore it afterwards."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _pillow_to_array(im: Image.Image) -> np.ndarray:
+    if im.mode in ("1", "L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B", "I", "F"):
+        return np.asarray(im)
+    if im.mode in ("P", "PA"):
+        return np.asarray(im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB"))
+    return np.asarray(im.convert("RGB"))  # CMYK, YCbCr, LAB, HSV, ...
+
+
+def _read_pillow(path: Path) -> np.ndarray:
+    with _pillow_without_pixel_limit():
+        try:
+            with Image.open(path) as im:
+                im = ImageOps.exif_transpose(im)
+                im.load()
+                return _pillow_to_array(im)
+        except UnidentifiedImageError:
+            raise ImageReadError(f"{path}: not a recognised image file (JPEG, PNG, TIFF, ...)") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            raise ImageReadError(f"{path}: corrupt or truncated image ({e})") from e
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # tifffile warns, and fills zeros, on truncated strips
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                arr = page.asarray()
+                axes = page.axes
+    except ImageReadError:
+        raise
+    except Exception as e:  # tifffile raises many types (TiffFileError, ValueError, KeyError, ...)
+        raise ImageReadError(f"{path}: corrupt or truncated TIFF ({type(e).__name__}: {e})".splitlines()[0]) from e
+    if axes.startswith("S") and arr.ndim == 3:  # planar RGB: (S, Y, X) -> (Y, X, S)
+        arr = np.moveaxis(arr, 0, -1)
+    return arr
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as RGB, with EXIF orientation applied.
+
+    Parameters
+    ----------
+    path : path-like
+        JPEG, PNG, TIFF/BigTIFF, or any other format Pillow reads. No pixel-count limit applies.
+
+    Returns
+    -------
+    (H, W, 3) ndarray of uint8, uint16 or float32
+        RGB pixels: 8-bit files give uint8, 16-bit files uint16, floating-point TIFFs float32 in [0, 1].
+        Grayscale is repeated over the three channels; an alpha channel is dropped.
+
+    Raises
+    ------
+    ImageReadError
+        If the file is missing, a folder, empty, not an image, corrupt or truncated, has zero pixels, or has an
+        unsupported channel layout. The message starts with the path.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"{path}: file not found")
+    if not path.is_file():
+        raise ImageReadError(f"{path}: not a file")
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot be read ({e.strerror})") from e
+    with f:
+        head = f.read(4)
+        if not head:
+            raise ImageReadError(f"{path}: empty file (0 bytes)")
+        if head == _PNG_MAGIC[:4]:
+            f.seek(16)
+            size = f.read(8)  # IHDR width and height, which Pillow refuses to open when zero
+            if len(size) == 8 and 0 in (int.from_bytes(size[:4], "big"), int.from_bytes(size[4:], "big")):
+                raise ImageReadError(f"{path}: zero-sized image ({int.from_bytes(size[:4], 'big')} x "
+                                     f"{int.from_bytes(size[4:], 'big')} pixels in the PNG header)")
+    arr = _read_tiff(path) if head in _TIFF_MAGIC else _read_pillow(path)
+    try:
+        return as_rgb(arr)
+    except ValueError as e:
+        raise ImageReadError(f"{path}: {e}") from e
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """Bring an image array to the ``(H, W, 3)`` layout used throughout uhrseg.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, C) ndarray
+        ``C`` in 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA). Any real dtype.
+
+    Returns
+    -------
+    (H, W, 3) ndarray
+        uint8 and uint16 pass through (gray repeated, alpha dropped); bool becomes uint8 (0/255); other integer
+        types become uint16 when they fit in [0, 65535], else float32 scaled to [0, 1]; floats become float32,
+        scaled to [0, 1] only when they leave that range. No copy when nothing changes.
+
+    Raises
+    ------
+    ValueError
+        If the image has zero pixels, an unsupported shape or non-finite values.
+    """
+    image = np.asarray(image)
+    if image.size == 0:
+        raise ValueError(f"zero-sized image (array shape {image.shape})")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
+        raise ValueError(f"unsupported image shape {image.shape}: expected (H, W) or (H, W, C) with C in 1..4")
+    if image.ndim == 3:
+        if image.shape[2] in (1, 2):
+            image = image[:, :, 0]
+        elif image.shape[2] == 4:
+            image = image[:, :, :3]
+    if image.dtype == bool:
+        image = image.astype(np.uint8) * np.uint8(255)
+    elif np.issubdtype(image.dtype, np.integer) and image.dtype not in (np.uint8, np.uint16):
+        lo, hi = int(image.min()), int(image.max())
+        if lo >= 0 and hi <= 65535:
+            image = image.astype(np.uint16)
+        else:
+            image = ((image.astype(np.float64) - lo) / max(hi - lo, 1)).astype(np.float32)
+    elif np.issubdtype(image.dtype, np.floating):
+        image = image.astype(np.float32, copy=False)
+        if not np.isfinite(image).all():
+            raise ValueError("image holds NaN or infinite values")
+        lo, hi = float(image.min()), float(image.max())
+        if lo < 0.0 or hi > 1.0:
+            image = (image - lo) / max(hi - lo, 1e-12)
+    elif not np.issubdtype(image.dtype, np.integer):
+        raise ValueError(f"unsupported image dtype {image.dtype}")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return image
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` uint8 view of an :func:`as_rgb` image (uint16 keeps its high byte, float is scaled by 255)."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return (image >> 8).astype(np.uint8)
+    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)

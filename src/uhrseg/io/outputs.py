@@ -1,0 +1,159 @@
+"""Writing label maps and boundary overlays, all-or-nothing.
+
+Every output of one image is first written under a temporary name in the destination folder and renamed only
+when all of them are complete, so an error never leaves half-written files behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from ..errors import OutputError
+from ..grid.boundaries import boundary_mask
+from .images import to_uint8
+
+__all__ = ["LABEL_FORMATS", "label_suffix", "write_labels", "render_overlay", "write_png", "commit_files",
+           "prepare_output_dir"]
+
+#: Label map encodings: ``auto`` is a 16-bit PNG when the ids fit in 16 bits, else a (Big)TIFF.
+LABEL_FORMATS = ("auto", "png", "tiff", "npy")
+BOUNDARY_COLOUR = (255, 32, 32)
+
+
+def label_suffix(labels: np.ndarray, fmt: str = "auto") -> str:
+    """File suffix for a label map: ``.png`` (16-bit, ids < 65536), ``.tif`` or ``.npy``.
+
+    Raises
+    ------
+    ValueError
+        If ``fmt`` is unknown, or ``png`` is asked for ids that do not fit in 16 bits.
+    """
+    if fmt not in LABEL_FORMATS:
+        raise ValueError(f"unknown label format {fmt!r}; choose one of {LABEL_FORMATS}")
+    fits16 = labels.size == 0 or int(labels.max()) < 65536
+    if fmt == "png" and not fits16:
+        raise ValueError(f"{int(labels.max()) + 1} superpixels do not fit in a 16-bit PNG; use tiff or npy")
+    if fmt == "auto":
+        fmt = "png" if fits16 else "tiff"
+    return {"png": ".png", "tiff": ".tif", "npy": ".npy"}[fmt]
+
+
+def write_labels(path: str | os.PathLike, labels: np.ndarray, suffix: str) -> None:
+    """Encode an ``(H, W)`` int32 label map to ``path`` as ``suffix`` says (``.png``, ``.tif`` or ``.npy``).
+
+    PNG is 16-bit grayscale; TIFF is int32, zlib-compressed, BigTIFF above 2 GiB; NPY keeps int32.
+    """
+    path = Path(path)
+    if suffix == ".png":
+        Image.fromarray(labels.astype(np.uint16)).save(path, format="PNG", compress_level=1)
+    elif suffix == ".tif":
+        tifffile.imwrite(path, labels.astype(np.int32, copy=False), bigtiff=labels.nbytes > 2**31,
+                         compression="zlib", tile=(512, 512) if min(labels.shape) >= 512 else None)
+    elif suffix == ".npy":
+        with open(path, "wb") as f:
+            np.save(f, labels.astype(np.int32, copy=False))
+    else:
+        raise ValueError(f"unknown label suffix {suffix!r}")
+
+
+def render_overlay(image: np.ndarray, labels: np.ndarray, max_side: int | None = None) -> np.ndarray:
+    """Draw superpixel boundaries over an image.
+
+    Parameters
+    ----------
+    image : (H, W, 3) ndarray
+        RGB image (uint8, uint16 or float in [0, 1]).
+    labels : (H, W) ndarray of int
+        Superpixel labels.
+    max_side : int, optional
+        When given and the image is larger, render a preview whose longer side is ``max_side`` pixels (image
+        area-averaged, labels sampled nearest) so that boundaries stay one pixel wide.
+
+    Returns
+    -------
+    (h, w, 3) ndarray of uint8
+        The image with boundary pixels in red.
+    """
+    rgb = to_uint8(image)
+    if max_side is not None and max(labels.shape) > max_side:
+        scale = max_side / max(labels.shape)
+        h, w = max(1, round(labels.shape[0] * scale)), max(1, round(labels.shape[1] * scale))
+        rgb = np.asarray(Image.fromarray(rgb).reduce(max(1, int(1 / scale))).resize((w, h), Image.BILINEAR))
+        rows = ((np.arange(h) + 0.5) * labels.shape[0] / h).astype(np.int64)
+        cols = ((np.arange(w) + 0.5) * labels.shape[1] / w).astype(np.int64)
+        labels = labels[rows[:, None], cols[None, :]]
+    out = rgb.copy()
+    out[boundary_mask(labels)] = BOUNDARY_COLOUR
+    return out
+
+
+def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    """Write an ``(H, W, 3)`` uint8 array as PNG (fast compression)."""
+    Image.fromarray(rgb).save(path, format="PNG", compress_level=1)
+
+
+def prepare_output_dir(path: str | os.PathLike) -> Path:
+    """Create the output folder if needed and check that files can be created in it.
+
+    Raises
+    ------
+    OutputError
+        If the path exists and is not a folder, cannot be created, or is not writable.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: output path exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".uhrseg-write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"{path}: output folder is not writable ({e.strerror or e})") from e
+    return path
+
+
+def _default_file_mode() -> int:
+    """``0o666`` less the process umask: what ``open()`` would have given (mkstemp makes 0o600 files)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def commit_files(writers: dict[Path, Callable[[Path], None]]) -> list[Path]:
+    """Write several files all-or-nothing.
+
+    Each ``writer(tmp_path)`` writes one file under a temporary name in its final folder; when all succeeded they
+    are renamed to their final names. On any error the temporary files are removed and nothing is renamed.
+
+    Raises
+    ------
+    OutputError
+        If a file cannot be written (the message names it).
+    """
+    temps: dict[Path, Path] = {}
+    try:
+        for final, writer in writers.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+            os.close(fd)
+            temps[final] = Path(tmp)
+            try:
+                writer(Path(tmp))
+            except OSError as e:
+                raise OutputError(f"{final}: cannot be written ({e.strerror or e})") from e
+        mode = _default_file_mode()
+        for final, tmp in temps.items():
+            os.chmod(tmp, mode)
+            os.replace(tmp, final)
+    except BaseException:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    return list(temps)

@@ -1,0 +1,162 @@
+"""Versioned checkpoint files for SCN and PCNet, and the packaged default weights.
+
+A checkpoint is a ``torch.save`` dictionary that loads with ``weights_only=True``::
+
+    {"format": "uhrseg-superpixel-net", "format_version": 1,
+     "model": "pcnet" | "scn", "config": NetConfig.to_dict(), "input_mean": [r, g, b],
+     "state_dict": {...}, "training": {... command, data, iterations, metrics ...}}
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError, WeightsNotFoundError
+from .nets import MODELS, NetConfig, SuperpixelNet, build_model
+
+FORMAT = "uhrseg-superpixel-net"
+FORMAT_VERSION = 1
+
+
+def packaged_weights_path(name: str) -> Path:
+    """Path of the weights file shipped inside the package for model ``name`` (it may not exist yet)."""
+    return Path(str(resources.files("uhrseg") / "weights" / f"{name}.pt"))
+
+
+def save_checkpoint(path: str | os.PathLike, model: SuperpixelNet, training: dict | None = None,
+                    extra: dict | None = None) -> Path:
+    """Write ``model`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    Parameters
+    ----------
+    path : path-like
+        Destination ``.pt`` file.
+    model : SuperpixelNet
+        The model; its name, config, input mean and state dict are stored.
+    training : dict, optional
+        Training record (command, data, iterations, wall time, hardware, metrics); plain Python values only.
+    extra : dict, optional
+        More top-level entries (e.g. optimiser state for resumable training).
+
+    Returns
+    -------
+    Path
+        The written path.
+    """
+    path = Path(path)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model.name,
+        "config": model.config.to_dict(),
+        "input_mean": list(model.config.input_mean),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "training": dict(training or {}),
+        **(extra or {}),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Read and validate a checkpoint dictionary (CPU tensors).
+
+    Raises
+    ------
+    WeightsNotFoundError
+        If ``path`` does not exist.
+    CheckpointError
+        If the file is corrupt or truncated, not a uhrseg checkpoint, or of another format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"{path}: weights file not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated?): {e}".splitlines()[0]) from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a uhrseg checkpoint (no '{FORMAT}' format tag)")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {ckpt.get('format_version')!r}, this uhrseg reads version "
+            f"{FORMAT_VERSION}"
+        )
+    for key in ("model", "config", "state_dict"):
+        if key not in ckpt:
+            raise CheckpointError(f"{path}: checkpoint lacks the '{key}' entry")
+    return ckpt
+
+
+def load_model(path: str | os.PathLike, expected: str | None = None) -> SuperpixelNet:
+    """Build a model from a checkpoint file, in eval mode on the CPU.
+
+    Parameters
+    ----------
+    path : path-like
+        Checkpoint written by :func:`save_checkpoint`.
+    expected : str, optional
+        Model name the caller needs (``"pcnet"`` or ``"scn"``); a checkpoint of another model is refused.
+
+    Returns
+    -------
+    SuperpixelNet
+        The model with its weights, ``model.training_record`` holding the stored training record.
+
+    Raises
+    ------
+    WeightsNotFoundError
+        If the file does not exist.
+    CheckpointError
+        If it is corrupt, of another format version, for another model than ``expected``, or its weights do
+        not fit the architecture in its config.
+    """
+    ckpt = read_checkpoint(path)
+    name = ckpt["model"]
+    if name not in MODELS:
+        raise CheckpointError(f"{path}: checkpoint is for unknown model {name!r}")
+    if expected is not None and name != expected:
+        raise CheckpointError(f"{path}: checkpoint holds a {name!r} model, but method {expected!r} was asked for")
+    try:
+        model = build_model(name, NetConfig.from_dict(ckpt["config"]))
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except (RuntimeError, TypeError, ValueError) as e:
+        first = str(e).strip().splitlines()
+        raise CheckpointError(f"{path}: weights do not match the {name} architecture: "
+                              f"{' '.join(s.strip() for s in first[:2])}") from e
+    model.training_record = dict(ckpt.get("training", {}))
+    return model.eval()
+
+
+def load_packaged_model(name: str) -> SuperpixelNet:
+    """Load the default weights of ``name`` shipped inside the package.
+
+    Raises
+    ------
+    WeightsNotFoundError
+        If this installation carries no weights for ``name`` yet.
+    CheckpointError
+        If the packaged file is damaged.
+    """
+    path = packaged_weights_path(name)
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"{path}: no packaged weights for method {name!r} in this uhrseg version yet (they come with the "
+            f"training work); pass your own checkpoint with --weights FILE (Python: weights=...), or use a "
+            f"classical method such as --method slic"
+        )
+    return load_model(path, expected=name)

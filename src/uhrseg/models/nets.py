@@ -1,0 +1,232 @@
+"""PCNet and its SCN baseline as ``torch.nn.Module``s (``docs/pcnet.md`` section 2).
+
+Both take an RGB image scaled to ``[0, 1]`` and subtract the per-channel dataset mean themselves (a buffer,
+so it moves with the model between devices). Both predict the association map ``Q``: a softmax over the 9
+grid cells around each output pixel (see :mod:`uhrseg.grid`).
+
+* :class:`SCN` (Yang et al., CVPR 2020): output at the input resolution.
+* :class:`PCNet` (Wang et al., "Generating Superpixels for High-resolution Images with Decoupled Patch
+  Calibration", arXiv:2108.08607): input at 1/4 of the output resolution; a sub-pixel layer lifts the decoder
+  features to 4x, giving the SR feature, the pixel embedding ``E`` and ``Q``; a super-resolution head
+  (training only) reconstructs the high-resolution image.
+
+For inference on large images the trunk (:meth:`SuperpixelNet.decode`) and the head
+(:meth:`SuperpixelNet.assoc_logits`) are separate, so that the head can run in strips with
+``head_halo`` rows of context (see :mod:`uhrseg.inference`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .layers import EncoderDecoder, init_weights
+
+#: Per-channel RGB mean of BSDS500 in [0, 1], subtracted from inputs (docs/pcnet.md s. 2).
+BSDS500_MEAN = (0.411, 0.432, 0.450)
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Architecture settings, stored in every checkpoint.
+
+    Attributes
+    ----------
+    channels : tuple of int
+        Encoder stage channels (paper: 16, 32, 64, 128, 256).
+    embedding_dim : int
+        Channels ``D`` of the pixel embedding ``E`` (PCNet only; 16).
+    cell_size : int
+        Grid cell side ``S`` in output pixels (16).
+    negative_slope : float
+        LeakyReLU slope (0.1).
+    input_mean : tuple of float
+        RGB mean in [0, 1] subtracted from the input.
+    """
+
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    embedding_dim: int = 16
+    cell_size: int = 16
+    negative_slope: float = 0.1
+    input_mean: tuple[float, float, float] = field(default=BSDS500_MEAN)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetConfig":
+        known = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class NetOutput(NamedTuple):
+    """What a forward pass returns.
+
+    Attributes
+    ----------
+    assoc : torch.Tensor
+        ``(B, 9, h, w)`` float association map ``Q`` (softmax over dim 1).
+    embedding : torch.Tensor or None
+        ``(B, D, h, w)`` pixel embedding ``E`` (PCNet), else None.
+    reconstruction : torch.Tensor or None
+        ``(B, 3, h, w)`` super-resolved image in ``[-1, 1]`` (PCNet's SR head), else None.
+    """
+
+    assoc: torch.Tensor
+    embedding: torch.Tensor | None
+    reconstruction: torch.Tensor | None
+
+
+class SuperpixelNet(nn.Module):
+    """Common part of SCN and PCNet: config, input normalisation and the encoder-decoder trunk.
+
+    Subclasses set ``name``, ``upscale`` (output pixels per input pixel along a side) and ``head_halo``
+    (input rows of context the head needs on each side of a strip), and implement :meth:`assoc_logits`.
+    """
+
+    name: str = ""
+    upscale: int = 1
+    head_halo: int = 1
+
+    def __init__(self, config: NetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or NetConfig()
+        self.trunk = EncoderDecoder(self.config.channels, self.config.negative_slope)
+        self.register_buffer("input_mean", torch.tensor(self.config.input_mean).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def cell_size(self) -> int:
+        """Grid cell side ``S`` in output pixels."""
+        return self.config.cell_size
+
+    @property
+    def input_multiple(self) -> int:
+        """Input sides must be multiples of this many pixels (16)."""
+        return self.trunk.factor
+
+    def decode(self, image: torch.Tensor) -> torch.Tensor:
+        """Run the trunk.
+
+        Parameters
+        ----------
+        image : torch.Tensor
+            ``(B, 3, H, W)`` float RGB in ``[0, 1]``, ``H`` and ``W`` multiples of :attr:`input_multiple`.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(B, channels[0], H, W)`` decoder features.
+
+        Raises
+        ------
+        ValueError
+            If the input is not ``(B, 3, H, W)`` with sides that are multiples of 16.
+        """
+        m = self.input_multiple
+        if image.ndim != 4 or image.shape[1] != 3 or image.shape[2] % m or image.shape[3] % m:
+            raise ValueError(f"{self.name} input must be (B, 3, H, W) with H, W multiples of {m}, "
+                             f"got {tuple(image.shape)}")
+        return self.trunk(image - self.input_mean.to(image.dtype))
+
+    def assoc_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Association logits ``(B, 9, upscale H, upscale W)`` from decoder features ``(B, C, H, W)``."""
+        raise NotImplementedError
+
+    def forward(self, image: torch.Tensor) -> NetOutput:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def n_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+class SCN(SuperpixelNet):
+    """SCN: association map at the input resolution (Yang et al., CVPR 2020, arXiv:2003.12929).
+
+    Shape
+    -----
+    - Input: ``(B, 3, H, W)`` float RGB in [0, 1]; ``H, W`` multiples of 16.
+    - Output: :class:`NetOutput` with ``assoc`` ``(B, 9, H, W)``; no embedding, no reconstruction.
+    """
+
+    name = "scn"
+    upscale = 1
+    head_halo = 1
+
+    def __init__(self, config: NetConfig | None = None) -> None:
+        super().__init__(config)
+        self.assoc_head = nn.Conv2d(self.config.channels[0], 9, 3, padding=1)
+        init_weights(self, self.config.negative_slope)
+
+    def assoc_logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.assoc_head(features)
+
+    def forward(self, image: torch.Tensor) -> NetOutput:
+        return NetOutput(torch.softmax(self.assoc_logits(self.decode(image)), dim=1), None, None)
+
+
+class PCNet(SuperpixelNet):
+    """PCNet: association map at 4x the input resolution (Wang et al., arXiv:2108.08607, Fig. 3).
+
+    After the trunk: 3x3 conv ``C -> C * 16`` + PixelShuffle(4) + LeakyReLU gives the SR feature
+    ``(B, C, 4H, 4W)``; a 3x3 conv gives the pixel embedding ``E`` ``(B, D, 4H, 4W)``; LeakyReLU and a 3x3 conv
+    ``D -> 9`` give the association logits. The SR head (1x1 conv ``C -> 3`` + tanh on the SR feature) is used in
+    training only. About 2.3 M parameters.
+
+    Shape
+    -----
+    - Input: ``(B, 3, H, W)`` float RGB in [0, 1] at 1/4 of the output resolution; ``H, W`` multiples of 16.
+    - Output: :class:`NetOutput` with ``assoc`` ``(B, 9, 4H, 4W)``, ``embedding`` ``(B, D, 4H, 4W)`` and
+      ``reconstruction`` ``(B, 3, 4H, 4W)`` in [-1, 1].
+    """
+
+    name = "pcnet"
+    upscale = 4
+    # Input rows of context for one output strip: the sub-pixel conv (1 input row) and two 3x3 convs at the
+    # output resolution (2 output rows, i.e. 1 input row).
+    head_halo = 2
+
+    def __init__(self, config: NetConfig | None = None) -> None:
+        super().__init__(config)
+        c, d = self.config.channels[0], self.config.embedding_dim
+        slope = self.config.negative_slope
+        self.subpixel = nn.Sequential(
+            nn.Conv2d(c, c * self.upscale**2, 3, padding=1),
+            nn.PixelShuffle(self.upscale),
+            nn.LeakyReLU(slope, inplace=True),
+        )
+        self.embed = nn.Conv2d(c, d, 3, padding=1)
+        self.assoc_head = nn.Sequential(nn.LeakyReLU(slope), nn.Conv2d(d, 9, 3, padding=1))
+        self.sr_head = nn.Sequential(nn.Conv2d(c, 3, 1), nn.Tanh())
+        init_weights(self, slope)
+
+    def assoc_logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.assoc_head(self.embed(self.subpixel(features)))
+
+    def forward(self, image: torch.Tensor) -> NetOutput:
+        sr_feature = self.subpixel(self.decode(image))
+        embedding = self.embed(sr_feature)
+        assoc = torch.softmax(self.assoc_head(embedding), dim=1)
+        return NetOutput(assoc, embedding, self.sr_head(sr_feature))
+
+
+#: Model registry: name -> class.
+MODELS: dict[str, type[SuperpixelNet]] = {"pcnet": PCNet, "scn": SCN}
+
+
+def build_model(name: str, config: NetConfig | None = None) -> SuperpixelNet:
+    """Create an untrained model by name (``"pcnet"`` or ``"scn"``).
+
+    Raises
+    ------
+    ValueError
+        If the name is not in :data:`MODELS`.
+    """
+    try:
+        cls = MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
+    return cls(config)

@@ -1,0 +1,85 @@
+"""Shared fixtures: real data from ../shared and small checkpoints made by the tests themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from uhrseg.io import read_image
+from uhrseg.models import PCNet, SCN, save_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+BSDS = SHARED / "datasets" / "BSDS500"
+PHOTOS = SHARED / "datasets" / "photos"
+
+
+def bsds_image_path(name: str = "100007", split: str = "test") -> Path:
+    path = BSDS / "images" / split / f"{name}.jpg"
+    if not path.is_file():
+        pytest.fail(f"BSDS500 is expected at {BSDS} (the shared data beside the repository)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bsds_image() -> np.ndarray:
+    """A real BSDS500 test image, (321, 481, 3) uint8."""
+    return read_image(bsds_image_path())
+
+
+@pytest.fixture(scope="session")
+def photo_path() -> Path:
+    """A real 2560 x 1600 photograph."""
+    return PHOTOS / "kite-2560x1600.jpg"
+
+
+def centre_biased(model):
+    """A network whose association strongly prefers each pixel's own cell: its superpixels are the grid cells."""
+    torch.manual_seed(0)
+    head = model.assoc_head[-1] if isinstance(model.assoc_head, torch.nn.Sequential) else model.assoc_head
+    with torch.no_grad():
+        head.bias.zero_()
+        head.bias[4] = 1e4
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def ckpt_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("checkpoints")
+
+
+@pytest.fixture(scope="session")
+def pcnet_random_ckpt(ckpt_dir) -> Path:
+    """An untrained PCNet checkpoint (seeded): a realistic amount of work, arbitrary superpixels."""
+    torch.manual_seed(0)
+    return save_checkpoint(ckpt_dir / "pcnet-random.pt", PCNet().eval(), training={"note": "untrained, test"})
+
+
+@pytest.fixture(scope="session")
+def pcnet_grid_ckpt(ckpt_dir) -> Path:
+    """A PCNet checkpoint whose superpixels are exactly the grid cells (known answer)."""
+    torch.manual_seed(0)
+    return save_checkpoint(ckpt_dir / "pcnet-grid.pt", centre_biased(PCNet()), training={"note": "grid"})
+
+
+@pytest.fixture(scope="session")
+def scn_ckpt(ckpt_dir) -> Path:
+    torch.manual_seed(0)
+    return save_checkpoint(ckpt_dir / "scn-random.pt", SCN().eval(), training={"note": "untrained, test"})
+
+
+def assert_superpixel_labels(labels: np.ndarray, shape: tuple[int, int]) -> int:
+    """The output conventions: (H, W) int32, 0-based contiguous, every label one 4-connected component."""
+    from skimage.measure import label as connected_components
+
+    assert labels.shape == shape
+    assert labels.dtype == np.int32
+    k = int(labels.max()) + 1
+    assert labels.min() == 0
+    assert np.unique(labels).size == k, "labels are not contiguous"
+    n_components = connected_components(labels + 1, background=0, connectivity=1).max()
+    assert n_components == k, f"{n_components} 4-connected components for {k} labels"
+    return k

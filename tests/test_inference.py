@@ -1,0 +1,120 @@
+"""Inference: the Python API on real BSDS500 images, for the networks and every classical method."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import uhrseg
+from conftest import assert_superpixel_labels
+from uhrseg.classical import CLASSICAL_METHODS
+from uhrseg.grid import CellGrid
+from uhrseg.inference import grid_shape_for, network_labels, resize_image, resolve_device
+from uhrseg.models import load_model
+
+
+def test_grid_network_gives_the_grid_cells_at_full_resolution(bsds_image, pcnet_grid_ckpt):
+    """A network that assigns every pixel to its own cell must return the cell grid, mapped to H x W."""
+    h, w = bsds_image.shape[:2]
+    result = uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, device="cpu").run(bsds_image, 600)
+    n_rows, n_cols = grid_shape_for(h, w, 600)
+    assert (n_rows, n_cols) == (20, 30)
+    assert result.n_cells == 600
+    k = assert_superpixel_labels(result.labels, (h, w))
+    assert k == 600
+    # Pixel (y, x) samples output pixel ((y + .5) * 16 n_rows / H) -> cell row floor of that / 16.
+    rows = ((np.arange(h) + 0.5) * n_rows / h).astype(int)
+    cols = ((np.arange(w) + 0.5) * n_cols / w).astype(int)
+    expected = rows[:, None] * n_cols + cols[None, :]  # raster order == cell order here
+    np.testing.assert_array_equal(result.labels, expected)
+
+
+def test_strip_size_does_not_change_the_labels(bsds_image, pcnet_random_ckpt):
+    model = load_model(pcnet_random_ckpt)
+    cpu = torch.device("cpu")
+    whole, grid, _ = network_labels(model, bsds_image, 1000, cpu, strip_pixels=10**9)
+    strips, _, _ = network_labels(model, bsds_image, 1000, cpu, strip_pixels=5000)
+    assert grid.n_cells == grid_shape_for(*bsds_image.shape[:2], 1000)[0] * grid_shape_for(*bsds_image.shape[:2], 1000)[1]
+    np.testing.assert_array_equal(strips, whole)
+    assert 0 <= whole.min() and whole.max() < grid.n_cells
+
+
+@pytest.mark.parametrize("method", ["pcnet", "scn"])
+def test_networks_follow_output_conventions(bsds_image, pcnet_random_ckpt, scn_ckpt, method):
+    weights = pcnet_random_ckpt if method == "pcnet" else scn_ckpt
+    labels = uhrseg.superpixels(bsds_image, 300, method=method, weights=weights, device="cpu")
+    assert_superpixel_labels(labels, bsds_image.shape[:2])
+
+
+@pytest.mark.parametrize("method", sorted(CLASSICAL_METHODS))
+def test_classical_methods_follow_output_conventions(bsds_image, method):
+    labels = uhrseg.superpixels(bsds_image, 400, method=method)
+    k = assert_superpixel_labels(labels, bsds_image.shape[:2])
+    assert 0.5 * 400 <= k <= 1.6 * 400, f"{method} gave {k} superpixels for n=400"
+
+
+def test_predictor_equals_function(bsds_image):
+    predictor = uhrseg.SuperpixelPredictor("slico")
+    np.testing.assert_array_equal(predictor.predict(bsds_image, 250), uhrseg.superpixels(bsds_image, 250, method="slico"))
+
+
+def test_image_layouts_give_the_same_superpixels(bsds_image):
+    """Gray, RGBA, 16-bit and float inputs are brought to the same RGB image before segmentation."""
+    reference = uhrseg.superpixels(bsds_image, 300, method="slic")
+    rgba = np.dstack([bsds_image, np.full(bsds_image.shape[:2], 7, np.uint8)])
+    np.testing.assert_array_equal(uhrseg.superpixels(rgba, 300, method="slic"), reference)
+    np.testing.assert_array_equal(uhrseg.superpixels(bsds_image.astype(np.uint16) * 257, 300, method="slic"), reference)
+    np.testing.assert_array_equal(uhrseg.superpixels(bsds_image / 255.0, 300, method="slic"), reference)
+    gray = uhrseg.superpixels(bsds_image[:, :, 1], 300, method="slic")
+    assert_superpixel_labels(gray, bsds_image.shape[:2])
+
+
+def test_superpixel_count_follows_n(bsds_image, pcnet_grid_ckpt):
+    predictor = uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt)
+    counts = [predictor.run(bsds_image, n).n_produced for n in (50, 200, 1000)]
+    assert counts[0] < counts[1] < counts[2]
+    for n, k in zip((50, 200, 1000), counts):
+        assert abs(k - n) <= 0.1 * n
+
+
+def test_resize_image_range_and_dtype(bsds_image):
+    small = resize_image(bsds_image, 80, 120)
+    assert small.shape == (80, 120, 3) and small.dtype == np.float32
+    assert 0.0 <= small.min() and small.max() <= 1.0
+    big = resize_image(bsds_image, 700, 1000)
+    assert 0.0 <= big.min() and big.max() <= 1.0
+    np.testing.assert_allclose(small.mean(), bsds_image.mean() / 255, atol=2e-3)
+
+
+@pytest.mark.parametrize("n", [0, -5, 321 * 481 // 4 + 1])
+def test_n_segments_out_of_range(bsds_image, n):
+    with pytest.raises(ValueError, match="n_segments"):
+        uhrseg.superpixels(bsds_image, n, method="slic")
+
+
+def test_unknown_method_and_device(bsds_image, pcnet_random_ckpt):
+    with pytest.raises(ValueError, match="unknown method 'quickshift'"):
+        uhrseg.SuperpixelPredictor("quickshift")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu")
+    with pytest.raises(ValueError, match="takes no weights"):
+        uhrseg.SuperpixelPredictor("slic", weights=pcnet_random_ckpt)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_asked_for_without_gpu():
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_zero_sized_array():
+    with pytest.raises(ValueError, match="zero-sized"):
+        uhrseg.superpixels(np.zeros((0, 5, 3), np.uint8), 1, method="slic")
+
+
+def test_cell_grid_ids():
+    grid = CellGrid(40, 33, 16)
+    assert (grid.n_rows, grid.n_cols, grid.n_cells) == (3, 3, 9)
+    assert grid.cell_ids()[39, 32] == 8

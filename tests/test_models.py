@@ -1,0 +1,137 @@
+"""PCNet and SCN modules and the versioned checkpoint format."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from uhrseg.errors import CheckpointError, WeightsNotFoundError
+from uhrseg.models import (
+    PCNet,
+    SCN,
+    NetConfig,
+    load_model,
+    load_packaged_model,
+    packaged_weights_path,
+    read_checkpoint,
+    save_checkpoint,
+)
+from uhrseg.models.checkpoint import FORMAT_VERSION
+
+
+def test_pcnet_shapes_and_size():
+    model = PCNet().eval()
+    assert 2.2e6 < model.n_parameters() < 2.4e6  # "about 2.3 M parameters" (docs/pcnet.md s. 2)
+    x = torch.rand(2, 3, 32, 48)
+    out = model(x)
+    assert out.assoc.shape == (2, 9, 128, 192)
+    assert out.embedding.shape == (2, 16, 128, 192)
+    assert out.reconstruction.shape == (2, 3, 128, 192)
+    torch.testing.assert_close(out.assoc.sum(dim=1), torch.ones(2, 128, 192))
+    assert out.reconstruction.abs().max() <= 1.0
+
+
+def test_scn_shapes():
+    out = SCN().eval()(torch.rand(1, 3, 48, 32))
+    assert out.assoc.shape == (1, 9, 48, 32)
+    assert out.embedding is None and out.reconstruction is None
+
+
+def test_input_side_must_be_multiple_of_16():
+    with pytest.raises(ValueError, match="multiples of 16"):
+        PCNet().decode(torch.rand(1, 3, 30, 32))
+
+
+@pytest.mark.parametrize("cls", [PCNet, SCN])
+def test_head_on_strips_equals_head_on_whole(cls):
+    """The head only needs head_halo input rows of context: strips give the same logits as the whole map."""
+    torch.manual_seed(0)
+    model = cls().eval()
+    with torch.inference_mode():
+        features = model.decode(torch.rand(1, 3, 64, 48))
+        whole = model.assoc_logits(features)
+        up, halo = model.upscale, model.head_halo
+        parts = []
+        for r0 in range(0, 64, 10):
+            r1 = min(64, r0 + 10)
+            c0, c1 = max(0, r0 - halo), min(64, r1 + halo)
+            parts.append(model.assoc_logits(features[:, :, c0:c1])[:, :, (r0 - c0) * up : (r1 - c0) * up])
+    torch.testing.assert_close(torch.cat(parts, dim=2), whole, rtol=1e-4, atol=1e-5)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = PCNet().eval()
+    path = save_checkpoint(tmp_path / "m.pt", model, training={"iterations": 12, "data": "BSDS500 train"})
+    ckpt = read_checkpoint(path)
+    assert ckpt["format_version"] == FORMAT_VERSION and ckpt["model"] == "pcnet"
+    assert ckpt["input_mean"] == pytest.approx([0.411, 0.432, 0.450])
+    loaded = load_model(path, expected="pcnet")
+    assert loaded.training_record == {"iterations": 12, "data": "BSDS500 train"}
+    x = torch.rand(1, 3, 16, 16)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x).assoc, model(x).assoc)
+    assert not list(tmp_path.glob("*.tmp")), "temporary file left behind"
+
+
+def test_config_is_restored(tmp_path):
+    model = SCN(NetConfig(channels=(8, 16, 32, 64, 128), input_mean=(0.5, 0.5, 0.5)))
+    loaded = load_model(save_checkpoint(tmp_path / "small.pt", model))
+    assert loaded.config == model.config
+    assert loaded.input_mean.flatten().tolist() == [0.5, 0.5, 0.5]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="not found"):
+        load_model(tmp_path / "nope.pt")
+
+
+def test_corrupt_file(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(CheckpointError, match="bad.pt: not a readable checkpoint"):
+        load_model(bad)
+
+
+def test_truncated_file(tmp_path, pcnet_random_ckpt):
+    data = pcnet_random_ckpt.read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cut.pt"):
+        load_model(cut)
+
+
+def test_other_model_is_refused(scn_ckpt):
+    with pytest.raises(CheckpointError, match="holds a 'scn' model, but method 'pcnet'"):
+        load_model(scn_ckpt, expected="pcnet")
+
+
+def test_other_format_version_is_refused(tmp_path, pcnet_random_ckpt):
+    ckpt = torch.load(pcnet_random_ckpt, weights_only=True)
+    ckpt["format_version"] = FORMAT_VERSION + 1
+    torch.save(ckpt, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match="format version"):
+        load_model(tmp_path / "future.pt")
+
+
+def test_not_a_uhrseg_checkpoint(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "plain.pt")
+    with pytest.raises(CheckpointError, match="not a uhrseg checkpoint"):
+        load_model(tmp_path / "plain.pt")
+
+
+def test_weights_that_do_not_fit_the_architecture(tmp_path, pcnet_random_ckpt):
+    ckpt = torch.load(pcnet_random_ckpt, weights_only=True)
+    ckpt["config"]["channels"] = [8, 16, 32, 64, 128]
+    torch.save(ckpt, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match="do not match the pcnet architecture"):
+        load_model(tmp_path / "mismatch.pt")
+
+
+@pytest.mark.parametrize("name", ["pcnet", "scn"])
+def test_packaged_weights(name):
+    if packaged_weights_path(name).is_file():
+        assert load_packaged_model(name).name == name
+    else:
+        with pytest.raises(WeightsNotFoundError, match="--weights"):
+            load_packaged_model(name)
