@@ -1,0 +1,200 @@
+"""The ``uhrseg superpixels`` command: outputs, and every bad input from the issue (error, exit 2, no files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+import uhrseg
+from conftest import bsds_image_path
+from test_io import BAD_KINDS, make_bad_file
+from uhrseg.cli import main
+from uhrseg.io import read_image
+
+
+def run_cli(capsys, *argv):
+    code = main(["superpixels", "-q", *map(str, argv)])
+    return code, capsys.readouterr().err
+
+
+def files_in(folder):
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_outputs_for_a_real_image(tmp_path, capsys):
+    image = bsds_image_path()
+    code, err = run_cli(capsys, image, "-n", 300, "--method", "slic", "--out", tmp_path / "out")
+    assert code == 0, err
+    out = tmp_path / "out"
+    assert files_in(out) == ["100007_labels.png", "100007_overlay.png", "summary.json"]
+    labels = np.asarray(Image.open(out / "100007_labels.png"))
+    np.testing.assert_array_equal(labels, uhrseg.superpixels(read_image(image), 300, method="slic"))
+    overlay = Image.open(out / "100007_overlay.png")
+    assert overlay.size == (481, 321) and overlay.mode == "RGB"
+    summary = json.loads((out / "summary.json").read_text())
+    entry = summary["images"][0]
+    assert summary["method"] == "slic" and summary["failed"] == []
+    assert (entry["width"], entry["height"], entry["n_requested"]) == (481, 321, 300)
+    assert entry["n_produced"] == labels.max() + 1
+    assert set(entry["seconds"]) >= {"read", "segment", "connectivity", "write", "total"}
+    assert entry["peak_rss_bytes"] > 50 * 2**20
+
+
+def test_network_with_preview_and_formats(tmp_path, capsys, photo_path, pcnet_grid_ckpt):
+    code, err = run_cli(capsys, photo_path, "-n", 2000, "--weights", pcnet_grid_ckpt, "--device", "cpu",
+                        "--out", tmp_path, "--label-format", "npy")
+    assert code == 0, err
+    stem = photo_path.stem
+    assert files_in(tmp_path) == sorted([f"{stem}_labels.npy", f"{stem}_overlay.png", f"{stem}_preview.png",
+                                         "summary.json"])
+    labels = np.load(tmp_path / f"{stem}_labels.npy")
+    assert labels.shape == (1600, 2560) and labels.dtype == np.int32
+    assert Image.open(tmp_path / f"{stem}_preview.png").size == (2048, 1280)
+    entry = json.loads((tmp_path / "summary.json").read_text())["images"][0]
+    assert entry["n_produced"] == labels.max() + 1 == entry["n_cells"]
+    assert set(entry["seconds"]) >= {"resize", "network", "assign", "connectivity"}
+
+
+def test_tiff_label_format(tmp_path, capsys):
+    code, _ = run_cli(capsys, bsds_image_path(), "-n", 100, "-m", "seeds", "--out", tmp_path, "--label-format", "tiff")
+    assert code == 0
+    labels = tifffile.imread(tmp_path / "100007_labels.tif")
+    assert labels.dtype == np.int32 and labels.shape == (321, 481)
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_bad_image_gives_error_exit_2_and_no_files(tmp_path, capsys, kind):
+    path, message = make_bad_file(tmp_path, kind)
+    out = tmp_path / "out"
+    code, err = run_cli(capsys, path, "--method", "slic", "--out", out)
+    assert code == 2
+    assert f"uhrseg: error: {path}: " in err and message in err
+    assert files_in(out) == []
+
+
+def test_batch_goes_on_after_a_bad_file(tmp_path, capsys):
+    bad, _ = make_bad_file(tmp_path, "truncated")
+    good = bsds_image_path()
+    other = bsds_image_path("100039")
+    out = tmp_path / "out"
+    code, err = run_cli(capsys, good, bad, other, "-n", 200, "-m", "slico", "--out", out)
+    assert code == 2
+    assert files_in(out) == ["100007_labels.png", "100007_overlay.png", "100039_labels.png",
+                             "100039_overlay.png", "summary.json"]
+    assert "2 of 3 images written" in err and "1 failed" in err
+    assert err.strip().splitlines()[-1].strip().startswith(str(bad))
+    summary = json.loads((out / "summary.json").read_text())
+    assert [f["file"] for f in summary["failed"]] == [str(bad)]
+
+
+@pytest.mark.parametrize("n", [0, -3])
+def test_n_segments_below_one(tmp_path, capsys, n):
+    code, err = run_cli(capsys, bsds_image_path(), "-n", n, "-m", "slic", "--out", tmp_path / "out")
+    assert code == 2 and "--n-segments must be >= 1" in err
+    assert files_in(tmp_path / "out") == []
+
+
+def test_n_segments_above_a_quarter_of_the_pixels(tmp_path, capsys):
+    image = bsds_image_path()
+    code, err = run_cli(capsys, image, "-n", 321 * 481 // 4 + 1, "-m", "slic", "--out", tmp_path)
+    assert code == 2 and f"{image}: n_segments=38601 is more than a quarter" in err
+    assert files_in(tmp_path) == []
+
+
+def test_missing_weights_file(tmp_path, capsys):
+    code, err = run_cli(capsys, bsds_image_path(), "--weights", tmp_path / "nope.pt", "--out", tmp_path / "out")
+    assert code == 2 and "nope.pt: weights file not found" in err
+    assert files_in(tmp_path / "out") == []
+
+
+def test_packaged_weights_missing(tmp_path, capsys):
+    if uhrseg.models.packaged_weights_path("pcnet").is_file():
+        pytest.skip("this installation ships PCNet weights")
+    code, err = run_cli(capsys, bsds_image_path(), "--out", tmp_path / "out")
+    assert code == 2 and "no packaged weights for method 'pcnet'" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_mismatched_weights(tmp_path, capsys, scn_ckpt):
+    code, err = run_cli(capsys, bsds_image_path(), "--method", "pcnet", "--weights", scn_ckpt, "--out", tmp_path / "o")
+    assert code == 2 and "holds a 'scn' model, but method 'pcnet'" in err
+
+
+def test_corrupt_weights(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(os.urandom(2000))
+    code, err = run_cli(capsys, bsds_image_path(), "--weights", bad, "--out", tmp_path / "o")
+    assert code == 2 and f"{bad}: not a readable checkpoint" in err
+
+
+def test_output_folder_is_a_file(tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("keep me")
+    code, err = run_cli(capsys, bsds_image_path(), "-m", "slic", "--out", target)
+    assert code == 2 and f"{target}: output path exists and is not a folder" in err
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only folders")
+def test_output_folder_not_writable(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        code, err = run_cli(capsys, bsds_image_path(), "-m", "slic", "--out", ro)
+        assert code == 2 and "not writable" in err
+    finally:
+        ro.chmod(0o755)
+
+
+def test_output_folder_cannot_be_created(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code, err = run_cli(capsys, bsds_image_path(), "-m", "slic", "--out", tmp_path / "file" / "sub")
+    assert code == 2 and "output folder is not writable" in err
+
+
+def test_never_overwrites_an_input(tmp_path, capsys):
+    first = tmp_path / "a.jpg"
+    shutil.copy(bsds_image_path(), first)
+    victim = tmp_path / "a_overlay.png"
+    Image.open(first).save(victim)
+    before = victim.read_bytes()
+    code, err = run_cli(capsys, first, victim, "-n", 100, "-m", "slico", "--out", tmp_path)
+    assert code == 2 and "would overwrite an input image" in err
+    assert victim.read_bytes() == before
+    assert not (tmp_path / "a_labels.png").exists()
+
+
+def test_duplicate_stems_get_distinct_outputs(tmp_path, capsys):
+    (tmp_path / "x").mkdir()
+    copy = tmp_path / "x" / "100007.jpg"
+    shutil.copy(bsds_image_path(), copy)
+    code, _ = run_cli(capsys, bsds_image_path(), copy, "-n", 100, "-m", "slico", "--out", tmp_path / "o")
+    assert code == 0
+    assert "100007-2_labels.png" in files_in(tmp_path / "o")
+
+
+def test_console_script_help_documents_every_option(tmp_path):
+    exe = shutil.which("uhrseg", path=os.path.dirname(sys.executable)) or shutil.which("uhrseg")
+    assert exe, "console script 'uhrseg' is not installed"
+    proc = subprocess.run([exe, "superpixels", "--help"], capture_output=True, text=True, check=True)
+    for option in ("--n-segments", "--method", "--device", "--weights", "--out", "--label-format",
+                   "--preview-side", "--strip-pixels", "--quiet", "IMAGE", "summary.json", "pcnet", "lsc"):
+        assert option in proc.stdout
+    bad = subprocess.run([exe, "superpixels", "/nonexistent.jpg", "-m", "slic", "-q", "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "/nonexistent.jpg: file not found" in bad.stderr
+
+
+def test_example_image_command(capsys):
+    assert main(["example-image"]) == 0
+    path = capsys.readouterr().out.strip()
+    assert read_image(path).shape == (1600, 2560, 3)

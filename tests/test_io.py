@@ -1,0 +1,169 @@
+"""Reading every supported image kind, and the errors for bad files."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from conftest import bsds_image_path
+from uhrseg.errors import ImageReadError, OutputError
+from uhrseg.io import commit_files, prepare_output_dir, read_image, render_overlay
+
+
+@pytest.fixture(scope="module")
+def rgb():
+    return np.asarray(Image.open(bsds_image_path()).convert("RGB"))
+
+
+def test_jpeg(rgb):
+    img = read_image(bsds_image_path())
+    assert img.shape == (321, 481, 3) and img.dtype == np.uint8
+    np.testing.assert_array_equal(img, rgb)
+
+
+def test_png_8_bit_rgba_and_gray(tmp_path, rgb):
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), rgb)
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 9, np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "rgba.png"), rgb)
+    Image.fromarray(rgb[:, :, 0]).save(tmp_path / "gray.png")
+    gray = read_image(tmp_path / "gray.png")
+    assert gray.shape == rgb.shape
+    np.testing.assert_array_equal(gray[:, :, 2], rgb[:, :, 0])
+
+
+def test_png_16_bit_keeps_every_level(tmp_path, rgb):
+    values = rgb[:, :, 0].astype(np.uint16) * 257 + 3
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    img = read_image(tmp_path / "deep.png")
+    assert img.dtype == np.uint16
+    np.testing.assert_array_equal(img[:, :, 1], values)
+
+
+def test_tiff_bigtiff_planar_and_float(tmp_path, rgb):
+    tifffile.imwrite(tmp_path / "a.tif", rgb, compression="zlib", tile=(64, 64))
+    np.testing.assert_array_equal(read_image(tmp_path / "a.tif"), rgb)
+    tifffile.imwrite(tmp_path / "big.tif", rgb, bigtiff=True)
+    assert open(tmp_path / "big.tif", "rb").read(4) == b"II+\x00"
+    np.testing.assert_array_equal(read_image(tmp_path / "big.tif"), rgb)
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(rgb, -1, 0), photometric="rgb", planarconfig="separate")
+    np.testing.assert_array_equal(read_image(tmp_path / "planar.tif"), rgb)
+    tifffile.imwrite(tmp_path / "f.tif", rgb.astype(np.float32) / 255, photometric="rgb")
+    img = read_image(tmp_path / "f.tif")
+    assert img.dtype == np.float32
+    np.testing.assert_allclose(img, rgb / 255, atol=1e-6)
+
+
+def test_exif_orientation_is_applied(tmp_path, rgb):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    Image.fromarray(rgb).save(tmp_path / "rot.jpg", exif=exif, quality=98)
+    img = read_image(tmp_path / "rot.jpg")
+    assert img.shape == (481, 321, 3)
+    expected = np.rot90(rgb, k=-1)
+    assert np.abs(img.astype(int) - expected).mean() < 3
+
+
+def test_larger_than_pillow_bomb_limit(tmp_path):
+    """An image twice Pillow's decompression-bomb limit (179 M pixels), which Pillow alone refuses."""
+    side = 13500
+    assert side * side > 2 * Image.MAX_IMAGE_PIXELS
+    Image.new("1", (side, side)).save(tmp_path / "huge.png")
+    img = read_image(tmp_path / "huge.png")
+    assert img.shape == (side, side, 3)
+    assert Image.MAX_IMAGE_PIXELS is not None, "the global limit must be restored"
+
+
+def _png_with_size(width, height):
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def make_bad_file(tmp_path, kind):
+    """Write one kind of bad input; returns its path and the expected message."""
+    jpeg = bsds_image_path().read_bytes()
+    if kind == "missing":
+        return tmp_path / "missing.jpg", "file not found"
+    path = tmp_path / {"not-image": "notes.jpg", "corrupt": "corrupt.jpg", "truncated": "truncated.jpg",
+                       "empty": "empty.png", "zero-size": "zero.png", "truncated-tiff": "cut.tif",
+                       "zero-size-tiff": "zero.tif"}[kind]
+    if kind == "not-image":
+        path.write_text("these are not pixels\n")
+        return path, "not a recognised image"
+    if kind == "corrupt":
+        path.write_bytes(jpeg[:300] + bytes(4000))
+        return path, "corrupt or truncated"
+    if kind == "truncated":
+        path.write_bytes(jpeg[: len(jpeg) // 2])
+        return path, "truncated"
+    if kind == "empty":
+        path.write_bytes(b"")
+        return path, "empty file"
+    if kind == "zero-size":
+        path.write_bytes(_png_with_size(0, 10))
+        return path, "zero-sized image"
+    if kind == "truncated-tiff":
+        tifffile.imwrite(tmp_path / "whole.tif", np.zeros((300, 400, 3), np.uint8) + 7)
+        data = (tmp_path / "whole.tif").read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        return path, "corrupt or truncated TIFF"
+    if kind == "zero-size-tiff":
+        with pytest.warns(UserWarning):
+            tifffile.imwrite(path, np.zeros((0, 10), np.uint8))
+        return path, "zero-sized image"
+    raise AssertionError(kind)
+
+
+BAD_KINDS = ["missing", "not-image", "corrupt", "truncated", "empty", "zero-size", "truncated-tiff", "zero-size-tiff"]
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_bad_files_raise_a_clear_error(tmp_path, kind):
+    path, message = make_bad_file(tmp_path, kind)
+    with pytest.raises(ImageReadError, match=message) as info:
+        read_image(path)
+    assert str(info.value).startswith(str(path))
+    assert "\n" not in str(info.value)
+
+
+def test_folder_is_not_an_image(tmp_path):
+    with pytest.raises(ImageReadError, match="not a file"):
+        read_image(tmp_path)
+
+
+def test_commit_files_is_all_or_nothing(tmp_path):
+    def fail(path):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OutputError, match="b.png: cannot be written"):
+        commit_files({tmp_path / "a.txt": lambda p: p.write_text("ok"), tmp_path / "b.png": fail})
+    assert list(tmp_path.iterdir()) == []
+    written = commit_files({tmp_path / "a.txt": lambda p: p.write_text("ok")})
+    assert written == [tmp_path / "a.txt"] and (tmp_path / "a.txt").read_text() == "ok"
+    assert (tmp_path / "a.txt").stat().st_mode & 0o044, "outputs must be readable like normal files"
+
+
+def test_output_dir_that_is_a_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputError, match="not a folder"):
+        prepare_output_dir(tmp_path / "f")
+
+
+def test_overlay_marks_boundaries(rgb):
+    labels = np.zeros(rgb.shape[:2], np.int32)
+    labels[:, 200:] = 1
+    out = render_overlay(rgb, labels)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    red = (out == (255, 32, 32)).all(axis=2)
+    assert red[:, 199:201].all() and red.sum() == 2 * rgb.shape[0]
+    preview = render_overlay(rgb, labels, max_side=100)
+    assert max(preview.shape[:2]) == 100
