@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..errors import UhrsegError
-from ..inference import DEFAULT_STRIP_PIXELS, METHODS, SuperpixelPredictor, validate_n_segments
+from ..inference import DEFAULT_STRIP_PIXELS, METHODS, SuperpixelPredictor
 from ..io import LABEL_FORMATS, commit_files, label_suffix, prepare_output_dir, read_image, render_overlay
 from ..io import write_labels, write_png
 from ..memory import peak_rss_bytes, reset_peak_rss
@@ -69,10 +69,6 @@ def _process(predictor: SuperpixelPredictor, path: Path, stem: str, args: argpar
     t_start = time.perf_counter()
     image = read_image(path)
     t_read = time.perf_counter() - t_start
-    try:
-        validate_n_segments(args.n_segments, image.shape)
-    except ValueError as e:
-        raise UhrsegError(f"{path}: {e}") from None
     result = predictor.run(image, args.n_segments)
     labels = result.labels
 

@@ -14,7 +14,7 @@ from ..grid.connectivity import connectivity_bounds, enforce_connectivity
 from ..io.images import as_rgb, to_uint8
 from ..models.checkpoint import load_model, load_packaged_model
 from ..models.nets import MODELS, SuperpixelNet
-from .network import DEFAULT_STRIP_PIXELS, grid_shape_for, network_labels
+from .network import DEFAULT_STRIP_PIXELS, network_labels
 
 __all__ = ["METHODS", "NETWORK_METHODS", "SuperpixelPredictor", "SuperpixelResult", "resolve_device",
            "superpixels", "validate_n_segments"]
@@ -204,10 +204,6 @@ class SuperpixelPredictor:
     def predict(self, image: np.ndarray, n_segments: int) -> np.ndarray:
         """Superpixel labels of ``image``: ``(H, W)`` int32, 0-based, contiguous, 4-connected (see :meth:`run`)."""
         return self.run(image, n_segments).labels
-
-    def output_grid(self, shape: tuple[int, int], n_segments: int) -> tuple[int, int]:
-        """Cell grid ``(n_rows, n_cols)`` a network method uses for an ``(H, W)`` image and ``n_segments``."""
-        return grid_shape_for(shape[0], shape[1], n_segments)
 
 
 def superpixels(image: np.ndarray, n_segments: int = 1000, *, method: str = "pcnet", device: str = "auto",
