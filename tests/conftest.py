@@ -83,3 +83,15 @@ def assert_superpixel_labels(labels: np.ndarray, shape: tuple[int, int]) -> int:
     n_components = connected_components(labels + 1, background=0, connectivity=1).max()
     assert n_components == k, f"{n_components} 4-connected components for {k} labels"
     return k
+
+
+@pytest.fixture(scope="session")
+def mini_bsds(tmp_path_factory) -> Path:
+    """A 3-image BSDS500 test split in the official layout (links to the real files)."""
+    root = tmp_path_factory.mktemp("bsds-mini")
+    for sub in ("images/test", "groundTruth/test"):
+        (root / sub).mkdir(parents=True)
+    for name in ("100007", "100039", "100099"):
+        (root / "images/test" / f"{name}.jpg").symlink_to(BSDS / "images/test" / f"{name}.jpg")
+        (root / "groundTruth/test" / f"{name}.mat").symlink_to(BSDS / "groundTruth/test" / f"{name}.mat")
+    return root

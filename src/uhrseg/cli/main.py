@@ -11,7 +11,7 @@ import sys
 from .. import __version__
 from ..data import example_image_path
 from ..errors import UhrsegError
-from . import superpixels
+from . import evaluate, superpixels
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"uhrseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     superpixels.add_parser(sub)
+    evaluate.add_parser(sub)
     example = sub.add_parser("example-image", help="print the path of the bundled example photograph",
                              description="Print the path of the bundled example photograph (2560 x 1600 JPEG, "
                                          "LGPL-3.0), e.g. uhrseg superpixels \"$(uhrseg example-image)\".")
@@ -34,7 +35,9 @@ def _print_example_image(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (also used as the console script)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.run(args)
     except (UhrsegError, ValueError) as e:

@@ -1,0 +1,267 @@
+"""Benchmark runs: dataset x methods x superpixel counts -> one row of metrics per (image, ground truth).
+
+Every method goes through :class:`uhrseg.SuperpixelPredictor`, so the same connectivity step is applied to all.
+Label maps made elsewhere (``labels_dir``) are only made connected and contiguous (each 4-connected piece of a
+label becomes its own superpixel, no merging).
+
+The run is resumable: rows are appended to ``OUT/runs/METHOD/SETTING.csv`` one image at a time (all of its
+ground truths in one write), and images already there are skipped when the run starts again. ``jobs > 1``
+spreads images over worker processes; each measures its own seconds and peak memory per image.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..datasets.readers import read_label_map
+from ..grid.connectivity import enforce_connectivity
+from ..inference.predictor import SuperpixelPredictor
+from ..memory import peak_rss_bytes, reset_peak_rss
+from ..metrics.superpixel import superpixel_metrics
+
+__all__ = ["PAIR_FIELDS", "EvaluationPlan", "Setting", "parse_counts", "read_pairs", "run_evaluation"]
+
+#: Columns of the per-pair CSV.
+PAIR_FIELDS = ["method", "setting", "image", "gt", "n_requested", "k", "br", "bp", "asa", "ue", "ev", "co",
+               "tolerance", "seconds", "peak_rss_bytes"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One point of the sweep: a fixed superpixel count ``n``, or a scale ``s`` (SCN papers' convention) that
+    asks ``round(s^2 H W / 256)`` superpixels of an ``H x W`` image (the grid cells of SCN at scale ``s``)."""
+
+    n: int | None = None
+    scale: float | None = None
+
+    @property
+    def name(self) -> str:
+        if self.n is not None:
+            return f"n{self.n}"
+        return f"scale{self.scale:g}" if self.scale is not None else "given"
+
+    def n_for(self, shape: tuple[int, ...]) -> int:
+        if self.n is not None:
+            return self.n
+        return max(1, round(self.scale**2 * shape[0] * shape[1] / 256))
+
+
+def parse_counts(text: str, kind: type = int) -> list:
+    """Parse ``"200,400,600"``, ``"200,400,...,1200"`` (step from the first two) or ``"200:1200:200"``.
+
+    Raises
+    ------
+    ValueError
+        On malformed text or non-positive values.
+    """
+    text = text.strip()
+    try:
+        if ":" in text:
+            start, stop, step = (kind(v) for v in text.split(":"))
+            values = list(np.arange(start, stop + step / 2, step))
+        else:
+            parts = [p.strip() for p in text.split(",") if p.strip()]
+            if "..." in parts:
+                i = parts.index("...")
+                if i < 2 or i != len(parts) - 2:
+                    raise ValueError
+                a, b, last = kind(parts[0]), kind(parts[1]), kind(parts[-1])
+                values = [kind(p) for p in parts[:i]]
+                step = b - a
+                if step <= 0:
+                    raise ValueError
+                while values[-1] + step <= last + (step / 1e6 if kind is float else 0):
+                    values.append(values[-1] + step)
+            else:
+                values = [kind(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"cannot read {text!r}: use a comma list (200,400,600), 200,400,...,1200, "
+                         "or start:stop:step") from None
+    values = [kind(round(v, 6)) if kind is float else kind(v) for v in values]
+    if not values or min(values) <= 0:
+        raise ValueError(f"{text!r}: values must be positive")
+    return values
+
+
+@dataclass
+class EvaluationPlan:
+    """What to run.
+
+    Attributes
+    ----------
+    methods : list of str
+        Method names (see :data:`uhrseg.METHODS`); ignored when ``labels_dir`` is set.
+    settings : list of Setting
+        Superpixel counts or scales to sweep.
+    weights : dict of str to path
+        Checkpoints for network methods (default: packaged weights).
+    labels_dir : path, optional
+        Evaluate label maps found here as ``NAME.{png,tif,npy,csv}`` instead of running methods.
+    tolerance : int, optional
+        Boundary tolerance in pixels (default: the benchmark's 0.0025 x diagonal).
+    device : str
+        Device for network methods.
+    jobs : int
+        Worker processes over images.
+    """
+
+    methods: list[str]
+    settings: list[Setting]
+    weights: dict[str, Path] = field(default_factory=dict)
+    labels_dir: Path | None = None
+    tolerance: int | None = None
+    device: str = "cpu"
+    jobs: int = 1
+
+
+# Per worker process: the predictor of the method being run (built once per process and method).
+_worker_predictors: dict[str, SuperpixelPredictor] = {}
+
+
+def _predictor(method: str, plan: EvaluationPlan) -> SuperpixelPredictor:
+    if method not in _worker_predictors:
+        _worker_predictors.clear()
+        _worker_predictors[method] = SuperpixelPredictor(method, device=plan.device, weights=plan.weights.get(method))
+    return _worker_predictors[method]
+
+
+def _find_label_map(folder: Path, name: str) -> Path:
+    for suffix in (".png", ".tif", ".tiff", ".npy", ".csv"):
+        for candidate in (folder / f"{name}{suffix}", folder / f"{name}_labels{suffix}"):
+            if candidate.is_file():
+                return candidate
+    raise FileNotFoundError(f"{folder}: no label map for image {name} (NAME.png/.tif/.npy/.csv)")
+
+
+def _evaluate_image(task: tuple) -> str:
+    """Worker: superpixels for one image (or its given label map), metrics for each ground truth -> CSV text."""
+    dataset, plan, method, setting, name = task
+    image = dataset.image(name)
+    gts = dataset.ground_truths(name)
+    reset_peak_rss()
+    t0 = time.perf_counter()
+    if plan.labels_dir is not None:
+        labels = enforce_connectivity(read_label_map(_find_label_map(plan.labels_dir, name)), 0, None)
+        n = int(labels.max()) + 1
+    else:
+        n = setting.n_for(image.shape)
+        labels = _predictor(method, plan).predict(image, n)
+    seconds = time.perf_counter() - t0
+    peak = peak_rss_bytes()
+    out = io.StringIO()
+    writer = csv.writer(out)
+    for g, gt in enumerate(gts):
+        if gt.shape != labels.shape:
+            raise ValueError(f"{name}: ground truth {g} is {gt.shape}, labels are {labels.shape}")
+        m = superpixel_metrics(labels, gt, image=image, tolerance=plan.tolerance)
+        writer.writerow([method, setting.name, name, g, n, m["k"], *(f"{m[k]:.6f}" for k in
+                         ("br", "bp", "asa", "ue", "ev", "co")), m["tolerance"], f"{seconds:.4f}", peak])
+    return out.getvalue()
+
+
+def _done_images(shard: Path) -> set[str]:
+    """Images whose rows are complete in a shard (a last line cut short by a kill is dropped)."""
+    if not shard.is_file():
+        return set()
+    text = shard.read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        shard.write_text(text)
+    rows = list(csv.reader(io.StringIO(text)))
+    return {r[2] for r in rows[1:] if len(r) == len(PAIR_FIELDS)}
+
+
+def run_evaluation(dataset, plan: EvaluationPlan, out_dir: str | os.PathLike, progress: bool = True) -> Path:
+    """Run (or resume) every (method, setting, image) cell and write ``OUT/pairs.csv``.
+
+    Parameters
+    ----------
+    dataset : BSDS500 or LabelledFolder
+        Anything with ``names``, ``image(name)`` and ``ground_truths(name)``.
+    plan : EvaluationPlan
+        Methods, settings and options.
+    out_dir : path-like
+        Output folder; ``runs/`` inside it holds the resumable shards.
+    progress : bool
+        Show a progress bar (images done, ETA).
+
+    Returns
+    -------
+    Path
+        ``OUT/pairs.csv`` with :data:`PAIR_FIELDS` columns, all shards of this plan concatenated.
+    """
+    out_dir = Path(out_dir)
+    methods = ["labels"] if plan.labels_dir is not None else list(plan.methods)
+    settings = [Setting()] if plan.labels_dir is not None else plan.settings  # Setting() = labels as given
+    work: list[tuple[Path, list[tuple]]] = []
+    total = 0
+    for method in methods:
+        for setting in settings:
+            shard = out_dir / "runs" / method / f"{setting.name}.csv"
+            done = _done_images(shard)
+            todo = [(dataset, plan, method, setting, name) for name in dataset.names if name not in done]
+            work.append((shard, todo))
+            total += len(todo)
+    bar = tqdm(total=total, unit="image", disable=not progress, desc="evaluate")
+    ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    pool = ctx.Pool(plan.jobs) if plan.jobs > 1 else None
+    try:
+        for shard, todo in work:
+            if not todo:
+                continue
+            shard.parent.mkdir(parents=True, exist_ok=True)
+            new = not shard.is_file()
+            with open(shard, "a", newline="") as f:
+                if new:
+                    csv.writer(f).writerow(PAIR_FIELDS)
+                results: Iterable[str] = (pool.imap_unordered(_evaluate_image, todo) if pool
+                                          else map(_evaluate_image, todo))
+                for text in results:
+                    f.write(text)
+                    f.flush()
+                    bar.set_postfix_str(f"{todo[0][2]} {todo[0][3].name}", refresh=False)
+                    bar.update(1)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.close()
+            pool.join()
+    pairs = out_dir / "pairs.csv"
+    rows = []
+    for method in methods:
+        for setting in settings:
+            rows.extend(read_pairs(out_dir / "runs" / method / f"{setting.name}.csv"))
+    tmp = pairs.with_suffix(".csv.part")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=PAIR_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, pairs)
+    return pairs
+
+
+def read_pairs(path: str | os.PathLike) -> list[dict]:
+    """Rows of a pairs CSV (or shard) as dicts with numeric values."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if None not in r.values() and len(r) == len(PAIR_FIELDS)]
+    for r in rows:
+        for key in ("gt", "n_requested", "k", "tolerance", "peak_rss_bytes"):
+            r[key] = int(r[key])
+        for key in ("br", "bp", "asa", "ue", "ev", "co", "seconds"):
+            r[key] = float(r[key]) if r[key] not in ("", "nan") else math.nan
+    return rows
+

@@ -1,0 +1,128 @@
+"""Benchmark runner, summaries, plots, report and the ``uhrseg evaluate`` command on real BSDS500 images."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from uhrseg.cli import main
+from uhrseg.datasets import BSDS500
+from uhrseg.evaluation import (
+    EvaluationPlan,
+    Setting,
+    br_bp_area,
+    parse_counts,
+    read_pairs,
+    run_evaluation,
+    summarize,
+)
+
+METRIC_KEYS = ("method", "setting", "image", "gt", "n_requested", "k", "br", "bp", "asa", "ue", "ev", "co")
+
+
+def strip(rows):
+    return sorted(tuple(r[k] for k in METRIC_KEYS) for r in rows)
+
+
+def test_parse_counts():
+    assert parse_counts("200,400,...,1200") == [200, 400, 600, 800, 1000, 1200]
+    assert parse_counts("100:300:100") == [100, 200, 300]
+    assert parse_counts("5, 7") == [5, 7]
+    assert parse_counts("0.3:1.8:0.3", float) == [0.3, 0.6, 0.9, 1.2, 1.5, 1.8]
+    for bad in ("", "a,b", "0,5", "200,...,400", "400,200,...,1000"):
+        with pytest.raises(ValueError):
+            parse_counts(bad)
+
+
+def test_setting_scale_gives_scn_grid_count():
+    assert Setting(scale=1.0).n_for((321, 481)) == 603  # 321 * 481 / 256
+    assert Setting(n=400).n_for((321, 481)) == 400 and Setting(scale=0.5).name == "scale0.5"
+
+
+def test_run_resume_and_jobs(mini_bsds, tmp_path):
+    data = BSDS500(mini_bsds, "test")
+    plan = EvaluationPlan(methods=["slico"], settings=[Setting(n=100), Setting(n=300)])
+    pairs = run_evaluation(data, plan, tmp_path / "a", progress=False)
+    rows = read_pairs(pairs)
+    n_gts = sum(len(data.ground_truths(n)) for n in data.names)
+    assert len(rows) == 2 * n_gts
+    for r in rows:
+        assert 0 < r["br"] <= 1 and 0 < r["bp"] <= 1 and 0.7 < r["asa"] <= 1 and 0 <= r["ue"] < 0.5
+        assert r["tolerance"] == 1 and r["seconds"] > 0 and r["peak_rss_bytes"] > 0
+    assert {r["k"] for r in rows if r["setting"] == "n300"} != {300}, "K must be the produced count"
+
+    # Kill simulation: keep the first image's rows and half a line of the next.
+    shard = tmp_path / "a" / "runs" / "slico" / "n100.csv"
+    lines = shard.read_text().splitlines(keepends=True)
+    first = lines[0] + "".join(line for line in lines[1:] if ",100007," in line)
+    shard.write_text(first + lines[-1][: len(lines[-1]) // 2])
+    before = [r for r in read_pairs(shard) if r["image"] == "100007"]
+    resumed = read_pairs(run_evaluation(data, plan, tmp_path / "a", progress=False))
+    assert strip(resumed) == strip(rows)
+    again = [r for r in resumed if r["image"] == "100007" and r["setting"] == "n100"]
+    assert [r["seconds"] for r in again] == [r["seconds"] for r in before], "finished cells were recomputed"
+
+    parallel = read_pairs(run_evaluation(data, EvaluationPlan(["slico"], [Setting(n=100), Setting(n=300)], jobs=2),
+                                         tmp_path / "b", progress=False))
+    assert strip(parallel) == strip(rows)
+
+
+def test_given_labels_equal_to_ground_truth_are_perfect(mini_bsds, tmp_path):
+    data = BSDS500(mini_bsds, "test")
+    (tmp_path / "labels").mkdir()
+    for name in data.names:
+        np.save(tmp_path / "labels" / f"{name}.npy", data.ground_truths(name)[0] - 1)
+    rows = read_pairs(run_evaluation(data, EvaluationPlan([], [], labels_dir=tmp_path / "labels"), tmp_path / "o",
+                                     progress=False))
+    first = [r for r in rows if r["gt"] == 0]
+    assert len(first) == 3
+    for r in first:
+        assert (r["br"], r["asa"], r["ue"]) == (1.0, 1.0, 0.0) and r["method"] == "labels"
+
+
+def test_summaries_mean_and_worst():
+    def row(image, gt, br, ue):
+        return {"method": "m", "setting": "n1", "image": image, "gt": gt, "n_requested": 1, "k": 10, "br": br,
+                "bp": 0.5, "asa": 0.9, "ue": ue, "ev": 0.8, "co": 0.3, "seconds": 2.0, "peak_rss_bytes": 2**20}
+
+    rows = [row("a", 0, 0.9, 0.1), row("a", 1, 0.5, 0.3), row("b", 0, 0.7, 0.2)]
+    (s,) = summarize(rows)
+    assert s["br"] == pytest.approx((0.9 + 0.5 + 0.7) / 3)
+    assert s["br_worst"] == pytest.approx((0.5 + 0.7) / 2)
+    assert s["ue_worst"] == pytest.approx((0.3 + 0.2) / 2)
+    assert (s["images"], s["pairs"], s["seconds_per_image"], s["peak_rss_mb"]) == (2, 3, 2.0, 1.0)
+
+
+def test_br_bp_area():
+    assert br_bp_area([(0.5, 0.2), (1.0, 0.2)]) == pytest.approx(0.1)
+    assert br_bp_area([(1.0, 0.0), (0.0, 1.0)]) == pytest.approx(0.5)
+
+
+def test_evaluate_command(mini_bsds, tmp_path, capsys):
+    out = tmp_path / "report"
+    code = main(["evaluate", "--dataset", "bsds500:test", "--bsds500-root", str(mini_bsds), "--methods",
+                 "pcnet,seeds", "--n-segments", "100,200", "--out", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "skipping pcnet: no packaged weights" in err
+    assert {p.name for p in out.iterdir()} >= {"pairs.csv", "summary.csv", "br_bp.png", "metrics_vs_k.png",
+                                              "report.md"}
+    with open(out / "summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    assert [r["method"] for r in summary] == ["seeds", "seeds"]
+    report = (out / "report.md").read_text()
+    assert "uhrseg evaluate --dataset bsds500:test" in report and "| seeds |" in report
+    assert "pcnet: not evaluated" in report
+
+
+def test_evaluate_command_errors(mini_bsds, tmp_path, capsys):
+    base = ["evaluate", "--bsds500-root", str(mini_bsds), "--out", str(tmp_path / "o"), "-q"]
+    assert main([*base, "--dataset", "bsds500:test", "--methods", "quickshift"]) == 2
+    assert "unknown method 'quickshift'" in capsys.readouterr().err
+    assert main([*base, "--dataset", "bsds500:dev"]) == 2
+    assert "unknown BSDS500 split" in capsys.readouterr().err
+    assert main([*base, "--dataset", "bsds500:test", "--weights", "pcnet=" + str(tmp_path / "x.pt"),
+                 "--methods", "pcnet"]) == 2
+    assert "x.pt: weights file not found" in capsys.readouterr().err
