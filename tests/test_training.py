@@ -1,0 +1,157 @@
+"""Training: losses on hand-computed cases, DPC sampling on real BSDS500 data, resumable trainer, CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from uhrseg.cli import main
+from uhrseg.datasets import BSDS500
+from uhrseg.grid import CellGrid, boundary_mask
+from uhrseg.models import load_model
+from uhrseg.training import (
+    SamplingConfig,
+    TrainConfig,
+    TrainingSampler,
+    boundary_sr_loss,
+    learning_rate,
+    local_discrimination_loss,
+    one_hot_labels,
+    superpixel_loss,
+    train,
+)
+
+
+def test_perfect_association_minimises_the_label_term():
+    """Labels equal to the grid cells and Q on the centre cell reconstruct the labels exactly: CE = 0."""
+    grid = CellGrid(32, 48, 16)
+    labels = grid.cell_ids().unsqueeze(0)
+    centre = torch.zeros(1, 9, 32, 48)
+    centre[:, 4] = 1
+    sem, pos = superpixel_loss(centre, labels)
+    assert sem.item() == pytest.approx(0.0, abs=1e-4)
+    random_q = torch.softmax(torch.randn(1, 9, 32, 48, generator=torch.Generator().manual_seed(0)), 1)
+    sem_r, _ = superpixel_loss(random_q, labels)
+    assert sem_r.item() > 100 * max(sem.item(), 1e-6)
+    # Position term: distance of each pixel to its cell's mean position, times m / S.
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(48.0), indexing="ij")
+    cy, cx = (ys // 16) * 16 + 7.5, (xs // 16) * 16 + 7.5
+    expected = 0.003 / 16 * torch.sqrt((ys - cy) ** 2 + (xs - cx) ** 2).sum()
+    assert pos.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_one_hot_ignores_minus_one():
+    oh = one_hot_labels(torch.tensor([[[0, 2], [-1, 1]]]))
+    assert oh.shape == (1, 3, 2, 2)
+    assert oh[0, :, 1, 0].sum() == 0 and oh[0, 2, 0, 1] == 1
+
+
+def test_local_discrimination_hand_computed():
+    """K = 2, D = 1: f = {0, 2}, g = {4, 6}: between 16, within 4, J = 4, L_D = -4."""
+    emb = torch.tensor([[[[0.0, 4.0], [2.0, 6.0]]]])
+    mask = torch.tensor([[[True, False], [True, False]]])
+    loss = local_discrimination_loss(emb, torch.tensor([[0, 0, 0]]), mask)
+    assert loss.item() == pytest.approx(-4.0, rel=1e-5)
+
+
+def test_local_discrimination_prefers_separated_embeddings():
+    rng = torch.Generator().manual_seed(0)
+    mask = torch.zeros(1, 5, 5, dtype=torch.bool)
+    mask[:, :, :2] = True
+    separated = torch.randn(1, 4, 5, 5, generator=rng) * 0.1
+    separated[:, :, :, :2] += 3.0
+    mixed = torch.randn(1, 4, 5, 5, generator=rng)
+    windows = torch.tensor([[0, 0, 0]])
+    assert local_discrimination_loss(separated, windows, mask) < local_discrimination_loss(mixed, windows, mask)
+    empty = local_discrimination_loss(mixed.requires_grad_(), torch.zeros(0, 3, dtype=torch.long), mask[:0])
+    assert empty.item() == 0.0
+
+
+def test_boundary_sr_loss_only_counts_the_band():
+    rec = torch.zeros(1, 3, 4, 4)
+    target = torch.ones(1, 3, 4, 4)
+    target[:, :, 0, 0] = 3.0
+    band = torch.zeros(1, 4, 4, dtype=torch.bool)
+    band[0, 0, :2] = True
+    assert boundary_sr_loss(rec, target, band).item() == pytest.approx((3 * 3 + 3 * 1) / 2)
+
+
+def test_sampler_on_bsds500(mini_bsds):
+    data = BSDS500(mini_bsds, "test")
+    cfg = SamplingConfig(global_resize=384, crop=256, patch=256, upscale=4)
+    sampler = TrainingSampler([data], cfg, seed=0)
+    assert len(sampler.pairs) == sum(len(data.ground_truths(n)) for n in data.names)
+    batch = sampler.batch(3)
+    g, p = batch["global"], batch["patch"]
+    assert g["input"].shape == (3, 3, 64, 64) and g["labels"].shape == (3, 256, 256)
+    assert g["target"].min() >= -1 and g["target"].max() <= 1
+    for b in range(3):
+        lab = g["labels"][b].numpy()
+        assert lab.min() == 0 and np.unique(lab).size == lab.max() + 1, "labels relabelled per crop"
+        assert g["band"][b].numpy()[boundary_mask(lab)].all()
+        assert set(np.unique(p["labels"][b].numpy())) <= {0, 1}, "patch supervised by the binary mask"
+    assert len(g["windows"]) > 0
+    for (b, y, x), m in zip(g["windows"].tolist(), g["window_mask"]):
+        win = g["labels"][b, y : y + 5, x : x + 5]
+        assert torch.unique(win).numel() == 2 and m.any() and not m.all()
+        assert torch.equal(m, win == win.min())
+
+
+def test_binary_mask_is_the_class_with_the_longest_boundary(mini_bsds):
+    data = BSDS500(mini_bsds, "test")
+    sampler = TrainingSampler([data], SamplingConfig(global_resize=256, crop=128, patch=128, flips=False), seed=1)
+    image, gts = sampler._load(0, data.names[0])
+    multi = TrainingSampler([data], SamplingConfig(global_resize=256, crop=128, patch=128, flips=False,
+                                                   binary_mask=False), seed=1)
+    s_bin = sampler.patch_sample(image, gts[0])
+    s_multi = multi.patch_sample(image, gts[0])
+    lab = s_multi.labels
+    winner = np.bincount(lab[boundary_mask(lab)]).argmax()
+    np.testing.assert_array_equal(s_bin.labels, (lab == winner).astype(np.int64))
+
+
+def test_sampling_config_validation():
+    with pytest.raises(ValueError, match="multiple of 64"):
+        SamplingConfig(crop=100)
+    with pytest.raises(ValueError, match="global_resize"):
+        SamplingConfig(global_resize=256, crop=512, patch=512)
+
+
+def test_schedule_and_scn_switches():
+    cfg = TrainConfig()
+    assert learning_rate(cfg, 0) == 5e-5 and learning_rate(cfg, 2000) == pytest.approx(5e-6)
+    scn = TrainConfig(model="scn")
+    assert (scn.dpc, scn.sr, scn.ld) == (False, False, False)
+
+
+def tiny(mini_bsds, model="pcnet", iterations=6):
+    return TrainConfig(model=model, data=["bsds500:test"], bsds500_root=str(mini_bsds), val="bsds500:test",
+                       val_images=1, val_n_segments=100, iterations=iterations, batch_size=2, crop=128, patch=128,
+                       global_resize=192, checkpoint_every=2, val_every=3, log_every=1, device="cpu")
+
+
+def test_killed_run_resumes_to_the_same_weights(mini_bsds, tmp_path):
+    cfg = tiny(mini_bsds)
+    train(cfg, tmp_path / "whole", progress=False)
+    train(cfg, tmp_path / "split", progress=False, stop_after=4)  # "killed" after the step-4 checkpoint
+    assert torch.load(tmp_path / "split" / "last.pt", weights_only=True)["step"] == 4
+    train(cfg, tmp_path / "split", progress=False)
+    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 6
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=1e-4, atol=1e-6)
+    best = load_model(tmp_path / "split" / "best.pt", expected="pcnet")
+    assert "validation" in best.training_record and best.training_record["iterations"] in (3, 6)
+    for name in ("log.csv", "curves.png"):
+        assert (tmp_path / "split" / name).is_file()
+
+
+def test_train_command_for_scn(mini_bsds, tmp_path, capsys):
+    code = main(["train", "scn", "--data", "bsds500:test", "--bsds500-root", str(mini_bsds), "--val", "none",
+                 "--out", str(tmp_path / "scn"), "--iterations", "2", "--batch-size", "1", "--crop", "64",
+                 "--patch", "64", "--global-resize", "128", "--device", "cpu", "-q"])
+    assert code == 0, capsys.readouterr().err
+    model = load_model(tmp_path / "scn" / "best.pt", expected="scn")
+    assert model.training_record["iterations"] == 2
