@@ -126,23 +126,25 @@ class TrainingSampler:
         self.rng = np.random.default_rng(seed)
         self.pairs: list[tuple[int, str, int]] = []
         self.datasets = list(datasets)
-        self._cache: dict[tuple[int, str], tuple[np.ndarray, list[np.ndarray]]] = {}
+        self._ground_truths: dict[tuple[int, str], list[np.ndarray]] = {}
+        self._images: dict[tuple[int, str], np.ndarray] = {}
         for d, ds in enumerate(self.datasets):
             for name in ds.names:
-                n_gt = len(ds.ground_truths(name)) if hasattr(ds, "split") else 1
-                self.pairs.extend((d, name, g) for g in range(n_gt))
+                gts = [g.astype(np.int32, copy=False) for g in ds.ground_truths(name)]
+                self._ground_truths[(d, name)] = gts
+                self.pairs.extend((d, name, g) for g in range(len(gts)))
         if not self.pairs:
             raise ValueError("no training samples in the given datasets")
 
     def _load(self, d: int, name: str) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The image (decoded once, kept as uint8) and its ground truths (read at start-up)."""
         key = (d, name)
-        if key not in self._cache:
-            ds = self.datasets[d]
-            image = ds.image(name)
+        if key not in self._images:
+            image = self.datasets[d].image(name)
             if image.dtype != np.uint8:
                 image = (resize_image(image, *image.shape[:2]) * 255 + 0.5).astype(np.uint8)
-            self._cache[key] = (image, [g.astype(np.int32) for g in ds.ground_truths(name)])
-        return self._cache[key]
+            self._images[key] = image
+        return self._images[key], self._ground_truths[key]
 
     def _flip(self, image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.config.flips:
