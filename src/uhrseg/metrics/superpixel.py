@@ -134,10 +134,13 @@ def achievable_segmentation_accuracy(labels: np.ndarray, ground_truth: np.ndarra
         Shapes differ or arrays are not 2-D integer.
     """
     labels, ground_truth = _check_pair(labels, ground_truth)
-    table, _ = _contingency(labels, ground_truth)
+    return _asa(_contingency(labels, ground_truth)[0], labels.size)
+
+
+def _asa(table, n_pixels: int) -> float:
     best = table.max(axis=1)
     best = best.toarray().ravel() if scipy.sparse.issparse(best) else best
-    return float(best.sum()) / labels.size
+    return float(best.sum()) / n_pixels
 
 
 def undersegmentation_error(labels: np.ndarray, ground_truth: np.ndarray) -> float:
@@ -152,13 +155,17 @@ def undersegmentation_error(labels: np.ndarray, ground_truth: np.ndarray) -> flo
     """
     labels, ground_truth = _check_pair(labels, ground_truth)
     table, sizes = _contingency(labels, ground_truth)
+    return _ue(table, sizes, labels.size)
+
+
+def _ue(table, sizes: np.ndarray, n_pixels: int) -> float:
     if scipy.sparse.issparse(table):
         coo = table.tocoo()
         inter, size_j = coo.data, sizes[coo.row]
     else:
         rows, cols = np.nonzero(table)
         inter, size_j = table[rows, cols], sizes[rows]
-    return float(np.minimum(inter, size_j - inter).sum()) / labels.size
+    return float(np.minimum(inter, size_j - inter).sum()) / n_pixels
 
 
 def explained_variation(labels: np.ndarray, image: np.ndarray) -> float:
@@ -257,13 +264,14 @@ def superpixel_metrics(labels: np.ndarray, ground_truth: np.ndarray, image: np.n
     labels, ground_truth = _check_pair(labels, ground_truth)
     r = default_tolerance(labels.shape) if tolerance is None else int(tolerance)
     br, bp = boundary_recall_precision(labels, ground_truth, r)
+    table, sizes = _contingency(labels, ground_truth)  # once for ASA, UE and K
     out: dict[str, float] = {
         "br": br,
         "bp": bp,
-        "asa": achievable_segmentation_accuracy(labels, ground_truth),
-        "ue": undersegmentation_error(labels, ground_truth),
+        "asa": _asa(table, labels.size),
+        "ue": _ue(table, sizes, labels.size),
         "co": compactness(labels),
-        "k": int(np.unique(labels).size),
+        "k": int(np.count_nonzero(sizes)),
         "tolerance": r,
     }
     if image is not None:
