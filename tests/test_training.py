@@ -8,7 +8,7 @@ import torch
 
 from uhrseg.cli import main
 from uhrseg.datasets import BSDS500
-from uhrseg.grid import CellGrid, boundary_mask
+from uhrseg.grid import CellGrid, boundary_mask, pixel_positions, pool_features, reconstruct_features
 from uhrseg.models import load_model
 from uhrseg.training import (
     SamplingConfig,
@@ -39,6 +39,46 @@ def test_perfect_association_minimises_the_label_term():
     cy, cx = (ys // 16) * 16 + 7.5, (xs // 16) * 16 + 7.5
     expected = 0.003 / 16 * torch.sqrt((ys - cy) ** 2 + (xs - cx) ** 2).sum()
     assert pos.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def _superpixel_loss_through_one_hot(assoc, labels, cell_size=16, m=0.003, eps=1e-8):
+    """Eq. 1-3 written out with one-hot channels and the grid core's pool / reconstruct."""
+    b, _, h, w = assoc.shape
+    onehot = one_hot_labels(labels)
+    pos = pixel_positions(b, h, w, dtype=assoc.dtype)
+    recon = reconstruct_features(pool_features(torch.cat([onehot.to(assoc.dtype), pos], 1), assoc, cell_size),
+                                 assoc, cell_size)
+    c = onehot.shape[1]
+    sem = -(onehot * torch.log(recon[:, :c].clamp(min=eps))).sum() / b
+    return sem, (m / cell_size) * torch.linalg.vector_norm(recon[:, c:] - pos, dim=1).sum() / b
+
+
+@pytest.mark.parametrize("size", [(96, 128), (77, 101)])
+def test_superpixel_loss_equals_the_one_hot_formulation(mini_bsds, size):
+    """The scatter/gather loss matches Eq. 1-3 over one-hot channels, value and gradient, on a real crop."""
+    gt = BSDS500(mini_bsds, "test").ground_truths("100039")[1]  # 61 regions
+    h, w = size
+    crop = gt[112 : 112 + h, 176 : 176 + w]
+    labels = torch.from_numpy(np.unique(crop, return_inverse=True)[1].reshape(h, w)).long()
+    labels = torch.stack([labels, labels.flip(1)])
+    labels[1, :5] = -1  # ignored pixels
+    logits = torch.randn(2, 9, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(1),
+                         requires_grad=True)
+    fast = superpixel_loss(torch.softmax(logits, 1), labels)
+    slow = _superpixel_loss_through_one_hot(torch.softmax(logits, 1), labels)
+    assert int(labels.max()) + 1 >= 3  # several labels, so the one-hot path has real channels
+    for a, b in zip(fast, slow):
+        assert a.item() == pytest.approx(b.item(), rel=1e-10)
+    g_fast = torch.autograd.grad(fast[0] + fast[1], logits)[0]
+    g_slow = torch.autograd.grad(slow[0] + slow[1], logits)[0]
+    torch.testing.assert_close(g_fast, g_slow, rtol=1e-9, atol=1e-12)
+
+
+def test_superpixel_loss_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="assoc"):
+        superpixel_loss(torch.zeros(1, 4, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match="labels"):
+        superpixel_loss(torch.zeros(1, 9, 8, 8), torch.zeros(1, 8, 9, dtype=torch.long))
 
 
 def test_one_hot_ignores_minus_one():
