@@ -11,6 +11,7 @@ from uhrseg.models import (
     PCNet,
     SCN,
     NetConfig,
+    export_weights,
     load_model,
     load_packaged_model,
     packaged_weights_path,
@@ -73,6 +74,25 @@ def test_checkpoint_round_trip(tmp_path):
     with torch.inference_mode():
         torch.testing.assert_close(loaded(x).assoc, model(x).assoc)
     assert not list(tmp_path.glob("*.tmp")), "temporary file left behind"
+
+
+def test_export_weights_halves_the_file_and_keeps_the_record(tmp_path):
+    torch.manual_seed(0)
+    model = PCNet().eval()
+    full = save_checkpoint(tmp_path / "best.pt", model, training={"iterations": 7},
+                           extra={"optimizer": {"state": {}, "param_groups": []}})
+    slim = export_weights(full, tmp_path / "pcnet.pt")
+    assert slim.stat().st_size < 0.55 * full.stat().st_size
+    ckpt = read_checkpoint(slim)
+    assert "optimizer" not in ckpt and ckpt["state_dict"]["trunk.encoder.0.0.0.weight"].dtype == torch.float16
+    loaded = load_model(slim, expected="pcnet")
+    assert loaded.training_record == {"iterations": 7}
+    assert loaded.trunk.encoder[0][0][0].weight.dtype == torch.float32
+    x = torch.rand(1, 3, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x).assoc, model(x).assoc, rtol=0, atol=2e-3)
+    with pytest.raises(ValueError, match="overwrite its input"):
+        export_weights(full, full)
 
 
 def test_config_is_restored(tmp_path):

@@ -2,6 +2,7 @@
 
 from .checkpoint import (
     FORMAT_VERSION,
+    export_weights,
     load_model,
     load_packaged_model,
     packaged_weights_path,
@@ -20,6 +21,7 @@ __all__ = [
     "SCN",
     "SuperpixelNet",
     "build_model",
+    "export_weights",
     "load_model",
     "load_packaged_model",
     "packaged_weights_path",
