@@ -165,10 +165,11 @@ def test_schedule_and_scn_switches():
     assert (scn.dpc, scn.sr, scn.ld) == (False, False, False)
 
 
-def tiny(mini_bsds, model="pcnet", iterations=6):
-    return TrainConfig(model=model, data=["bsds500:test"], bsds500_root=str(mini_bsds), val="bsds500:test",
-                       val_images=1, val_n_segments=100, iterations=iterations, batch_size=2, crop=128, patch=128,
-                       global_resize=192, checkpoint_every=2, val_every=3, log_every=1, device="cpu")
+def tiny(mini_bsds, model="pcnet", iterations=6, **overrides):
+    settings = dict(model=model, data=["bsds500:test"], bsds500_root=str(mini_bsds), val="bsds500:test",
+                    val_images=1, val_n_segments=100, iterations=iterations, batch_size=2, crop=128, patch=128,
+                    global_resize=192, checkpoint_every=2, val_every=3, log_every=1, device="cpu")
+    return TrainConfig(**{**settings, **overrides})
 
 
 def test_killed_run_resumes_to_the_same_weights(mini_bsds, tmp_path):
@@ -195,3 +196,17 @@ def test_train_command_for_scn(mini_bsds, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     model = load_model(tmp_path / "scn" / "best.pt", expected="scn")
     assert model.training_record["iterations"] == 2
+
+
+def test_init_starts_from_a_checkpoint_and_refuses_another_model(mini_bsds, tmp_path, scn_ckpt):
+    base = tmp_path / "base"
+    train(tiny(mini_bsds, iterations=1, val=None), base, progress=False)
+    start = load_model(base / "last.pt").state_dict()
+    cfg = tiny(mini_bsds, iterations=1, val=None, init=str(base / "last.pt"), lr=0.0, weight_decay=0.0)
+    train(cfg, tmp_path / "tuned", progress=False)
+    tuned = load_model(tmp_path / "tuned" / "last.pt").state_dict()
+    for key in ("trunk.encoder.0.0.0.weight", "assoc_head.1.weight"):  # lr 0: the weights stay the init's
+        torch.testing.assert_close(tuned[key], start[key])
+    code = main(["train", "pcnet", "--data", "bsds500:test", "--bsds500-root", str(mini_bsds), "--val", "none",
+                 "--out", str(tmp_path / "bad"), "--iterations", "1", "--init", str(scn_ckpt), "-q"])
+    assert code == 2

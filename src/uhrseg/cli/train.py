@@ -44,6 +44,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-ld", action="store_true", help="ablation: no local discrimination loss")
     p.add_argument("--multiclass-patch", action="store_true",
                    help="ablation: supervise the patch with its multi-class labels instead of the binary mask")
+    p.add_argument("--init", metavar="FILE",
+                   help="start from the weights of this checkpoint (fine-tuning), e.g. a run's best.pt")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"))
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, metavar="N")
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         val_images=args.val_images, val_n_segments=args.val_n_segments, iterations=args.iterations,
         batch_size=args.batch_size, lr=args.lr, lr_step=args.lr_step, crop=args.crop, patch=args.patch,
         global_resize=args.global_resize, dpc=not args.no_dpc, sr=not args.no_sr, ld=not args.no_ld,
-        binary_mask=not args.multiclass_patch, seed=args.seed, device=args.device,
+        binary_mask=not args.multiclass_patch, init=args.init, seed=args.seed, device=args.device,
         checkpoint_every=args.checkpoint_every, val_every=args.val_every)
     if (args.out / "last.pt").is_file():
         print(f"uhrseg: resuming from {args.out / 'last.pt'} (its stored recipe is used)", file=sys.stderr)

@@ -29,7 +29,7 @@ from ..grid.connectivity import connectivity_bounds, enforce_connectivity
 from ..inference.network import network_labels
 from ..memory import peak_rss_bytes
 from ..metrics.superpixel import achievable_segmentation_accuracy, boundary_recall_precision
-from ..models.checkpoint import read_checkpoint, save_checkpoint
+from ..models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from ..models.nets import SuperpixelNet, build_model
 from .losses import boundary_sr_loss, local_discrimination_loss, superpixel_loss
 from .sampling import SamplingConfig, TrainingSampler
@@ -43,7 +43,8 @@ class TrainConfig:
 
     Loss weights follow the reference code: global = ``sp_weight (sem + pos) + ld_weight L_D + sr_weight SR``,
     patch = ``sp_weight (sem + pos) + sr_weight SR``, total = global + ``patch_weight`` patch.
-    SCN trains with the same code path with ``dpc``, ``sr`` and ``ld`` forced off.
+    SCN trains with the same code path with ``dpc``, ``sr`` and ``ld`` forced off. ``init`` names a checkpoint
+    of the same model whose weights the run starts from (fine-tuning); it is read only at step 0.
     """
 
     model: str = "pcnet"
@@ -66,6 +67,7 @@ class TrainConfig:
     ld: bool = True
     binary_mask: bool = True
     ld_window: int = 5
+    init: str | None = None
     sp_weight: float = 0.005
     position_weight: float = 0.003
     sr_weight: float = 1.0
@@ -222,6 +224,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
     ------
     uhrseg.datasets.DatasetError
         If a dataset cannot be opened.
+    uhrseg.errors.WeightsNotFoundError, uhrseg.errors.CheckpointError
+        If ``cfg.init`` is missing, unreadable or holds another model.
     """
     from ..inference.predictor import resolve_device
 
@@ -242,6 +246,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
     val_names = val_set.names[: cfg.val_images] if val_set is not None else []
     optimizer = torch.optim.Adam(_parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     step, log, best, wall = 0, [], -math.inf, 0.0
+    if state is None and cfg.init:
+        model.load_state_dict(load_model(cfg.init, expected=cfg.model).state_dict())
     if state is not None:
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
