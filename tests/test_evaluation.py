@@ -100,29 +100,45 @@ def test_br_bp_area():
     assert br_bp_area([(1.0, 0.0), (0.0, 1.0)]) == pytest.approx(0.5)
 
 
-def test_evaluate_command(mini_bsds, tmp_path, capsys):
+def test_evaluate_command(mini_bsds, tmp_path, capsys, pcnet_grid_ckpt):
     out = tmp_path / "report"
     code = main(["evaluate", "--dataset", "bsds500:test", "--bsds500-root", str(mini_bsds), "--methods",
-                 "pcnet,seeds", "--n-segments", "100,200", "--out", str(out), "-q"])
+                 "pcnet,pcnet:refine=0,seeds", "--weights", f"pcnet={pcnet_grid_ckpt}", "--n-segments", "100,200",
+                 "--out", str(out), "-q"])
     err = capsys.readouterr().err
     assert code == 0, err
-    assert "skipping pcnet: no packaged weights" in err
     assert {p.name for p in out.iterdir()} >= {"pairs.csv", "summary.csv", "br_bp.png", "metrics_vs_k.png",
                                               "report.md"}
     with open(out / "summary.csv") as f:
         summary = list(csv.DictReader(f))
-    assert [r["method"] for r in summary] == ["seeds", "seeds"]
+    assert sorted({r["method"] for r in summary}) == ["pcnet", "pcnet:refine=0", "seeds"]
+    rows = {(r["method"], r["setting"]): r for r in summary}
+    for setting in ("n100", "n200"):  # the grid network's boundaries move onto the image's edges
+        refined, raw = rows[("pcnet", setting)], rows[("pcnet:refine=0", setting)]
+        assert float(refined["br"]) > float(raw["br"]) + 0.05 and refined["k"] == raw["k"]
     report = (out / "report.md").read_text()
     assert "uhrseg evaluate --dataset bsds500:test" in report and "| seeds |" in report
-    assert "pcnet: not evaluated" in report
 
 
 def test_evaluate_command_errors(mini_bsds, tmp_path, capsys):
     base = ["evaluate", "--bsds500-root", str(mini_bsds), "--out", str(tmp_path / "o"), "-q"]
     assert main([*base, "--dataset", "bsds500:test", "--methods", "quickshift"]) == 2
     assert "unknown method 'quickshift'" in capsys.readouterr().err
+    assert main([*base, "--dataset", "bsds500:test", "--methods", "slic:refine=x"]) == 2
+    assert "METHOD:refine=N" in capsys.readouterr().err
     assert main([*base, "--dataset", "bsds500:dev"]) == 2
     assert "unknown BSDS500 split" in capsys.readouterr().err
     assert main([*base, "--dataset", "bsds500:test", "--weights", "pcnet=" + str(tmp_path / "x.pt"),
                  "--methods", "pcnet"]) == 2
     assert "x.pt: weights file not found" in capsys.readouterr().err
+
+
+def test_method_specs_with_refinement():
+    from uhrseg.evaluation import parse_method_spec
+
+    assert parse_method_spec("pcnet") == ("pcnet", None)
+    assert parse_method_spec("pcnet:refine=0") == ("pcnet", 0)
+    assert parse_method_spec("slic:refine=3") == ("slic", 3)
+    for bad in ("nope", "pcnet:refine", "pcnet:refine=-1", "pcnet:iters=2"):
+        with pytest.raises(ValueError):
+            parse_method_spec(bad)

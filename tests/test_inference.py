@@ -9,7 +9,7 @@ import torch
 import uhrseg
 from conftest import assert_superpixel_labels
 from uhrseg.classical import CLASSICAL_METHODS
-from uhrseg.grid import CellGrid
+from uhrseg.grid import CellGrid, refine_boundaries
 from uhrseg.inference import grid_shape_for, network_labels, resize_image, resolve_device
 from uhrseg.models import load_model
 
@@ -17,7 +17,8 @@ from uhrseg.models import load_model
 def test_grid_network_gives_the_grid_cells_at_full_resolution(bsds_image, pcnet_grid_ckpt):
     """A network that assigns every pixel to its own cell must return the cell grid, mapped to H x W."""
     h, w = bsds_image.shape[:2]
-    result = uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, device="cpu").run(bsds_image, 600)
+    result = uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, device="cpu",
+                                        refine_iterations=0).run(bsds_image, 600)
     n_rows, n_cols = grid_shape_for(h, w, 600)
     assert (n_rows, n_cols) == (20, 30)
     assert result.n_cells == 600
@@ -28,6 +29,20 @@ def test_grid_network_gives_the_grid_cells_at_full_resolution(bsds_image, pcnet_
     cols = ((np.arange(w) + 0.5) * n_cols / w).astype(int)
     expected = rows[:, None] * n_cols + cols[None, :]  # raster order == cell order here
     np.testing.assert_array_equal(result.labels, expected)
+
+
+def test_networks_refine_their_boundaries_by_default(bsds_image, pcnet_grid_ckpt):
+    """Default network output = connectivity step + 4 refinement passes; K is kept, boundaries move."""
+    raw = uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, device="cpu", refine_iterations=0)
+    refined = uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, device="cpu")
+    assert refined.refine_iterations == 4 and uhrseg.SuperpixelPredictor("slic").refine_iterations == 0
+    base = raw.run(bsds_image, 600)
+    result = refined.run(bsds_image, 600)
+    np.testing.assert_array_equal(result.labels, refine_boundaries(bsds_image, base.labels, 4))
+    assert result.n_produced == base.n_produced and "refine" in result.timings
+    assert 0.02 < (result.labels != base.labels).mean() < 0.3
+    with pytest.raises(ValueError, match="refine_iterations"):
+        uhrseg.SuperpixelPredictor("slic", refine_iterations=-1)
 
 
 def test_strip_size_does_not_change_the_labels(bsds_image, pcnet_random_ckpt):

@@ -15,6 +15,7 @@ from ..evaluation import (
     EvaluationPlan,
     Setting,
     parse_counts,
+    parse_method_spec,
     plot_curves,
     read_pairs,
     run_evaluation,
@@ -41,7 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bsds500-root", type=Path, default=Path("../shared/datasets/BSDS500"), metavar="DIR",
                    help="BSDS500 in its official layout (default ../shared/datasets/BSDS500)")
     p.add_argument("--methods", default="slic,slico,seeds,lsc,fh", metavar="LIST",
-                   help=f"comma-separated methods among {', '.join(METHODS)} (default slic,slico,seeds,lsc,fh)")
+                   help=f"comma-separated methods among {', '.join(METHODS)}; METHOD:refine=N sets the "
+                        "passes of full-resolution boundary refinement (0 = raw network labels) "
+                        "(default slic,slico,seeds,lsc,fh)")
     counts = p.add_mutually_exclusive_group()
     counts.add_argument("--n-segments", default="200,400,600,800,1000,1200", metavar="LIST",
                         help="superpixel counts: 200,400,600 or 200,400,...,1200 or 200:1200:200 "
@@ -83,21 +86,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         settings = [Setting(n=n) for n in parse_counts(args.n_segments, int)]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise UhrsegError(f"unknown method {unknown[0]!r}; choose among {', '.join(METHODS)}")
+    for m in methods:
+        try:
+            parse_method_spec(m)
+        except ValueError as e:
+            raise UhrsegError(str(e)) from None
     if args.labels is not None and not args.labels.is_dir():
         raise UhrsegError(f"{args.labels}: label folder not found")
     skipped = []
     if args.labels is None:
-        for m in [m for m in methods if m in NETWORK_METHODS]:
+        for spec in [m for m in methods if parse_method_spec(m)[0] in NETWORK_METHODS]:
+            m = parse_method_spec(spec)[0]
             try:  # load once here, so a missing checkpoint is reported before any work starts
                 SuperpixelPredictor(m, device=args.device, weights=weights.get(m))
             except WeightsNotFoundError as e:
                 if m in weights:
                     raise
-                skipped.append((m, str(e)))
-                methods.remove(m)
+                skipped.append((spec, str(e)))
+                methods.remove(spec)
                 print(f"uhrseg: skipping {m}: no packaged weights yet (pass --weights {m}=FILE)", file=sys.stderr)
         if not methods:
             raise UhrsegError("no method left to evaluate")

@@ -11,6 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..errors import UhrsegError
+from ..grid.refine import DEFAULT_REFINE_ITERATIONS
 from ..inference import DEFAULT_STRIP_PIXELS, METHODS, SuperpixelPredictor
 from ..io import LABEL_FORMATS, commit_files, label_suffix, prepare_output_dir, read_image, render_overlay
 from ..io import write_labels, write_png
@@ -48,6 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--strip-pixels", type=int, default=DEFAULT_STRIP_PIXELS, metavar="PX",
                    help="output pixels per strip of the network head; lower uses less memory "
                         f"(default {DEFAULT_STRIP_PIXELS})")
+    p.add_argument("--refine", type=int, metavar="N",
+                   help="passes of full-resolution boundary refinement after the connectivity step "
+                        f"(default {DEFAULT_REFINE_ITERATIONS} for pcnet and scn, 0 for classical methods)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -106,8 +110,10 @@ def run(args: argparse.Namespace) -> int:
         raise UhrsegError(f"--preview-side must be >= 16 pixels, got {args.preview_side}")
     images = [Path(p) for p in args.images]
     prepare_output_dir(args.out)
+    if args.refine is not None and args.refine < 0:
+        raise UhrsegError(f"--refine must be >= 0, got {args.refine}")
     predictor = SuperpixelPredictor(args.method, device=args.device, weights=args.weights,
-                                    strip_pixels=args.strip_pixels)
+                                    strip_pixels=args.strip_pixels, refine_iterations=args.refine)
     inputs = {p.resolve() for p in images}
     done: list[dict] = []
     failed: list[dict] = []
@@ -127,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
             "device": str(predictor.device),
             "weights": str(args.weights) if args.weights else "packaged" if args.method in ("pcnet", "scn") else None,
             "n_segments": args.n_segments,
+            "refine_iterations": predictor.refine_iterations,
             "images": done,
             "failed": failed,
         }

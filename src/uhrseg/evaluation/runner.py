@@ -26,11 +26,19 @@ from tqdm import tqdm
 
 from ..datasets.readers import read_label_map
 from ..grid.connectivity import enforce_connectivity
-from ..inference.predictor import SuperpixelPredictor
+from ..inference.predictor import METHODS, SuperpixelPredictor
 from ..memory import peak_rss_bytes, reset_peak_rss
 from ..metrics.superpixel import superpixel_metrics
 
-__all__ = ["PAIR_FIELDS", "EvaluationPlan", "Setting", "parse_counts", "read_pairs", "run_evaluation"]
+__all__ = [
+    "PAIR_FIELDS",
+    "EvaluationPlan",
+    "Setting",
+    "parse_counts",
+    "parse_method_spec",
+    "read_pairs",
+    "run_evaluation",
+]
 
 #: Columns of the per-pair CSV.
 PAIR_FIELDS = ["method", "setting", "image", "gt", "n_requested", "k", "br", "bp", "asa", "ue", "ev", "co",
@@ -101,7 +109,8 @@ class EvaluationPlan:
     Attributes
     ----------
     methods : list of str
-        Method names (see :data:`uhrseg.METHODS`); ignored when ``labels_dir`` is set.
+        Method specs, ``METHOD`` or ``METHOD:refine=N`` (see :func:`parse_method_spec`); ignored when
+        ``labels_dir`` is set.
     settings : list of Setting
         Superpixel counts or scales to sweep.
     weights : dict of str to path
@@ -125,15 +134,39 @@ class EvaluationPlan:
     jobs: int = 1
 
 
+def parse_method_spec(spec: str) -> tuple[str, int | None]:
+    """Split an evaluation method spec ``METHOD`` or ``METHOD:refine=N`` into ``(method, refine_iterations)``.
+
+    ``refine=N`` sets the passes of full-resolution boundary refinement (0 = the raw network labels); without it
+    the method's default applies (see :class:`uhrseg.SuperpixelPredictor`). The spec is the row label.
+
+    Raises
+    ------
+    ValueError
+        If the method is unknown or the option is not ``refine=N`` with ``N >= 0``.
+    """
+    method, sep, option = spec.partition(":")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose among {', '.join(METHODS)}")
+    if not sep:
+        return method, None
+    key, eq, value = option.partition("=")
+    if key != "refine" or not eq or not value.isdigit():
+        raise ValueError(f"method spec {spec!r}: expected METHOD or METHOD:refine=N with N >= 0")
+    return method, int(value)
+
+
 # Per worker process: the predictor of the method being run (built once per process and method).
 _worker_predictors: dict[str, SuperpixelPredictor] = {}
 
 
-def _predictor(method: str, plan: EvaluationPlan) -> SuperpixelPredictor:
-    if method not in _worker_predictors:
+def _predictor(spec: str, plan: EvaluationPlan) -> SuperpixelPredictor:
+    if spec not in _worker_predictors:
         _worker_predictors.clear()
-        _worker_predictors[method] = SuperpixelPredictor(method, device=plan.device, weights=plan.weights.get(method))
-    return _worker_predictors[method]
+        method, refine = parse_method_spec(spec)
+        _worker_predictors[spec] = SuperpixelPredictor(method, device=plan.device, weights=plan.weights.get(method),
+                                                       refine_iterations=refine)
+    return _worker_predictors[spec]
 
 
 def _find_label_map(folder: Path, name: str) -> Path:

@@ -1,5 +1,5 @@
 """Superpixel grid operations: the S x S cell grid, soft pooling and reconstruction through the association
-map Q, hard assignment, and connectivity enforcement."""
+map Q, hard assignment, connectivity enforcement and full-resolution boundary refinement."""
 
 from .cells import (
     CENTRE,
@@ -13,6 +13,7 @@ from .cells import (
 )
 from .boundaries import boundary_mask
 from .connectivity import connectivity_bounds, enforce_connectivity
+from .refine import refine_boundaries
 
 __all__ = [
     "CENTRE",
@@ -26,4 +27,5 @@ __all__ = [
     "pixel_positions",
     "pool_features",
     "reconstruct_features",
+    "refine_boundaries",
 ]

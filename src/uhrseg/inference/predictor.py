@@ -11,6 +11,7 @@ import torch
 
 from ..classical import CLASSICAL_METHODS, classical_superpixels
 from ..grid.connectivity import connectivity_bounds, enforce_connectivity
+from ..grid.refine import DEFAULT_REFINE_ITERATIONS, refine_boundaries
 from ..io.images import as_rgb, to_uint8
 from ..models.checkpoint import load_model, load_packaged_model
 from ..models.nets import MODELS, SuperpixelNet
@@ -89,7 +90,7 @@ class SuperpixelResult:
         Seeds the method started from (grid cells for the networks; the requested count for classical methods).
     timings : dict of str to float
         Seconds per stage (``resize``, ``network``, ``assign`` for networks, ``segment`` for classical
-        methods, then ``connectivity``).
+        methods, then ``connectivity`` and ``refine``).
     """
 
     labels: np.ndarray
@@ -120,6 +121,10 @@ class SuperpixelPredictor:
         Checkpoint to use instead of the packaged weights (networks only).
     strip_pixels : int
         Output pixels per strip of the network head: the memory/speed trade-off of large images.
+    refine_iterations : int, optional
+        Passes of full-resolution boundary refinement (:func:`uhrseg.grid.refine_boundaries`) after the
+        connectivity step. Default: 4 for the networks, whose labels come from a coarser grid, and 0 (off)
+        for the classical methods, which already work at full resolution.
 
     Raises
     ------
@@ -141,9 +146,14 @@ class SuperpixelPredictor:
     """
 
     def __init__(self, method: str = "pcnet", *, device: str = "auto", weights: str | os.PathLike | None = None,
-                 strip_pixels: int = DEFAULT_STRIP_PIXELS) -> None:
+                 strip_pixels: int = DEFAULT_STRIP_PIXELS, refine_iterations: int | None = None) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        if refine_iterations is None:
+            refine_iterations = DEFAULT_REFINE_ITERATIONS if method in NETWORK_METHODS else 0
+        if refine_iterations < 0:
+            raise ValueError(f"refine_iterations must be >= 0, got {refine_iterations}")
+        self.refine_iterations = int(refine_iterations)
         if strip_pixels < 1:
             raise ValueError(f"strip_pixels must be >= 1, got {strip_pixels}")
         self.method = method
@@ -168,7 +178,8 @@ class SuperpixelPredictor:
         n_segments : int
             Requested number of superpixels, from 1 to a quarter of the pixels.
         connectivity : bool
-            Apply the connectivity step (on by default; off returns the raw cell ids / library labels).
+            Apply the connectivity step and the boundary refinement (on by default; off returns the raw cell
+            ids / library labels).
 
         Returns
         -------
@@ -199,6 +210,10 @@ class SuperpixelPredictor:
         else:
             labels = raw.astype(np.int32, copy=False)
         timings["connectivity"] = time.perf_counter() - t0
+        if connectivity and self.refine_iterations:
+            t0 = time.perf_counter()
+            labels = refine_boundaries(image, labels, self.refine_iterations)
+            timings["refine"] = time.perf_counter() - t0
         return SuperpixelResult(labels, n, n_cells, timings)
 
     def predict(self, image: np.ndarray, n_segments: int) -> np.ndarray:
@@ -207,7 +222,7 @@ class SuperpixelPredictor:
 
 
 def superpixels(image: np.ndarray, n_segments: int = 1000, *, method: str = "pcnet", device: str = "auto",
-                weights: str | os.PathLike | None = None) -> np.ndarray:
+                weights: str | os.PathLike | None = None, refine_iterations: int | None = None) -> np.ndarray:
     """Superpixels of an image at its full resolution.
 
     Parameters
@@ -224,6 +239,8 @@ def superpixels(image: np.ndarray, n_segments: int = 1000, *, method: str = "pcn
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     weights : path-like, optional
         Network checkpoint to use instead of the packaged weights.
+    refine_iterations : int, optional
+        Passes of full-resolution boundary refinement (default 4 for the networks, 0 for classical methods).
 
     Returns
     -------
@@ -241,5 +258,6 @@ def superpixels(image: np.ndarray, n_segments: int = 1000, *, method: str = "pcn
     -----
     Build a :class:`SuperpixelPredictor` to process many images without reloading the network.
     """
-    return SuperpixelPredictor(method, device=device, weights=weights).predict(image, n_segments)
+    return SuperpixelPredictor(method, device=device, weights=weights,
+                               refine_iterations=refine_iterations).predict(image, n_segments)
 

@@ -1,0 +1,211 @@
+"""Full-resolution boundary refinement of a superpixel label map.
+
+A network's label map is decided on its output grid: PCNet sees the image at 1/4 resolution, and on large
+images the map is upsampled to the image (about 3x for n = 5000 on a 5K photo), so its boundaries are
+staircases a few pixels off the true edges. This pass moves every boundary onto the right full-resolution
+pixel with the image itself.
+
+Method (a SLIC update restricted to the boundaries; Achanta et al., TPAMI 2012, Eq. 1-3): each superpixel
+keeps its mean colour ``c_k`` (CIELAB as OpenCV's 8-bit encoding: ``L * 255 / 100``, ``a + 128``,
+``b + 128``) and mean position ``p_k``. A pass visits the pixels that touch another superpixel (4-neighbours)
+and gives each the label, among its own and its 4-neighbours', that minimises
+
+    ``D = ||c(p) - c_k||^2 + (m / S)^2 ||p - p_k||^2 + lambda n_k(p)``,   ``S = sqrt(H W / K)``,
+
+where ``n_k(p)`` counts the 8-neighbours of ``p`` not in superpixel ``k``: the smoothness prior of SEEDS and
+ETPS (Yao et al., CVPR 2015), which keeps boundaries from fraying in texture (fewer boundary pixels, higher
+boundary precision).
+
+with the means updated as pixels move (SEEDS-style boundary updates; Van den Bergh et al., IJCV 2015). A pixel
+leaves its superpixel only if that cannot split it (its superpixel's pixels among its 8 neighbours form one
+4-connected run, T4 = 1) and never when it is the last one, so 4-connected input superpixels stay
+4-connected and ``K`` does not change. Passes alternate between forward and backward raster order so that no
+direction is favoured; pixels away from the boundaries are never touched.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numba
+import numpy as np
+
+__all__ = ["DEFAULT_COMPACTNESS", "DEFAULT_REFINE_ITERATIONS", "DEFAULT_SMOOTHNESS", "refine_boundaries"]
+
+#: Passes used by the network methods unless told otherwise.
+DEFAULT_REFINE_ITERATIONS = 4
+#: ``m``: weight of the distance to a superpixel's centroid (SLIC's default).
+DEFAULT_COMPACTNESS = 10.0
+#: ``lambda``: cost per 8-neighbour of another superpixel, in squared 8-bit Lab units.
+DEFAULT_SMOOTHNESS = 200.0
+
+
+# The 8 neighbours of a pixel in ring order; consecutive entries are 4-adjacent to each other.
+_RING_DY = np.array([-1, -1, -1, 0, 1, 1, 1, 0], dtype=np.int64)
+_RING_DX = np.array([-1, 0, 1, 1, 1, 0, -1, -1], dtype=np.int64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sums(lab, labels, n_labels):  # pragma: no cover - compiled
+    height, width = labels.shape
+    acc = np.zeros((n_labels, 6), dtype=np.float64)
+    for y in range(height):
+        for x in range(width):
+            k = labels[y, x]
+            acc[k, 0] += lab[y, x, 0]
+            acc[k, 1] += lab[y, x, 1]
+            acc[k, 2] += lab[y, x, 2]
+            acc[k, 3] += y
+            acc[k, 4] += x
+            acc[k, 5] += 1.0
+    return acc
+
+
+@numba.njit(cache=True, nogil=True)
+def _can_leave(labels, y, x, own, ring_dy, ring_dx):  # pragma: no cover - compiled
+    """True if relabelling (y, x) keeps its superpixel 4-connected: the superpixel's pixels among the 8
+    neighbours form exactly one run around the ring that touches a 4-neighbour (T4 = 1)."""
+    height, width = labels.shape
+    inside = np.zeros(8, dtype=np.bool_)
+    for i in range(8):
+        ny = y + ring_dy[i]
+        nx = x + ring_dx[i]
+        inside[i] = 0 <= ny < height and 0 <= nx < width and labels[ny, nx] == own
+    runs = 0
+    for i in range(8):
+        if inside[i] and not inside[i - 1]:  # a run starts here (i - 1 wraps to 7)
+            touches = False
+            j = i
+            while inside[j % 8] and j < i + 8:
+                if j % 2 == 1:
+                    touches = True
+                j += 1
+            if touches:
+                runs += 1
+    if runs == 0:
+        all_in = True
+        for i in range(8):
+            all_in = all_in and inside[i]
+        return all_in  # only when the ring is all `own` (cannot happen on a boundary pixel)
+    return runs == 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _refine_pass(lab, labels, acc, spatial_weight, smoothness, reverse, ring_dy, ring_dx):  # pragma: no cover - compiled
+    height, width = labels.shape
+    dys = (-1, 0, 0, 1)
+    dxs = (0, -1, 1, 0)
+    changed = 0
+    for yi in range(height):
+        y = height - 1 - yi if reverse else yi
+        for xi in range(width):
+            x = width - 1 - xi if reverse else xi
+            own = labels[y, x]
+            boundary = False
+            for i in range(4):
+                ny = y + dys[i]
+                nx = x + dxs[i]
+                if 0 <= ny < height and 0 <= nx < width and labels[ny, nx] != own:
+                    boundary = True
+            if not boundary or acc[own, 5] <= 1.0:
+                continue
+            l0 = float(lab[y, x, 0])
+            l1 = float(lab[y, x, 1])
+            l2 = float(lab[y, x, 2])
+            best = own
+            best_d = 1e300
+            for i in range(5):
+                if i == 4:
+                    k = own
+                else:
+                    ny = y + dys[i]
+                    nx = x + dxs[i]
+                    if ny < 0 or ny >= height or nx < 0 or nx >= width:
+                        continue
+                    k = labels[ny, nx]
+                n = acc[k, 5]
+                d0 = l0 - acc[k, 0] / n
+                d1 = l1 - acc[k, 1] / n
+                d2 = l2 - acc[k, 2] / n
+                dy = y - acc[k, 3] / n
+                dx = x - acc[k, 4] / n
+                d = d0 * d0 + d1 * d1 + d2 * d2 + spatial_weight * (dy * dy + dx * dx)
+                if smoothness > 0.0:
+                    others = 0
+                    for j in range(8):
+                        ny = y + ring_dy[j]
+                        nx = x + ring_dx[j]
+                        if 0 <= ny < height and 0 <= nx < width and labels[ny, nx] != k:
+                            others += 1
+                    d += smoothness * others
+                if d < best_d or (d == best_d and k == own):
+                    best_d = d
+                    best = k
+            if best != own and _can_leave(labels, y, x, own, ring_dy, ring_dx):
+                labels[y, x] = best
+                for k, sign in ((own, -1.0), (best, 1.0)):
+                    acc[k, 0] += sign * l0
+                    acc[k, 1] += sign * l1
+                    acc[k, 2] += sign * l2
+                    acc[k, 3] += sign * y
+                    acc[k, 4] += sign * x
+                    acc[k, 5] += sign
+                changed += 1
+    return changed
+
+
+def refine_boundaries(image: np.ndarray, labels: np.ndarray, iterations: int = DEFAULT_REFINE_ITERATIONS,
+                      compactness: float = DEFAULT_COMPACTNESS, smoothness: float = DEFAULT_SMOOTHNESS) -> np.ndarray:
+    """Move superpixel boundaries onto the image's edges at full resolution.
+
+    Parameters
+    ----------
+    image : (H, W, 3) ndarray of uint8, uint16 or float32 in [0, 1]
+        RGB image at full resolution.
+    labels : (H, W) ndarray of int
+        Superpixel labels ``0 .. K-1``, each superpixel 4-connected (e.g. after :func:`enforce_connectivity`).
+    iterations : int
+        Passes over the boundary pixels (stops early when a pass moves nothing).
+    compactness : float
+        ``m`` of the distance above: larger keeps superpixels compact (SLIC's default, 10).
+    smoothness : float
+        ``lambda`` above, in squared 8-bit Lab units per 8-neighbour; larger gives smoother boundaries.
+
+    Returns
+    -------
+    (H, W) ndarray of int32
+        Refined labels with the ids of ``labels``: the same superpixels, each still 4-connected and non-empty.
+        The input is not modified.
+
+    Raises
+    ------
+    ValueError
+        If the shapes do not match, ``labels`` has negative ids, or ``iterations``, ``compactness`` or
+        ``smoothness`` is negative.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or labels.shape != image.shape[:2]:
+        raise ValueError(f"image must be (H, W, 3) and labels (H, W) of the same size, got {image.shape} and "
+                         f"{labels.shape}")
+    if iterations < 0 or compactness < 0 or smoothness < 0:
+        raise ValueError(f"iterations, compactness and smoothness must be >= 0, got {iterations}, {compactness} "
+                         f"and {smoothness}")
+    current = np.ascontiguousarray(labels, dtype=np.int32)
+    if current.size == 0 or iterations == 0:
+        return current.copy()
+    if current.min() < 0:
+        raise ValueError("labels must be >= 0")
+    if image.dtype == np.uint16:
+        rgb8 = (image >> 8).astype(np.uint8)
+    elif image.dtype == np.uint8:
+        rgb8 = image
+    else:
+        rgb8 = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+    lab = cv2.cvtColor(np.ascontiguousarray(rgb8), cv2.COLOR_RGB2Lab)
+    n_labels = int(current.max()) + 1
+    step = np.sqrt(current.size / n_labels)
+    spatial_weight = (compactness / step) ** 2
+    current = current.copy()
+    acc = _sums(lab, current, n_labels)
+    for i in range(iterations):
+        if _refine_pass(lab, current, acc, spatial_weight, smoothness, i % 2 == 1, _RING_DY, _RING_DX) == 0:
+            break
+    return current

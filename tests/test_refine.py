@@ -1,0 +1,100 @@
+"""Full-resolution boundary refinement: real BSDS500 gains, topology guarantees (property-based), validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage
+
+from uhrseg.datasets import BSDS500
+from uhrseg.grid import enforce_connectivity, refine_boundaries
+from uhrseg.metrics.superpixel import achievable_segmentation_accuracy, boundary_recall_precision
+
+FOUR = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
+
+
+def n_components(labels: np.ndarray) -> list[int]:
+    """4-connected pieces of every label."""
+    return [ndimage.label(labels == k, structure=FOUR)[1] for k in range(int(labels.max()) + 1)]
+
+
+def blocky_grid(shape: tuple[int, int], cell: int, factor: int) -> np.ndarray:
+    """A grid of cells decided on a map `factor` times coarser and upsampled (nearest): staircase boundaries."""
+    h, w = shape
+    ys = (np.arange(h) // factor * factor)[:, None]
+    xs = (np.arange(w) // factor * factor)[None, :]
+    jitter = ((ys * 7 + xs * 13) // factor) % 3 - 1  # coarse wiggle, like a low-resolution decision
+    rows = np.clip((ys + jitter * factor) // cell, 0, None)
+    cols = np.clip((xs + jitter * factor) // cell, 0, None)
+    return enforce_connectivity((rows * 1000 + cols).astype(np.int32), 0, None)
+
+
+def test_refinement_puts_boundaries_on_the_edges_of_a_real_image(mini_bsds):
+    ds = BSDS500(mini_bsds, "test")
+    gains = []
+    for name in ds.names:
+        image = ds.image(name)
+        base = blocky_grid(image.shape[:2], 20, 4)
+        refined = refine_boundaries(image, base, iterations=4)
+        assert refined.dtype == np.int32 and refined.shape == base.shape
+        assert int(refined.max()) + 1 == int(base.max()) + 1  # K unchanged
+        assert n_components(refined) == [1] * (int(base.max()) + 1)  # every superpixel 4-connected
+        for gt in ds.ground_truths(name):
+            br0, bp0 = boundary_recall_precision(base, gt, tolerance=1)
+            br1, bp1 = boundary_recall_precision(refined, gt, tolerance=1)
+            gains.append((br1 - br0, bp1 - bp0, achievable_segmentation_accuracy(refined, gt)
+                          - achievable_segmentation_accuracy(base, gt)))
+    br_gain, bp_gain, asa_gain = np.mean(gains, axis=0)
+    assert br_gain > 0.1 and bp_gain > 0.0 and asa_gain > 0.005, (br_gain, bp_gain, asa_gain)
+
+
+def test_zero_iterations_and_input_untouched(bsds_image):
+    base = blocky_grid(bsds_image.shape[:2], 24, 4)
+    before = base.copy()
+    np.testing.assert_array_equal(refine_boundaries(bsds_image, base, iterations=0), base)
+    out = refine_boundaries(bsds_image, base, iterations=3)
+    np.testing.assert_array_equal(base, before)
+    assert (out != base).any()
+
+
+def test_float_and_uint16_images_give_the_uint8_result(bsds_image):
+    base = blocky_grid(bsds_image.shape[:2], 24, 4)
+    ref = refine_boundaries(bsds_image, base)
+    np.testing.assert_array_equal(refine_boundaries(bsds_image.astype(np.uint16) * 257, base), ref)
+    np.testing.assert_array_equal(refine_boundaries(bsds_image / np.float32(255), base), ref)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(iterations=-1), ">= 0"), (dict(compactness=-1.0), ">= 0"), (dict(smoothness=-2.0), ">= 0"),
+])
+def test_bad_parameters(bsds_image, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        refine_boundaries(bsds_image, np.zeros(bsds_image.shape[:2], np.int32), **kwargs)
+
+
+def test_bad_shapes_and_labels(bsds_image):
+    with pytest.raises(ValueError, match="same size"):
+        refine_boundaries(bsds_image, np.zeros((3, 3), np.int32))
+    with pytest.raises(ValueError, match=">= 0"):
+        refine_boundaries(bsds_image, np.full(bsds_image.shape[:2], -1, np.int32))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    h=st.integers(2, 24), w=st.integers(2, 24), seed=st.integers(0, 2**31 - 1),
+    n_seeds=st.integers(1, 12), iterations=st.integers(1, 6), smoothness=st.sampled_from([0.0, 50.0, 200.0]),
+)
+def test_topology_is_preserved(h, w, seed, n_seeds, iterations, smoothness):
+    """Any connected partition stays a partition into the same K non-empty 4-connected superpixels."""
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, n_seeds, size=(max(1, h // 3), max(1, w // 3)))
+    raw = np.kron(seeds, np.ones((3, 3), np.int32))[:h, :w]
+    raw = np.pad(raw, ((0, h - raw.shape[0]), (0, w - raw.shape[1])), mode="edge")
+    labels = enforce_connectivity(raw.astype(np.int32), 0, None)
+    image = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    out = refine_boundaries(image, labels, iterations=iterations, compactness=1.0, smoothness=smoothness)
+    k = int(labels.max()) + 1
+    assert int(out.max()) + 1 == k and out.min() == 0
+    assert n_components(out) == [1] * k
