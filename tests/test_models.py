@@ -152,9 +152,38 @@ def test_weights_that_do_not_fit_the_architecture(tmp_path, pcnet_random_ckpt):
 
 
 @pytest.mark.parametrize("name", ["pcnet", "scn"])
-def test_packaged_weights(name):
-    if packaged_weights_path(name).is_file():
-        assert load_packaged_model(name).name == name
-    else:
-        with pytest.raises(WeightsNotFoundError, match="--weights"):
-            load_packaged_model(name)
+def test_packaged_weights_are_trained(name, mini_bsds):
+    """The shipped networks load, carry their training record and segment real images far better than a grid."""
+    from uhrseg import SuperpixelPredictor
+    from uhrseg.datasets import BSDS500
+    from uhrseg.metrics.superpixel import achievable_segmentation_accuracy, boundary_recall_precision
+
+    assert packaged_weights_path(name).is_file(), "the default weights must ship with the package"
+    model = load_packaged_model(name)
+    record = model.training_record
+    assert model.name == name and record["iterations"] >= 1000 and "validation" in record
+    assert record["data"] == ["bsds500:train", "bsds500:val"]
+    ds = BSDS500(mini_bsds, "test")
+    raw = SuperpixelPredictor(name, device="cpu", refine_iterations=0)
+    scores = []
+    for image_name in ds.names:
+        image = ds.image(image_name)
+        labels = raw.predict(image, 600)
+        grid = (np.arange(image.shape[0])[:, None] * 20 // image.shape[0]) * 30 + (
+            np.arange(image.shape[1])[None, :] * 30 // image.shape[1])  # the 20 x 30 grid the network starts from
+        for gt in ds.ground_truths(image_name):
+            scores.append((achievable_segmentation_accuracy(labels, gt), boundary_recall_precision(labels, gt)[0],
+                           achievable_segmentation_accuracy(grid, gt), boundary_recall_precision(grid, gt)[0]))
+    asa, br, grid_asa, grid_br = np.mean(scores, axis=0)
+    assert asa > grid_asa + 0.01 and br > grid_br + 0.1, (asa, br, grid_asa, grid_br)
+
+
+def test_aerial_weights_are_packaged_by_name():
+    from uhrseg import SuperpixelPredictor
+
+    predictor = SuperpixelPredictor("pcnet", device="cpu", weights="pcnet-aerial")
+    record = predictor.model.training_record
+    assert record["data"] == ["../shared/datasets/semantic-drone/train"]
+    assert record["train_config"]["init"].endswith("pcnet.pt") and record["iterations"] == 300
+    with pytest.raises(WeightsNotFoundError):
+        SuperpixelPredictor("pcnet", device="cpu", weights="pcnet-nonexistent")

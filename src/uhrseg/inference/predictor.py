@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,7 +14,7 @@ from ..classical import CLASSICAL_METHODS, classical_superpixels
 from ..grid.connectivity import connectivity_bounds, enforce_connectivity
 from ..grid.refine import DEFAULT_REFINE_ITERATIONS, refine_boundaries
 from ..io.images import as_rgb, to_uint8
-from ..models.checkpoint import load_model, load_packaged_model
+from ..models.checkpoint import load_model, load_packaged_model, packaged_weights_path
 from ..models.nets import MODELS, SuperpixelNet
 from .network import DEFAULT_STRIP_PIXELS, network_labels
 
@@ -104,6 +105,16 @@ class SuperpixelResult:
         return int(self.labels.max()) + 1
 
 
+def _weights_file(weights: str | os.PathLike) -> Path:
+    """A checkpoint path, or the name of extra weights shipped in the package (e.g. ``"pcnet-aerial"``)."""
+    path = Path(weights)
+    if not path.exists() and len(path.parts) == 1 and not path.suffix:
+        packaged = packaged_weights_path(path.name)
+        if packaged.is_file():
+            return packaged
+    return path
+
+
 class SuperpixelPredictor:
     """Keeps one method (and its loaded network) ready for many images.
 
@@ -118,7 +129,9 @@ class SuperpixelPredictor:
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"`` (networks only; classical methods run on the CPU).
     weights : path-like, optional
-        Checkpoint to use instead of the packaged weights (networks only).
+        Checkpoint to use instead of the packaged weights (networks only), or the name of other weights
+        shipped in the package: ``"pcnet-aerial"`` (PCNet fine-tuned on aerial frames, see
+        ``uhrseg/weights/README.md``).
     strip_pixels : int
         Output pixels per strip of the network head: the memory/speed trade-off of large images.
     refine_iterations : int, optional
@@ -161,7 +174,8 @@ class SuperpixelPredictor:
         self.model: SuperpixelNet | None = None
         if method in NETWORK_METHODS:
             self.device = resolve_device(device)
-            model = load_model(weights, expected=method) if weights is not None else load_packaged_model(method)
+            model = (load_model(_weights_file(weights), expected=method) if weights is not None
+                     else load_packaged_model(method))
             self.model = model.to(self.device).eval()
         else:
             if weights is not None:
