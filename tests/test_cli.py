@@ -115,12 +115,13 @@ def test_missing_weights_file(tmp_path, capsys):
     assert files_in(tmp_path / "out") == []
 
 
-def test_packaged_weights_missing(tmp_path, capsys):
-    if uhrseg.models.packaged_weights_path("pcnet").is_file():
-        pytest.skip("this installation ships PCNet weights")
-    code, err = run_cli(capsys, bsds_image_path(), "--out", tmp_path / "out")
-    assert code == 2 and "no packaged weights for method 'pcnet'" in err
-    assert len(err.strip().splitlines()) == 1
+def test_default_method_is_the_packaged_pcnet(tmp_path, capsys):
+    code, err = run_cli(capsys, bsds_image_path(), "--n-segments", "600", "--out", tmp_path / "out")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["method"] == "pcnet" and summary["weights"] == "packaged" and summary["refine_iterations"] == 4
+    image = summary["images"][0]
+    assert 0.8 * 600 <= image["n_produced"] <= 1.2 * 600, image
 
 
 def test_mismatched_weights(tmp_path, capsys, scn_ckpt):
