@@ -60,7 +60,7 @@ def test_network_with_preview_and_formats(tmp_path, capsys, photo_path, pcnet_gr
     assert Image.open(tmp_path / f"{stem}_preview.png").size == (2048, 1280)
     entry = json.loads((tmp_path / "summary.json").read_text())["images"][0]
     assert entry["n_produced"] == labels.max() + 1 == entry["n_cells"]
-    assert set(entry["seconds"]) >= {"resize", "network", "assign", "connectivity"}
+    assert set(entry["seconds"]) >= {"resize", "network", "connectivity", "upsample", "refine"}
 
 
 def test_tiff_label_format(tmp_path, capsys):

@@ -5,17 +5,32 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from ..errors import UhrsegError
 from ..grid.refine import DEFAULT_REFINE_ITERATIONS
-from ..inference import DEFAULT_STRIP_PIXELS, METHODS, SuperpixelPredictor
-from ..io import LABEL_FORMATS, commit_files, label_suffix, prepare_output_dir, read_image, render_overlay
-from ..io import write_labels, write_png
+from ..inference import DEFAULT_STRIP_PIXELS, DEFAULT_TILE, METHODS, SuperpixelPredictor
+from ..io import (
+    LABEL_FORMATS,
+    commit_files,
+    label_suffix,
+    open_image,
+    prepare_output_dir,
+    read_image,
+    render_overlay,
+    sample_label_store,
+    write_label_store,
+    write_labels,
+    write_png,
+)
+from ..io.sources import TiffSource
 from ..memory import peak_rss_bytes, reset_peak_rss
+from ..stores import FileStore
 
 DESCRIPTION = """\
 Compute superpixels at each image's full resolution. For every IMAGE, DIR receives
@@ -23,7 +38,16 @@ STEM_labels.png (16-bit label map; .tif when there are 65536 or more superpixels
 --label-format npy), STEM_overlay.png (boundaries drawn on the image, full resolution) and, for
 images whose longer side exceeds --preview-side, STEM_preview.png. DIR/summary.json records per
 image the requested and produced superpixel counts, size, seconds per stage and peak memory.
-A file that cannot be processed is reported and skipped; the exit code is then 2."""
+A file that cannot be processed is reported and skipped; the exit code is then 2.
+
+Images of more than 134 million pixels (or any image with --stream) run through pcnet/scn
+streamed: a TIFF/BigTIFF input is read band by band, the label map and a CIELAB copy live in
+temporary files in DIR, and STEM_labels.tif is written as a tiled int32 BigTIFF. Memory then
+grows with --n-segments (about 1 KB per superpixel), not with the image. Streamed images get
+the preview but no full-resolution overlay."""
+
+#: Images with more pixels than this are streamed (network methods).
+STREAM_PIXELS = 2**27
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -52,6 +76,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--refine", type=int, metavar="N",
                    help="passes of full-resolution boundary refinement after the connectivity step "
                         f"(default {DEFAULT_REFINE_ITERATIONS} for pcnet and scn, 0 for classical methods)")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="PX",
+                   help=f"trunk tile in network-input pixels; lower uses less memory (default {DEFAULT_TILE})")
+    p.add_argument("--stream", action="store_true",
+                   help="stream every image (pcnet/scn): bounded memory, label map written as tiled BigTIFF; "
+                        f"automatic above {STREAM_PIXELS} pixels")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -67,11 +96,26 @@ def _output_stems(images: list[Path]) -> list[str]:
     return stems
 
 
+def _check_targets(path: Path, outputs: dict, inputs: set[Path]) -> None:
+    for target in outputs:
+        if target.resolve() in inputs:
+            raise UhrsegError(f"{path}: output {target} would overwrite an input image; choose another --out")
+
+
 def _process(predictor: SuperpixelPredictor, path: Path, stem: str, args: argparse.Namespace,
-             inputs: set[Path]) -> dict:
+             inputs: set[Path], bar) -> dict:
     reset_peak_rss()
     t_start = time.perf_counter()
-    image = read_image(path)
+    if predictor.model is not None:
+        source = open_image(path)
+        try:
+            if args.stream or source.shape[0] * source.shape[1] > STREAM_PIXELS:
+                return _process_streamed(predictor, source, path, stem, args, inputs, bar, t_start)
+            image = source.read_rows(0, source.shape[0]) if isinstance(source, TiffSource) else source.array
+        finally:
+            source.close()
+    else:
+        image = read_image(path)
     t_read = time.perf_counter() - t_start
     result = predictor.run(image, args.n_segments)
     labels = result.labels
@@ -83,9 +127,7 @@ def _process(predictor: SuperpixelPredictor, path: Path, stem: str, args: argpar
     if max(labels.shape) > args.preview_side:
         outputs[args.out / f"{stem}_preview.png"] = lambda p: write_png(
             p, render_overlay(image, labels, max_side=args.preview_side))
-    for target in outputs:
-        if target.resolve() in inputs:
-            raise UhrsegError(f"{path}: output {target} would overwrite an input image; choose another --out")
+    _check_targets(path, outputs, inputs)
     written = commit_files(outputs)
     t_write = time.perf_counter() - t0
     timings = {"read": t_read, **result.timings, "write": t_write, "total": time.perf_counter() - t_start}
@@ -97,6 +139,57 @@ def _process(predictor: SuperpixelPredictor, path: Path, stem: str, args: argpar
         "n_requested": result.n_requested,
         "n_cells": result.n_cells,
         "n_produced": result.n_produced,
+        "streamed": False,
+        "seconds": {k: round(v, 4) for k, v in timings.items()},
+        "peak_rss_bytes": peak_rss_bytes(),
+    }
+
+
+def _process_streamed(predictor: SuperpixelPredictor, source, path: Path, stem: str, args: argparse.Namespace,
+                      inputs: set[Path], bar, t_start: float) -> dict:
+    """Bounded-memory path: label map and CIELAB copy in temporary files in the output folder."""
+    if args.label_format not in ("auto", "tiff"):
+        raise UhrsegError(f"{path}: streamed images are written as tiled BigTIFF; use --label-format tiff")
+    height, width = source.shape[:2]
+    preview_shape = None
+    if max(height, width) > args.preview_side:
+        scale = args.preview_side / max(height, width)
+        preview_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+    outputs: dict = {args.out / f"{stem}_labels.tif": None}
+    if preview_shape:
+        outputs[args.out / f"{stem}_preview.png"] = None
+    _check_targets(path, outputs, inputs)
+    with tempfile.TemporaryDirectory(prefix=".uhrseg-work-", dir=args.out) as work:
+        try:
+            labels = FileStore(Path(work) / "labels.i32", (height, width), np.int32)
+            lab = FileStore(Path(work) / "lab.u8", (height, width, 3), np.uint8) if predictor.refine_iterations \
+                else None
+        except OSError as e:
+            raise UhrsegError(f"{path}: no room for the temporary label map in {args.out} ({e.strerror or e})") from e
+        try:
+            result = predictor.run_source(source, args.n_segments, labels, lab, preview_shape=preview_shape,
+                                          progress=lambda stage: bar.set_postfix_str(f"{path.name}: {stage}"))
+            t0 = time.perf_counter()
+            writers = {args.out / f"{stem}_labels.tif": lambda p: write_label_store(p, labels)}
+            if preview_shape:
+                writers[args.out / f"{stem}_preview.png"] = lambda p: write_png(p, render_overlay(
+                    result.preview, sample_label_store(labels, *preview_shape)))
+            written = commit_files(writers)
+            t_write = time.perf_counter() - t0
+        finally:
+            labels.close()
+            if lab is not None:
+                lab.close()
+    timings = {**result.timings, "write": t_write, "total": time.perf_counter() - t_start}
+    return {
+        "file": str(path),
+        "outputs": [str(p) for p in written],
+        "width": int(width),
+        "height": int(height),
+        "n_requested": result.n_requested,
+        "n_cells": result.n_cells,
+        "n_produced": result.n_produced,
+        "streamed": True,
         "seconds": {k: round(v, 4) for k, v in timings.items()},
         "peak_rss_bytes": peak_rss_bytes(),
     }
@@ -112,8 +205,12 @@ def run(args: argparse.Namespace) -> int:
     prepare_output_dir(args.out)
     if args.refine is not None and args.refine < 0:
         raise UhrsegError(f"--refine must be >= 0, got {args.refine}")
+    if args.tile < 1:
+        raise UhrsegError(f"--tile must be >= 1, got {args.tile}")
+    if args.stream and args.method not in ("pcnet", "scn"):
+        raise UhrsegError(f"--stream needs pcnet or scn; {args.method} works on the whole image in memory")
     predictor = SuperpixelPredictor(args.method, device=args.device, weights=args.weights,
-                                    strip_pixels=args.strip_pixels, refine_iterations=args.refine)
+                                    strip_pixels=args.strip_pixels, refine_iterations=args.refine, tile=args.tile)
     inputs = {p.resolve() for p in images}
     done: list[dict] = []
     failed: list[dict] = []
@@ -121,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
                desc=f"{args.method} n={args.n_segments}", file=sys.stderr)
     for path, stem in bar:
         try:
-            done.append(_process(predictor, path, stem, args, inputs))
+            done.append(_process(predictor, path, stem, args, inputs, bar))
         except (UhrsegError, ValueError, MemoryError) as e:
             message = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
             failed.append({"file": str(path), "error": message})

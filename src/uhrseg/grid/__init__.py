@@ -1,6 +1,7 @@
 """Superpixel grid operations: the S x S cell grid, soft pooling and reconstruction through the association
 map Q, hard assignment, connectivity enforcement and full-resolution boundary refinement."""
 
+from .boundaries import boundary_mask
 from .cells import (
     CENTRE,
     NEIGHBOUR_OFFSETS,
@@ -11,9 +12,8 @@ from .cells import (
     pool_features,
     reconstruct_features,
 )
-from .boundaries import boundary_mask
 from .connectivity import connectivity_bounds, enforce_connectivity
-from .refine import refine_boundaries
+from .refine import lab8, refine_boundaries, refine_store
 
 __all__ = [
     "CENTRE",
@@ -23,9 +23,11 @@ __all__ = [
     "connectivity_bounds",
     "enforce_connectivity",
     "hard_assignment",
+    "lab8",
     "neighbour_cell_ids",
     "pixel_positions",
     "pool_features",
     "reconstruct_features",
     "refine_boundaries",
+    "refine_store",
 ]

@@ -237,7 +237,7 @@ def neighbour_cell_ids(grid: CellGrid, row_start: int = 0, row_stop: int | None 
 
 
 def hard_assignment(assoc: torch.Tensor, cell_size: int = 16, row_offset: int = 0,
-                    grid: CellGrid | None = None) -> torch.Tensor:
+                    grid: CellGrid | None = None, col_offset: int = 0) -> torch.Tensor:
     """Hard superpixel labels from an association map: each pixel takes its most probable neighbour cell.
 
     Parameters
@@ -246,10 +246,10 @@ def hard_assignment(assoc: torch.Tensor, cell_size: int = 16, row_offset: int = 
         ``(B, 9, h, w)`` association map ``Q`` (probabilities or logits: only the argmax is used).
     cell_size : int
         Grid cell side ``S`` in pixels.
-    row_offset : int
-        When ``assoc`` is a horizontal strip of a taller map, the row of its first pixel in that map.
+    row_offset, col_offset : int
+        When ``assoc`` is a tile of a larger map, the row and column of its first pixel in that map.
     grid : CellGrid, optional
-        The full map's grid; required with ``row_offset`` (defaults to the grid of ``assoc`` itself).
+        The full map's grid; required with offsets (defaults to the grid of ``assoc`` itself).
 
     Returns
     -------
@@ -262,15 +262,40 @@ def hard_assignment(assoc: torch.Tensor, cell_size: int = 16, row_offset: int = 
         If ``assoc`` is not ``(B, 9, H, W)`` or does not fit in ``grid``.
     """
     _check_association(assoc)
-    b, _, h, w = assoc.shape
+    h, w = assoc.shape[2:]
     grid = grid or CellGrid(h, w, cell_size)
-    if grid.width != w or row_offset < 0 or row_offset + h > grid.height:
-        raise ValueError(
-            f"assoc strip of {h} x {w} at row {row_offset} does not fit a {grid.height} x {grid.width} grid"
-        )
-    ids = neighbour_cell_ids(grid, row_offset, row_offset + h, device=assoc.device)
-    best = assoc.argmax(dim=1)  # (B, h, w)
-    return torch.gather(ids.unsqueeze(0).expand(b, -1, -1, -1), 1, best.unsqueeze(1)).squeeze(1)
+    if row_offset < 0 or col_offset < 0 or row_offset + h > grid.height or col_offset + w > grid.width:
+        raise ValueError(f"assoc tile of {h} x {w} at ({row_offset}, {col_offset}) does not fit a "
+                         f"{grid.height} x {grid.width} grid")
+    return neighbour_choice_to_cell_ids(assoc.argmax(dim=1), grid, row_offset, col_offset)
+
+
+def neighbour_choice_to_cell_ids(choice: torch.Tensor, grid: CellGrid, row_offset: int = 0,
+                                 col_offset: int = 0) -> torch.Tensor:
+    """Cell ids from the index (0-8, channel order of ``Q``) of the chosen neighbour cell of each pixel.
+
+    Parameters
+    ----------
+    choice : torch.Tensor
+        ``(..., h, w)`` integer neighbour index in ``[0, 9)`` (the argmax of ``Q`` over its channels).
+    grid : CellGrid
+        The full map's grid.
+    row_offset, col_offset : int
+        Position of ``choice``'s first pixel in the full map.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(..., h, w)`` int64 cell ids; neighbours outside the grid map to the nearest border cell.
+    """
+    h, w = choice.shape[-2:]
+    s = grid.cell_size
+    rows = torch.arange(row_offset, row_offset + h, device=choice.device) // s
+    cols = torch.arange(col_offset, col_offset + w, device=choice.device) // s
+    choice = choice.long()
+    cell_row = (rows[:, None] + torch.div(choice, 3, rounding_mode="floor") - 1).clamp_(0, grid.n_rows - 1)
+    cell_col = (cols[None, :] + choice % 3 - 1).clamp_(0, grid.n_cols - 1)
+    return cell_row * grid.n_cols + cell_col
 
 
 def pixel_positions(batch: int, height: int, width: int, dtype: torch.dtype = torch.float32,

@@ -19,7 +19,7 @@ __all__ = ["enforce_connectivity", "connectivity_bounds"]
 
 
 @numba.njit(cache=True, nogil=True)
-def _enforce_connectivity_kernel(labels, min_size, max_size):  # pragma: no cover - compiled
+def _enforce_connectivity_kernel(labels, min_size, max_size, row_weights, col_weights):  # pragma: no cover
     height, width = labels.shape
     out = np.full((height, width), -1, dtype=np.int32)
     queue = np.empty(min(height * width, 4096), dtype=np.int64)
@@ -34,6 +34,7 @@ def _enforce_connectivity_kernel(labels, min_size, max_size):  # pragma: no cove
             out[y0, x0] = next_label
             queue[0] = y0 * width + x0
             size = 1
+            mass = row_weights[y0] * col_weights[x0]
             head = 0
             adjacent = -1
             while head < size:
@@ -48,8 +49,9 @@ def _enforce_connectivity_kernel(labels, min_size, max_size):  # pragma: no cove
                         continue
                     o = out[ny, nx]
                     if o == -1:
-                        if labels[ny, nx] == label and size < max_size:
+                        if labels[ny, nx] == label and mass < max_size:
                             out[ny, nx] = next_label
+                            mass += row_weights[ny] * col_weights[nx]
                             if size == queue.shape[0]:
                                 bigger = np.empty(min(2 * size, height * width), dtype=np.int64)
                                 bigger[:size] = queue
@@ -58,7 +60,7 @@ def _enforce_connectivity_kernel(labels, min_size, max_size):  # pragma: no cove
                             size += 1
                     elif o != next_label and adjacent == -1:
                         adjacent = o
-            if size < min_size:
+            if mass < min_size:
                 if adjacent >= 0:
                     for i in range(size):
                         p = queue[i]
@@ -97,7 +99,8 @@ def connectivity_bounds(shape: tuple[int, int], n_cells: int) -> tuple[int, int]
     return int(0.06 * s), max(1, int(3.0 * s))
 
 
-def enforce_connectivity(labels: np.ndarray, min_size: int = 0, max_size: int | None = None) -> np.ndarray:
+def enforce_connectivity(labels: np.ndarray, min_size: int = 0, max_size: int | None = None,
+                         row_weights: np.ndarray | None = None, col_weights: np.ndarray | None = None) -> np.ndarray:
     """Make every superpixel one 4-connected component with a bounded size.
 
     Components of equal label are grown in raster order. A component smaller than ``min_size`` pixels is merged
@@ -113,6 +116,12 @@ def enforce_connectivity(labels: np.ndarray, min_size: int = 0, max_size: int | 
         component in raster order, when it has no labelled neighbour yet, is instead joined with the next one.
     max_size : int, optional
         Largest superpixel in pixels; ``None`` for no bound.
+    row_weights, col_weights : (H,) and (W,) ndarray of int, optional
+        Pixels that each row and column of ``labels`` stands for, when ``labels`` is a map that will be
+        upsampled by repeating row ``y`` ``row_weights[y]`` times and column ``x`` ``col_weights[x]`` times
+        (nearest upsampling): sizes are then counted in pixels of the upsampled map, so that enforcing
+        connectivity on the small map and upsampling gives the result at full resolution in a fraction of
+        the time. Weights must be >= 1. Default: all ones.
 
     Returns
     -------
@@ -122,7 +131,8 @@ def enforce_connectivity(labels: np.ndarray, min_size: int = 0, max_size: int | 
     Raises
     ------
     ValueError
-        If ``labels`` is not a non-empty 2-D integer array, or the sizes are negative / ``max_size < 1``.
+        If ``labels`` is not a non-empty 2-D integer array, the sizes are negative / ``max_size < 1``, or the
+        weights have the wrong length or values below 1.
 
     References
     ----------
@@ -141,5 +151,12 @@ def enforce_connectivity(labels: np.ndarray, min_size: int = 0, max_size: int | 
         fits32 = labels.size == 0 or (labels.min() >= np.iinfo(np.int32).min and labels.max() <= np.iinfo(np.int32).max)
         labels = labels.astype(np.int32 if fits32 else np.int64)
     labels = np.ascontiguousarray(labels)
-    bound = labels.size + 1 if max_size is None else int(max_size)
-    return _enforce_connectivity_kernel(labels, int(min_size), bound)
+    weights = []
+    for name, given, n in (("row_weights", row_weights, labels.shape[0]), ("col_weights", col_weights, labels.shape[1])):
+        w = np.ones(n, np.int64) if given is None else np.ascontiguousarray(given, dtype=np.int64)
+        if w.shape != (n,) or (n and w.min() < 1):
+            raise ValueError(f"{name} must be {n} integers >= 1, got shape {w.shape}")
+        weights.append(w)
+    total = int(weights[0].sum()) * int(weights[1].sum())
+    bound = total + 1 if max_size is None else int(max_size)
+    return _enforce_connectivity_kernel(labels, int(min_size), bound, weights[0], weights[1])

@@ -29,7 +29,10 @@ import cv2
 import numba
 import numpy as np
 
-__all__ = ["DEFAULT_COMPACTNESS", "DEFAULT_REFINE_ITERATIONS", "DEFAULT_SMOOTHNESS", "refine_boundaries"]
+from ..stores import ArrayStore
+
+__all__ = ["DEFAULT_COMPACTNESS", "DEFAULT_REFINE_ITERATIONS", "DEFAULT_SMOOTHNESS", "lab8", "refine_boundaries",
+           "refine_store"]
 
 #: Passes used by the network methods unless told otherwise.
 DEFAULT_REFINE_ITERATIONS = 4
@@ -45,19 +48,19 @@ _RING_DX = np.array([-1, 0, 1, 1, 1, 0, -1, -1], dtype=np.int64)
 
 
 @numba.njit(cache=True, nogil=True)
-def _sums(lab, labels, n_labels):  # pragma: no cover - compiled
+def _add_sums(lab, labels, acc, y_offset):  # pragma: no cover - compiled
+    """Add each superpixel's Lab, y, x and pixel count sums over a band starting at image row y_offset.
+    All terms are integers, so the float64 sums are exact and do not depend on how the image is banded."""
     height, width = labels.shape
-    acc = np.zeros((n_labels, 6), dtype=np.float64)
     for y in range(height):
         for x in range(width):
             k = labels[y, x]
             acc[k, 0] += lab[y, x, 0]
             acc[k, 1] += lab[y, x, 1]
             acc[k, 2] += lab[y, x, 2]
-            acc[k, 3] += y
+            acc[k, 3] += y + y_offset
             acc[k, 4] += x
             acc[k, 5] += 1.0
-    return acc
 
 
 @numba.njit(cache=True, nogil=True)
@@ -90,43 +93,51 @@ def _can_leave(labels, y, x, own, ring_dy, ring_dx):  # pragma: no cover - compi
 
 
 @numba.njit(cache=True, nogil=True)
-def _refine_pass(lab, labels, acc, spatial_weight, smoothness, reverse, ring_dy, ring_dx):  # pragma: no cover - compiled
+def _refine_rows(lab, labels, acc, spatial_weight, smoothness, reverse, row_start, row_stop, y_offset,
+                 ring_dy, ring_dx):  # pragma: no cover - compiled
+    """One refinement sweep over rows [row_start, row_stop) of a band (window rows outside that range are
+    read-only context); window row y is image row y + y_offset. Returns the number of pixels moved."""
     height, width = labels.shape
     dys = (-1, 0, 0, 1)
     dxs = (0, -1, 1, 0)
+    candidates = np.empty(5, dtype=labels.dtype)
     changed = 0
-    for yi in range(height):
-        y = height - 1 - yi if reverse else yi
+    for yi in range(row_stop - row_start):
+        y = row_stop - 1 - yi if reverse else row_start + yi
+        gy = y + y_offset
         for xi in range(width):
             x = width - 1 - xi if reverse else xi
             own = labels[y, x]
-            boundary = False
+            # Candidate superpixels: the 4-neighbours' (each once, in neighbour order), then the own one.
+            n_cand = 0
             for i in range(4):
                 ny = y + dys[i]
                 nx = x + dxs[i]
-                if 0 <= ny < height and 0 <= nx < width and labels[ny, nx] != own:
-                    boundary = True
-            if not boundary or acc[own, 5] <= 1.0:
+                if 0 <= ny < height and 0 <= nx < width:
+                    k = labels[ny, nx]
+                    if k != own:
+                        seen = False
+                        for j in range(n_cand):
+                            seen = seen or candidates[j] == k
+                        if not seen:
+                            candidates[n_cand] = k
+                            n_cand += 1
+            if n_cand == 0 or acc[own, 5] <= 1.0:
                 continue
+            candidates[n_cand] = own
+            n_cand += 1
             l0 = float(lab[y, x, 0])
             l1 = float(lab[y, x, 1])
             l2 = float(lab[y, x, 2])
             best = own
             best_d = 1e300
-            for i in range(5):
-                if i == 4:
-                    k = own
-                else:
-                    ny = y + dys[i]
-                    nx = x + dxs[i]
-                    if ny < 0 or ny >= height or nx < 0 or nx >= width:
-                        continue
-                    k = labels[ny, nx]
+            for c in range(n_cand):
+                k = candidates[c]
                 n = acc[k, 5]
                 d0 = l0 - acc[k, 0] / n
                 d1 = l1 - acc[k, 1] / n
                 d2 = l2 - acc[k, 2] / n
-                dy = y - acc[k, 3] / n
+                dy = gy - acc[k, 3] / n
                 dx = x - acc[k, 4] / n
                 d = d0 * d0 + d1 * d1 + d2 * d2 + spatial_weight * (dy * dy + dx * dx)
                 if smoothness > 0.0:
@@ -146,11 +157,90 @@ def _refine_pass(lab, labels, acc, spatial_weight, smoothness, reverse, ring_dy,
                     acc[k, 0] += sign * l0
                     acc[k, 1] += sign * l1
                     acc[k, 2] += sign * l2
-                    acc[k, 3] += sign * y
+                    acc[k, 3] += sign * gy
                     acc[k, 4] += sign * x
                     acc[k, 5] += sign
                 changed += 1
     return changed
+
+
+def lab8(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB in OpenCV's 8-bit encoding of an RGB image or band.
+
+    Parameters
+    ----------
+    rgb : (h, W, 3) ndarray of uint8, uint16 (high byte used) or float in [0, 1]
+        RGB pixels.
+
+    Returns
+    -------
+    (h, W, 3) ndarray of uint8
+        ``L * 255 / 100``, ``a + 128``, ``b + 128`` (``cv2.COLOR_RGB2Lab``).
+    """
+    if rgb.dtype == np.uint16:
+        rgb8 = (rgb >> 8).astype(np.uint8)
+    elif rgb.dtype == np.uint8:
+        rgb8 = rgb
+    else:
+        rgb8 = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    return cv2.cvtColor(np.ascontiguousarray(rgb8), cv2.COLOR_RGB2Lab)
+
+
+def refine_store(lab, labels, n_labels: int, iterations: int = DEFAULT_REFINE_ITERATIONS,
+                 compactness: float = DEFAULT_COMPACTNESS, smoothness: float = DEFAULT_SMOOTHNESS,
+                 band_rows: int = 1024) -> int:
+    """:func:`refine_boundaries` over row stores, in bands of rows, so that neither map sits in memory whole.
+
+    The result does not depend on ``band_rows``: a pass visits the pixels in the same raster order as on the
+    whole image (bands top to bottom on forward passes, bottom to top on backward ones), each band read with
+    one row of context above and below, and the superpixel sums are kept for the whole image.
+
+    Parameters
+    ----------
+    lab : row store of (H, W, 3) uint8
+        The image in 8-bit CIELAB (:func:`lab8`), e.g. :class:`uhrseg.stores.FileStore`; only read.
+    labels : row store of (H, W) int32
+        Superpixel labels ``0 .. n_labels - 1``, each 4-connected; refined in place.
+    n_labels : int
+        Number of superpixels ``K``.
+    iterations, compactness, smoothness
+        As in :func:`refine_boundaries`.
+    band_rows : int
+        Rows per band: memory is about ``band_rows * W * 7`` bytes.
+
+    Returns
+    -------
+    int
+        Number of passes run (fewer than ``iterations`` when a pass moved no pixel).
+
+    Raises
+    ------
+    ValueError
+        If the stores' shapes differ, ``n_labels < 1`` or ``band_rows < 1``.
+    """
+    height, width = labels.shape[:2]
+    if tuple(lab.shape) != (height, width, 3):
+        raise ValueError(f"lab must be (H, W, 3) like labels {labels.shape}, got {lab.shape}")
+    if n_labels < 1 or band_rows < 1:
+        raise ValueError(f"n_labels and band_rows must be >= 1, got {n_labels} and {band_rows}")
+    step = np.sqrt(height * width / n_labels)
+    spatial_weight = (compactness / step) ** 2
+    acc = np.zeros((n_labels, 6), dtype=np.float64)
+    bands = [(y0, min(height, y0 + band_rows)) for y0 in range(0, height, band_rows)]
+    for y0, y1 in bands:
+        _add_sums(lab.read(y0, y1), labels.read(y0, y1), acc, y0)
+    for i in range(iterations):
+        reverse = i % 2 == 1
+        changed = 0
+        for y0, y1 in reversed(bands) if reverse else bands:
+            w0, w1 = max(0, y0 - 1), min(height, y1 + 1)
+            window = labels.read(w0, w1)
+            changed += _refine_rows(lab.read(w0, w1), window, acc, spatial_weight, smoothness, reverse,
+                                    y0 - w0, y1 - w0, w0, _RING_DY, _RING_DX)
+            labels.write(y0, window[y0 - w0 : y1 - w0])
+        if changed == 0:
+            return i + 1
+    return iterations
 
 
 def refine_boundaries(image: np.ndarray, labels: np.ndarray, iterations: int = DEFAULT_REFINE_ITERATIONS,
@@ -193,19 +283,7 @@ def refine_boundaries(image: np.ndarray, labels: np.ndarray, iterations: int = D
         return current.copy()
     if current.min() < 0:
         raise ValueError("labels must be >= 0")
-    if image.dtype == np.uint16:
-        rgb8 = (image >> 8).astype(np.uint8)
-    elif image.dtype == np.uint8:
-        rgb8 = image
-    else:
-        rgb8 = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
-    lab = cv2.cvtColor(np.ascontiguousarray(rgb8), cv2.COLOR_RGB2Lab)
-    n_labels = int(current.max()) + 1
-    step = np.sqrt(current.size / n_labels)
-    spatial_weight = (compactness / step) ** 2
     current = current.copy()
-    acc = _sums(lab, current, n_labels)
-    for i in range(iterations):
-        if _refine_pass(lab, current, acc, spatial_weight, smoothness, i % 2 == 1, _RING_DY, _RING_DX) == 0:
-            break
+    refine_store(ArrayStore(lab8(image)), ArrayStore(current), int(current.max()) + 1, iterations, compactness,
+                 smoothness, band_rows=current.shape[0])
     return current

@@ -11,15 +11,37 @@ import numpy as np
 import torch
 
 from ..classical import CLASSICAL_METHODS, classical_superpixels
+from ..grid.cells import CellGrid
 from ..grid.connectivity import connectivity_bounds, enforce_connectivity
-from ..grid.refine import DEFAULT_REFINE_ITERATIONS, refine_boundaries
+from ..grid.refine import (
+    DEFAULT_REFINE_ITERATIONS,
+    lab8,
+    refine_boundaries,
+    refine_store,
+)
 from ..io.images import as_rgb, to_uint8
+from ..io.sources import ArraySource
 from ..models.checkpoint import load_model, load_packaged_model, packaged_weights_path
 from ..models.nets import MODELS, SuperpixelNet
-from .network import DEFAULT_STRIP_PIXELS, network_labels
+from ..stores import ArrayStore
+from .network import (
+    DEFAULT_STRIP_PIXELS,
+    DEFAULT_TILE,
+    AreaAccumulator,
+    _sync,
+    cell_id_map,
+    grid_shape_for,
+    inference_model,
+    nearest_index,
+    network_input,
+    network_labels,
+)
 
-__all__ = ["METHODS", "NETWORK_METHODS", "SuperpixelPredictor", "SuperpixelResult", "resolve_device",
-           "superpixels", "validate_n_segments"]
+__all__ = ["DEFAULT_BAND_ROWS", "METHODS", "NETWORK_METHODS", "SourceResult", "SuperpixelPredictor",
+           "SuperpixelResult", "resolve_device", "superpixels", "validate_n_segments"]
+
+#: Full-resolution rows per band of the upsampling and refinement passes.
+DEFAULT_BAND_ROWS = 1024
 
 #: Methods backed by a trained network (packaged weights).
 NETWORK_METHODS = tuple(MODELS)
@@ -105,6 +127,28 @@ class SuperpixelResult:
         return int(self.labels.max()) + 1
 
 
+@dataclass
+class SourceResult:
+    """What :meth:`SuperpixelPredictor.run_source` reports; the labels are in the store it was given.
+
+    Attributes
+    ----------
+    n_requested, n_cells, n_produced : int
+        ``n_segments`` as asked, grid cells, and superpixels ``K`` in the label store (ids ``0 .. K-1``).
+    timings : dict of str to float
+        Seconds per stage: ``resize`` (reading the source, the network input and the CIELAB copy),
+        ``network``, ``connectivity``, ``upsample``, ``refine``.
+    preview : (h, w, 3) ndarray of uint8 or None
+        The image area-averaged to the asked preview size, made during the same pass over the source.
+    """
+
+    n_requested: int
+    n_cells: int
+    n_produced: int
+    timings: dict[str, float] = field(default_factory=dict)
+    preview: np.ndarray | None = None
+
+
 def _weights_file(weights: str | os.PathLike) -> Path:
     """A checkpoint path, or the name of extra weights shipped in the package (e.g. ``"pcnet-aerial"``)."""
     path = Path(weights)
@@ -138,6 +182,11 @@ class SuperpixelPredictor:
         Passes of full-resolution boundary refinement (:func:`uhrseg.grid.refine_boundaries`) after the
         connectivity step. Default: 4 for the networks, whose labels come from a coarser grid, and 0 (off)
         for the classical methods, which already work at full resolution.
+    tile : int
+        Trunk tile core in network-input pixels (:func:`uhrseg.inference.cell_id_map`): bounds the trunk's
+        memory; the labels do not depend on it.
+    band_rows : int
+        Full-resolution rows per band of the upsampling and refinement passes; the labels do not depend on it.
 
     Raises
     ------
@@ -159,7 +208,8 @@ class SuperpixelPredictor:
     """
 
     def __init__(self, method: str = "pcnet", *, device: str = "auto", weights: str | os.PathLike | None = None,
-                 strip_pixels: int = DEFAULT_STRIP_PIXELS, refine_iterations: int | None = None) -> None:
+                 strip_pixels: int = DEFAULT_STRIP_PIXELS, refine_iterations: int | None = None,
+                 tile: int = DEFAULT_TILE, band_rows: int = DEFAULT_BAND_ROWS) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if refine_iterations is None:
@@ -167,16 +217,18 @@ class SuperpixelPredictor:
         if refine_iterations < 0:
             raise ValueError(f"refine_iterations must be >= 0, got {refine_iterations}")
         self.refine_iterations = int(refine_iterations)
-        if strip_pixels < 1:
-            raise ValueError(f"strip_pixels must be >= 1, got {strip_pixels}")
+        if strip_pixels < 1 or tile < 1 or band_rows < 1:
+            raise ValueError(f"strip_pixels, tile and band_rows must be >= 1, got {strip_pixels}, {tile}, {band_rows}")
         self.method = method
         self.strip_pixels = int(strip_pixels)
+        self.tile = int(tile)
+        self.band_rows = int(band_rows)
         self.model: SuperpixelNet | None = None
         if method in NETWORK_METHODS:
             self.device = resolve_device(device)
             model = (load_model(_weights_file(weights), expected=method) if weights is not None
                      else load_packaged_model(method))
-            self.model = model.to(self.device).eval()
+            self.model = inference_model(model.to(self.device))
         else:
             if weights is not None:
                 raise ValueError(f"method {method!r} takes no weights")
@@ -207,17 +259,19 @@ class SuperpixelPredictor:
         image = as_rgb(image)
         n = validate_n_segments(n_segments, image.shape)
         timings: dict[str, float] = {}
+        if self.model is not None and connectivity:
+            labels = np.empty(image.shape[:2], np.int32)
+            lab = ArrayStore(np.empty(image.shape, np.uint8)) if self.refine_iterations else None
+            info = self.run_source(ArraySource(image), n, ArrayStore(labels), lab)
+            return SuperpixelResult(labels, n, info.n_cells, info.timings)
         if self.model is not None:
-            raw, grid, t = network_labels(self.model, image, n, self.device, self.strip_pixels)
-            timings.update(resize=t.resize, network=t.network, assign=t.assign)
-            n_cells = grid.n_cells
-            min_size, max_size = connectivity_bounds(image.shape[:2], n_cells)
-        else:
-            t0 = time.perf_counter()
-            raw = classical_superpixels(to_uint8(image), n, self.method)
-            timings["segment"] = time.perf_counter() - t0
-            n_cells = n
-            min_size, max_size = connectivity_bounds(image.shape[:2], n)[0], None
+            raw, grid, t = network_labels(self.model, image, n, self.device, self.strip_pixels, self.tile)
+            return SuperpixelResult(raw, n, grid.n_cells, dict(resize=t.resize, network=t.network, assign=t.assign))
+        t0 = time.perf_counter()
+        raw = classical_superpixels(to_uint8(image), n, self.method)
+        timings["segment"] = time.perf_counter() - t0
+        n_cells = n
+        min_size, max_size = connectivity_bounds(image.shape[:2], n)[0], None
         t0 = time.perf_counter()
         if connectivity:
             labels = enforce_connectivity(raw, min_size, max_size)
@@ -229,6 +283,119 @@ class SuperpixelPredictor:
             labels = refine_boundaries(image, labels, self.refine_iterations)
             timings["refine"] = time.perf_counter() - t0
         return SuperpixelResult(labels, n, n_cells, timings)
+
+    def run_source(self, source, n_segments: int, labels, lab=None, *,
+                   preview_shape: tuple[int, int] | None = None, progress=None) -> SourceResult:
+        """Network superpixels of an image source into a label store, in bounded memory.
+
+        The pipeline, each step bounded by a band, tile or the network's grid (never by the image):
+
+        1. one pass over the source in bands: the network input (area averaging), the 8-bit CIELAB copy for
+           the refinement (into ``lab``) and the optional preview;
+        2. the network on overlapping tiles (:func:`uhrseg.inference.cell_id_map`): the cell-id map at the
+           network's output resolution ``h x w`` (about 16 x 16 pixels per requested superpixel);
+        3. connectivity on that map with each row and column weighted by the image pixels it stands for
+           (:func:`uhrseg.grid.enforce_connectivity`), so the size bounds hold in image pixels;
+        4. nearest upsampling to ``H x W``, band by band into ``labels``;
+        5. the boundary refinement at full resolution, band by band (:func:`uhrseg.grid.refine_store`).
+
+        The labels do not depend on ``tile``, ``strip_pixels`` or ``band_rows``, nor on whether the stores
+        are in memory or on disk (tested).
+
+        Parameters
+        ----------
+        source : image source
+            ``shape`` ``(H, W, 3)`` and ``read_rows(y0, y1)`` (:func:`uhrseg.io.sources.open_image`).
+        n_segments : int
+            Requested number of superpixels.
+        labels : row store of (H, W) int32
+            Receives the labels (:class:`uhrseg.stores.ArrayStore` or :class:`uhrseg.stores.FileStore`).
+        lab : row store of (H, W, 3) uint8, optional
+            Scratch space for the CIELAB copy; required when refinement is on.
+        preview_shape : (int, int), optional
+            Also return the image area-averaged to this ``(h, w)``.
+        progress : callable, optional
+            Called with the name of each stage as it starts.
+
+        Returns
+        -------
+        SourceResult
+
+        Raises
+        ------
+        ValueError
+            If this predictor runs a classical method, ``n_segments`` is out of range, the stores do not
+            match the source, or ``lab`` is missing while refinement is on.
+        uhrseg.errors.ImageReadError
+            If the source cannot be decoded.
+        """
+        if self.model is None:
+            raise ValueError(f"run_source needs a network method, not {self.method!r}")
+        big_h, big_w = source.shape[:2]
+        n = validate_n_segments(n_segments, source.shape)
+        if tuple(labels.shape) != (big_h, big_w):
+            raise ValueError(f"label store {labels.shape} does not match the {big_h} x {big_w} image")
+        if self.refine_iterations and (lab is None or tuple(lab.shape) != (big_h, big_w, 3)):
+            raise ValueError("refinement needs a (H, W, 3) uint8 store for the CIELAB copy")
+        model, say = self.model, progress or (lambda stage: None)
+        n_rows, n_cols = grid_shape_for(big_h, big_w, n)
+        grid = CellGrid(n_rows * model.cell_size, n_cols * model.cell_size, model.cell_size)
+        timings: dict[str, float] = {}
+
+        say("read + resize")
+        t0 = time.perf_counter()
+        preview = None
+        if preview_shape is not None:
+            preview = AreaAccumulator(min(preview_shape[0], big_h), min(preview_shape[1], big_w), big_h, big_w)
+
+        def on_band(y0: int, band: np.ndarray) -> None:
+            if self.refine_iterations:
+                lab.write(y0, lab8(band))
+            if preview is not None:
+                preview.add(y0, band)
+
+        x = network_input(source, grid.height // model.upscale, grid.width // model.upscale, on_band)
+        timings["resize"] = time.perf_counter() - t0
+
+        say("network")
+        t0 = time.perf_counter()
+        ids = cell_id_map(model, x, grid, self.device, self.tile, self.strip_pixels)
+        _sync(self.device)
+        timings["network"] = time.perf_counter() - t0
+
+        say("connectivity")
+        t0 = time.perf_counter()
+        # Rows/columns of the cell-id map that image pixels sample (all of them unless the image is smaller
+        # than the map), how many image pixels each stands for, and which one each image pixel takes.
+        used_rows, row_of, row_weights = np.unique(nearest_index(big_h, grid.height), return_inverse=True,
+                                                   return_counts=True)
+        used_cols, col_of, col_weights = np.unique(nearest_index(big_w, grid.width), return_inverse=True,
+                                                   return_counts=True)
+        if len(used_rows) < grid.height or len(used_cols) < grid.width:
+            ids = ids[np.ix_(used_rows, used_cols)]
+        small = enforce_connectivity(ids, *connectivity_bounds((big_h, big_w), grid.n_cells), row_weights,
+                                     col_weights)
+        del ids
+        n_produced = int(small.max()) + 1
+        timings["connectivity"] = time.perf_counter() - t0
+
+        say("upsample")
+        t0 = time.perf_counter()
+        for y0 in range(0, big_h, self.band_rows):
+            y1 = min(big_h, y0 + self.band_rows)
+            labels.write(y0, small.take(row_of[y0:y1], axis=0).take(col_of, axis=1))
+        del small
+        timings["upsample"] = time.perf_counter() - t0
+
+        if self.refine_iterations:
+            say("refine")
+            t0 = time.perf_counter()
+            refine_store(lab, labels, n_produced, self.refine_iterations, band_rows=self.band_rows)
+            timings["refine"] = time.perf_counter() - t0
+        rgb = None
+        if preview is not None:
+            rgb = np.clip(np.rint(preview.result() * 255.0), 0, 255).astype(np.uint8)
+        return SourceResult(n, grid.n_cells, n_produced, timings, rgb)
 
     def predict(self, image: np.ndarray, n_segments: int) -> np.ndarray:
         """Superpixel labels of ``image``: ``(H, W)`` int32, 0-based, contiguous, 4-connected (see :meth:`run`)."""

@@ -7,19 +7,27 @@ from .outputs import (
     label_suffix,
     prepare_output_dir,
     render_overlay,
+    sample_label_store,
+    write_label_store,
     write_labels,
     write_png,
 )
+from .sources import ArraySource, TiffSource, open_image
 
 __all__ = [
     "LABEL_FORMATS",
+    "ArraySource",
+    "TiffSource",
     "as_rgb",
     "commit_files",
     "label_suffix",
+    "open_image",
     "prepare_output_dir",
     "read_image",
     "render_overlay",
+    "sample_label_store",
     "to_uint8",
+    "write_label_store",
     "write_labels",
     "write_png",
 ]

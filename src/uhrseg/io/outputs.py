@@ -19,8 +19,8 @@ from ..errors import OutputError
 from ..grid.boundaries import boundary_mask
 from .images import to_uint8
 
-__all__ = ["LABEL_FORMATS", "label_suffix", "write_labels", "render_overlay", "write_png", "commit_files",
-           "prepare_output_dir"]
+__all__ = ["LABEL_FORMATS", "label_suffix", "write_labels", "write_label_store", "sample_label_store",
+           "render_overlay", "write_png", "commit_files", "prepare_output_dir"]
 
 #: Label map encodings: ``auto`` is a 16-bit PNG when the ids fit in 16 bits, else a (Big)TIFF.
 LABEL_FORMATS = ("auto", "png", "tiff", "npy")
@@ -61,6 +61,54 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, suffix: str) -> No
             np.save(f, labels.astype(np.int32, copy=False))
     else:
         raise ValueError(f"unknown label suffix {suffix!r}")
+
+
+def write_label_store(path: str | os.PathLike, store, tile: int = 512) -> None:
+    """Write a label map held in a row store as a tiled, zlib-compressed int32 BigTIFF, band by band.
+
+    Only one band of ``tile`` rows is in memory at a time, so label maps larger than memory can be written.
+
+    Parameters
+    ----------
+    path : path-like
+        Destination (written directly; :func:`commit_files` gives the all-or-nothing behaviour).
+    store : row store of (H, W) int32
+        :class:`uhrseg.stores.ArrayStore` or :class:`uhrseg.stores.FileStore`.
+    tile : int
+        Tile side in pixels, a multiple of 16.
+    """
+    height, width = store.shape[:2]
+
+    def tiles():
+        for y0 in range(0, height, tile):
+            band = store.read(y0, min(height, y0 + tile))
+            for x0 in range(0, width, tile):
+                block = np.zeros((tile, tile), np.int32)
+                part = band[:, x0 : x0 + tile]
+                block[: part.shape[0], : part.shape[1]] = part
+                yield block
+
+    tifffile.imwrite(path, tiles(), shape=(height, width), dtype=np.int32, tile=(tile, tile), bigtiff=True,
+                     compression="zlib", compressionargs={"level": 1})
+
+
+def sample_label_store(store, height: int, width: int, band_rows: int = 1024) -> np.ndarray:
+    """Nearest-sample a label map held in a row store down to ``(height, width)`` (for previews).
+
+    Returns
+    -------
+    (height, width) ndarray of int32
+    """
+    big_h, big_w = store.shape[:2]
+    rows = ((np.arange(height) + 0.5) * big_h / height).astype(np.int64)
+    cols = ((np.arange(width) + 0.5) * big_w / width).astype(np.int64)
+    out = np.empty((height, width), np.int32)
+    for y0 in range(0, big_h, band_rows):
+        y1 = min(big_h, y0 + band_rows)
+        lo, hi = np.searchsorted(rows, [y0, y1])
+        if hi > lo:
+            out[lo:hi] = store.read(y0, y1)[rows[lo:hi] - y0][:, cols]
+    return out
 
 
 def render_overlay(image: np.ndarray, labels: np.ndarray, max_side: int | None = None) -> np.ndarray:

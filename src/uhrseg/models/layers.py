@@ -80,3 +80,51 @@ def init_weights(module: nn.Module, negative_slope: float = 0.1) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def transposed_conv_as_subpixel(layer: nn.ConvTranspose2d) -> nn.Sequential:
+    """The same layer as a 3x3 convolution to ``4 C_out`` channels followed by ``PixelShuffle(2)``.
+
+    A 4x4 stride-2 transposed convolution with padding 1 gives output pixel ``2 m + a`` from input pixels
+    ``m - 1 .. m + 1`` only, so it is a 3x3 convolution per output phase ``(a, b)`` (Shi et al., "Real-Time
+    Single Image and Video Super-Resolution Using an Efficient Sub-Pixel CNN", CVPR 2016). The two are equal in
+    exact arithmetic (float32 results agree to about 1e-6). Inference uses this form because oneDNN's CPU
+    transposed convolution picks its algorithm by tensor size, so a tile and the whole image could round
+    differently, while its plain convolutions give bit-identical values for any crop.
+
+    Parameters
+    ----------
+    layer : nn.ConvTranspose2d
+        Kernel 4, stride 2, padding 1, no output padding, groups 1, dilation 1.
+
+    Returns
+    -------
+    nn.Sequential
+        ``Conv2d(C_in, 4 C_out, 3, padding=1)`` and ``PixelShuffle(2)``: ``(B, C_in, H, W) -> (B, C_out, 2H, 2W)``.
+
+    Raises
+    ------
+    ValueError
+        If ``layer`` has another geometry.
+    """
+    if (layer.kernel_size, layer.stride, layer.padding, layer.output_padding, layer.groups, layer.dilation) != (
+            (4, 4), (2, 2), (1, 1), (0, 0), 1, (1, 1)):
+        raise ValueError("only 4x4 stride-2 padding-1 transposed convolutions can be converted")
+    w = layer.weight.detach()  # (C_in, C_out, 4, 4)
+    c_in, c_out = w.shape[:2]
+    # Output phase a takes kernel tap k from the input at offset j - 1: phase 0 uses (j=1, k=1) and (j=0, k=3),
+    # phase 1 uses (j=2, k=0) and (j=1, k=2).
+    taps = {0: ((1, 1), (0, 3)), 1: ((2, 0), (1, 2))}
+    weight = w.new_zeros(c_out, 2, 2, c_in, 3, 3)
+    for a in (0, 1):
+        for j, k in taps[a]:
+            for b in (0, 1):
+                for jj, kk in taps[b]:
+                    weight[:, a, b, :, j, jj] = w[:, :, k, kk].t()
+    conv = nn.Conv2d(c_in, 4 * c_out, 3, padding=1, bias=layer.bias is not None)
+    conv = conv.to(device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(weight.reshape(4 * c_out, c_in, 3, 3))
+        if layer.bias is not None:
+            conv.bias.copy_(layer.bias.detach().repeat_interleave(4))
+    return nn.Sequential(conv, nn.PixelShuffle(2))

@@ -1,0 +1,120 @@
+"""Row stores: 2-D or 3-D arrays read and written in bands of rows, in memory or in a file on disk.
+
+Large label maps and colour images do not have to sit in memory whole: the inference pipeline
+(:mod:`uhrseg.inference`) and the boundary refinement (:func:`uhrseg.grid.refine_store`) walk over them in
+horizontal bands of rows. :class:`ArrayStore` keeps the array in memory (reads are views, so code written for
+bands runs at full speed on small images); :class:`FileStore` keeps it in a raw file and holds only the band
+being worked on, so the process's resident memory does not grow with the image.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ArrayStore", "FileStore"]
+
+
+class ArrayStore:
+    """A row store over an in-memory array.
+
+    Parameters
+    ----------
+    array : (H, W, ...) ndarray
+        The data; :meth:`read` returns views into it, so writing into a band writes into the array.
+    """
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    def read(self, y0: int, y1: int) -> np.ndarray:
+        """Rows ``[y0, y1)`` as a view ``(y1 - y0, W, ...)``."""
+        return self.array[y0:y1]
+
+    def write(self, y0: int, rows: np.ndarray) -> None:
+        """Store ``rows`` at rows ``y0 ..`` (a no-op when ``rows`` is the view :meth:`read` returned)."""
+        target = self.array[y0 : y0 + rows.shape[0]]
+        if not np.shares_memory(target, rows):
+            target[...] = rows
+
+
+class FileStore:
+    """A row store backed by a raw C-order file (created empty, removed by :meth:`close`).
+
+    Parameters
+    ----------
+    path : path-like
+        File to create; it must not exist.
+    shape : tuple of int
+        ``(H, W, ...)``.
+    dtype : numpy dtype
+        Element type.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists (a store never overwrites a file).
+    OSError
+        If the file cannot be created or sized (e.g. the disk is full).
+
+    Notes
+    -----
+    Reads and writes go through the operating system's file cache (``os.pread`` / ``os.pwrite``), not a memory
+    map, so the data read are not counted in this process's resident memory once the band is released.
+    """
+
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, ...], dtype: np.dtype | type) -> None:
+        self.path = Path(path)
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self._row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self._fd: int | None = None
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(self._fd, self._row_bytes * self.shape[0])
+        except OSError:
+            self.close()
+            raise
+
+    def read(self, y0: int, y1: int) -> np.ndarray:
+        """Rows ``[y0, y1)`` as a new array ``(y1 - y0, W, ...)``."""
+        y0, y1 = max(0, y0), min(self.shape[0], y1)
+        out = np.empty((max(0, y1 - y0),) + self.shape[1:], self.dtype)
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        offset, done = y0 * self._row_bytes, 0
+        while done < len(view):
+            n = os.preadv(self._fd, [view[done:]], offset + done)
+            if n <= 0:
+                raise OSError(f"{self.path}: short read")
+            done += n
+        return out
+
+    def write(self, y0: int, rows: np.ndarray) -> None:
+        """Store ``rows`` (``(h, W, ...)``, converted to the store's dtype) at rows ``y0 .. y0 + h``."""
+        data = memoryview(np.ascontiguousarray(rows, dtype=self.dtype).reshape(-1).view(np.uint8))
+        offset, done = y0 * self._row_bytes, 0
+        while done < len(data):
+            done += os.pwrite(self._fd, data[done:], offset + done)
+
+    def close(self) -> None:
+        """Close and delete the file (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> FileStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,214 @@
+"""Tiled, banded and streamed inference gives exactly the labels of an untiled in-memory run (issue 5)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage
+
+from uhrseg.cli.main import main
+from uhrseg.errors import ImageReadError
+from uhrseg.grid import CellGrid, enforce_connectivity, refine_boundaries, refine_store
+from uhrseg.grid.refine import lab8
+from uhrseg.inference import (
+    SuperpixelPredictor,
+    cell_id_map,
+    grid_shape_for,
+    network_input,
+)
+from uhrseg.io import (
+    ArraySource,
+    TiffSource,
+    open_image,
+    read_image,
+    sample_label_store,
+    write_label_store,
+)
+from uhrseg.models.layers import transposed_conv_as_subpixel
+from uhrseg.stores import ArrayStore, FileStore
+
+N = 3000  # on the 2560 x 1600 photo: a 224 x 356 network input, several tiles of 48 pixels
+
+
+@pytest.fixture(scope="module")
+def photo(photo_path):
+    return read_image(photo_path)
+
+
+@pytest.fixture(scope="module")
+def untiled(photo):
+    """Labels of one in-memory run with a single trunk tile, a single head strip and a single band."""
+    predictor = SuperpixelPredictor("pcnet", device="cpu", tile=10**6, strip_pixels=2**30, band_rows=10**6)
+    return predictor.predict(photo, N)
+
+
+def test_cell_id_map_is_identical_for_any_tile_size(photo):
+    predictor = SuperpixelPredictor("pcnet", device="cpu")
+    model = predictor.model
+    n_rows, n_cols = grid_shape_for(*photo.shape[:2], N)
+    grid = CellGrid(16 * n_rows, 16 * n_cols)
+    x = network_input(ArraySource(photo), grid.height // 4, grid.width // 4)
+    whole = cell_id_map(model, x, grid, torch.device("cpu"), tile=10**6, strip_pixels=2**30)
+    for tile, strip in ((48, 3000), (128, 2**19), (200, 10**5)):
+        tiled = cell_id_map(model, x, grid, torch.device("cpu"), tile=tile, strip_pixels=strip)
+        assert np.array_equal(tiled, whole), f"tile {tile}: {np.count_nonzero(tiled != whole)} pixels differ"
+    assert len(np.unique(whole)) > 0.9 * grid.n_cells
+
+
+def test_streamed_tiled_run_equals_untiled_run(photo, untiled, tmp_path):
+    """A tiled TIFF read band by band, 48-pixel trunk tiles, 97-row bands and on-disk stores."""
+    path = tmp_path / "photo.tif"
+    tifffile.imwrite(path, photo, tile=(256, 256), photometric="rgb")
+    source = open_image(path)
+    assert isinstance(source, TiffSource)
+    predictor = SuperpixelPredictor("pcnet", device="cpu", tile=48, strip_pixels=3000, band_rows=97)
+    h, w = photo.shape[:2]
+    with FileStore(tmp_path / "labels", (h, w), np.int32) as labels, FileStore(tmp_path / "lab", (h, w, 3), np.uint8) as lab:
+        result = predictor.run_source(source, N, labels, lab, preview_shape=(160, 256))
+        tiled = labels.read(0, h)
+    source.close()
+    assert np.array_equal(tiled, untiled), f"{np.count_nonzero(tiled != untiled)} pixels differ"
+    assert result.n_produced == untiled.max() + 1
+    assert abs(result.n_produced - N) < 0.1 * N
+    assert result.preview.shape == (160, 256, 3) and result.preview.dtype == np.uint8
+    # The preview is the photo area-averaged: close to a plain 10x10 block mean.
+    blocks = photo.reshape(160, 10, 256, 10, 3).mean(axis=(1, 3))
+    assert np.abs(result.preview - blocks).max() <= 1.0
+    assert not list(tmp_path.glob("labels*")) and not list(tmp_path.glob("lab*"))  # stores removed
+
+
+def test_streamed_cli_writes_the_same_labels_as_a_bigtiff(photo, untiled, tmp_path):
+    path = tmp_path / "photo.tif"
+    tifffile.imwrite(path, photo, tile=(512, 512), photometric="rgb", compression="zlib")
+    out = tmp_path / "out"
+    assert main(["superpixels", str(path), "-n", str(N), "--stream", "--device", "cpu", "-q", "--out", str(out)]) == 0
+    written = tifffile.imread(out / "photo_labels.tif")
+    assert np.array_equal(written, untiled)
+    with tifffile.TiffFile(out / "photo_labels.tif") as tif:
+        assert tif.is_bigtiff and tif.pages[0].is_tiled
+    entry = json.loads((out / "summary.json").read_text())["images"][0]
+    assert entry["streamed"] is True and entry["n_produced"] == untiled.max() + 1
+    assert (out / "photo_preview.png").is_file() and not (out / "photo_overlay.png").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["photo_labels.tif", "photo_preview.png", "summary.json"]
+
+
+def test_stream_refuses_classical_methods_and_png_labels(photo_path, tmp_path, capsys):
+    assert main(["superpixels", str(photo_path), "--method", "slic", "--stream", "--out", str(tmp_path)]) != 0
+    assert "--stream needs pcnet or scn" in capsys.readouterr().err
+    code = main(["superpixels", str(photo_path), "-n", "500", "--stream", "--label-format", "png", "-q",
+                 "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "use --label-format tiff" in capsys.readouterr().err
+    assert not list((tmp_path / "o").glob(".uhrseg-work-*"))
+
+
+def test_refine_store_in_bands_on_disk_equals_whole_image(bsds_image, tmp_path):
+    predictor = SuperpixelPredictor("pcnet", device="cpu", refine_iterations=0)
+    labels = predictor.predict(bsds_image, 400)
+    whole = refine_boundaries(bsds_image, labels, iterations=5)
+    assert np.count_nonzero(whole != labels) > 1000  # the refinement did move boundaries
+    h, w = labels.shape
+    with FileStore(tmp_path / "l", (h, w), np.int32) as store:
+        store.write(0, labels)
+        passes = refine_store(ArrayStore(lab8(bsds_image)), store, int(labels.max()) + 1, 5, band_rows=7)
+        assert passes == 5
+        assert np.array_equal(store.read(0, h), whole)
+
+
+def test_file_store_round_trip_and_never_overwrites(tmp_path):
+    data = np.arange(7 * 5 * 3, dtype=np.uint8).reshape(7, 5, 3)
+    with FileStore(tmp_path / "s", data.shape, np.uint8) as store:
+        store.write(2, data[2:6])
+        assert np.array_equal(store.read(2, 6), data[2:6])
+        assert np.array_equal(store.read(0, 2), np.zeros((2, 5, 3), np.uint8))
+        with pytest.raises(FileExistsError):
+            FileStore(tmp_path / "s", (1, 1), np.uint8)
+    assert not (tmp_path / "s").exists()
+
+
+def test_tiff_source_layouts_match_read_image(bsds_image, tmp_path):
+    gray16 = (bsds_image[:, :, 1].astype(np.uint16) * 257)
+    cases = {
+        "rgb.tif": dict(data=bsds_image, photometric="rgb", rowsperstrip=16),
+        "planar.tif": dict(data=np.moveaxis(bsds_image, -1, 0), photometric="rgb", planarconfig="separate"),
+        "gray16.tif": dict(data=gray16, photometric="minisblack", tile=(64, 64)),
+        "rgba.tif": dict(data=np.dstack([bsds_image, np.full(bsds_image.shape[:2], 255, np.uint8)]),
+                         photometric="rgb", extrasamples=["unassalpha"], tile=(32, 32)),
+    }
+    for name, kwargs in cases.items():
+        tifffile.imwrite(tmp_path / name, **kwargs)
+        source = open_image(tmp_path / name)
+        assert isinstance(source, TiffSource), name
+        whole = read_image(tmp_path / name)
+        assert source.shape == whole.shape and source.dtype == whole.dtype
+        assert np.array_equal(source.read_rows(37, 101), whole[37:101]), name
+        source.close()
+
+
+def test_corrupt_tiff_tile_names_the_file_and_rows(bsds_image, tmp_path):
+    path = tmp_path / "broken.tif"
+    tifffile.imwrite(path, bsds_image, tile=(64, 64), photometric="rgb", compression="zlib")
+    with tifffile.TiffFile(path) as tif:
+        offset = tif.pages[0].dataoffsets[-1]
+    raw = bytearray(path.read_bytes())
+    raw[offset : offset + 40] = b"\xff" * 40
+    path.write_bytes(bytes(raw))
+    source = open_image(path)
+    with pytest.raises(ImageReadError, match="broken.tif: rows 300-321 cannot be decoded"):
+        source.read_rows(300, 321)
+    source.close()
+
+
+def test_label_store_bigtiff_and_preview_sampling(tmp_path):
+    labels = np.arange(700 * 1100, dtype=np.int32).reshape(700, 1100) % 100003
+    write_label_store(tmp_path / "l.tif", ArrayStore(labels), tile=256)
+    assert np.array_equal(tifffile.imread(tmp_path / "l.tif"), labels)
+    small = sample_label_store(ArrayStore(labels), 70, 110, band_rows=33)
+    assert np.array_equal(small, labels[5::10, 5::10])
+
+
+def test_subpixel_form_of_transposed_conv_matches_it():
+    torch.manual_seed(0)
+    layer = torch.nn.ConvTranspose2d(8, 5, 4, stride=2, padding=1)
+    x = torch.randn(2, 8, 9, 13)
+    with torch.no_grad():
+        assert torch.allclose(transposed_conv_as_subpixel(layer)(x), layer(x), atol=1e-5)
+    with pytest.raises(ValueError, match="only 4x4 stride-2"):
+        transposed_conv_as_subpixel(torch.nn.ConvTranspose2d(8, 5, 3, stride=2, padding=1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 9), st.integers(2, 9), st.data())
+def test_weighted_connectivity_is_connectivity_of_the_upsampled_map(height, width, data):
+    """Enforcing connectivity on a small map with pixel weights, then repeating rows and columns by those
+    weights, gives contiguous labels whose superpixels are each one 4-connected component of the big map."""
+    labels = np.array(data.draw(st.lists(st.integers(0, 3), min_size=height * width, max_size=height * width)),
+                      dtype=np.int32).reshape(height, width)
+    rw = np.array(data.draw(st.lists(st.integers(1, 3), min_size=height, max_size=height)))
+    cw = np.array(data.draw(st.lists(st.integers(1, 3), min_size=width, max_size=width)))
+    min_size = data.draw(st.integers(0, 6))
+    out = enforce_connectivity(labels, min_size, None, rw, cw)
+    big = np.repeat(np.repeat(out, rw, axis=0), cw, axis=1)
+    k = int(big.max()) + 1
+    assert set(np.unique(big)) == set(range(k))
+    for label in range(k):
+        assert ndimage.label(big == label)[1] == 1
+    # Unit weights are the unweighted procedure.
+    assert np.array_equal(enforce_connectivity(labels, min_size, None, np.ones(height, int), np.ones(width, int)),
+                          enforce_connectivity(labels, min_size))
+
+
+def test_weights_count_pixels_for_the_size_bounds():
+    labels = np.zeros((3, 3), np.int32)
+    labels[1, 1] = 1  # a one-pixel island
+    assert enforce_connectivity(labels, 5).max() == 0  # merged: 1 pixel < 5
+    weights = np.array([1, 10, 1])
+    assert enforce_connectivity(labels, 5, None, weights, weights).max() == 1  # 100 pixels: kept
+    with pytest.raises(ValueError, match="row_weights must be 3 integers >= 1"):
+        enforce_connectivity(labels, 5, None, np.array([1, 0, 1]))
