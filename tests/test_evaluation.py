@@ -142,3 +142,22 @@ def test_method_specs_with_refinement():
     for bad in ("nope", "pcnet:refine", "pcnet:refine=-1", "pcnet:iters=2"):
         with pytest.raises(ValueError):
             parse_method_spec(bad)
+
+
+def test_parallel_network_evaluation_after_the_parent_ran_torch(mini_bsds, tmp_path):
+    """A parent that has used torch's thread pool (as `uhrseg evaluate` does when it checks the weights) must
+    not hang its workers: forked children deadlocked on the inherited OpenMP pool."""
+    import torch
+
+    from uhrseg import SuperpixelPredictor
+
+    torch.ones(512, 512).matmul(torch.ones(512, 512))  # starts the parent's OpenMP threads
+    SuperpixelPredictor("pcnet", device="cpu")
+    data = BSDS500(mini_bsds, "test")
+    plan = EvaluationPlan(["pcnet"], [Setting(n=200)], jobs=2, device="cpu")
+    serial = EvaluationPlan(["pcnet"], [Setting(n=200)], jobs=1, device="cpu")
+    parallel_rows = read_pairs(run_evaluation(data, plan, tmp_path / "p", progress=False))
+    serial_rows = read_pairs(run_evaluation(data, serial, tmp_path / "s", progress=False))
+    key = lambda r: (r["image"], r["gt"])  # noqa: E731
+    assert [r["br"] for r in sorted(parallel_rows, key=key)] == [r["br"] for r in sorted(serial_rows, key=key)]
+    assert all(float(r["br"]) > 0.5 for r in parallel_rows)

@@ -247,7 +247,9 @@ def run_evaluation(dataset, plan: EvaluationPlan, out_dir: str | os.PathLike, pr
             work.append((shard, todo))
             total += len(todo)
     bar = tqdm(total=total, unit="image", disable=not progress, desc="evaluate")
-    ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    # "spawn", not "fork": a parent that has run any parallel torch op holds an OpenMP thread pool, and forked
+    # children deadlock on it.
+    ctx = multiprocessing.get_context("spawn")
     pool = ctx.Pool(plan.jobs) if plan.jobs > 1 else None
     try:
         for shard, todo in work:
