@@ -29,6 +29,7 @@ import cv2
 import numba
 import numpy as np
 
+from ..io.images import to_uint8
 from ..stores import ArrayStore
 
 __all__ = ["DEFAULT_COMPACTNESS", "DEFAULT_REFINE_ITERATIONS", "DEFAULT_SMOOTHNESS", "lab8", "refine_boundaries",
@@ -177,12 +178,7 @@ def lab8(rgb: np.ndarray) -> np.ndarray:
     (h, W, 3) ndarray of uint8
         ``L * 255 / 100``, ``a + 128``, ``b + 128`` (``cv2.COLOR_RGB2Lab``).
     """
-    if rgb.dtype == np.uint16:
-        rgb8 = (rgb >> 8).astype(np.uint8)
-    elif rgb.dtype == np.uint8:
-        rgb8 = rgb
-    else:
-        rgb8 = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    rgb8 = to_uint8(rgb)
     return cv2.cvtColor(np.ascontiguousarray(rgb8), cv2.COLOR_RGB2Lab)
 
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..grid.cells import CellGrid, neighbour_choice_to_cell_ids
+from ..io.sources import ArraySource
 from ..models.layers import transposed_conv_as_subpixel
 from ..models.nets import SuperpixelNet
 
@@ -80,6 +81,11 @@ def grid_shape_for(height: int, width: int, n_segments: int) -> tuple[int, int]:
     return n_rows, n_cols
 
 
+def _unit_scale(dtype: np.dtype) -> float:
+    """Factor that maps an image dtype's range to [0, 1] (uint8, uint16; floats are already there)."""
+    return {np.dtype(np.uint8): 1 / 255, np.dtype(np.uint16): 1 / 65535}.get(np.dtype(dtype), 1.0)
+
+
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize an RGB image to ``(height, width)`` as float32 in [0, 1].
 
@@ -95,7 +101,7 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     (height, width, 3) ndarray of float32
         Area-averaged when shrinking, bicubic (clipped to [0, 1]) when enlarging.
     """
-    scale = {np.dtype(np.uint8): 1 / 255, np.dtype(np.uint16): 1 / 65535}.get(image.dtype, 1.0)
+    scale = _unit_scale(image.dtype)
     if image.shape[:2] == (height, width):
         return image.astype(np.float32) * np.float32(scale)
     shrink = height <= image.shape[0] and width <= image.shape[1]
@@ -180,8 +186,7 @@ class AreaAccumulator:
     def add(self, y0: int, band: np.ndarray) -> None:
         """Add source rows ``y0 .. y0 + h`` (``(h, W, 3)`` uint8, uint16 or float32 in [0, 1])."""
         y1 = y0 + band.shape[0]
-        scale = {np.dtype(np.uint8): 1 / 255, np.dtype(np.uint16): 1 / 65535}.get(band.dtype, 1.0)
-        band = band.astype(np.float32) * np.float32(scale)
+        band = band.astype(np.float32) * np.float32(_unit_scale(band.dtype))
         if self.width != self.source_width:
             band = cv2.resize(band, (self.width, y1 - y0), interpolation=cv2.INTER_AREA)
         first, weights = _area_weights(self.height, self.source_height, y0, y1)
@@ -229,7 +234,8 @@ def network_input(source, height: int, width: int, on_band=None) -> np.ndarray:
     return acc.result()
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work on ``device`` (so stage timings are true); a no-op on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -360,8 +366,6 @@ def network_labels(
     timings : NetworkTimings
         Seconds spent resizing, in the network, and sampling to full resolution.
     """
-    from ..io.sources import ArraySource
-
     big_h, big_w = image.shape[:2]
     n_rows, n_cols = grid_shape_for(big_h, big_w, n_segments)
     grid = CellGrid(n_rows * model.cell_size, n_cols * model.cell_size, model.cell_size)
@@ -370,7 +374,7 @@ def network_labels(
     x = network_input(ArraySource(image), grid.height // model.upscale, grid.width // model.upscale)
     t1 = time.perf_counter()
     ids = cell_id_map(model, x, grid, device, tile, strip_pixels)
-    _sync(device)
+    synchronize(device)
     t2 = time.perf_counter()
     labels = ids.take(nearest_index(big_h, grid.height), axis=0).take(nearest_index(big_w, grid.width), axis=1)
     timings.resize, timings.network, timings.assign = t1 - t0, t2 - t1, time.perf_counter() - t2

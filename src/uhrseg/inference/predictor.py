@@ -28,13 +28,13 @@ from .network import (
     DEFAULT_STRIP_PIXELS,
     DEFAULT_TILE,
     AreaAccumulator,
-    _sync,
     cell_id_map,
     grid_shape_for,
     inference_model,
     nearest_index,
     network_input,
     network_labels,
+    synchronize,
 )
 
 __all__ = ["DEFAULT_BAND_ROWS", "METHODS", "NETWORK_METHODS", "SourceResult", "SuperpixelPredictor",
@@ -360,7 +360,7 @@ class SuperpixelPredictor:
         say("network")
         t0 = time.perf_counter()
         ids = cell_id_map(model, x, grid, self.device, self.tile, self.strip_pixels)
-        _sync(self.device)
+        synchronize(self.device)
         timings["network"] = time.perf_counter() - t0
 
         say("connectivity")
