@@ -95,3 +95,50 @@ def mini_bsds(tmp_path_factory) -> Path:
         (root / "images/test" / f"{name}.jpg").symlink_to(BSDS / "images/test" / f"{name}.jpg")
         (root / "groundTruth/test" / f"{name}.mat").symlink_to(BSDS / "groundTruth/test" / f"{name}.mat")
     return root
+
+
+DRONE = SHARED / "datasets" / "semantic-drone"
+DEEPGLOBE = SHARED / "datasets" / "deepglobe"
+
+
+@pytest.fixture(scope="session")
+def mini_drone(tmp_path_factory) -> Path:
+    """The first 3 Semantic Drone test frames (1500 x 1000, 24 classes) in the dataset's layout (links)."""
+    root = tmp_path_factory.mktemp("drone-mini")
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    (root / "class_dict.csv").symlink_to(DRONE / "class_dict.csv")
+    for path in sorted((DRONE / "test" / "images").glob("*.jpg"))[:3]:
+        (root / "images" / path.name).symlink_to(path)
+        (root / "labels" / f"{path.stem}.png").symlink_to(DRONE / "test" / "labels" / f"{path.stem}.png")
+    return root
+
+
+def tiny_segmenter(name: str = "isdnet", table=None, narrow: bool = True, **overrides):
+    """A seeded, untrained segmentation network with realistic BatchNorm statistics; narrow (fast) by default.
+
+    Tiling tests use ``narrow=False`` (the default widths): oneDNN's convolutions with very few channels round
+    differently for different tensor sizes, those with the real widths do not.
+    """
+    from uhrseg.datasets import read_class_table
+    from uhrseg.models import build_segmenter
+
+    torch.manual_seed(0)
+    table = table or read_class_table(DRONE / "class_dict.csv")
+    arch = {"width": 8, "aspp_channels": 32, "shallow_channels": (8, 16, 32, 64), "fusion_channels": 32,
+            "head_channels": 16}
+    if name == "deeppath":
+        arch = {k: v for k, v in arch.items() if k in ("width", "aspp_channels", "head_channels")}
+    if not narrow:
+        arch = {}
+    model = build_segmenter(name, table, **{**arch, **overrides}).train()
+    with torch.no_grad():  # a few forwards in train mode give BatchNorm non-trivial running statistics
+        for _ in range(3):
+            model(torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(1)))
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def isdnet_ckpt(ckpt_dir) -> Path:
+    """A small untrained ISDNet checkpoint for the 24 Semantic Drone classes."""
+    return save_checkpoint(ckpt_dir / "isdnet-tiny.pt", tiny_segmenter("isdnet"), training={"note": "test"})

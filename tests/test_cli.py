@@ -126,7 +126,7 @@ def test_default_method_is_the_packaged_pcnet(tmp_path, capsys):
 
 def test_mismatched_weights(tmp_path, capsys, scn_ckpt):
     code, err = run_cli(capsys, bsds_image_path(), "--method", "pcnet", "--weights", scn_ckpt, "--out", tmp_path / "o")
-    assert code == 2 and "holds a 'scn' model, but method 'pcnet'" in err
+    assert code == 2 and "holds a 'scn' model, but 'pcnet' was asked for" in err
 
 
 def test_corrupt_weights(tmp_path, capsys):

@@ -125,7 +125,7 @@ def test_truncated_file(tmp_path, pcnet_random_ckpt):
 
 
 def test_other_model_is_refused(scn_ckpt):
-    with pytest.raises(CheckpointError, match="holds a 'scn' model, but method 'pcnet'"):
+    with pytest.raises(CheckpointError, match="holds a 'scn' model, but 'pcnet' was asked for"):
         load_model(scn_ckpt, expected="pcnet")
 
 

@@ -160,7 +160,7 @@ def test_corrupt_tiff_tile_names_the_file_and_rows(bsds_image, tmp_path):
     raw[offset : offset + 40] = b"\xff" * 40
     path.write_bytes(bytes(raw))
     source = open_image(path)
-    with pytest.raises(ImageReadError, match="broken.tif: rows 300-321 cannot be decoded"):
+    with pytest.raises(ImageReadError, match="broken.tif: corrupt or truncated TIFF, rows 300-321 cannot be decoded"):
         source.read_rows(300, 321)
     source.close()
 

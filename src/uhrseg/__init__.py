@@ -1,12 +1,27 @@
-"""uhrseg: superpixels for ultra-high-resolution images.
+"""uhrseg: superpixels and semantic segmentation for ultra-high-resolution images.
 
-The main entry points are :func:`superpixels` and :class:`SuperpixelPredictor`; the sub-packages are
-``grid`` (cell grid, association map operations, connectivity), ``models`` (PCNet, SCN, checkpoints),
-``inference``, ``classical`` (scikit-image and OpenCV methods), ``io`` and ``cli``.
+The main entry points are :func:`superpixels` / :class:`SuperpixelPredictor` (superpixel labels) and
+:func:`segment` / :class:`SemanticPredictor` (class maps); the sub-packages are ``grid`` (cell grid, association
+map operations, connectivity), ``models`` (PCNet, SCN, ISDNet, checkpoints), ``inference``, ``classical``
+(scikit-image and OpenCV methods), ``datasets``, ``metrics``, ``training``, ``evaluation``, ``io`` and ``cli``.
 """
 
-from .errors import CheckpointError, ImageReadError, OutputError, UhrsegError, WeightsNotFoundError
-from .inference import METHODS, SuperpixelPredictor, SuperpixelResult, superpixels
+from .errors import (
+    CheckpointError,
+    ImageReadError,
+    OutputError,
+    UhrsegError,
+    WeightsNotFoundError,
+)
+from .inference import (
+    METHODS,
+    SemanticPredictor,
+    SemanticResult,
+    SuperpixelPredictor,
+    SuperpixelResult,
+    segment,
+    superpixels,
+)
 from .io import read_image
 
 __version__ = "0.1.0"
@@ -16,11 +31,14 @@ __all__ = [
     "CheckpointError",
     "ImageReadError",
     "OutputError",
+    "SemanticPredictor",
+    "SemanticResult",
     "SuperpixelPredictor",
     "SuperpixelResult",
     "UhrsegError",
     "WeightsNotFoundError",
     "__version__",
     "read_image",
+    "segment",
     "superpixels",
 ]

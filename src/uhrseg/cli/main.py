@@ -11,15 +11,16 @@ import sys
 from .. import __version__
 from ..data import example_image_path
 from ..errors import UhrsegError
-from . import evaluate, superpixels, train
+from . import evaluate, segment, superpixels, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
-    parser = argparse.ArgumentParser(prog="uhrseg", description="Superpixels for ultra-high-resolution images.")
+    parser = argparse.ArgumentParser(prog="uhrseg", description="Superpixels and semantic segmentation for ultra-high-resolution images.")
     parser.add_argument("--version", action="version", version=f"uhrseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     superpixels.add_parser(sub)
+    segment.add_parser(sub)
     evaluate.add_parser(sub)
     train.add_parser(sub)
     example = sub.add_parser("example-image", help="print the path of the bundled example photograph",

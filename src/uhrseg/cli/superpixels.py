@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..errors import UhrsegError
 from ..grid.refine import DEFAULT_REFINE_ITERATIONS
@@ -31,6 +28,7 @@ from ..io import (
 from ..io.sources import TiffSource
 from ..memory import peak_rss_bytes, reset_peak_rss
 from ..stores import FileStore
+from .common import check_targets, process_batch
 
 DESCRIPTION = """\
 Compute superpixels at each image's full resolution. For every IMAGE, DIR receives
@@ -85,23 +83,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _output_stems(images: list[Path]) -> list[str]:
-    """One unique output stem per input (``name``, ``name-2``, ...)."""
-    seen: dict[str, int] = {}
-    stems = []
-    for path in images:
-        stem = path.stem
-        seen[stem] = seen.get(stem, 0) + 1
-        stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
-    return stems
-
-
-def _check_targets(path: Path, outputs: dict, inputs: set[Path]) -> None:
-    for target in outputs:
-        if target.resolve() in inputs:
-            raise UhrsegError(f"{path}: output {target} would overwrite an input image; choose another --out")
-
-
 def _process(predictor: SuperpixelPredictor, path: Path, stem: str, args: argparse.Namespace,
              inputs: set[Path], bar) -> dict:
     reset_peak_rss()
@@ -127,7 +108,7 @@ def _process(predictor: SuperpixelPredictor, path: Path, stem: str, args: argpar
     if max(labels.shape) > args.preview_side:
         outputs[args.out / f"{stem}_preview.png"] = lambda p: write_png(
             p, render_overlay(image, labels, max_side=args.preview_side))
-    _check_targets(path, outputs, inputs)
+    check_targets(path, outputs, inputs)
     written = commit_files(outputs)
     t_write = time.perf_counter() - t0
     timings = {"read": t_read, **result.timings, "write": t_write, "total": time.perf_counter() - t_start}
@@ -158,7 +139,7 @@ def _process_streamed(predictor: SuperpixelPredictor, source, path: Path, stem: 
     outputs: dict = {args.out / f"{stem}_labels.tif": None}
     if preview_shape:
         outputs[args.out / f"{stem}_preview.png"] = None
-    _check_targets(path, outputs, inputs)
+    check_targets(path, outputs, inputs)
     with tempfile.TemporaryDirectory(prefix=".uhrseg-work-", dir=args.out) as work:
         try:
             labels = FileStore(Path(work) / "labels.i32", (height, width), np.int32)
@@ -211,36 +192,13 @@ def run(args: argparse.Namespace) -> int:
         raise UhrsegError(f"--stream needs pcnet or scn; {args.method} works on the whole image in memory")
     predictor = SuperpixelPredictor(args.method, device=args.device, weights=args.weights,
                                     strip_pixels=args.strip_pixels, refine_iterations=args.refine, tile=args.tile)
-    inputs = {p.resolve() for p in images}
-    done: list[dict] = []
-    failed: list[dict] = []
-    bar = tqdm(zip(images, _output_stems(images)), total=len(images), unit="image", disable=args.quiet,
-               desc=f"{args.method} n={args.n_segments}", file=sys.stderr)
-    for path, stem in bar:
-        try:
-            done.append(_process(predictor, path, stem, args, inputs, bar))
-        except (UhrsegError, ValueError, MemoryError) as e:
-            message = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
-            failed.append({"file": str(path), "error": message})
-            tqdm.write(f"uhrseg: error: {message}", file=sys.stderr)
-    bar.close()
-    if done:
-        summary = {
-            "method": args.method,
-            "device": str(predictor.device),
-            "weights": str(args.weights) if args.weights else "packaged" if args.method in ("pcnet", "scn") else None,
-            "n_segments": args.n_segments,
-            "refine_iterations": predictor.refine_iterations,
-            "images": done,
-            "failed": failed,
-        }
-        text = json.dumps(summary, indent=2)
-        commit_files({args.out / "summary.json": lambda p: p.write_text(text + "\n")})
-    print(f"uhrseg: {len(done)} of {len(images)} images written to {args.out}", file=sys.stderr)
-    if failed:
-        print(f"uhrseg: {len(failed)} failed:", file=sys.stderr)
-        for f in failed:
-            print(f"  {f['error']}", file=sys.stderr)
-        return 2
-    return 0
-
+    summary = {
+        "method": args.method,
+        "device": str(predictor.device),
+        "weights": str(args.weights) if args.weights else "packaged" if args.method in ("pcnet", "scn") else None,
+        "n_segments": args.n_segments,
+        "refine_iterations": predictor.refine_iterations,
+    }
+    return process_batch(images, args.out,
+                         lambda path, stem, inputs, bar: _process(predictor, path, stem, args, inputs, bar),
+                         summary, f"{args.method} n={args.n_segments}", args.quiet)

@@ -1,4 +1,5 @@
-"""``uhrseg train``: train PCNet or SCN, resumable, on CPU or CUDA."""
+"""``uhrseg train``: train a superpixel network (PCNet, SCN) or a segmentation network (ISDNet, the deep path),
+resumable, on CPU or CUDA."""
 
 from __future__ import annotations
 
@@ -6,67 +7,158 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..training import TrainConfig, train
+from ..errors import UhrsegError
+from ..training import SemanticTrainConfig, TrainConfig, train, train_semantic
 
 DESCRIPTION = """\
-Train PCNet (1/4-resolution input, DPC branch, SR head, local discrimination loss) or SCN
-(full-resolution input, same code path without DPC, SR and L_D) on BSDS500 or on folders of
-images/ + labels/. OUT receives last.pt (resumable: run the same command again after an
-interruption), best.pt (best validation ASA + BR; usable with --weights), log.csv and
-curves.png. Defaults are the paper's recipe (batch 8, 512 crops, 4k iterations, Adam 5e-5,
-/10 every 2k); on a CPU use a reduced recipe, e.g. --crop 256 --patch 256 --global-resize 384."""
+Train a network. OUT receives last.pt (resumable: run the same command again after an
+interruption), best.pt (best validation; usable with --weights), log.csv and curves.png.
+
+Superpixels: pcnet (1/4-resolution input, DPC branch, SR head, local discrimination loss) or
+scn (full-resolution input, without DPC, SR and L_D), on BSDS500 or folders of images/ +
+labels/. Defaults are the paper's recipe (batch 8, 512 crops, 4k iterations, Adam 5e-5, /10
+every 2k); on a CPU use e.g. --crop 256 --patch 256 --global-resize 384.
+
+Semantic segmentation: isdnet (deep path on the image at 1/4, shallow path on its Laplacian
+residuals at full resolution, relation-aware fusion, SR and structure-distillation losses) or
+deeppath (the deep path alone: the 1/4 baseline, or with --deep-scale 1 the network of the
+sliding-window comparator), on folders of images/ + labels/ + class_dict.csv (Semantic Drone
+layout) or images/ + masks/ (DeepGlobe). The class table travels into the checkpoint.
+Defaults are the CPU recipe (about an hour on 2 cores, see docs/training.md): AdamW 1e-3,
+poly 0.9, 3000 iterations of 4 crops of 768, scale 0.5-2, flips, rotations, photometric
+jitter, OHEM cross-entropy. The paper's GPU recipe: --optimizer sgd --lr 0.01
+--weight-decay 5e-4 --iterations 80000 --batch-size 8 --crop 1216 --width 64."""
+
+SUPERPIXEL_MODELS = ("pcnet", "scn")
+SEGMENTATION_MODELS = ("isdnet", "deeppath")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``train`` sub-command."""
-    d = TrainConfig()
-    p = subparsers.add_parser("train", help="train PCNet or SCN", description=DESCRIPTION,
+    d, s = TrainConfig(), SemanticTrainConfig()
+    p = subparsers.add_parser("train", help="train a superpixel or segmentation network", description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", choices=("pcnet", "scn"))
-    p.add_argument("--data", default=",".join(d.data), metavar="LIST",
-                   help="comma-separated datasets: bsds500:SPLIT or folders with images/ + labels/ "
-                        f"(default {','.join(d.data)})")
-    p.add_argument("--bsds500-root", default=d.bsds500_root, metavar="DIR", help=f"(default {d.bsds500_root})")
-    p.add_argument("--val", default=d.val, metavar="SPEC", help="validation dataset, 'none' to skip (default bsds500:val)")
-    p.add_argument("--val-images", type=int, default=d.val_images, metavar="N", help=f"(default {d.val_images})")
-    p.add_argument("--val-n-segments", type=int, default=d.val_n_segments, metavar="N",
-                   help=f"superpixels for validation ASA and BR (default {d.val_n_segments})")
+    p.add_argument("model", choices=SUPERPIXEL_MODELS + SEGMENTATION_MODELS)
+    p.add_argument("--data", metavar="LIST",
+                   help="comma-separated datasets: folders (images/ + labels/, or DeepGlobe images/ + masks/), or "
+                        f"bsds500:SPLIT for superpixels (default {','.join(d.data)} for pcnet/scn)")
+    p.add_argument("--val", metavar="SPEC",
+                   help="validation dataset, 'none' to skip (default bsds500:val for pcnet/scn, none otherwise)")
+    p.add_argument("--val-images", type=int, metavar="N", help="validate on the first N images (default 20)")
     p.add_argument("-o", "--out", type=Path, required=True, metavar="DIR", help="run folder")
-    p.add_argument("--iterations", type=int, default=d.iterations, metavar="N")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--lr-step", type=int, default=d.lr_step, metavar="N", help="divide the lr by 10 every N iterations")
-    p.add_argument("--crop", type=int, default=d.crop, metavar="PX", help="global crop side (multiple of 64 for PCNet)")
-    p.add_argument("--patch", type=int, default=d.patch, metavar="PX", help="DPC patch side at full resolution")
-    p.add_argument("--global-resize", type=int, default=d.global_resize, metavar="PX")
-    p.add_argument("--no-dpc", action="store_true", help="ablation: no DPC patch branch")
-    p.add_argument("--no-sr", action="store_true", help="ablation: no super-resolution loss")
-    p.add_argument("--no-ld", action="store_true", help="ablation: no local discrimination loss")
-    p.add_argument("--multiclass-patch", action="store_true",
-                   help="ablation: supervise the patch with its multi-class labels instead of the binary mask")
+    p.add_argument("--iterations", type=int, metavar="N", help=f"(default {d.iterations} / {s.iterations})")
+    p.add_argument("--batch-size", type=int, metavar="N", help=f"(default {d.batch_size} / {s.batch_size})")
+    p.add_argument("--lr", type=float, help=f"learning rate (default {d.lr} / {s.lr})")
+    p.add_argument("--crop", type=int, metavar="PX",
+                   help=f"crop side (default {d.crop} / {s.crop}; a multiple of 64 for PCNet, of 32 for the "
+                        "segmentation networks)")
     p.add_argument("--init", metavar="FILE",
                    help="start from the weights of this checkpoint (fine-tuning), e.g. a run's best.pt")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"))
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, metavar="N")
-    p.add_argument("--val-every", type=int, default=d.val_every, metavar="N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--checkpoint-every", type=int, metavar="N", help="write last.pt every N iterations")
+    p.add_argument("--val-every", type=int, metavar="N", help="validate every N iterations")
     p.add_argument("--stop-after", type=int, metavar="N", help="stop after N iterations in this call (resumable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    sp = p.add_argument_group("superpixel networks (pcnet, scn)")
+    sp.add_argument("--bsds500-root", default=d.bsds500_root, metavar="DIR", help=f"(default {d.bsds500_root})")
+    sp.add_argument("--val-n-segments", type=int, metavar="N",
+                    help=f"superpixels for validation ASA and BR (default {d.val_n_segments})")
+    sp.add_argument("--lr-step", type=int, metavar="N", help=f"divide the lr by 10 every N iterations "
+                                                             f"(default {d.lr_step})")
+    sp.add_argument("--patch", type=int, metavar="PX", help=f"DPC patch side at full resolution (default {d.patch})")
+    sp.add_argument("--global-resize", type=int, metavar="PX", help=f"(default {d.global_resize})")
+    sp.add_argument("--no-dpc", action="store_true", help="ablation: no DPC patch branch")
+    sp.add_argument("--no-ld", action="store_true", help="ablation: no local discrimination loss")
+    sp.add_argument("--multiclass-patch", action="store_true",
+                    help="ablation: supervise the patch with its multi-class labels instead of the binary mask")
+    sp.add_argument("--no-sr", action="store_true",
+                    help="ablation: no super-resolution loss (PCNet's SR head; ISDNet's L_SR)")
+
+    sg = p.add_argument_group("segmentation networks (isdnet, deeppath)")
+    sg.add_argument("--scale-range", metavar="LO,HI", help="random scale range (default 0.5,2.0)")
+    sg.add_argument("--optimizer", choices=("adamw", "sgd"), help="(default adamw)")
+    sg.add_argument("--weight-decay", type=float, help=f"(default {s.weight_decay})")
+    sg.add_argument("--warmup", type=int, metavar="N", help=f"linear warm-up iterations (default {s.warmup})")
+    sg.add_argument("--width", type=int, metavar="C", help=f"ResNet stem width (ResNet-18: 64; default {s.width})")
+    sg.add_argument("--deep-scale", type=int, choices=(1, 4),
+                    help="deeppath: 4 = the 1/4 baseline (default), 1 = full resolution (sliding-window network)")
+    sg.add_argument("--no-shallow", action="store_true", help="ablation: ISDNet without the shallow path")
+    sg.add_argument("--fusion", choices=("raf", "add"), help="ablation: add instead of relation-aware fusion")
+    sg.add_argument("--no-sd", action="store_true", help="ablation: no structure-distillation loss L_SD")
+    sg.add_argument("--no-aux", action="store_true", help="no auxiliary stage-3 head")
+    sg.add_argument("--no-ohem", action="store_true", help="plain cross-entropy instead of OHEM")
+    sg.add_argument("--no-photometric", action="store_true", help="no photometric distortion")
     p.set_defaults(run=run)
+
+
+_SUPERPIXEL_ONLY = ("val_n_segments", "lr_step", "patch", "global_resize", "no_dpc", "no_ld", "multiclass_patch")
+_SEGMENTATION_ONLY = ("scale_range", "optimizer", "weight_decay", "warmup", "width", "deep_scale", "no_shallow",
+                      "fusion", "no_sd", "no_aux", "no_ohem", "no_photometric")
+
+
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) not in (None, False)]
+
+
+def _common(args: argparse.Namespace) -> dict:
+    out = {}
+    for name in ("iterations", "batch_size", "lr", "crop", "init", "seed", "device", "checkpoint_every",
+                 "val_every", "val_images"):
+        if getattr(args, name) is not None:
+            out[name] = getattr(args, name)
+    if args.data is not None:
+        out["data"] = [v.strip() for v in args.data.split(",") if v.strip()]
+    if args.val is not None:
+        out["val"] = None if str(args.val).lower() == "none" else args.val
+    return out
+
+
+def _superpixel_config(args: argparse.Namespace) -> TrainConfig:
+    extra = {k: getattr(args, k) for k in ("val_n_segments", "lr_step", "patch", "global_resize")
+             if getattr(args, k) is not None}
+    return TrainConfig(model=args.model, bsds500_root=str(args.bsds500_root), dpc=not args.no_dpc,
+                       sr=not args.no_sr, ld=not args.no_ld, binary_mask=not args.multiclass_patch,
+                       **_common(args), **extra)
+
+
+def _segmentation_config(args: argparse.Namespace) -> SemanticTrainConfig:
+    extra = {k: getattr(args, k) for k in ("optimizer", "weight_decay", "warmup", "width", "deep_scale", "fusion")
+             if getattr(args, k) is not None}
+    if args.scale_range is not None:
+        try:
+            lo, hi = (float(v) for v in args.scale_range.split(","))
+        except ValueError:
+            raise UhrsegError(f"--scale-range {args.scale_range!r}: expected LO,HI such as 0.5,2.0") from None
+        extra["scale_range"] = (lo, hi)
+    if args.optimizer == "sgd" and args.lr is None:
+        extra["lr"] = 0.01
+    if args.optimizer == "sgd" and args.weight_decay is None:
+        extra["weight_decay"] = 5e-4
+    common = _common(args)
+    if args.data is None:
+        raise UhrsegError(f"{args.model} needs --data (folders of images/ + labels/ or DeepGlobe images/ + masks/)")
+    return SemanticTrainConfig(model=args.model, shallow=not args.no_shallow, sr=not args.no_sr,
+                               sd=not args.no_sd, aux=not args.no_aux, ohem=not args.no_ohem,
+                               photometric=not args.no_photometric, **common, **extra)
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute the sub-command; returns the exit code."""
-    cfg = TrainConfig(
-        model=args.model, data=[s.strip() for s in args.data.split(",") if s.strip()],
-        bsds500_root=str(args.bsds500_root), val=None if str(args.val).lower() == "none" else args.val,
-        val_images=args.val_images, val_n_segments=args.val_n_segments, iterations=args.iterations,
-        batch_size=args.batch_size, lr=args.lr, lr_step=args.lr_step, crop=args.crop, patch=args.patch,
-        global_resize=args.global_resize, dpc=not args.no_dpc, sr=not args.no_sr, ld=not args.no_ld,
-        binary_mask=not args.multiclass_patch, init=args.init, seed=args.seed, device=args.device,
-        checkpoint_every=args.checkpoint_every, val_every=args.val_every)
+    segmentation = args.model in SEGMENTATION_MODELS
+    wrong = _given(args, _SUPERPIXEL_ONLY if segmentation else _SEGMENTATION_ONLY)
+    if wrong:
+        kind = "superpixel networks (pcnet, scn)" if segmentation else "segmentation networks (isdnet, deeppath)"
+        raise UhrsegError(f"{', '.join(wrong)} applies only to {kind}")
+    if segmentation and args.model == "deeppath" and (args.no_shallow or args.fusion or args.no_sd or args.no_sr):
+        raise UhrsegError("deeppath has no shallow path, fusion, SR or SD loss to switch off")
     if (args.out / "last.pt").is_file():
         print(f"uhrseg: resuming from {args.out / 'last.pt'} (its stored recipe is used)", file=sys.stderr)
-    best = train(cfg, args.out, progress=not args.quiet, stop_after=args.stop_after)
+    if segmentation:
+        best = train_semantic(_segmentation_config(args), args.out, progress=not args.quiet,
+                              stop_after=args.stop_after)
+    else:
+        best = train(_superpixel_config(args), args.out, progress=not args.quiet, stop_after=args.stop_after)
     print(f"uhrseg: {best}", file=sys.stderr)
     return 0

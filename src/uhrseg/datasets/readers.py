@@ -14,7 +14,6 @@ Every dataset has ``names`` (sorted stems), ``image(name)`` -> ``(H, W, 3)`` arr
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
@@ -23,17 +22,13 @@ import scipy.io
 import tifffile
 from PIL import Image
 
-from ..errors import UhrsegError
 from ..io.images import read_image
+from .classes import DatasetError, decode_colours, read_class_table
 
 __all__ = ["BSDS500", "DatasetError", "LabelledFolder", "open_dataset", "read_colour_table", "read_label_map"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 LABEL_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".csv")
-
-
-class DatasetError(UhrsegError, ValueError):
-    """A dataset folder is missing, incomplete or inconsistent (the message names the file)."""
 
 
 class BSDS500:
@@ -116,26 +111,9 @@ def read_colour_table(path: str | os.PathLike) -> dict[tuple[int, int, int], int
     Raises
     ------
     DatasetError
-        If the file is missing or a row is malformed.
+        If the file is missing, a row is malformed or two rows share a colour.
     """
-    path = Path(path)
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
-    except OSError as e:
-        raise DatasetError(f"{path}: colour table cannot be read ({e.strerror})") from e
-    table = {}
-    for line, row in enumerate(rows[1:], start=2):
-        if not row or not "".join(row).strip():
-            continue
-        try:
-            r, g, b = (int(v) for v in row[1:4])
-        except (ValueError, IndexError):
-            raise DatasetError(f"{path}:{line}: expected 'name, r, g, b', got {row}") from None
-        table[(r, g, b)] = len(table)
-    if not table:
-        raise DatasetError(f"{path}: colour table has no rows")
-    return table
+    return {c: i for i, c in enumerate(read_class_table(path).colours)}
 
 
 def read_label_map(path: str | os.PathLike, colour_table: dict[tuple[int, int, int], int] | None = None,
@@ -180,7 +158,7 @@ def read_label_map(path: str | os.PathLike, colour_table: dict[tuple[int, int, i
     except Exception as e:
         raise DatasetError(f"{path}: label map cannot be read ({type(e).__name__}: {e})".splitlines()[0]) from e
     if colour_table is not None and arr.ndim == 3 and arr.shape[2] >= 3:
-        arr = _decode_colours(arr[:, :, :3], colour_table, path)
+        arr = decode_colours(arr[:, :, :3], colour_table, path)
     if arr.ndim != 2 or arr.size == 0:
         raise DatasetError(f"{path}: a label map must be a non-empty (H, W) array, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.integer):
@@ -189,21 +167,6 @@ def read_label_map(path: str | os.PathLike, colour_table: dict[tuple[int, int, i
         else:
             raise DatasetError(f"{path}: label map holds non-integer values ({arr.dtype})")
     return arr.astype(np.int32, copy=False)
-
-
-def _decode_colours(rgb: np.ndarray, table: dict[tuple[int, int, int], int], path: Path) -> np.ndarray:
-    codes = (rgb[:, :, 0].astype(np.int64) << 16) | (rgb[:, :, 1].astype(np.int64) << 8) | rgb[:, :, 2]
-    keys = np.array([(r << 16) | (g << 8) | b for (r, g, b) in table], dtype=np.int64)
-    values = np.array(list(table.values()), dtype=np.int32)
-    order = np.argsort(keys)
-    keys, values = keys[order], values[order]
-    pos = np.clip(np.searchsorted(keys, codes), 0, keys.size - 1)
-    unknown = keys[pos] != codes
-    if unknown.any():
-        y, x = np.argwhere(unknown)[0]
-        raise DatasetError(f"{path}: colour {tuple(int(v) for v in rgb[y, x])} at pixel ({x}, {y}) is not in "
-                           "the colour table")
-    return values[pos]
 
 
 class LabelledFolder:

@@ -1,4 +1,5 @@
-"""Benchmark runs over datasets, their summaries, BR-BP and metric-vs-K plots, and the Markdown report."""
+"""Benchmark runs over datasets: superpixels (summaries, BR-BP and metric-vs-K plots, report) and semantic
+segmentation (confusion matrices per image, mIoU and speed per model, per-class plot, examples, report)."""
 
 from .report import br_bp_area, plot_curves, summarize, write_report, write_summary_csv
 from .runner import (
@@ -10,9 +11,27 @@ from .runner import (
     read_pairs,
     run_evaluation,
 )
+from .semantic import (
+    SEMANTIC_FIELDS,
+    ModelSpec,
+    SemanticPlan,
+    parse_model_specs,
+    run_semantic_evaluation,
+    summarize_semantic,
+    write_examples,
+    write_semantic_report,
+)
 
 __all__ = [
     "PAIR_FIELDS",
+    "SEMANTIC_FIELDS",
+    "ModelSpec",
+    "SemanticPlan",
+    "parse_model_specs",
+    "run_semantic_evaluation",
+    "summarize_semantic",
+    "write_examples",
+    "write_semantic_report",
     "EvaluationPlan",
     "Setting",
     "br_bp_area",

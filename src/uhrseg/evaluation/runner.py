@@ -203,8 +203,8 @@ def _evaluate_image(task: tuple) -> str:
     return out.getvalue()
 
 
-def _done_images(shard: Path) -> set[str]:
-    """Images whose rows are complete in a shard (a last line cut short by a kill is dropped)."""
+def done_images(shard: Path, n_fields: int, image_column: int) -> set[str]:
+    """Images whose rows are complete in a shard (a last line cut short by a kill is dropped from the file)."""
     if not shard.is_file():
         return set()
     text = shard.read_text()
@@ -212,7 +212,54 @@ def _done_images(shard: Path) -> set[str]:
         text = text[: text.rfind("\n") + 1]
         shard.write_text(text)
     rows = list(csv.reader(io.StringIO(text)))
-    return {r[2] for r in rows[1:] if len(r) == len(PAIR_FIELDS)}
+    return {r[image_column] for r in rows[1:] if len(r) == n_fields}
+
+
+def run_shards(work: list[tuple[Path, list[tuple]]], worker, fields: list[str], jobs: int, progress: bool,
+               describe=lambda task: "") -> None:
+    """Run every task and append its CSV text to its shard as it finishes (the resumable core of the runner).
+
+    Parameters
+    ----------
+    work : list of (Path, list of tuple)
+        For each shard, the tasks still to run; each task is one image.
+    worker : callable
+        A module-level function ``task -> CSV text`` (it runs in worker processes when ``jobs > 1``).
+    fields : list of str
+        The shard's header, written when the shard is new.
+    jobs : int
+        Worker processes (1 runs in this process).
+    progress : bool
+        Show a progress bar over all tasks (images done, ETA).
+    describe : callable
+        ``task -> str`` shown beside the bar.
+    """
+    total = sum(len(todo) for _, todo in work)
+    bar = tqdm(total=total, unit="image", disable=not progress, desc="evaluate")
+    # "spawn", not "fork": a parent that has run any parallel torch op holds an OpenMP thread pool, and forked
+    # children deadlock on it.
+    ctx = multiprocessing.get_context("spawn")
+    pool = ctx.Pool(jobs) if jobs > 1 and total else None
+    try:
+        for shard, todo in work:
+            if not todo:
+                continue
+            shard.parent.mkdir(parents=True, exist_ok=True)
+            new = not shard.is_file()
+            with open(shard, "a", newline="") as f:
+                if new:
+                    csv.writer(f).writerow(fields)
+                results: Iterable[str] = pool.imap_unordered(worker, todo) if pool else map(worker, todo)
+                for text in results:
+                    f.write(text)
+                    f.flush()
+                    bar.set_postfix_str(describe(todo[0]), refresh=False)
+                    bar.update(1)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.close()
+            pool.join()
 
 
 def run_evaluation(dataset, plan: EvaluationPlan, out_dir: str | os.PathLike, progress: bool = True) -> Path:
@@ -238,40 +285,13 @@ def run_evaluation(dataset, plan: EvaluationPlan, out_dir: str | os.PathLike, pr
     methods = ["labels"] if plan.labels_dir is not None else list(plan.methods)
     settings = [Setting()] if plan.labels_dir is not None else plan.settings  # Setting() = labels as given
     work: list[tuple[Path, list[tuple]]] = []
-    total = 0
     for method in methods:
         for setting in settings:
             shard = out_dir / "runs" / method / f"{setting.name}.csv"
-            done = _done_images(shard)
-            todo = [(dataset, plan, method, setting, name) for name in dataset.names if name not in done]
-            work.append((shard, todo))
-            total += len(todo)
-    bar = tqdm(total=total, unit="image", disable=not progress, desc="evaluate")
-    # "spawn", not "fork": a parent that has run any parallel torch op holds an OpenMP thread pool, and forked
-    # children deadlock on it.
-    ctx = multiprocessing.get_context("spawn")
-    pool = ctx.Pool(plan.jobs) if plan.jobs > 1 else None
-    try:
-        for shard, todo in work:
-            if not todo:
-                continue
-            shard.parent.mkdir(parents=True, exist_ok=True)
-            new = not shard.is_file()
-            with open(shard, "a", newline="") as f:
-                if new:
-                    csv.writer(f).writerow(PAIR_FIELDS)
-                results: Iterable[str] = (pool.imap_unordered(_evaluate_image, todo) if pool
-                                          else map(_evaluate_image, todo))
-                for text in results:
-                    f.write(text)
-                    f.flush()
-                    bar.set_postfix_str(f"{todo[0][2]} {todo[0][3].name}", refresh=False)
-                    bar.update(1)
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.close()
-            pool.join()
+            done = done_images(shard, len(PAIR_FIELDS), 2)
+            work.append((shard, [(dataset, plan, method, setting, name) for name in dataset.names
+                                 if name not in done]))
+    run_shards(work, _evaluate_image, PAIR_FIELDS, plan.jobs, progress, lambda t: f"{t[2]} {t[3].name}")
     pairs = out_dir / "pairs.csv"
     rows = []
     for method in methods:

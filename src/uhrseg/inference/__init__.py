@@ -1,4 +1,5 @@
-"""Inference: full-resolution superpixels from PCNet, SCN or a classical method, in bounded memory."""
+"""Inference in bounded memory: full-resolution superpixels (PCNet, SCN, classical methods) and class maps
+(ISDNet, the deep path; whole, tiled or sliding-window)."""
 
 from .network import (
     DEFAULT_STRIP_PIXELS,
@@ -22,6 +23,13 @@ from .predictor import (
     superpixels,
     validate_n_segments,
 )
+from .semantic import (
+    SemanticPredictor,
+    SemanticResult,
+    SemanticSourceResult,
+    segment,
+    semantic_weights_path,
+)
 
 __all__ = [
     "DEFAULT_BAND_ROWS",
@@ -30,6 +38,9 @@ __all__ = [
     "METHODS",
     "NETWORK_METHODS",
     "TRUNK_HALO",
+    "SemanticPredictor",
+    "SemanticResult",
+    "SemanticSourceResult",
     "SourceResult",
     "SuperpixelPredictor",
     "SuperpixelResult",
@@ -40,6 +51,8 @@ __all__ = [
     "network_labels",
     "resize_image",
     "resolve_device",
+    "segment",
+    "semantic_weights_path",
     "superpixels",
     "validate_n_segments",
 ]

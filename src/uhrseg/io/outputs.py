@@ -1,4 +1,4 @@
-"""Writing label maps and boundary overlays, all-or-nothing.
+"""Writing label maps, class maps and overlays, all-or-nothing.
 
 Every output of one image is first written under a temporary name in the destination folder and renamed only
 when all of them are complete, so an error never leaves half-written files behind.
@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import tifffile
 from PIL import Image
@@ -20,7 +21,8 @@ from ..grid.boundaries import boundary_mask
 from .images import to_uint8
 
 __all__ = ["LABEL_FORMATS", "label_suffix", "write_labels", "write_label_store", "sample_label_store",
-           "render_overlay", "write_png", "commit_files", "prepare_output_dir"]
+           "render_overlay", "write_png", "commit_files", "prepare_output_dir", "write_class_png",
+           "write_class_store", "render_class_overlay"]
 
 #: Label map encodings: ``auto`` is a 16-bit PNG when the ids fit in 16 bits, else a (Big)TIFF.
 LABEL_FORMATS = ("auto", "png", "tiff", "npy")
@@ -78,18 +80,20 @@ def write_label_store(path: str | os.PathLike, store, tile: int = 512) -> None:
         Tile side in pixels, a multiple of 16.
     """
     height, width = store.shape[:2]
+    tifffile.imwrite(path, _store_tiles(store, tile, np.int32), shape=(height, width), dtype=np.int32,
+                     tile=(tile, tile), bigtiff=True, compression="zlib", compressionargs={"level": 1})
 
-    def tiles():
-        for y0 in range(0, height, tile):
-            band = store.read(y0, min(height, y0 + tile))
-            for x0 in range(0, width, tile):
-                block = np.zeros((tile, tile), np.int32)
-                part = band[:, x0 : x0 + tile]
-                block[: part.shape[0], : part.shape[1]] = part
-                yield block
 
-    tifffile.imwrite(path, tiles(), shape=(height, width), dtype=np.int32, tile=(tile, tile), bigtiff=True,
-                     compression="zlib", compressionargs={"level": 1})
+def _store_tiles(store, tile: int, dtype):
+    """The ``tile x tile`` blocks of a row store in raster order (edge blocks zero-padded), one band at a time."""
+    height, width = store.shape[:2]
+    for y0 in range(0, height, tile):
+        band = store.read(y0, min(height, y0 + tile))
+        for x0 in range(0, width, tile):
+            block = np.zeros((tile, tile), dtype)
+            part = band[:, x0 : x0 + tile]
+            block[: part.shape[0], : part.shape[1]] = part
+            yield block
 
 
 def sample_label_store(store, height: int, width: int, band_rows: int = 1024) -> np.ndarray:
@@ -140,6 +144,66 @@ def render_overlay(image: np.ndarray, labels: np.ndarray, max_side: int | None =
     out = rgb.copy()
     out[boundary_mask(labels)] = BOUNDARY_COLOUR
     return out
+
+
+def _palette_array(palette) -> np.ndarray:
+    """``(256, 3)`` uint8 from a list of ``(r, g, b)`` (the rest black)."""
+    out = np.zeros((256, 3), np.uint8)
+    colours = np.asarray(palette, np.uint8).reshape(-1, 3)[:256]
+    out[: len(colours)] = colours
+    return out
+
+
+def write_class_png(path: str | os.PathLike, classes: np.ndarray, palette) -> None:
+    """Write an ``(H, W)`` uint8 class map as an 8-bit palette PNG: pixel values are class ids, the palette is
+    the classes' colours, so any viewer shows the usual colours and any reader gets the ids back."""
+    im = Image.fromarray(np.asarray(classes, np.uint8), mode="P")
+    im.putpalette(_palette_array(palette).ravel().tolist())
+    im.save(path, format="PNG", compress_level=1)
+
+
+def write_class_store(path: str | os.PathLike, store, palette, tile: int = 512) -> None:
+    """Write a class map held in a row store as a tiled, zlib-compressed 8-bit palette BigTIFF, band by band.
+
+    Parameters
+    ----------
+    path : path-like
+        Destination (written directly; :func:`commit_files` gives the all-or-nothing behaviour).
+    store : row store of (H, W) uint8
+        :class:`uhrseg.stores.ArrayStore` or :class:`uhrseg.stores.FileStore`.
+    palette : sequence of (int, int, int)
+        Class colours, stored as the TIFF colour map.
+    tile : int
+        Tile side in pixels, a multiple of 16.
+    """
+    height, width = store.shape[:2]
+    colormap = _palette_array(palette).T.astype(np.uint16) * 257
+    tifffile.imwrite(path, _store_tiles(store, tile, np.uint8), shape=(height, width), dtype=np.uint8,
+                     tile=(tile, tile), bigtiff=True, photometric="palette", colormap=colormap, compression="zlib",
+                     compressionargs={"level": 1})
+
+
+def render_class_overlay(image: np.ndarray, classes: np.ndarray, palette, alpha: float = 0.5) -> np.ndarray:
+    """Blend class colours over an image.
+
+    Parameters
+    ----------
+    image : (H, W, 3) ndarray
+        RGB (uint8, uint16 or float in [0, 1]).
+    classes : (H, W) ndarray of uint8
+        Class ids.
+    palette : sequence of (int, int, int)
+        Class colours.
+    alpha : float
+        Weight of the class colour (0 = image only, 1 = colours only).
+
+    Returns
+    -------
+    (H, W, 3) ndarray of uint8
+    """
+    rgb = to_uint8(image)
+    colours = _palette_array(palette)[classes]
+    return cv2.addWeighted(rgb, 1.0 - alpha, colours, alpha, 0.0)
 
 
 def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:

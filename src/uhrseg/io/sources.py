@@ -107,7 +107,8 @@ class TiffSource:
                 warnings.simplefilter("error")
                 band = self._zarr[:, y0:y1] if self._axes == "SYX" else self._zarr[y0:y1]
         except Exception as e:
-            raise ImageReadError(f"{self.path}: rows {y0}-{y1} cannot be decoded ({type(e).__name__}: {e})"
+            raise ImageReadError(f"{self.path}: corrupt or truncated TIFF, rows {y0}-{y1} cannot be decoded "
+                                 f"({type(e).__name__}: {e})"
                                  .splitlines()[0]) from e
         if self._axes == "SYX":
             band = np.moveaxis(band, 0, -1)

@@ -1,4 +1,5 @@
-"""Superpixel networks (PCNet, SCN), their building blocks and the checkpoint format."""
+"""Networks: superpixels (PCNet, SCN) and semantic segmentation (ISDNet, its deep path), their building blocks
+and the checkpoint format."""
 
 from .checkpoint import (
     FORMAT_VERSION,
@@ -10,17 +11,23 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .nets import BSDS500_MEAN, MODELS, SCN, NetConfig, NetOutput, PCNet, SuperpixelNet, build_model
+from .segmenters import SEGMENTERS, ISDNet, SegmenterConfig, SegmenterOutput, build_segmenter
 
 __all__ = [
     "BSDS500_MEAN",
     "FORMAT_VERSION",
+    "ISDNet",
     "MODELS",
+    "SEGMENTERS",
     "NetConfig",
     "NetOutput",
     "PCNet",
     "SCN",
+    "SegmenterConfig",
+    "SegmenterOutput",
     "SuperpixelNet",
     "build_model",
+    "build_segmenter",
     "export_weights",
     "load_model",
     "load_packaged_model",

@@ -1,10 +1,18 @@
-"""Versioned checkpoint files for SCN and PCNet, and the packaged default weights.
+"""Versioned checkpoint files for the superpixel networks (PCNet, SCN) and the segmentation networks
+(ISDNet, the deep path), and the packaged weights.
 
 A checkpoint is a ``torch.save`` dictionary that loads with ``weights_only=True``::
 
     {"format": "uhrseg-superpixel-net", "format_version": 1,
      "model": "pcnet" | "scn", "config": NetConfig.to_dict(), "input_mean": [r, g, b],
      "state_dict": {...}, "training": {... command, data, iterations, metrics ...}}
+
+    {"format": "uhrseg-segmenter", "format_version": 1,
+     "model": "isdnet" | "deeppath", "config": SegmenterConfig.to_dict(),
+     "classes": {"names": [...], "colours": [[r, g, b], ...], "ignored": [...]},
+     "state_dict": {...}, "training": {...}}
+
+The class table travels with a segmentation model, so a checkpoint always knows its classes and palette.
 """
 
 from __future__ import annotations
@@ -16,11 +24,16 @@ from pathlib import Path
 
 import torch
 
+from ..datasets.classes import ClassTable
 from ..errors import CheckpointError, WeightsNotFoundError
 from .nets import MODELS, NetConfig, SuperpixelNet, build_model
+from .segmenters import SEGMENTERS, ISDNet, build_segmenter
 
 FORMAT = "uhrseg-superpixel-net"
+SEGMENTER_FORMAT = ISDNet.checkpoint_format
 FORMAT_VERSION = 1
+#: Format tag -> the registry of model names it may hold.
+FORMATS = {FORMAT: MODELS, SEGMENTER_FORMAT: SEGMENTERS}
 
 
 def packaged_weights_path(name: str) -> Path:
@@ -28,7 +41,7 @@ def packaged_weights_path(name: str) -> Path:
     return Path(str(resources.files("uhrseg") / "weights" / f"{name}.pt"))
 
 
-def save_checkpoint(path: str | os.PathLike, model: SuperpixelNet, training: dict | None = None,
+def save_checkpoint(path: str | os.PathLike, model: SuperpixelNet | ISDNet, training: dict | None = None,
                     extra: dict | None = None, half: bool = False) -> Path:
     """Write ``model`` to ``path`` atomically (temporary file in the same folder, then rename).
 
@@ -36,8 +49,9 @@ def save_checkpoint(path: str | os.PathLike, model: SuperpixelNet, training: dic
     ----------
     path : path-like
         Destination ``.pt`` file.
-    model : SuperpixelNet
-        The model; its name, config, input mean and state dict are stored.
+    model : SuperpixelNet or ISDNet
+        The model; its name, config, state dict and (superpixel networks) input mean or (segmentation
+        networks) class table are stored.
     training : dict, optional
         Training record (command, data, iterations, wall time, hardware, metrics); plain Python values only.
     extra : dict, optional
@@ -52,7 +66,7 @@ def save_checkpoint(path: str | os.PathLike, model: SuperpixelNet, training: dic
     """
     path = Path(path)
     payload = {
-        "format": FORMAT,
+        "format": getattr(model, "checkpoint_format", FORMAT),
         "format_version": FORMAT_VERSION,
         "model": model.name,
         "config": model.config.to_dict(),
@@ -62,6 +76,8 @@ def save_checkpoint(path: str | os.PathLike, model: SuperpixelNet, training: dic
         "training": dict(training or {}),
         **(extra or {}),
     }
+    if isinstance(model, ISDNet):
+        payload["classes"] = model.class_table.to_dict()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -93,20 +109,20 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # the weights-only unpickler raises many types on garbage (IndexError, KeyError, ...)
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated?): {e}".splitlines()[0]) from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a uhrseg checkpoint (no '{FORMAT}' format tag)")
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in FORMATS:
+        raise CheckpointError(f"{path}: not a uhrseg checkpoint (no {' or '.join(map(repr, FORMATS))} format tag)")
     if ckpt.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format version {ckpt.get('format_version')!r}, this uhrseg reads version "
             f"{FORMAT_VERSION}"
         )
-    for key in ("model", "config", "state_dict"):
+    for key in ("model", "config", "state_dict") + (("classes",) if ckpt["format"] == SEGMENTER_FORMAT else ()):
         if key not in ckpt:
             raise CheckpointError(f"{path}: checkpoint lacks the '{key}' entry")
     return ckpt
 
 
-def load_model(path: str | os.PathLike, expected: str | None = None) -> SuperpixelNet:
+def load_model(path: str | os.PathLike, expected: str | None = None) -> SuperpixelNet | ISDNet:
     """Build a model from a checkpoint file, in eval mode on the CPU.
 
     Parameters
@@ -114,12 +130,14 @@ def load_model(path: str | os.PathLike, expected: str | None = None) -> Superpix
     path : path-like
         Checkpoint written by :func:`save_checkpoint`.
     expected : str, optional
-        Model name the caller needs (``"pcnet"`` or ``"scn"``); a checkpoint of another model is refused.
+        Model name the caller needs (``"pcnet"``, ``"scn"``, ``"isdnet"`` or ``"deeppath"``); a checkpoint of
+        another model is refused.
 
     Returns
     -------
-    SuperpixelNet
-        The model with its weights, ``model.training_record`` holding the stored training record.
+    SuperpixelNet or ISDNet
+        The model with its weights (and, for segmentation networks, its class table),
+        ``model.training_record`` holding the stored training record.
 
     Raises
     ------
@@ -131,14 +149,17 @@ def load_model(path: str | os.PathLike, expected: str | None = None) -> Superpix
     """
     ckpt = read_checkpoint(path)
     name = ckpt["model"]
-    if name not in MODELS:
+    if name not in FORMATS[ckpt["format"]]:
         raise CheckpointError(f"{path}: checkpoint is for unknown model {name!r}")
     if expected is not None and name != expected:
-        raise CheckpointError(f"{path}: checkpoint holds a {name!r} model, but method {expected!r} was asked for")
+        raise CheckpointError(f"{path}: checkpoint holds a {name!r} model, but {expected!r} was asked for")
     try:
-        model = build_model(name, NetConfig.from_dict(ckpt["config"]))
+        if ckpt["format"] == SEGMENTER_FORMAT:
+            model = build_segmenter(name, ClassTable.from_dict(ckpt["classes"]), config=ckpt["config"])
+        else:
+            model = build_model(name, NetConfig.from_dict(ckpt["config"]))
         model.load_state_dict(ckpt["state_dict"], strict=True)
-    except (RuntimeError, TypeError, ValueError) as e:
+    except (RuntimeError, TypeError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()
         raise CheckpointError(f"{path}: weights do not match the {name} architecture: "
                               f"{' '.join(s.strip() for s in first[:2])}") from e

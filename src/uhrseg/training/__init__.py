@@ -1,19 +1,39 @@
-"""Training of PCNet and SCN: losses, DPC sampling and the resumable trainer."""
+"""Training: superpixel networks (losses, DPC sampling, resumable trainer) and segmentation networks (losses,
+augmented crops, resumable trainer), sharing the run-folder pieces of :mod:`uhrseg.training.common`."""
 
 from .losses import boundary_sr_loss, local_discrimination_loss, one_hot_labels, superpixel_loss
 from .sampling import SamplingConfig, TrainingSampler
+from .semantic_losses import segmentation_loss, structure_distillation_loss, super_resolution_loss
+from .semantic_sampling import SemanticSampler, SemanticSamplingConfig
+from .semantic_trainer import (
+    SemanticTrainConfig,
+    poly_learning_rate,
+    semantic_losses,
+    train_semantic,
+    validate_semantic,
+)
 from .trainer import TrainConfig, learning_rate, train, training_losses, validate
 
 __all__ = [
     "SamplingConfig",
+    "SemanticSampler",
+    "SemanticSamplingConfig",
+    "SemanticTrainConfig",
     "TrainConfig",
     "TrainingSampler",
     "boundary_sr_loss",
     "learning_rate",
     "local_discrimination_loss",
     "one_hot_labels",
+    "poly_learning_rate",
+    "segmentation_loss",
+    "semantic_losses",
+    "structure_distillation_loss",
+    "super_resolution_loss",
     "superpixel_loss",
     "train",
+    "train_semantic",
     "training_losses",
     "validate",
+    "validate_semantic",
 ]

@@ -11,26 +11,21 @@ weights format), ``log.csv`` and ``curves.png``. Starting again on the same fold
 
 from __future__ import annotations
 
-import csv
-import math
 import os
-import platform
 import sys
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..datasets.readers import open_dataset
 from ..grid.connectivity import connectivity_bounds, enforce_connectivity
 from ..inference.network import network_labels
-from ..memory import peak_rss_bytes
 from ..metrics.superpixel import achievable_segmentation_accuracy, boundary_recall_precision
-from ..models.checkpoint import load_model, read_checkpoint, save_checkpoint
+from ..models.checkpoint import load_model, read_checkpoint
 from ..models.nets import SuperpixelNet, build_model
+from .common import RunState, hardware, parameter_groups, restore_run, training_loop
 from .losses import boundary_sr_loss, local_discrimination_loss, superpixel_loss
 from .sampling import SamplingConfig, TrainingSampler
 
@@ -147,65 +142,6 @@ def validate(model: SuperpixelNet, dataset, names: list[str], n_segments: int, d
     return {"val_asa": float(np.mean(asa)), "val_br": float(np.mean(br)), "val_k": float(np.mean(k))}
 
 
-def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _hardware(device: torch.device) -> str:
-    cpu = f"{os.cpu_count()} CPU cores, {platform.machine()}, torch {torch.__version__}"
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}; {cpu}"
-    return cpu
-
-
-def _write_log(rows: list[dict], run_dir: Path) -> None:
-    if not rows:
-        return
-    keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "step", k))
-    tmp = run_dir / "log.csv.part"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, run_dir / "log.csv")
-    _plot_curves(rows, run_dir / "curves.png")
-
-
-def _plot_curves(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    train = [r for r in rows if "total" in r]
-    for key in ("total", "sem", "patch_sem", "sr", "ld"):
-        pts = [(r["step"], r[key]) for r in train if key in r]
-        if pts:
-            axes[0].plot(*zip(*pts), label=key)
-    axes[0].set_xlabel("iteration")
-    axes[0].set_ylabel("loss")
-    axes[0].set_yscale("symlog")
-    axes[0].legend(fontsize=8)
-    val = [r for r in rows if "val_asa" in r]
-    for key in ("val_asa", "val_br"):
-        if val:
-            axes[1].plot([r["step"] for r in val], [r[key] for r in val], "o-", label=key)
-    axes[1].set_xlabel("iteration")
-    axes[1].set_ylabel("validation")
-    if val:
-        axes[1].legend(fontsize=8)
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_suffix(".part.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
 def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, stop_after: int | None = None) -> Path:
     """Train (or resume) a model; returns the path of ``best.pt`` (``last.pt`` when there is no validation).
 
@@ -231,8 +167,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    last = run_dir / "last.pt"
-    state = read_checkpoint(last) if last.is_file() else None
+    state = read_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").is_file() else None
     if state is not None:
         cfg = TrainConfig.from_dict(state["train_config"])
     device = resolve_device(cfg.device)
@@ -244,70 +179,25 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
     sampler = TrainingSampler([open_dataset(s, cfg.bsds500_root) for s in cfg.data], sampling, seed=cfg.seed)
     val_set = open_dataset(cfg.val, cfg.bsds500_root) if cfg.val else None
     val_names = val_set.names[: cfg.val_images] if val_set is not None else []
-    optimizer = torch.optim.Adam(_parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
-    step, log, best, wall = 0, [], -math.inf, 0.0
+    optimizer = torch.optim.Adam(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     if state is None and cfg.init:
         model.load_state_dict(load_model(cfg.init, expected=cfg.model).state_dict())
-    if state is not None:
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, log, best, wall = state["step"], list(state["log"]), state["best_score"], state["wall_seconds"]
-        sampler.rng.bit_generator.state = state["sampler_rng"]
-        torch.set_rng_state(state["torch_rng"])
+    run = restore_run(state, model, optimizer, sampler.rng)
     model.train()
 
-    def record(extra: dict | None = None) -> dict:
-        rec = {"command": " ".join(sys.argv), "data": cfg.data, "iterations": step, "batch_size": cfg.batch_size,
-               "crop": cfg.crop, "patch": cfg.patch, "wall_seconds": round(wall, 1), "hardware": _hardware(device),
-               "train_config": asdict(cfg)}
-        rec.update(extra or {})
-        return rec
+    def record(run: RunState) -> dict:
+        return {"command": " ".join(sys.argv), "data": cfg.data, "iterations": run.step,
+                "batch_size": cfg.batch_size, "crop": cfg.crop, "patch": cfg.patch,
+                "wall_seconds": round(run.wall, 1), "hardware": hardware(device), "train_config": asdict(cfg)}
 
-    def save_last() -> None:
-        save_checkpoint(last, model, training=record(), extra={
-            "optimizer": optimizer.state_dict(), "step": step, "log": log, "best_score": best,
-            "wall_seconds": wall, "sampler_rng": sampler.rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(), "train_config": asdict(cfg)})
-        _write_log(log, run_dir)
-
-    end = cfg.iterations if stop_after is None else min(cfg.iterations, step + stop_after)
-    bar = tqdm(total=cfg.iterations, initial=step, disable=not progress, unit="it", desc=f"train {cfg.model}")
-    window_start, window_steps = time.perf_counter(), 0
-    while step < end:
-        t0 = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, step)
-        batch = sampler.batch(cfg.batch_size, device)
-        losses = training_losses(model, batch, cfg)
-        optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        optimizer.step()
-        step += 1
-        wall += time.perf_counter() - t0
-        window_steps += 1
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == end:
-            elapsed = time.perf_counter() - window_start
-            row = {"step": step, "lr": learning_rate(cfg, step - 1),
-                   "it_per_min": round(60 * window_steps / max(elapsed, 1e-9), 2),
-                   "peak_rss_mb": round(peak_rss_bytes() / 2**20)}
-            if device.type == "cuda":
-                row["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
-            row.update({k: round(float(v.detach()), 5) for k, v in losses.items()})
-            log.append(row)
-            bar.set_postfix(loss=f"{row['total']:.3f}", it_min=row["it_per_min"])
-            window_start, window_steps = time.perf_counter(), 0
-        if val_names and (step % cfg.val_every == 0 or step == cfg.iterations):
-            metrics = validate(model, val_set, val_names, cfg.val_n_segments, device)
-            log.append({"step": step, **metrics})
-            score = metrics["val_asa"] + metrics["val_br"]
-            if score > best:
-                best = score
-                save_checkpoint(run_dir / "best.pt", model, training=record({"validation": {
-                    "split": cfg.val, "images": len(val_names), "n_segments": cfg.val_n_segments, **metrics}}))
-        if step % cfg.checkpoint_every == 0 or step == end:
-            save_last()
-    bar.close()
-    if not (run_dir / "best.pt").is_file() and step >= cfg.iterations:
-        save_checkpoint(run_dir / "best.pt", model, training=record())
-    return run_dir / "best.pt" if (run_dir / "best.pt").is_file() else last
+    return training_loop(
+        run_dir, run, model=model, optimizer=optimizer, rng=sampler.rng, train_config=asdict(cfg),
+        iterations=cfg.iterations, stop_after=stop_after, lr_at=lambda step: learning_rate(cfg, step),
+        losses_at=lambda: training_losses(model, sampler.batch(cfg.batch_size, device), cfg),
+        validate=(lambda: validate(model, val_set, val_names, cfg.val_n_segments, device)) if val_names else None,
+        score=lambda m: m["val_asa"] + m["val_br"],
+        validation_record=lambda m: {"split": cfg.val, "images": len(val_names), "n_segments": cfg.val_n_segments,
+                                     **m},
+        record=record, val_every=cfg.val_every, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
+        loss_keys=("total", "sem", "patch_sem", "sr", "ld"), val_keys=("val_asa", "val_br"), device=device,
+        progress=progress, desc=f"train {cfg.model}")

@@ -1,0 +1,78 @@
+"""Pieces shared by the image-processing commands (``superpixels``, ``segment``): unique output names, the
+never-overwrite-an-input check, and the batch loop (progress bar, one error line per failed image, summary)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..errors import UhrsegError
+from ..io import commit_files
+
+__all__ = ["check_targets", "output_stems", "process_batch"]
+
+
+def output_stems(images: list[Path]) -> list[str]:
+    """One unique output stem per input (``name``, ``name-2``, ...)."""
+    seen: dict[str, int] = {}
+    stems = []
+    for path in images:
+        stem = path.stem
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return stems
+
+
+def check_targets(path: Path, outputs, inputs: set[Path]) -> None:
+    """Raise UhrsegError if an output path is one of the input images.
+
+    Raises
+    ------
+    UhrsegError
+        Naming the input and the output that would overwrite it.
+    """
+    for target in outputs:
+        if Path(target).resolve() in inputs:
+            raise UhrsegError(f"{path}: output {target} would overwrite an input image; choose another --out")
+
+
+def process_batch(images: list[Path], out: Path, process: Callable[[Path, str, set[Path], tqdm], dict],
+                  summary: dict, desc: str, quiet: bool) -> int:
+    """Run ``process(path, stem, inputs, bar)`` for every image, report failures, write ``summary.json``.
+
+    Each image's errors (:class:`uhrseg.errors.UhrsegError`, ``ValueError``, ``MemoryError``) are printed as one
+    line naming the file, and the batch goes on. ``summary.json`` (``summary`` plus ``images`` and
+    ``failed``) is written atomically when at least one image succeeded.
+
+    Returns
+    -------
+    int
+        The exit code: 0, or 2 when any image failed.
+    """
+    inputs = {p.resolve() for p in images}
+    done: list[dict] = []
+    failed: list[dict] = []
+    bar = tqdm(zip(images, output_stems(images)), total=len(images), unit="image", disable=quiet, desc=desc,
+               file=sys.stderr)
+    for path, stem in bar:
+        try:
+            done.append(process(path, stem, inputs, bar))
+        except (UhrsegError, ValueError, MemoryError) as e:
+            message = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
+            failed.append({"file": str(path), "error": message})
+            tqdm.write(f"uhrseg: error: {message}", file=sys.stderr)
+    bar.close()
+    if done:
+        text = json.dumps({**summary, "images": done, "failed": failed}, indent=2)
+        commit_files({out / "summary.json": lambda p: p.write_text(text + "\n")})
+    print(f"uhrseg: {len(done)} of {len(images)} images written to {out}", file=sys.stderr)
+    if failed:
+        print(f"uhrseg: {len(failed)} failed:", file=sys.stderr)
+        for f in failed:
+            print(f"  {f['error']}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,165 @@
+"""``uhrseg segment``: full-resolution class maps, class overlays and a summary for a batch of images."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UhrsegError
+from ..inference.semantic import DEFAULT_SEMANTIC_TILE, MODES, SemanticPredictor
+from ..io import (
+    commit_files,
+    open_image,
+    prepare_output_dir,
+    render_class_overlay,
+    sample_label_store,
+    write_class_png,
+    write_class_store,
+    write_png,
+)
+from ..io.sources import TiffSource
+from ..memory import peak_rss_bytes, reset_peak_rss
+from ..models.segmenters import SEGMENTERS
+from ..stores import FileStore
+from .common import check_targets, process_batch
+
+DESCRIPTION = """\
+Segment images into classes at their full resolution. For every IMAGE, DIR receives
+STEM_classes.png (8-bit palette PNG: pixel values are class ids, the palette holds the class
+colours, so any viewer shows the usual colours), STEM_overlay.png (class colours blended over
+the image) and DIR/summary.json (per image: size, class names, share of pixels per class,
+seconds per stage, peak memory). A file that cannot be processed is reported and skipped; the
+exit code is then 2.
+
+Weights: drone (Semantic Drone dataset, 24 classes of aerial scenes of houses and gardens),
+deepglobe (DeepGlobe land cover, 7 classes of satellite scenes) or a checkpoint from uhrseg
+train. Images up to 16.8 million pixels run in one pass; larger ones run tiled (the same
+result in bounded memory). Images of more than 134 million pixels (or any image with
+--stream) are streamed: a TIFF/BigTIFF input is read band by band, the intermediate maps live
+in temporary files in DIR, the class map is written as a tiled 8-bit palette BigTIFF
+(STEM_classes.tif) and the overlay at --preview-side pixels."""
+
+#: Images with more pixels than this are streamed.
+STREAM_PIXELS = 2**27
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``segment`` sub-command."""
+    p = subparsers.add_parser("segment", help="class maps (semantic segmentation) for one or more images",
+                              description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="input images: JPEG, PNG (8/16-bit), TIFF/BigTIFF, ...; at least 32 x 32 pixels")
+    p.add_argument("-m", "--model", default="isdnet", choices=tuple(SEGMENTERS),
+                   help="isdnet (default) or deeppath (the deep path alone)")
+    p.add_argument("-w", "--weights", default="drone", metavar="NAME|FILE",
+                   help="packaged weights drone or deepglobe, or a checkpoint file (default drone)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where the network runs: auto picks CUDA when available (default auto)")
+    p.add_argument("-o", "--out", type=Path, default=Path("uhrseg-out"), metavar="DIR",
+                   help="output folder, created if needed (default ./uhrseg-out)")
+    p.add_argument("--mode", default="auto", choices=MODES,
+                   help="auto (default), whole (one pass), tiled (bounded memory, same result) or slide "
+                        "(sliding windows, for networks trained at full resolution)")
+    p.add_argument("--tile", type=int, default=DEFAULT_SEMANTIC_TILE, metavar="PX",
+                   help=f"full-resolution tile of the tiled mode; lower uses less memory (default "
+                        f"{DEFAULT_SEMANTIC_TILE})")
+    p.add_argument("--stream", action="store_true",
+                   help=f"stream every image (class map as tiled BigTIFF); automatic above {STREAM_PIXELS} pixels")
+    p.add_argument("--preview-side", type=int, default=2048, metavar="PX",
+                   help="longer side of the overlay of streamed images (default 2048)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def _entry(path: Path, written, height: int, width: int, names, counts: np.ndarray, mode: str, streamed: bool,
+           timings: dict) -> dict:
+    total = max(1, int(counts.sum()))
+    return {
+        "file": str(path),
+        "outputs": [str(p) for p in written],
+        "width": int(width),
+        "height": int(height),
+        "mode": mode,
+        "streamed": streamed,
+        "class_fractions": {n: round(int(c) / total, 6) for n, c in zip(names, counts)},
+        "seconds": {k: round(v, 4) for k, v in timings.items()},
+        "peak_rss_bytes": peak_rss_bytes(),
+    }
+
+
+def _process(predictor: SemanticPredictor, path: Path, stem: str, args: argparse.Namespace, inputs: set[Path],
+             bar) -> dict:
+    reset_peak_rss()
+    t_start = time.perf_counter()
+    source = open_image(path)
+    try:
+        height, width = source.shape[:2]
+        if args.stream or height * width > STREAM_PIXELS:
+            return _process_streamed(predictor, source, path, stem, args, inputs, bar, t_start)
+        image = source.read_rows(0, height) if isinstance(source, TiffSource) else source.array
+    finally:
+        source.close()
+    t_read = time.perf_counter() - t_start
+    result = predictor.run(image, probabilities=False)
+    t0 = time.perf_counter()
+    outputs = {args.out / f"{stem}_classes.png": lambda p: write_class_png(p, result.classes, predictor.palette),
+               args.out / f"{stem}_overlay.png": lambda p: write_png(
+                   p, render_class_overlay(image, result.classes, predictor.palette))}
+    check_targets(path, outputs, inputs)
+    written = commit_files(outputs)
+    timings = {"read": t_read, **result.timings, "write": time.perf_counter() - t0,
+               "total": time.perf_counter() - t_start}
+    counts = np.bincount(result.classes.ravel(), minlength=len(predictor.class_names))
+    return _entry(path, written, height, width, predictor.class_names, counts, result.mode, False, timings)
+
+
+def _process_streamed(predictor: SemanticPredictor, source, path: Path, stem: str, args: argparse.Namespace,
+                      inputs: set[Path], bar, t_start: float) -> dict:
+    """Bounded-memory path: intermediate maps and the class map in temporary files in the output folder."""
+    height, width = source.shape[:2]
+    scale = min(1.0, args.preview_side / max(height, width))
+    preview_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+    outputs = {args.out / f"{stem}_classes.tif": None, args.out / f"{stem}_overlay.png": None}
+    check_targets(path, outputs, inputs)
+    with tempfile.TemporaryDirectory(prefix=".uhrseg-work-", dir=args.out) as work:
+        try:
+            classes = FileStore(Path(work) / "classes.u8", (height, width), np.uint8)
+        except OSError as e:
+            raise UhrsegError(f"{path}: no room for the temporary class map in {args.out} ({e.strerror or e})") from e
+        try:
+            mode = "tiled" if predictor.mode == "auto" else predictor.mode  # bounded memory at any size
+            result = predictor.run_source(source, classes, work_dir=work, preview_shape=preview_shape, mode=mode,
+                                          progress=lambda stage: bar.set_postfix_str(f"{path.name}: {stage}"))
+            t0 = time.perf_counter()
+            small = sample_label_store(classes, *preview_shape).astype(np.uint8)
+            writers = {args.out / f"{stem}_classes.tif": lambda p: write_class_store(p, classes, predictor.palette),
+                       args.out / f"{stem}_overlay.png": lambda p: write_png(
+                           p, render_class_overlay(result.preview, small, predictor.palette))}
+            written = commit_files(writers)
+            t_write = time.perf_counter() - t0
+        finally:
+            classes.close()
+    timings = {**result.timings, "write": t_write, "total": time.perf_counter() - t_start}
+    return _entry(path, written, height, width, predictor.class_names, result.class_counts, result.mode, True,
+                  timings)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute the sub-command; returns the exit code (0, or 2 when any input failed)."""
+    if args.preview_side < 16:
+        raise UhrsegError(f"--preview-side must be >= 16 pixels, got {args.preview_side}")
+    if args.tile < 32:
+        raise UhrsegError(f"--tile must be >= 32 pixels, got {args.tile}")
+    images = [Path(p) for p in args.images]
+    prepare_output_dir(args.out)
+    predictor = SemanticPredictor(args.model, weights=args.weights, device=args.device, mode=args.mode,
+                                  tile=args.tile)
+    summary = {"model": predictor.name, "weights": str(predictor.weights), "device": str(predictor.device),
+               "class_names": list(predictor.class_names), "palette": [list(c) for c in predictor.palette]}
+    return process_batch(images, args.out,
+                         lambda path, stem, inputs, bar: _process(predictor, path, stem, args, inputs, bar),
+                         summary, f"{predictor.name} {Path(str(args.weights)).stem}", args.quiet)

@@ -1,0 +1,634 @@
+"""Semantic segmentation of images of any size: :class:`SemanticPredictor` and :func:`segment`.
+
+Three inference modes, all giving class maps at the image's full resolution:
+
+* ``whole``: the network runs once on the whole image, padded to a multiple of ``model.input_multiple`` by
+  repeating its last row and column. Images up to ``one_pass_pixels`` take this path.
+* ``tiled``: the same computation in bounded memory, for larger images (ISDNet and the 1/4 deep path). The
+  deep path's input (the image averaged over 4 x 4 blocks) is built band by band from the source; the encoder
+  runs on tiles of it with :attr:`uhrseg.models.ISDNet.deep_halo` pixels of context, and ASPP on bands of the
+  encoder features, with the whole image's mean for its image-pooling branch. The shallow path and the fusion
+  run on full-resolution tiles with :attr:`uhrseg.models.ISDNet.full_halo` pixels of context, in three passes:
+  the relation-aware fusions pool their branches over the whole image, so pass 1 sums the shallow branches,
+  pass 2 the deep branch of the second fusion, and pass 3 writes the logits. Tile origins are multiples of 32,
+  so every stride of the networks lines up with the whole image's. The result equals the ``whole`` mode's
+  (tested on a real image); the cost is the shallow path three times.
+* ``slide``: a network trained at full resolution (``deeppath`` with ``deep_scale = 1``) runs on overlapping
+  windows (``window`` pixels, ``stride`` apart); the logits of overlapping windows are averaged. This is the
+  sliding-window comparator of the ISDNet paper.
+
+Logits ``(C, H / s, W / s)`` (``s`` the output stride) become the class map by bilinear upsampling to the
+padded size and an argmax, band by band; the softmax probabilities are returned at the output stride, in
+float16. Intermediate maps live in row stores (:mod:`uhrseg.stores`): in memory for :meth:`SemanticPredictor.run`,
+in files for streamed images (:meth:`SemanticPredictor.run_source` with a ``work_dir``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..io.images import as_rgb
+from ..io.sources import ArraySource
+from ..models.blocks import ResNetEncoder
+from ..models.checkpoint import load_model, packaged_weights_path
+from ..models.segmenters import SEGMENTERS, ISDNet
+from ..stores import ArrayStore, FileStore
+from .network import AreaAccumulator, _unit_scale, synchronize
+from .predictor import resolve_device
+
+__all__ = ["DEFAULT_ONE_PASS_PIXELS", "DEFAULT_SEMANTIC_TILE", "MIN_IMAGE_SIDE", "MODES", "PACKAGED_SEMANTIC_WEIGHTS",
+           "SemanticPredictor", "SemanticResult", "SemanticSourceResult", "segment", "semantic_weights_path"]
+
+#: Inference modes.
+MODES = ("auto", "whole", "tiled", "slide")
+#: Images with more pixels than this run tiled in :meth:`SemanticPredictor.run` (about 1.5 GB peak at the
+#: default widths).
+DEFAULT_ONE_PASS_PIXELS = 2**24
+#: Full-resolution tile core of the shallow path and fusion, pixels (a multiple of 32).
+DEFAULT_SEMANTIC_TILE = 2048
+#: Deep-path tile core in deep-input pixels (a multiple of 8).
+DEFAULT_DEEP_TILE = 512
+#: Smallest image side the networks accept, pixels.
+MIN_IMAGE_SIDE = 32
+#: Names of the weights shipped in the package (``weights/MODEL-NAME.pt``).
+PACKAGED_SEMANTIC_WEIGHTS = ("drone", "deepglobe")
+#: Elements of one band of upsampled logits (bounds the memory of the class-map pass).
+_UPSAMPLE_ELEMENTS = 2**24
+
+
+def semantic_weights_path(model: str, weights: str | os.PathLike) -> Path:
+    """The checkpoint a ``weights`` argument names: a packaged name (``drone``, ``deepglobe``, or any file
+    ``weights/MODEL-NAME.pt`` shipped in the package) or a path."""
+    path = Path(weights)
+    if not path.exists() and len(path.parts) == 1 and not path.suffix:
+        return packaged_weights_path(f"{model}-{path.name}")
+    return path
+
+
+@dataclass
+class SemanticResult:
+    """A class map and what it took to make it.
+
+    Attributes
+    ----------
+    classes : (H, W) ndarray of uint8
+        Class id of every pixel.
+    probabilities : (C, h, w) ndarray of float16
+        Softmax probabilities at the network's output stride (``h = ceil(H / s)``), or None when not kept.
+    class_names : tuple of str
+        ``class_names[i]`` names class ``i``.
+    palette : tuple of (int, int, int)
+        RGB colour of each class.
+    output_stride : int
+        Image pixels per probability pixel ``s``.
+    mode : str
+        ``whole``, ``tiled`` or ``slide``.
+    timings : dict of str to float
+        Seconds per stage (``prepare``, ``network``, ``classes``).
+    """
+
+    classes: np.ndarray
+    probabilities: np.ndarray | None
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    output_stride: int
+    mode: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def class_fractions(self) -> dict[str, float]:
+        """Share of the image's pixels per class name."""
+        counts = np.bincount(self.classes.ravel(), minlength=len(self.class_names))
+        return {n: float(c) / self.classes.size for n, c in zip(self.class_names, counts)}
+
+
+@dataclass
+class SemanticSourceResult:
+    """What :meth:`SemanticPredictor.run_source` reports; the class map is in the store it was given.
+
+    Attributes
+    ----------
+    class_counts : (C,) ndarray of int64
+        Pixels per class.
+    mode : str
+        ``whole``, ``tiled`` or ``slide``.
+    timings : dict of str to float
+        Seconds per stage.
+    preview : (h, w, 3) ndarray of uint8 or None
+        The image area-averaged to the asked preview size, made during the pass over the source.
+    """
+
+    class_counts: np.ndarray
+    mode: str
+    timings: dict[str, float] = field(default_factory=dict)
+    preview: np.ndarray | None = None
+
+
+def _check_size(height: int, width: int) -> None:
+    if min(height, width) < MIN_IMAGE_SIDE:
+        raise ValueError(f"the image is {width} x {height} pixels; segmentation needs at least "
+                         f"{MIN_IMAGE_SIDE} x {MIN_IMAGE_SIDE}")
+
+
+class _PaddedSource:
+    """An image source seen as float32 RGB in [0, 1], extended to ``(Hp, Wp)`` by repeating its last row and
+    column (the padding of the ``whole`` mode, so that tiles see the same pixels)."""
+
+    def __init__(self, source, height: int, width: int) -> None:
+        self.source, self.height, self.width = source, height, width
+        self.scale = np.float32(_unit_scale(source.dtype))
+
+    def read(self, y0: int, y1: int) -> np.ndarray:
+        """Rows ``[y0, y1)`` of the padded image, ``(y1 - y0, Wp, 3)`` float32."""
+        big_h, big_w = self.source.shape[:2]
+        r0, r1 = min(y0, big_h - 1), min(y1, big_h)
+        band = self.source.read_rows(r0, max(r1, r0 + 1))
+        rows = np.minimum(np.arange(y0, y1), big_h - 1) - r0
+        cols = np.minimum(np.arange(self.width), big_w - 1)
+        out = band[rows][:, cols].astype(np.float32)
+        if self.scale != 1:
+            out *= self.scale
+        return out
+
+
+def _tensor(hwc: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``(h, w, C)`` array -> ``(1, C, h, w)`` channels-last tensor on ``device`` (no copy on the CPU)."""
+    return torch.from_numpy(np.ascontiguousarray(hwc))[None].permute(0, 3, 1, 2).to(device)
+
+
+def _hwc(t: torch.Tensor) -> np.ndarray:
+    """``(1, C, h, w)`` tensor -> ``(h, w, C)`` float32 array on the CPU."""
+    return t[0].permute(1, 2, 0).float().cpu().numpy()
+
+
+def _spans(length: int, core: int, halo: int) -> Iterator[tuple[int, int, int, int]]:
+    """Core ``[c0, c1)`` and window ``[w0, w1)`` spans covering ``[0, length)`` (core a multiple of the stride)."""
+    for c0 in range(0, length, core):
+        c1 = min(length, c0 + core)
+        yield c0, c1, max(0, c0 - halo), min(length, c1 + halo)
+
+
+def _memory_store(name: str, shape: tuple[int, ...], dtype) -> ArrayStore:
+    return ArrayStore(np.empty(shape, dtype))
+
+
+class SemanticPredictor:
+    """Keeps one segmentation network ready for many images.
+
+    Hides everything between the user's image and a full-resolution class map: channel layout and dtype,
+    normalisation, padding, the choice between one pass, tiles and sliding windows, device transfers and the
+    upsampling of the logits.
+
+    Parameters
+    ----------
+    model : str or ISDNet
+        ``"isdnet"`` (default) or ``"deeppath"`` (the deep path alone: the 1/4 baseline, or the sliding-window
+        network when trained at full resolution), or a network object (e.g. during training).
+    weights : str or path-like
+        Packaged weights ``"drone"`` (Semantic Drone, 24 classes) or ``"deepglobe"`` (DeepGlobe land cover,
+        7 classes), or a checkpoint file; ignored when ``model`` is a network.
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    mode : str
+        ``"auto"`` (sliding windows for networks trained at full resolution; otherwise one pass up to
+        ``one_pass_pixels``, else tiles), ``"whole"``, ``"tiled"`` or ``"slide"``.
+    tile : int
+        Full-resolution tile core of the tiled mode, pixels (rounded up to a multiple of 32): its memory bound.
+    deep_tile : int
+        Deep-path tile core of the tiled mode, in deep-input pixels (rounded up to a multiple of 8).
+    window : int, optional
+        Sliding-window side in pixels (default: the training crop recorded in the checkpoint, else 512).
+    stride : int, optional
+        Sliding-window step in pixels (default two thirds of the window).
+    one_pass_pixels : int
+        Largest image that :meth:`run` processes in one pass in ``auto`` mode.
+
+    Raises
+    ------
+    ValueError
+        Unknown model, device or mode, or a ``slide`` mode for a network that is not fully convolutional at
+        full resolution.
+    uhrseg.errors.WeightsNotFoundError, uhrseg.errors.CheckpointError
+        Missing, corrupt or mismatched weights (e.g. a superpixel checkpoint).
+
+    Examples
+    --------
+    >>> import numpy as np, uhrseg  # doctest: +SKIP
+    >>> predictor = uhrseg.SemanticPredictor("isdnet", weights="drone")  # doctest: +SKIP
+    >>> result = predictor.run(uhrseg.read_image("frame.jpg"))  # doctest: +SKIP
+    >>> result.classes.shape, result.class_names[result.classes[0, 0]]  # doctest: +SKIP
+    """
+
+    def __init__(self, model: str | ISDNet = "isdnet", *, weights: str | os.PathLike = "drone", device: str = "auto",
+                 mode: str = "auto", tile: int = DEFAULT_SEMANTIC_TILE, deep_tile: int = DEFAULT_DEEP_TILE,
+                 window: int | None = None, stride: int | None = None,
+                 one_pass_pixels: int = DEFAULT_ONE_PASS_PIXELS) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        if tile < 32 or deep_tile < 8:
+            raise ValueError(f"tile must be >= 32 and deep_tile >= 8 pixels, got {tile} and {deep_tile}")
+        self.device = resolve_device(device)
+        if isinstance(model, ISDNet):
+            net = model
+            self.weights = None
+        else:
+            if model not in SEGMENTERS:
+                raise ValueError(f"unknown segmentation model {model!r}; choose one of {', '.join(SEGMENTERS)}")
+            self.weights = semantic_weights_path(model, weights)
+            net = load_model(self.weights, expected=model)
+        self.model = net.to(self.device).eval().to(memory_format=torch.channels_last)
+        self.name = self.model.name
+        full_res = not self.model.config.shallow and self.model.config.deep_scale == 1
+        if mode == "slide" and not full_res:
+            raise ValueError(f"sliding windows are for networks trained at full resolution; this {self.name} "
+                             f"sees the image at 1/{self.model.config.deep_scale}")
+        self.mode = "slide" if mode == "auto" and full_res else mode
+        self.tile = -(-tile // 32) * 32
+        self.deep_tile = -(-deep_tile // 8) * 8
+        record = getattr(self.model, "training_record", {}) or {}
+        self.window = int(window or record.get("crop") or 512)
+        self.window = -(-self.window // 8) * 8
+        self.stride = int(stride or max(8, (2 * self.window // 3) // 8 * 8))
+        if self.stride < 1 or self.stride > self.window:
+            raise ValueError(f"stride must be in 1..window ({self.window}), got {self.stride}")
+        self.one_pass_pixels = int(one_pass_pixels)
+
+    # -- public API --------------------------------------------------------------------------------------
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.model.class_names
+
+    @property
+    def palette(self) -> tuple[tuple[int, int, int], ...]:
+        return self.model.palette
+
+    def mode_for(self, height: int, width: int) -> str:
+        """The mode an ``H x W`` image runs in."""
+        if self.mode != "auto":
+            return self.mode
+        return "whole" if height * width <= self.one_pass_pixels else "tiled"
+
+    def run(self, image: np.ndarray, *, probabilities: bool = True) -> SemanticResult:
+        """Segment an image held in memory.
+
+        Parameters
+        ----------
+        image : (H, W), (H, W, 3) or (H, W, 4) ndarray
+            Gray, RGB or RGBA, uint8, uint16 or float in [0, 1]; at least 32 x 32 pixels.
+        probabilities : bool
+            Also return the softmax probabilities at the output stride.
+
+        Returns
+        -------
+        SemanticResult
+
+        Raises
+        ------
+        ValueError
+            If the image has an unsupported layout or is smaller than 32 x 32 pixels.
+        """
+        image = as_rgb(image)
+        height, width = image.shape[:2]
+        classes = np.empty((height, width), np.uint8)
+        stride = self.model.output_stride if self.mode_for(height, width) != "slide" else 8
+        logits = ArrayStore(np.empty((-(-height // stride), -(-width // stride), self.model.n_classes),
+                                     np.float32))
+        info = self.run_source(ArraySource(image), ArrayStore(classes), logits_store=logits)
+        probs = None
+        if probabilities:
+            t = torch.from_numpy(logits.array).permute(2, 0, 1)
+            probs = torch.softmax(t, dim=0).to(torch.float16).numpy()
+        return SemanticResult(classes, probs, self.class_names, self.palette, stride, info.mode, info.timings)
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """``(H, W)`` uint8 class map of ``image`` (see :meth:`run`)."""
+        return self.run(image, probabilities=False).classes
+
+    def run_source(self, source, classes, *, logits_store=None, work_dir: str | os.PathLike | None = None,
+                   preview_shape: tuple[int, int] | None = None, mode: str | None = None,
+                   progress: Callable[[str], None] | None = None) -> SemanticSourceResult:
+        """Segment an image source into a class-map store, in bounded memory.
+
+        Parameters
+        ----------
+        source : image source
+            ``shape`` ``(H, W, 3)`` and ``read_rows(y0, y1)`` (:func:`uhrseg.io.open_image`).
+        classes : row store of (H, W) uint8
+            Receives the class map (:class:`uhrseg.stores.ArrayStore` or :class:`uhrseg.stores.FileStore`).
+        logits_store : row store of (ceil(H / s), ceil(W / s), C) float32, optional
+            Receives the logits at the output stride ``s`` (8 for ISDNet and sliding windows, 32 for the 1/4
+            deep path); by default they live in a temporary store.
+        work_dir : path-like, optional
+            Folder for the intermediate maps (deep-path input and features, logits) as files, so that memory
+            does not grow with the image; by default they are held in memory.
+        preview_shape : (int, int), optional
+            Also return the image area-averaged to this ``(h, w)``.
+        mode : str, optional
+            Override the predictor's mode for this image (``"tiled"`` bounds the memory of any size).
+        progress : callable, optional
+            Called with the name of each stage as it starts.
+
+        Returns
+        -------
+        SemanticSourceResult
+
+        Raises
+        ------
+        ValueError
+            If the image is smaller than 32 x 32 pixels or a store does not match it.
+        uhrseg.errors.ImageReadError
+            If the source cannot be decoded.
+        """
+        height, width = source.shape[:2]
+        _check_size(height, width)
+        if tuple(classes.shape) != (height, width):
+            raise ValueError(f"class store {classes.shape} does not match the {height} x {width} image")
+        if mode is not None and mode not in MODES[1:]:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES[1:])}")
+        mode = mode or self.mode_for(height, width)
+        say = progress or (lambda stage: None)
+        opened: list[FileStore] = []
+
+        def make_store(name: str, shape: tuple[int, ...], dtype) -> ArrayStore | FileStore:
+            if work_dir is None:
+                return _memory_store(name, shape, dtype)
+            store = FileStore(Path(work_dir) / f"{name}.raw", shape, dtype)
+            opened.append(store)
+            return store
+
+        timings: dict[str, float] = {}
+        model, device = self.model, self.device
+        m = 8 if mode == "slide" else model.input_multiple
+        padded_h, padded_w = -(-height // m) * m, -(-width // m) * m
+        padded = _PaddedSource(source, padded_h, padded_w)
+        stride = 8 if mode == "slide" else model.output_stride
+        out_shape = (padded_h // stride, padded_w // stride, model.n_classes)
+        try:
+            logits = make_store("logits", out_shape, np.float32)
+            preview = None
+            if preview_shape is not None:
+                preview = AreaAccumulator(min(preview_shape[0], height), min(preview_shape[1], width), height, width)
+            with torch.inference_mode():
+                if mode == "whole":
+                    say("network")
+                    t0 = time.perf_counter()
+                    image = padded.read(0, padded_h)
+                    if preview is not None:
+                        preview.add(0, source.read_rows(0, height))
+                    out = model(_tensor(image, device)).logits
+                    logits.write(0, _hwc(out))
+                    del image, out
+                    synchronize(device)
+                    timings["network"] = time.perf_counter() - t0
+                elif mode == "slide":
+                    say("network")
+                    t0 = time.perf_counter()
+                    _slide(model, padded, logits, self.window, self.stride, device, preview, source)
+                    synchronize(device)
+                    timings["network"] = time.perf_counter() - t0
+                else:
+                    _tiled(model, padded, logits, self.tile, self.deep_tile, device, make_store, timings, say,
+                           preview, source)
+                say("classes")
+                t0 = time.perf_counter()
+                counts = _classes_from_logits(logits, stride, classes, device)
+                timings["classes"] = time.perf_counter() - t0
+            if logits_store is not None:
+                _copy_rows(logits, logits_store, out_shape, (-(-height // stride), -(-width // stride)))
+            rgb = None
+            if preview is not None:
+                rgb = np.clip(np.rint(preview.result() * 255.0), 0, 255).astype(np.uint8)
+        finally:
+            for store in opened:
+                store.close()
+        return SemanticSourceResult(counts, mode, timings, rgb)
+
+
+def _copy_rows(src, dst, src_shape: tuple[int, ...], dst_hw: tuple[int, int], band: int = 256) -> None:
+    if tuple(dst.shape) != dst_hw + src_shape[2:]:
+        raise ValueError(f"logits store {dst.shape} does not match {dst_hw + src_shape[2:]}")
+    for y0 in range(0, dst_hw[0], band):
+        y1 = min(dst_hw[0], y0 + band)
+        dst.write(y0, src.read(y0, y1)[:, : dst_hw[1]])
+
+
+def _classes_from_logits(logits, stride: int, classes, device: torch.device,
+                         band_elements: int = _UPSAMPLE_ELEMENTS) -> np.ndarray:
+    """Bilinear upsampling of logits by ``stride`` (``align_corners=False``) and argmax, band by band.
+
+    Each band of ``stride``-multiple rows reads its logit rows with one row of margin, so the values equal a
+    whole-image upsampling (the integer scale makes the sampling positions exact). Returns the class counts.
+    """
+    height, width = classes.shape
+    lh, lw, n_classes = logits.shape
+    rows = max(1, band_elements // (lw * stride * n_classes * stride))
+    counts = np.zeros(n_classes, np.int64)
+    for r0 in range(0, -(-height // stride), rows):
+        r1 = min(lh, r0 + rows)
+        a, b = max(0, r0 - 1), min(lh, r1 + 1)
+        t = _tensor(logits.read(a, b), device)
+        up = F.interpolate(t, scale_factor=stride, mode="bilinear", align_corners=False)
+        y0, y1 = r0 * stride, min(height, r1 * stride)
+        band = up[0, :, (r0 - a) * stride : (r0 - a) * stride + (y1 - y0), :width].argmax(dim=0)
+        band = band.to(torch.uint8).cpu().numpy()
+        classes.write(y0, band)
+        counts += np.bincount(band.ravel(), minlength=n_classes)[:n_classes]
+    return counts
+
+
+def _slide(model: ISDNet, padded: _PaddedSource, logits, window: int, stride: int, device: torch.device,
+           preview, source) -> None:
+    """Average the logits of overlapping ``window`` x ``window`` windows (origins on multiples of 8)."""
+    height, width = padded.height, padded.width
+    win_h, win_w = min(window, height), min(window, width)
+
+    def starts(length: int, win: int) -> list[int]:
+        n = max(1, math.ceil((length - win) / stride) + 1)
+        out = sorted({min(i * stride, length - win) // 8 * 8 for i in range(n)})
+        if out[-1] + win < length:
+            out.append(length - win)
+        return out
+
+    n_classes = model.n_classes
+    total = np.zeros((height // 8, width // 8, n_classes), np.float32)
+    count = np.zeros((height // 8, width // 8, 1), np.float32)
+    xs = starts(width, win_w)
+    done_preview = 0
+    for y0 in starts(height, win_h):
+        band = padded.read(y0, y0 + win_h)
+        if preview is not None and y0 + win_h > done_preview:
+            a, b = done_preview, min(source.shape[0], y0 + win_h)
+            if b > a:
+                preview.add(a, source.read_rows(a, b))
+            done_preview = max(done_preview, b)
+        for x0 in xs:
+            out = model(_tensor(band[:, x0 : x0 + win_w], device))
+            total[y0 // 8 : (y0 + win_h) // 8, x0 // 8 : (x0 + win_w) // 8] += _hwc(out.logits)
+            count[y0 // 8 : (y0 + win_h) // 8, x0 // 8 : (x0 + win_w) // 8] += 1
+    logits.write(0, total / count)
+
+
+def _tiled(model: ISDNet, padded: _PaddedSource, logits, tile: int, deep_tile: int, device: torch.device,
+           make_store, timings: dict, say, preview, source) -> None:
+    """The tiled mode (see the module notes): deep path on tiles and bands, then three full-resolution passes."""
+    height, width = padded.height, padded.width
+    scale = model.config.deep_scale
+
+    say("deep-path input")
+    t0 = time.perf_counter()
+    qh, qw = height // scale, width // scale
+    xq = make_store("deep_input", (qh, qw, 3), np.float32)
+    band_rows = max(scale, (2**22 // (3 * width)) // 32 * 32) if width else 32
+    for y0 in range(0, height, band_rows):
+        y1 = min(height, y0 + band_rows)
+        band = padded.read(y0, y1)
+        if preview is not None and y0 < source.shape[0]:
+            preview.add(y0, source.read_rows(y0, min(source.shape[0], y1)))
+        x = model.normalize(_tensor(band, device))
+        xq.write(y0 // scale, _hwc(F.avg_pool2d(x, scale) if scale > 1 else x))
+    timings["prepare"] = time.perf_counter() - t0
+
+    say("deep path")
+    t0 = time.perf_counter()
+    fh, fw = qh // 8, qw // 8
+    c_top = model.backbone.channels[1]
+    c4 = make_store("deep_encoder", (fh, fw, c_top), np.float32)
+    halo = -(-ResNetEncoder.RECEPTIVE_RADIUS // 8) * 8
+    c4_sum = torch.zeros((1, c_top, 1, 1), dtype=torch.float64, device=device)
+    for cy0, cy1, wy0, wy1 in _spans(qh, deep_tile, halo):
+        band = xq.read(wy0, wy1)
+        rows = np.empty(((cy1 - cy0) // 8, fw, c_top), np.float32)
+        for cx0, cx1, wx0, wx1 in _spans(qw, deep_tile, halo):
+            x = _tensor(band[:, wx0:wx1], device)
+            _, top = model.deep_encoder(x)
+            core = top[:, :, (cy0 - wy0) // 8 : (cy1 - wy0) // 8, (cx0 - wx0) // 8 : (cx1 - wx0) // 8]
+            c4_sum += core.double().sum(dim=(2, 3), keepdim=True)
+            rows[:, cx0 // 8 : cx1 // 8] = _hwc(core)
+        c4.write(cy0 // 8, rows)
+    del xq
+    pooled = (c4_sum / (fh * fw)).float()
+    deep = make_store("deep_features", (fh, fw, model.config.aspp_channels), np.float32)
+    aspp_halo = max(model.config.aspp_dilations)
+    aspp_rows = max(8, 2**22 // max(1, fw * c_top))
+    for cy0, cy1, wy0, wy1 in _spans(fh, aspp_rows, aspp_halo):
+        out = model.deep_head(_tensor(c4.read(wy0, wy1), device),
+                              pooled)
+        deep.write(cy0, _hwc(out[:, :, cy0 - wy0 : cy1 - wy0]))
+    synchronize(device)
+    timings["deep"] = time.perf_counter() - t0
+
+    if not model.config.shallow:
+        say("classifier")
+        t0 = time.perf_counter()
+        for cy0, cy1, wy0, wy1 in _spans(fh, aspp_rows, 0):
+            logits.write(cy0, _hwc(model.classify(_tensor(deep.read(cy0, cy1), device))))
+        timings["fusion"] = time.perf_counter() - t0
+        return
+
+    t_shallow = time.perf_counter()
+    full_halo = model.full_halo
+    raf16, raf8 = model.raf16, model.raf8
+    h16, w16, h8, w8 = height // 16, width // 16, height // 8, width // 8
+
+    # The deep branch of the first fusion is a 3x3 convolution on the (small) deep features: its mean first.
+    dd_sum = torch.zeros((1, model.config.fusion_channels, 1, 1), dtype=torch.float64, device=device)
+    for cy0, cy1, wy0, wy1 in _spans(fh, aspp_rows, 1):
+        dd = raf16.deep_conv(_tensor(deep.read(wy0, wy1), device))
+        dd_sum += dd[:, :, cy0 - wy0 : cy1 - wy0].double().sum(dim=(2, 3), keepdim=True)
+    dd_mean = (dd_sum / (fh * fw)).float()
+
+    def windows() -> Iterator[tuple[tuple[int, int, int, int], tuple[int, int, int, int], torch.Tensor]]:
+        """Full-resolution windows: (core, window) boxes and the normalised window tensor."""
+        for cy0, cy1, wy0, wy1 in _spans(height, tile, full_halo):
+            band = padded.read(wy0, wy1)
+            for cx0, cx1, wx0, wx1 in _spans(width, tile, full_halo):
+                x = model.normalize(_tensor(band[:, wx0:wx1], device))
+                yield (cy0, cy1, cx0, cx1), (wy0, wy1, wx0, wx1), x
+
+    def deep_window(box: tuple[int, int, int, int]) -> torch.Tensor:
+        wy0, wy1, wx0, wx1 = box
+        d = deep.read(wy0 // 32, wy1 // 32)[:, wx0 // 32 : wx1 // 32]
+        return _tensor(d, device)
+
+    def crop(t: torch.Tensor, core: tuple[int, int, int, int], window: tuple[int, int, int, int], s: int):
+        cy0, cy1, cx0, cx1 = core
+        wy0, _, wx0, _ = window
+        return t[:, :, (cy0 - wy0) // s : (cy1 - wy0) // s, (cx0 - wx0) // s : (cx1 - wx0) // s]
+
+    def fused16(s16: torch.Tensor, box, att16) -> torch.Tensor:
+        a = raf16.shallow_conv(s16)
+        return raf16.combine(a, raf16.deep_conv(deep_window(box)), *att16)
+
+    say("shallow path, pass 1 of 3")
+    sum16 = torch.zeros_like(dd_sum)
+    sum8 = torch.zeros_like(dd_sum)
+    for core, box, x in windows():
+        s8, s16 = model.shallow_features(x)
+        sum16 += crop(raf16.shallow_conv(s16), core, box, 16).double().sum(dim=(2, 3), keepdim=True)
+        sum8 += crop(raf8.shallow_conv(s8), core, box, 8).double().sum(dim=(2, 3), keepdim=True)
+    att16 = raf16.attention((sum16 / (h16 * w16)).float(), dd_mean)
+
+    say("shallow path, pass 2 of 3")
+    sum8d = torch.zeros_like(dd_sum)
+    if raf8.mode == "raf":
+        for core, box, x in windows():
+            _, s16 = model.shallow_features(x)
+            b = raf8.deep_conv(fused16(s16, box, att16))
+            sum8d += crop(b, core, box, 16).double().sum(dim=(2, 3), keepdim=True)
+    att8 = raf8.attention((sum8 / (h8 * w8)).float(), (sum8d / (h16 * w16)).float())
+
+    say("shallow path, pass 3 of 3")
+    rows, row_y0 = None, -1
+    for core, box, x in windows():
+        if core[0] != row_y0:
+            if rows is not None:
+                logits.write(row_y0 // 8, rows)
+            row_y0 = core[0]
+            rows = np.empty(((core[1] - core[0]) // 8, w8, model.n_classes), np.float32)
+        s8, s16 = model.shallow_features(x)
+        f16 = fused16(s16, box, att16)
+        f8 = raf8.combine(raf8.shallow_conv(s8), raf8.deep_conv(f16), *att8)
+        rows[:, core[2] // 8 : core[3] // 8] = _hwc(crop(model.classify(f8), core, box, 8))
+    logits.write(row_y0 // 8, rows)
+    synchronize(device)
+    timings["shallow+fusion"] = time.perf_counter() - t_shallow
+
+
+def segment(image: np.ndarray, *, model: str = "isdnet", weights: str | os.PathLike = "drone",
+            device: str = "auto") -> np.ndarray:
+    """Class map of an image at its full resolution.
+
+    Parameters
+    ----------
+    image : (H, W), (H, W, 3) or (H, W, 4) ndarray
+        Gray, RGB or RGBA image, uint8, uint16 or float in [0, 1], at least 32 x 32 pixels; read files with
+        :func:`uhrseg.io.read_image`.
+    model : str
+        ``"isdnet"`` (Guo et al., CVPR 2022) or ``"deeppath"``.
+    weights : str or path-like
+        ``"drone"`` (Semantic Drone, 24 classes), ``"deepglobe"`` (DeepGlobe land cover, 7 classes) or a
+        checkpoint file.
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+    Returns
+    -------
+    (H, W) ndarray of uint8
+        Class ids; :class:`SemanticPredictor` also gives names, palette and probabilities.
+
+    Raises
+    ------
+    ValueError
+        Bad image, model or device.
+    uhrseg.errors.WeightsNotFoundError, uhrseg.errors.CheckpointError
+        Missing or unusable weights.
+    """
+    return SemanticPredictor(model, weights=weights, device=device).predict(image)

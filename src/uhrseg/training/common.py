@@ -1,0 +1,245 @@
+"""The training loop shared by the superpixel and the segmentation trainers, and its pieces.
+
+:func:`training_loop` owns everything about a run that is not about the model: the learning rate of every
+step, logging (loss terms, iterations per minute, peak memory), validation and ``best.pt``, the resumable
+``last.pt`` (model, optimiser, step, log, RNG states, written atomically), ``log.csv``, ``curves.png``,
+``stop_after`` and the progress bar. :func:`restore_run` puts a ``last.pt`` back. Each trainer supplies the
+model, the optimiser, the sampler's random generator and functions for one step's losses and for validation,
+so resumption is the same code, tested once for each family.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..memory import peak_rss_bytes
+from ..models.checkpoint import save_checkpoint
+
+__all__ = ["RunState", "hardware", "parameter_groups", "restore_run", "training_loop", "write_log"]
+
+
+@dataclass
+class RunState:
+    """Progress of a run besides the weights: stored in ``last.pt``.
+
+    Attributes
+    ----------
+    step : int
+        Iterations done.
+    log : list of dict
+        Logged rows (training and validation).
+    best : float
+        Best validation score so far (``-inf`` before any).
+    wall : float
+        Seconds spent in training steps (validation and checkpoints excluded).
+    """
+
+    step: int = 0
+    log: list = field(default_factory=list)
+    best: float = -math.inf
+    wall: float = 0.0
+
+
+def restore_run(state: dict | None, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                rng: np.random.Generator) -> RunState:
+    """Put a ``last.pt`` dictionary back into the model, optimiser and random generators (a fresh run for None)."""
+    if state is None:
+        return RunState()
+    model.load_state_dict(state["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    rng.bit_generator.state = state["sampler_rng"]
+    torch.set_rng_state(state["torch_rng"])
+    return RunState(state["step"], list(state["log"]), state["best_score"], state["wall_seconds"])
+
+
+def training_loop(run_dir: Path, run: RunState, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  rng: np.random.Generator, train_config: dict, iterations: int, stop_after: int | None,
+                  lr_at: Callable[[int], float], losses_at: Callable[[], dict[str, torch.Tensor]],
+                  validate: Callable[[], dict] | None, score: Callable[[dict], float],
+                  validation_record: Callable[[dict], dict], record: Callable[[RunState], dict],
+                  val_every: int, checkpoint_every: int, log_every: int, loss_keys: Sequence[str],
+                  val_keys: Sequence[str], device: torch.device, progress: bool, desc: str) -> Path:
+    """Run training steps until ``iterations`` (or ``stop_after`` more), validating and checkpointing.
+
+    Parameters
+    ----------
+    run_dir : Path
+        The run folder (``last.pt``, ``best.pt``, ``log.csv``, ``curves.png``).
+    run : RunState
+        Where the run stands (:func:`restore_run`); updated in place.
+    model, optimizer : torch objects
+        The network (in training mode) and its optimiser.
+    rng : numpy.random.Generator
+        The sampler's generator, saved with ``last.pt``.
+    train_config : dict
+        The recipe, saved with ``last.pt`` (a resumed run reads it back).
+    iterations : int
+        Length of the run.
+    stop_after : int, optional
+        Stop after this many iterations in this call.
+    lr_at : callable
+        ``step -> learning rate``.
+    losses_at : callable
+        Draws a batch and returns the loss terms (``"total"`` is minimised).
+    validate : callable, optional
+        Returns validation metrics (None: no validation).
+    score : callable
+        ``metrics -> float``, higher is better, picks ``best.pt``.
+    validation_record : callable
+        ``metrics -> dict`` stored as ``"validation"`` in ``best.pt``'s training record.
+    record : callable
+        ``RunState -> dict``, the training record (command, data, iterations, wall time, hardware, recipe).
+    val_every, checkpoint_every, log_every : int
+        Periods in iterations.
+    loss_keys, val_keys : sequence of str
+        Curves to plot.
+    device : torch.device
+        For the peak CUDA memory in the log.
+    progress : bool
+        Show a progress bar (loss, iterations per minute, ETA).
+    desc : str
+        Label of the progress bar.
+
+    Returns
+    -------
+    Path
+        ``best.pt``, or ``last.pt`` when there is none yet.
+    """
+    last = run_dir / "last.pt"
+
+    def save_last() -> None:
+        save_checkpoint(last, model, training=record(run), extra={
+            "optimizer": optimizer.state_dict(), "step": run.step, "log": run.log, "best_score": run.best,
+            "wall_seconds": run.wall, "sampler_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+            "train_config": train_config})
+        write_log(run.log, run_dir, loss_keys, val_keys)
+
+    end = iterations if stop_after is None else min(iterations, run.step + stop_after)
+    bar = tqdm(total=iterations, initial=run.step, disable=not progress, unit="it", desc=desc)
+    window_start, window_steps = time.perf_counter(), 0
+    while run.step < end:
+        t0 = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(run.step)
+        losses = losses_at()
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        optimizer.step()
+        run.step += 1
+        run.wall += time.perf_counter() - t0
+        window_steps += 1
+        bar.update(1)
+        if run.step % log_every == 0 or run.step == end:
+            elapsed = time.perf_counter() - window_start
+            row = {"step": run.step, "lr": lr_at(run.step - 1),
+                   "it_per_min": round(60 * window_steps / max(elapsed, 1e-9), 2),
+                   "peak_rss_mb": round(peak_rss_bytes() / 2**20)}
+            if device.type == "cuda":
+                row["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
+            row.update({k: round(float(v.detach()), 5) for k, v in losses.items()})
+            run.log.append(row)
+            bar.set_postfix(loss=f"{row['total']:.3f}", it_min=row["it_per_min"])
+            window_start, window_steps = time.perf_counter(), 0
+        if validate is not None and (run.step % val_every == 0 or run.step == iterations):
+            metrics = validate()
+            run.log.append({"step": run.step, **metrics})
+            bar.write(f"step {run.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
+                      file=sys.stderr)
+            if score(metrics) > run.best:
+                run.best = score(metrics)
+                save_checkpoint(run_dir / "best.pt", model,
+                                training={**record(run), "validation": validation_record(metrics)})
+            window_start, window_steps = time.perf_counter(), 0
+        if run.step % checkpoint_every == 0 or run.step == end:
+            save_last()
+    bar.close()
+    if not (run_dir / "best.pt").is_file() and run.step >= iterations:
+        save_checkpoint(run_dir / "best.pt", model, training=record(run))
+    return run_dir / "best.pt" if (run_dir / "best.pt").is_file() else last
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weights (tensors of 2 or more dimensions), none on biases, norms and scalars."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def hardware(device: torch.device) -> str:
+    """One line naming the device, CPU cores and torch version, for training records."""
+    cpu = f"{os.cpu_count()} CPU cores, {platform.machine()}, torch {torch.__version__}"
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}; {cpu}"
+    return cpu
+
+
+def write_log(rows: list[dict], run_dir: Path, loss_keys: Sequence[str], val_keys: Sequence[str]) -> None:
+    """Write ``log.csv`` (every key of every row) and ``curves.png`` (losses left, validation right).
+
+    Parameters
+    ----------
+    rows : list of dict
+        One dict per logged step (training rows hold the losses, validation rows the ``val_*`` keys).
+    run_dir : Path
+        The run folder.
+    loss_keys, val_keys : sequence of str
+        Keys plotted in the two panels (those present).
+    """
+    if not rows:
+        return
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "step", k))
+    tmp = run_dir / "log.csv.part"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, run_dir / "log.csv")
+    _plot_curves(rows, run_dir / "curves.png", loss_keys, val_keys)
+
+
+def _plot_curves(rows: list[dict], path: Path, loss_keys: Sequence[str], val_keys: Sequence[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    train = [r for r in rows if "total" in r]
+    for key in loss_keys:
+        pts = [(r["step"], r[key]) for r in train if key in r]
+        if pts:
+            axes[0].plot(*zip(*pts), label=key)
+    axes[0].set_xlabel("iteration")
+    axes[0].set_ylabel("loss")
+    axes[0].set_yscale("symlog")
+    if train:
+        axes[0].legend(fontsize=8)
+    plotted = False
+    for key in val_keys:
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        if pts:
+            axes[1].plot(*zip(*pts), "o-", label=key)
+            plotted = True
+    axes[1].set_xlabel("iteration")
+    axes[1].set_ylabel("validation")
+    if plotted:
+        axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_suffix(".part.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -1,0 +1,145 @@
+"""``uhrseg segment`` and ``uhrseg evaluate --task semantic``: outputs, and bad inputs (error, exit 2, no files)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from conftest import DRONE
+from test_io import BAD_KINDS, make_bad_file
+from uhrseg.cli import main
+from uhrseg.inference import SemanticPredictor
+from uhrseg.io import read_image
+
+FRAME = sorted((DRONE / "test" / "images").glob("*.jpg"))[0]
+
+
+def run_segment(capsys, *argv):
+    code = main(["segment", "-q", "--device", "cpu", *map(str, argv)])
+    return code, capsys.readouterr().err
+
+
+def files_in(folder):
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_outputs_for_a_real_frame(tmp_path, capsys, isdnet_ckpt):
+    code, err = run_segment(capsys, FRAME, "--weights", isdnet_ckpt, "--out", tmp_path)
+    assert code == 0, err
+    stem = FRAME.stem
+    assert files_in(tmp_path) == [f"{stem}_classes.png", f"{stem}_overlay.png", "summary.json"]
+    im = Image.open(tmp_path / f"{stem}_classes.png")
+    assert im.mode == "P" and im.size == (1500, 1000)
+    assert im.getpalette()[3:6] == [128, 64, 128]  # class 1, paved-area, in the dataset's colour
+    classes = np.asarray(im)
+    expected = SemanticPredictor("isdnet", weights=isdnet_ckpt, device="cpu").predict(read_image(FRAME))
+    np.testing.assert_array_equal(classes, expected)
+    overlay = np.asarray(Image.open(tmp_path / f"{stem}_overlay.png"))
+    assert overlay.shape == (1000, 1500, 3)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    entry = summary["images"][0]
+    assert summary["model"] == "isdnet" and summary["class_names"][1] == "paved-area" and summary["failed"] == []
+    assert (entry["width"], entry["height"], entry["mode"]) == (1500, 1000, "whole")
+    fractions = entry["class_fractions"]
+    assert sum(fractions.values()) == pytest.approx(1.0, abs=1e-4)
+    assert fractions["paved-area"] == pytest.approx((classes == 1).mean(), abs=1e-6)
+    assert set(entry["seconds"]) >= {"read", "network", "classes", "write", "total"}
+    assert entry["peak_rss_bytes"] > 100 * 2**20
+
+
+def test_streamed_tiff_gives_a_tiled_palette_bigtiff(tmp_path, capsys, isdnet_ckpt):
+    image = read_image(FRAME)
+    path = tmp_path / "frame.tif"
+    tifffile.imwrite(path, image, tile=(256, 256))
+    out = tmp_path / "out"
+    code, err = run_segment(capsys, path, "--weights", isdnet_ckpt, "--out", out, "--stream", "--preview-side", "300")
+    assert code == 0, err
+    assert files_in(out) == ["frame_classes.tif", "frame_overlay.png", "summary.json"]
+    with tifffile.TiffFile(out / "frame_classes.tif") as tif:
+        page = tif.pages[0]
+        assert tif.is_bigtiff and page.is_tiled and page.photometric == 3  # palette
+        assert tuple(page.colormap[:, 9] // 257) == (70, 70, 70)  # roof
+        streamed = page.asarray()
+    expected = SemanticPredictor("isdnet", weights=isdnet_ckpt, device="cpu").predict(image)
+    np.testing.assert_array_equal(streamed, expected)
+    assert Image.open(out / "frame_overlay.png").size == (300, 200)
+    entry = json.loads((out / "summary.json").read_text())["images"][0]
+    assert entry["streamed"] and entry["mode"] == "tiled"
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_bad_image_gives_error_exit_2_and_no_files(tmp_path, capsys, kind, isdnet_ckpt):
+    path, message = make_bad_file(tmp_path, kind)
+    out = tmp_path / "out"
+    code, err = run_segment(capsys, path, "--weights", isdnet_ckpt, "--out", out)
+    assert code == 2
+    assert f"uhrseg: error: {path}: " in err and message in err
+    assert files_in(out) == []
+
+
+def test_image_smaller_than_the_network_needs(tmp_path, capsys, isdnet_ckpt):
+    path = tmp_path / "tiny.png"
+    Image.fromarray(np.zeros((20, 40, 3), np.uint8)).save(path)
+    code, err = run_segment(capsys, path, "--weights", isdnet_ckpt, "--out", tmp_path / "out")
+    assert code == 2 and f"{path}: the image is 40 x 20 pixels; segmentation needs at least 32 x 32" in err
+    assert files_in(tmp_path / "out") == []
+
+
+def test_wrong_or_missing_weights(tmp_path, capsys, pcnet_random_ckpt):
+    code, err = run_segment(capsys, FRAME, "--weights", pcnet_random_ckpt, "--out", tmp_path / "a")
+    assert code == 2 and "holds a 'pcnet' model, but 'isdnet' was asked for" in err
+    (tmp_path / "garbage.pt").write_bytes(b"\x00" * 100)
+    code, err = run_segment(capsys, FRAME, "--weights", tmp_path / "garbage.pt", "--out", tmp_path / "b")
+    assert code == 2 and "not a readable checkpoint" in err
+    code, err = run_segment(capsys, FRAME, "--weights", tmp_path / "none.pt", "--out", tmp_path / "c")
+    assert code == 2 and "weights file not found" in err
+    for name in ("a", "b", "c"):
+        assert files_in(tmp_path / name) == []
+
+
+def test_outputs_never_overwrite_inputs_and_bad_folders(tmp_path, capsys, isdnet_ckpt):
+    image = tmp_path / "x_overlay.png"
+    Image.fromarray(read_image(FRAME)[:128, :128]).save(image)
+    before = image.read_bytes()
+    sibling = tmp_path / "x.png"
+    sibling.write_bytes(before)
+    code, err = run_segment(capsys, sibling, image, "--weights", isdnet_ckpt, "--out", tmp_path)
+    assert code == 2 and "would overwrite an input image" in err
+    assert image.read_bytes() == before
+    (tmp_path / "file").write_text("")
+    code, err = run_segment(capsys, FRAME, "--weights", isdnet_ckpt, "--out", tmp_path / "file")
+    assert code == 2 and "output path exists and is not a folder" in err
+
+
+def test_semantic_evaluation_report_and_resume(tmp_path, capsys, mini_drone, isdnet_ckpt):
+    argv = ["evaluate", "--task", "semantic", "--dataset", str(mini_drone), "--models",
+            f"isd=isdnet:{isdnet_ckpt}", "--out", str(tmp_path), "--examples", "1", "-q"]
+    assert main(argv) == 0, capsys.readouterr().err
+    names = files_in(tmp_path)
+    for name in ("per_image.csv", "summary.csv", "per_class.csv", "per_class_iou.png", "examples.png", "report.md"):
+        assert name in names
+    summary = (tmp_path / "summary.csv").read_text().splitlines()
+    assert summary[0].startswith("model,images,miou,pixel_accuracy") and summary[1].startswith("isd,3,")
+    # The report's mIoU is the one of the summed confusion matrices of the per-image rows.
+    from uhrseg.datasets import open_semantic_dataset
+    from uhrseg.evaluation.semantic import read_semantic_rows
+    from uhrseg.metrics import mean_iou
+
+    rows = read_semantic_rows(tmp_path / "per_image.csv")
+    table = open_semantic_dataset(mini_drone).class_table
+    miou = mean_iou(sum(r["confusion"] for r in rows), table.evaluated)
+    assert f"| isd | 3 | {100 * miou:.2f} |" in (tmp_path / "report.md").read_text()
+    shard = tmp_path / "runs" / "isd.csv"
+    before = shard.read_text()
+    assert main(argv) == 0  # resumed: nothing recomputed
+    assert shard.read_text() == before
+    code = main(["evaluate", "--task", "semantic", "--dataset", str(DRONE.parent / "deepglobe" / "test"),
+                 "--models", f"isdnet:{isdnet_ckpt}", "--out", str(tmp_path / "dg"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "weights for 24 classes" in err and "has 7" in err
+    assert main(["evaluate", "--task", "semantic", "--dataset", str(mini_drone), "--out", str(tmp_path / "m")]) == 2
+    assert "--task semantic needs --models" in capsys.readouterr().err
