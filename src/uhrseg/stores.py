@@ -47,6 +47,10 @@ class ArrayStore:
         if not np.shares_memory(target, rows):
             target[...] = rows
 
+    def write_block(self, y0: int, x0: int, block: np.ndarray) -> None:
+        """Store ``block`` (``(h, w, ...)``) at rows ``y0 ..`` and columns ``x0 ..``."""
+        self.array[y0 : y0 + block.shape[0], x0 : x0 + block.shape[1]] = block
+
 
 class FileStore:
     """A row store backed by a raw C-order file (created empty, removed by :meth:`close`).
@@ -99,12 +103,24 @@ class FileStore:
             done += n
         return out
 
-    def write(self, y0: int, rows: np.ndarray) -> None:
-        """Store ``rows`` (``(h, W, ...)``, converted to the store's dtype) at rows ``y0 .. y0 + h``."""
-        data = memoryview(np.ascontiguousarray(rows, dtype=self.dtype).reshape(-1).view(np.uint8))
-        offset, done = y0 * self._row_bytes, 0
+    def _pwrite(self, offset: int, array: np.ndarray) -> None:
+        data = memoryview(np.ascontiguousarray(array, dtype=self.dtype).reshape(-1).view(np.uint8))
+        done = 0
         while done < len(data):
             done += os.pwrite(self._fd, data[done:], offset + done)
+
+    def write(self, y0: int, rows: np.ndarray) -> None:
+        """Store ``rows`` (``(h, W, ...)``, converted to the store's dtype) at rows ``y0 .. y0 + h``."""
+        self._pwrite(y0 * self._row_bytes, rows)
+
+    def write_block(self, y0: int, x0: int, block: np.ndarray) -> None:
+        """Store ``block`` (``(h, w, ...)``, converted to the store's dtype) at rows ``y0 ..``, columns ``x0 ..``."""
+        if block.shape[1] == self.shape[1]:
+            self.write(y0, block)
+            return
+        pixel = self._row_bytes // self.shape[1]
+        for i, row in enumerate(block):
+            self._pwrite((y0 + i) * self._row_bytes + x0 * pixel, row)
 
     def close(self) -> None:
         """Close and delete the file (idempotent)."""

@@ -7,12 +7,14 @@ Three inference modes, all giving class maps at the image's full resolution:
 * ``tiled``: the same computation in bounded memory, for larger images (ISDNet and the 1/4 deep path). The
   deep path's input (the image averaged over 4 x 4 blocks) is built band by band from the source; the encoder
   runs on tiles of it with :attr:`uhrseg.models.ISDNet.deep_halo` pixels of context, and ASPP on bands of the
-  encoder features, with the whole image's mean for its image-pooling branch. The shallow path and the fusion
-  run on full-resolution tiles with :attr:`uhrseg.models.ISDNet.full_halo` pixels of context, in three passes:
-  the relation-aware fusions pool their branches over the whole image, so pass 1 sums the shallow branches,
-  pass 2 the deep branch of the second fusion, and pass 3 writes the logits. Tile origins are multiples of 32,
-  so every stride of the networks lines up with the whole image's. The result equals the ``whole`` mode's
-  (tested on a real image); the cost is the shallow path three times.
+  encoder features, with the whole image's mean for its image-pooling branch. The shallow path runs on
+  full-resolution tiles with :attr:`uhrseg.models.ISDNet.full_halo` pixels of context (pass 1), which also sums
+  the fusions' shallow branches over the whole image: the relation-aware fusions pool their branches
+  globally. The first fusion then runs on bands of the stored 1/16 maps (pass 2, which also sums the second
+  fusion's deep branch), and the second fusion and the head on bands of the stored 1/8 maps (pass 3). Tile
+  origins are multiples of 32, so every stride of the networks lines up with the whole image's. The result
+  equals the ``whole`` mode's (tested on a real image). The stored shallow features take 12 bytes per image
+  pixel at the default widths (memory for :meth:`SemanticPredictor.run`, files with a ``work_dir``).
 * ``slide``: a network trained at full resolution (``deeppath`` with ``deep_scale = 1``) runs on overlapping
   windows (``window`` pixels, ``stride`` apart); the logits of overlapping windows are averaged. This is the
   sliding-window comparator of the ISDNet paper.
@@ -139,24 +141,34 @@ def _check_size(height: int, width: int) -> None:
 
 
 class _PaddedSource:
-    """An image source seen as float32 RGB in [0, 1], extended to ``(Hp, Wp)`` by repeating its last row and
-    column (the padding of the ``whole`` mode, so that tiles see the same pixels)."""
+    """An image source extended to ``(Hp, Wp)`` by repeating its last row and column (the padding of the
+    ``whole`` mode, so that tiles see the same pixels). Rows come in the source's dtype; :meth:`tensor` turns a
+    window into the float input of the networks."""
 
     def __init__(self, source, height: int, width: int) -> None:
         self.source, self.height, self.width = source, height, width
         self.scale = np.float32(_unit_scale(source.dtype))
 
-    def read(self, y0: int, y1: int) -> np.ndarray:
-        """Rows ``[y0, y1)`` of the padded image, ``(y1 - y0, Wp, 3)`` float32."""
+    def read(self, y0: int, y1: int, x0: int = 0, x1: int | None = None) -> np.ndarray:
+        """Rows ``[y0, y1)`` and columns ``[x0, x1)`` (default all ``Wp``) of the padded image, in the source's
+        dtype."""
         big_h, big_w = self.source.shape[:2]
+        x1 = self.width if x1 is None else x1
         r0, r1 = min(y0, big_h - 1), min(y1, big_h)
-        band = self.source.read_rows(r0, max(r1, r0 + 1))
-        rows = np.minimum(np.arange(y0, y1), big_h - 1) - r0
-        cols = np.minimum(np.arange(self.width), big_w - 1)
-        out = band[rows][:, cols].astype(np.float32)
+        q0, q1 = min(x0, big_w - 1), min(x1, big_w)
+        band = self.source.read_region(r0, max(r1, r0 + 1), q0, max(q1, q0 + 1))
+        if y1 > big_h or y0 != r0:
+            band = band[np.minimum(np.arange(y0, y1), big_h - 1) - r0]
+        if x1 > big_w or x0 != q0:
+            band = band[:, np.minimum(np.arange(x0, x1), big_w - 1) - q0]
+        return band
+
+    def tensor(self, band: np.ndarray, device: torch.device) -> torch.Tensor:
+        """A window of rows from :meth:`read` as a ``(1, 3, h, w)`` channels-last float32 tensor in [0, 1]."""
+        x = band.astype(np.float32)
         if self.scale != 1:
-            out *= self.scale
-        return out
+            x *= self.scale
+        return _tensor(x, device)
 
 
 def _tensor(hwc: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -380,10 +392,10 @@ class SemanticPredictor:
                 if mode == "whole":
                     say("network")
                     t0 = time.perf_counter()
-                    image = padded.read(0, padded_h)
+                    image = padded.tensor(padded.read(0, padded_h), device)
                     if preview is not None:
                         preview.add(0, source.read_rows(0, height))
-                    out = model(_tensor(image, device)).logits
+                    out = model(image).logits
                     logits.write(0, _hwc(out))
                     del image, out
                     synchronize(device)
@@ -470,7 +482,7 @@ def _slide(model: ISDNet, padded: _PaddedSource, logits, window: int, stride: in
                 preview.add(a, source.read_rows(a, b))
             done_preview = max(done_preview, b)
         for x0 in xs:
-            out = model(_tensor(band[:, x0 : x0 + win_w], device))
+            out = model(padded.tensor(band[:, x0 : x0 + win_w], device))
             total[y0 // 8 : (y0 + win_h) // 8, x0 // 8 : (x0 + win_w) // 8] += _hwc(out.logits)
             count[y0 // 8 : (y0 + win_h) // 8, x0 // 8 : (x0 + win_w) // 8] += 1
     logits.write(0, total / count)
@@ -486,13 +498,13 @@ def _tiled(model: ISDNet, padded: _PaddedSource, logits, tile: int, deep_tile: i
     t0 = time.perf_counter()
     qh, qw = height // scale, width // scale
     xq = make_store("deep_input", (qh, qw, 3), np.float32)
-    band_rows = max(scale, (2**22 // (3 * width)) // 32 * 32) if width else 32
+    band_rows = 1 << max(5, min(10, int(math.log2(max(1, 2**27 // (12 * width))))))  # 32..1024, TIFF-tile aligned
     for y0 in range(0, height, band_rows):
         y1 = min(height, y0 + band_rows)
         band = padded.read(y0, y1)
         if preview is not None and y0 < source.shape[0]:
             preview.add(y0, source.read_rows(y0, min(source.shape[0], y1)))
-        x = model.normalize(_tensor(band, device))
+        x = model.normalize(padded.tensor(band, device))
         xq.write(y0 // scale, _hwc(F.avg_pool2d(x, scale) if scale > 1 else x))
     timings["prepare"] = time.perf_counter() - t0
 
@@ -537,70 +549,64 @@ def _tiled(model: ISDNet, padded: _PaddedSource, logits, tile: int, deep_tile: i
     full_halo = model.full_halo
     raf16, raf8 = model.raf16, model.raf8
     h16, w16, h8, w8 = height // 16, width // 16, height // 8, width // 8
+    c8, c16 = model.config.shallow_channels[2:]
+    sum_shape = (1, model.config.fusion_channels, 1, 1)
+
+    def band_sum(t: torch.Tensor, a: int, b: int) -> torch.Tensor:
+        return t[:, :, a:b].double().sum(dim=(2, 3), keepdim=True)
 
     # The deep branch of the first fusion is a 3x3 convolution on the (small) deep features: its mean first.
-    dd_sum = torch.zeros((1, model.config.fusion_channels, 1, 1), dtype=torch.float64, device=device)
+    dd_sum = torch.zeros(sum_shape, dtype=torch.float64, device=device)
     for cy0, cy1, wy0, wy1 in _spans(fh, aspp_rows, 1):
-        dd = raf16.deep_conv(_tensor(deep.read(wy0, wy1), device))
-        dd_sum += dd[:, :, cy0 - wy0 : cy1 - wy0].double().sum(dim=(2, 3), keepdim=True)
+        dd_sum += band_sum(raf16.deep_conv(_tensor(deep.read(wy0, wy1), device)), cy0 - wy0, cy1 - wy0)
     dd_mean = (dd_sum / (fh * fw)).float()
 
-    def windows() -> Iterator[tuple[tuple[int, int, int, int], tuple[int, int, int, int], torch.Tensor]]:
-        """Full-resolution windows: (core, window) boxes and the normalised window tensor."""
-        for cy0, cy1, wy0, wy1 in _spans(height, tile, full_halo):
-            band = padded.read(wy0, wy1)
-            for cx0, cx1, wx0, wx1 in _spans(width, tile, full_halo):
-                x = model.normalize(_tensor(band[:, wx0:wx1], device))
-                yield (cy0, cy1, cx0, cx1), (wy0, wy1, wx0, wx1), x
-
-    def deep_window(box: tuple[int, int, int, int]) -> torch.Tensor:
-        wy0, wy1, wx0, wx1 = box
-        d = deep.read(wy0 // 32, wy1 // 32)[:, wx0 // 32 : wx1 // 32]
-        return _tensor(d, device)
-
-    def crop(t: torch.Tensor, core: tuple[int, int, int, int], window: tuple[int, int, int, int], s: int):
-        cy0, cy1, cx0, cx1 = core
-        wy0, _, wx0, _ = window
-        return t[:, :, (cy0 - wy0) // s : (cy1 - wy0) // s, (cx0 - wx0) // s : (cx1 - wx0) // s]
-
-    def fused16(s16: torch.Tensor, box, att16) -> torch.Tensor:
-        a = raf16.shallow_conv(s16)
-        return raf16.combine(a, raf16.deep_conv(deep_window(box)), *att16)
-
-    say("shallow path, pass 1 of 3")
-    sum16 = torch.zeros_like(dd_sum)
-    sum8 = torch.zeros_like(dd_sum)
-    for core, box, x in windows():
-        s8, s16 = model.shallow_features(x)
-        sum16 += crop(raf16.shallow_conv(s16), core, box, 16).double().sum(dim=(2, 3), keepdim=True)
-        sum8 += crop(raf8.shallow_conv(s8), core, box, 8).double().sum(dim=(2, 3), keepdim=True)
+    say("shallow path")
+    # Pass 1, full-resolution windows: the shallow features (kept for the fusions) and the sums of the fusions'
+    # shallow branches.
+    s8_store = make_store("shallow8", (h8, w8, c8), np.float32)
+    s16_store = make_store("shallow16", (h16, w16, c16), np.float32)
+    sum16 = torch.zeros(sum_shape, dtype=torch.float64, device=device)
+    sum8 = torch.zeros_like(sum16)
+    for cy0, cy1, wy0, wy1 in _spans(height, tile, full_halo):
+        for cx0, cx1, wx0, wx1 in _spans(width, tile, full_halo):
+            x = model.normalize(padded.tensor(padded.read(wy0, wy1, wx0, wx1), device))
+            s8, s16 = model.shallow_features(x)
+            del x
+            k16 = (slice(None), slice(None), slice((cy0 - wy0) // 16, (cy1 - wy0) // 16),
+                   slice((cx0 - wx0) // 16, (cx1 - wx0) // 16))
+            k8 = (slice(None), slice(None), slice((cy0 - wy0) // 8, (cy1 - wy0) // 8),
+                  slice((cx0 - wx0) // 8, (cx1 - wx0) // 8))
+            sum16 += raf16.shallow_conv(s16)[k16].double().sum(dim=(2, 3), keepdim=True)
+            sum8 += raf8.shallow_conv(s8)[k8].double().sum(dim=(2, 3), keepdim=True)
+            s16_store.write_block(cy0 // 16, cx0 // 16, _hwc(s16[k16]))
+            s8_store.write_block(cy0 // 8, cx0 // 8, _hwc(s8[k8]))
+            del s8, s16
     att16 = raf16.attention((sum16 / (h16 * w16)).float(), dd_mean)
 
-    say("shallow path, pass 2 of 3")
-    sum8d = torch.zeros_like(dd_sum)
-    if raf8.mode == "raf":
-        for core, box, x in windows():
-            _, s16 = model.shallow_features(x)
-            b = raf8.deep_conv(fused16(s16, box, att16))
-            sum8d += crop(b, core, box, 16).double().sum(dim=(2, 3), keepdim=True)
+    say("fusion")
+    # Pass 2, bands at 1/16: the first fusion (kept) and the sum of the second fusion's deep branch. 8 rows of
+    # context at 1/16 cover the reach of the fusion's convolutions and upsampling.
+    f16_store = make_store("fused16", (h16, w16, model.config.fusion_channels), np.float32)
+    rows16 = max(2, (2**23 // max(1, w16 * c16)) // 2 * 2)
+    sum8d = torch.zeros_like(sum16)
+    for cy0, cy1, wy0, wy1 in _spans(h16, rows16, 8):
+        s16 = _tensor(s16_store.read(wy0, wy1), device)
+        d = _tensor(deep.read(wy0 // 2, wy1 // 2), device)
+        f16 = raf16.combine(raf16.shallow_conv(s16), raf16.deep_conv(d), *att16)
+        f16_store.write(cy0, _hwc(f16[:, :, cy0 - wy0 : cy1 - wy0]))
+        sum8d += band_sum(raf8.deep_conv(f16), cy0 - wy0, cy1 - wy0)
     att8 = raf8.attention((sum8 / (h8 * w8)).float(), (sum8d / (h16 * w16)).float())
 
-    say("shallow path, pass 3 of 3")
-    rows, row_y0 = None, -1
-    for core, box, x in windows():
-        if core[0] != row_y0:
-            if rows is not None:
-                logits.write(row_y0 // 8, rows)
-            row_y0 = core[0]
-            rows = np.empty(((core[1] - core[0]) // 8, w8, model.n_classes), np.float32)
-        s8, s16 = model.shallow_features(x)
-        f16 = fused16(s16, box, att16)
+    # Pass 3, bands at 1/8: the second fusion and the head.
+    rows8 = max(2, (2**23 // max(1, w8 * c8)) // 2 * 2)
+    for cy0, cy1, wy0, wy1 in _spans(h8, rows8, 8):
+        s8 = _tensor(s8_store.read(wy0, wy1), device)
+        f16 = _tensor(f16_store.read(wy0 // 2, wy1 // 2), device)
         f8 = raf8.combine(raf8.shallow_conv(s8), raf8.deep_conv(f16), *att8)
-        rows[:, core[2] // 8 : core[3] // 8] = _hwc(crop(model.classify(f8), core, box, 8))
-    logits.write(row_y0 // 8, rows)
+        logits.write(cy0, _hwc(model.classify(f8)[:, :, cy0 - wy0 : cy1 - wy0]))
     synchronize(device)
     timings["shallow+fusion"] = time.perf_counter() - t_shallow
-
 
 def segment(image: np.ndarray, *, model: str = "isdnet", weights: str | os.PathLike = "drone",
             device: str = "auto") -> np.ndarray:

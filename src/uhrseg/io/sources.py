@@ -1,7 +1,8 @@
 """Image sources: an image read in bands of rows, so that a gigapixel TIFF never sits in memory whole.
 
-A source has ``shape`` ``(H, W, 3)``, ``dtype`` (uint8, uint16 or float32 in [0, 1]) and
-``read_rows(y0, y1)``, which returns rows ``[y0, y1)`` as RGB in the layout of :func:`uhrseg.io.read_image`.
+A source has ``shape`` ``(H, W, 3)``, ``dtype`` (uint8, uint16 or float32 in [0, 1]),
+``read_rows(y0, y1)``, which returns rows ``[y0, y1)`` as RGB in the layout of :func:`uhrseg.io.read_image`,
+and ``read_region(y0, y1, x0, x1)`` for a window of them.
 :func:`open_image` streams tiled and stripped TIFF/BigTIFF files through tifffile's Zarr interface (only the
 tiles that cover the requested rows are read and decoded) and decodes other formats (JPEG, PNG, ...) whole,
 since their codecs cannot seek to a band of rows.
@@ -45,6 +46,10 @@ class ArraySource:
     def read_rows(self, y0: int, y1: int) -> np.ndarray:
         """Rows ``[y0, y1)``: a ``(y1 - y0, W, 3)`` view."""
         return self.array[y0:y1]
+
+    def read_region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Rows ``[y0, y1)``, columns ``[x0, x1)``: a ``(y1 - y0, x1 - x0, 3)`` view."""
+        return self.array[y0:y1, x0:x1]
 
     def close(self) -> None:
         """Nothing to release."""
@@ -102,10 +107,21 @@ class TiffSource:
         ImageReadError
             If a tile or strip covering these rows is corrupt or truncated.
         """
+        return self.read_region(y0, y1, 0, self._width)
+
+    def read_region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Rows ``[y0, y1)``, columns ``[x0, x1)`` as a new ``(y1 - y0, x1 - x0, 3)`` array; only the tiles or
+        strips that cover the window are decoded.
+
+        Raises
+        ------
+        ImageReadError
+            If a tile or strip covering the window is corrupt or truncated.
+        """
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
-                band = self._zarr[:, y0:y1] if self._axes == "SYX" else self._zarr[y0:y1]
+                band = self._zarr[:, y0:y1, x0:x1] if self._axes == "SYX" else self._zarr[y0:y1, x0:x1]
         except Exception as e:
             raise ImageReadError(f"{self.path}: corrupt or truncated TIFF, rows {y0}-{y1} cannot be decoded "
                                  f"({type(e).__name__}: {e})"
