@@ -97,7 +97,9 @@ def test_wrong_or_missing_weights(tmp_path, capsys, pcnet_random_ckpt):
     assert code == 2 and "not a readable checkpoint" in err
     code, err = run_segment(capsys, FRAME, "--weights", tmp_path / "none.pt", "--out", tmp_path / "c")
     assert code == 2 and "weights file not found" in err
-    for name in ("a", "b", "c"):
+    code, err = run_segment(capsys, FRAME, "--model", "deeppath", "--weights", "drone", "--out", tmp_path / "d")
+    assert code == 2 and "drone: no packaged deeppath weights of that name" in err
+    for name in ("a", "b", "c", "d"):
         assert files_in(tmp_path / name) == []
 
 

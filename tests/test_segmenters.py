@@ -31,12 +31,13 @@ def test_isdnet_shapes_in_training_and_eval():
     out = model(x)
     assert out.logits.shape == (2, 24, 16, 20)  # output stride 8
     assert out.aux_logits.shape == (2, 24, 4, 5)  # stage 3 at 1/32
+    assert out.deep_logits.shape == (2, 24, 4, 5)  # the deep path's own head, supervised in training
     assert out.reconstruction.shape == (2, 3, 64, 80) and out.target.shape == (2, 3, 128, 160)
     assert out.deep_feature.shape[2:] == out.sr_feature.shape[2:] == (4, 5)
     model.eval()
     with torch.no_grad():
         out = model(x)
-    assert out.aux_logits is None and out.reconstruction is None
+    assert out.aux_logits is None and out.deep_logits is None and out.reconstruction is None
     assert (model.output_stride, model.input_multiple) == (8, 32)
 
 

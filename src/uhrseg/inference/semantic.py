@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import WeightsNotFoundError
 from ..io.images import as_rgb
 from ..io.sources import ArraySource
 from ..models.blocks import ResNetEncoder
@@ -68,12 +69,23 @@ _UPSAMPLE_ELEMENTS = 2**24
 
 
 def semantic_weights_path(model: str, weights: str | os.PathLike) -> Path:
-    """The checkpoint a ``weights`` argument names: a packaged name (``drone``, ``deepglobe``, or any file
-    ``weights/MODEL-NAME.pt`` shipped in the package) or a path."""
+    """The checkpoint a ``weights`` argument names: a packaged name (``drone``, ``deepglobe``: the file
+    ``weights/MODEL-NAME.pt`` shipped in the package) or a path.
+
+    Raises
+    ------
+    uhrseg.errors.WeightsNotFoundError
+        If ``weights`` is a bare name with no packaged file for ``model`` (the message lists those there are).
+    """
     path = Path(weights)
-    if not path.exists() and len(path.parts) == 1 and not path.suffix:
-        return packaged_weights_path(f"{model}-{path.name}")
-    return path
+    if path.exists() or len(path.parts) != 1 or path.suffix:
+        return path
+    packaged = packaged_weights_path(f"{model}-{path.name}")
+    if not packaged.is_file():
+        there = sorted(p.stem for p in packaged.parent.glob("*.pt") if p.stem.split("-")[0] in SEGMENTERS)
+        raise WeightsNotFoundError(f"{weights}: no packaged {model} weights of that name (packaged: "
+                                   f"{', '.join(there) or 'none'}); pass a checkpoint file from uhrseg train")
+    return packaged
 
 
 @dataclass

@@ -5,7 +5,9 @@ Segmentation", CVPR 2022; facts in ``../shared/docs/uhr-semantic.md``):
 
 * **deep path**: the image downsampled by ``deep_scale`` (4) through a ResNet-18-style encoder dilated to
   output stride 8 (:class:`uhrseg.models.blocks.ResNetEncoder`) and an ASPP head, features at 1/32 of the
-  image; an auxiliary FCN head on stage 3 (training only);
+  image, with a classifier of its own; during training its prediction is supervised too (ISDNet is a cascade of
+  two decode heads in the authors' mmsegmentation code, each with its loss), and an auxiliary FCN head sits on
+  stage 3;
 * **shallow path**: the level-0 and upsampled level-1 Laplacian residuals of the full-resolution image (Eq. 1)
   through a light STDC-style network, features at 1/8 and 1/16;
 * two **relation-aware fusions** (:class:`RAF`): the 1/16 shallow features with the deep features, then the
@@ -87,6 +89,9 @@ class SegmenterConfig:
         ``"raf"`` (relation-aware fusion) or ``"add"`` (the ablation: the same convolutions, no attention).
     aux_head : bool
         Auxiliary FCN head on stage 3 (training only).
+    deep_head : bool
+        With the shallow path on: the deep path's own classifier is kept and its prediction supervised during
+        training (the first head of ISDNet's cascade); inference uses the fused head only.
     sr_decoder : bool
         Super-resolution decoder for L_SR and L_SD (training only).
     input_mean, input_std : tuple of float
@@ -104,6 +109,7 @@ class SegmenterConfig:
     shallow: bool = True
     fusion: str = "raf"
     aux_head: bool = True
+    deep_head: bool = True
     sr_decoder: bool = True
     input_mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
     input_std: tuple[float, float, float] = field(default=IMAGENET_STD)
@@ -136,6 +142,8 @@ class SegmenterOutput(NamedTuple):
         ``(B, C, H / s, W / s)`` class scores.
     aux_logits : torch.Tensor or None
         ``(B, C, H / 32, W / 32)`` from the stage-3 auxiliary head.
+    deep_logits : torch.Tensor or None
+        ``(B, C, H / 32, W / 32)`` from the deep path's own classifier (ISDNet with ``deep_head``).
     reconstruction : torch.Tensor or None
         ``(B, 3, H / 2, W / 2)`` the SR decoder's reconstruction of the Laplacian residuals ``H_0 + up(H_1)``.
     target : torch.Tensor or None
@@ -147,6 +155,7 @@ class SegmenterOutput(NamedTuple):
 
     logits: torch.Tensor
     aux_logits: torch.Tensor | None = None
+    deep_logits: torch.Tensor | None = None
     reconstruction: torch.Tensor | None = None
     target: torch.Tensor | None = None
     deep_feature: torch.Tensor | None = None
@@ -329,9 +338,10 @@ class ISDNet(nn.Module):
             self.raf16 = RAF(c.shallow_channels[3], c.aspp_channels, c.fusion_channels, mode=c.fusion)
             self.raf8 = RAF(c.shallow_channels[2], c.fusion_channels, c.fusion_channels, mode=c.fusion)
             self.head = _head(c.fusion_channels, c.head_channels, c.n_classes)
-            self.classifier = None
         else:
             self.shallow_path = self.raf16 = self.raf8 = self.head = None
+        self.classifier = None
+        if not c.shallow or c.deep_head:
             self.classifier = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(c.aspp_channels, c.n_classes, 1))
         init_segmenter(self)
 
@@ -413,13 +423,15 @@ class ISDNet(nn.Module):
         if not self.training:
             return out
         aux = self.aux_head(c3) if self.aux_head is not None else None
+        deep_logits = self.classifier(deep) if self.config.shallow and self.classifier is not None else None
         rec = target = sr_feature = None
         if self.sr_decoder is not None:
             rec, first = self.sr_decoder(deep)
             residuals = laplacian_residuals(x)
             target = residuals[:, :3] + residuals[:, 3:]
             sr_feature = F.avg_pool2d(first, first.shape[2] // deep.shape[2])
-        return out._replace(aux_logits=aux, reconstruction=rec, target=target, deep_feature=deep,
+        return out._replace(aux_logits=aux, deep_logits=deep_logits, reconstruction=rec, target=target,
+                            deep_feature=deep,
                             sr_feature=sr_feature)
 
 

@@ -43,8 +43,9 @@ class SemanticTrainConfig:
     momentum 0.9, weight decay 5e-4, poly 0.9, 80k iterations, 8 crops of 1224 (``--optimizer sgd --lr 0.01
     --weight-decay 5e-4 --iterations 80000 --batch-size 8 --crop 1216 --width 64``).
 
-    Loss: ``CE(logits) + aux_weight CE(aux) + sr_weight L_SR + sd_weight L_SD``, each term present when its
-    part is on. The cross-entropy reads the labels at every ``label_stride``-th pixel (2: a quarter of the
+    Loss: ``CE(logits) + deep_weight CE(deep) + aux_weight CE(aux) + sr_weight L_SR + sd_weight L_SD``, each
+    term present when its part is on (``CE(deep)`` is the deep path's own prediction in ISDNet, the first head of
+    its cascade). The cross-entropy reads the labels at every ``label_stride``-th pixel (2: a quarter of the
     cost, still finer than the networks' output stride of 8), the auxiliary one at twice that. The architecture switches (``shallow``, ``fusion``, ``aux``, ``sr``, ``sd``, ``deep_scale``,
     ``width``) are the ablations; ``sr`` and ``sd`` are the losses (the SR decoder exists when either is on).
     """
@@ -71,6 +72,7 @@ class SemanticTrainConfig:
     ohem_min_kept: int = 100_000
     label_stride: int = 2
     aux_weight: float = 0.4
+    deep_weight: float = 1.0
     sr_weight: float = 0.1
     sd_weight: float = 1.0
     width: int = 32
@@ -133,13 +135,16 @@ def semantic_losses(model: ISDNet, images: torch.Tensor, labels: torch.Tensor,
     Returns
     -------
     dict of str to scalar torch.Tensor
-        ``ce``, ``aux``, ``sr``, ``sd`` (those that apply) and ``total``.
+        ``ce``, ``deep``, ``aux``, ``sr``, ``sd`` (those that apply) and ``total``.
     """
     out = model(images)
     losses = {"ce": segmentation_loss(out.logits, labels, ohem=cfg.ohem, threshold=cfg.ohem_threshold,
                                       min_kept=cfg.ohem_min_kept // cfg.label_stride**2,
                                       label_stride=cfg.label_stride)}
     total = losses["ce"]
+    if out.deep_logits is not None:
+        losses["deep"] = segmentation_loss(out.deep_logits, labels, ohem=False, label_stride=2 * cfg.label_stride)
+        total = total + cfg.deep_weight * losses["deep"]
     if cfg.aux and out.aux_logits is not None:
         losses["aux"] = segmentation_loss(out.aux_logits, labels, ohem=False, label_stride=2 * cfg.label_stride)
         total = total + cfg.aux_weight * losses["aux"]
@@ -269,5 +274,5 @@ def train_semantic(cfg: SemanticTrainConfig, run_dir: str | os.PathLike, progres
         score=lambda m: m["val_miou"],
         validation_record=lambda m: {"data": cfg.val, "images": len(val_images), **m},
         record=record, val_every=cfg.val_every, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
-        loss_keys=("total", "ce", "aux", "sr", "sd"), val_keys=("val_miou", "val_pixel_accuracy", "val_boundary_iou"),
+        loss_keys=("total", "ce", "deep", "aux", "sr", "sd"), val_keys=("val_miou", "val_pixel_accuracy", "val_boundary_iou"),
         device=device, progress=progress, desc=f"train {cfg.model}")
