@@ -132,6 +132,25 @@ def test_file_store_round_trip_and_never_overwrites(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 9), st.integers(1, 3), st.data())
+def test_block_writes_on_disk_equal_those_in_memory(height, width, channels, data):
+    """``write_block`` puts a block at the same place in a file store as in an array store."""
+    import tempfile
+
+    memory = ArrayStore(np.zeros((height, width, channels), np.float32))
+    with tempfile.TemporaryDirectory() as tmp, FileStore(f"{tmp}/s", memory.shape, np.float32) as disk:
+        for _ in range(3):
+            y0 = data.draw(st.integers(0, height - 1))
+            x0 = data.draw(st.integers(0, width - 1))
+            h = data.draw(st.integers(1, height - y0))
+            w = data.draw(st.integers(1, width - x0))
+            block = np.random.default_rng(y0 * 31 + x0).random((h, w, channels), dtype=np.float32)
+            memory.write_block(y0, x0, block)
+            disk.write_block(y0, x0, block)
+        np.testing.assert_array_equal(disk.read(0, height), memory.array)
+
+
 def test_tiff_source_layouts_match_read_image(bsds_image, tmp_path):
     gray16 = (bsds_image[:, :, 1].astype(np.uint16) * 257)
     cases = {
@@ -148,6 +167,7 @@ def test_tiff_source_layouts_match_read_image(bsds_image, tmp_path):
         whole = read_image(tmp_path / name)
         assert source.shape == whole.shape and source.dtype == whole.dtype
         assert np.array_equal(source.read_rows(37, 101), whole[37:101]), name
+        assert np.array_equal(source.read_region(37, 101, 50, 413), whole[37:101, 50:413]), name
         source.close()
 
 
