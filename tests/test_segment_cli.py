@@ -145,3 +145,29 @@ def test_semantic_evaluation_report_and_resume(tmp_path, capsys, mini_drone, isd
     assert code == 2 and "weights for 24 classes" in err and "has 7" in err
     assert main(["evaluate", "--task", "semantic", "--dataset", str(mini_drone), "--out", str(tmp_path / "m")]) == 2
     assert "--task semantic needs --models" in capsys.readouterr().err
+
+
+def test_packaged_drone_weights_on_real_test_frames(mini_drone):
+    """The shipped ISDNet labels held-out Semantic Drone frames well above chance (24 classes)."""
+    import uhrseg
+    from uhrseg.datasets import open_semantic_dataset
+    from uhrseg.metrics import SegmentationScores
+
+    data = open_semantic_dataset(mini_drone)
+    predictor = uhrseg.SemanticPredictor("isdnet", weights="drone", device="cpu")
+    assert predictor.class_names == data.class_table.names
+    scores = SegmentationScores(24, data.class_table.evaluated)
+    for name in data.names:
+        scores.update(predictor.predict(data.image(name)), data.class_map(name))
+    summary = scores.summary()
+    assert summary["pixel_accuracy"] > 0.65  # measured 0.76 on these three frames
+    assert summary["iou"][1] > 0.3 and summary["iou"][3] > 0.5  # paved-area, grass
+    np.testing.assert_array_equal(uhrseg.segment(data.image(data.names[0]), device="cpu"),
+                                  predictor.predict(data.image(data.names[0])))
+
+
+def test_default_command_uses_the_packaged_drone_weights(tmp_path, capsys):
+    code, err = run_segment(capsys, FRAME, "--out", tmp_path)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["weights"].endswith("isdnet-drone.pt") and len(summary["class_names"]) == 24
