@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_superpixels import PHOTOS, WORK, prepare_images  # noqa: E402
 
-DEFAULT_RUNS = "isdnet:drone:5K-shell,isdnet:drone:5K-volna,deeppath:drone:5K-shell,isdnet:drone:20K"
+DEFAULT_RUNS = "isdnet:drone:5K-shell,isdnet:drone:5K-volna,isdnet:drone:20K"
 
 
 def image_paths() -> dict[str, Path]:
