@@ -51,6 +51,10 @@ class ArrayStore:
         """Store ``block`` (``(h, w, ...)``) at rows ``y0 ..`` and columns ``x0 ..``."""
         self.array[y0 : y0 + block.shape[0], x0 : x0 + block.shape[1]] = block
 
+    def read_block(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Rows ``[y0, y1)`` and columns ``[x0, x1)`` as a new array ``(y1 - y0, x1 - x0, ...)``."""
+        return self.array[y0:y1, x0:x1].copy()
+
 
 class FileStore:
     """A row store backed by a raw C-order file (created empty, removed by :meth:`close`).
@@ -121,6 +125,25 @@ class FileStore:
         pixel = self._row_bytes // self.shape[1]
         for i, row in enumerate(block):
             self._pwrite((y0 + i) * self._row_bytes + x0 * pixel, row)
+
+    def read_block(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Rows ``[y0, y1)`` and columns ``[x0, x1)`` as a new array ``(y1 - y0, x1 - x0, ...)`` (one read per
+        row when the block is narrower than the store)."""
+        if x0 == 0 and x1 >= self.shape[1]:
+            return self.read(y0, y1)
+        y0, y1 = max(0, y0), min(self.shape[0], y1)
+        x0, x1 = max(0, x0), min(self.shape[1], x1)
+        pixel = self._row_bytes // self.shape[1]
+        out = np.empty((max(0, y1 - y0), max(0, x1 - x0)) + self.shape[2:], self.dtype)
+        for i in range(out.shape[0]):
+            view = memoryview(out[i].reshape(-1).view(np.uint8))
+            offset, done = (y0 + i) * self._row_bytes + x0 * pixel, 0
+            while done < len(view):
+                n = os.preadv(self._fd, [view[done:]], offset + done)
+                if n <= 0:
+                    raise OSError(f"{self.path}: short read")
+                done += n
+        return out
 
     def close(self) -> None:
         """Close and delete the file (idempotent)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UhrsegError
-from ..inference.semantic import DEFAULT_SEMANTIC_TILE, MODES, SemanticPredictor
+from ..inference.semantic import DEFAULT_SEMANTIC_TILE, MAGNET_MODELS, MODES, SEMANTIC_MODELS, SemanticPredictor
 from ..io import (
     commit_files,
     open_image,
@@ -23,7 +23,6 @@ from ..io import (
 )
 from ..io.sources import TiffSource
 from ..memory import peak_rss_bytes, reset_peak_rss
-from ..models.segmenters import SEGMENTERS
 from ..stores import FileStore
 from .common import check_targets, process_batch
 
@@ -53,8 +52,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="input images: JPEG, PNG (8/16-bit), TIFF/BigTIFF, ...; at least 32 x 32 pixels")
-    p.add_argument("-m", "--model", default="isdnet", choices=tuple(SEGMENTERS),
-                   help="isdnet (default) or deeppath (the deep path alone)")
+    p.add_argument("-m", "--model", default="isdnet", choices=SEMANTIC_MODELS,
+                   help="isdnet (default), deeppath (the deep path alone), magnet or magnet-fast (multi-scale "
+                        "refinement over a backbone)")
+    p.add_argument("--scales", type=int, default=3, metavar="N",
+                   help="magnet: scales, a factor of 2 apart up to full resolution (default 3); magnet-fast uses "
+                        "the coarsest and the finest")
     p.add_argument("-w", "--weights", default="drone", metavar="NAME|FILE",
                    help="packaged weights drone or deepglobe, or a checkpoint file (default drone)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
@@ -131,7 +134,7 @@ def _process_streamed(predictor: SemanticPredictor, source, path: Path, stem: st
         except OSError as e:
             raise UhrsegError(f"{path}: no room for the temporary class map in {args.out} ({e.strerror or e})") from e
         try:
-            mode = "tiled" if predictor.mode == "auto" else predictor.mode  # bounded memory at any size
+            mode = "tiled" if predictor.mode == "auto" else predictor.mode  # bounded memory at any size (magnet too)
             result = predictor.run_source(source, classes, work_dir=work, preview_shape=preview_shape, mode=mode,
                                           progress=lambda stage: bar.set_postfix_str(f"{path.name}: {stage}"))
             t0 = time.perf_counter()
@@ -156,8 +159,12 @@ def run(args: argparse.Namespace) -> int:
         raise UhrsegError(f"--tile must be >= 32 pixels, got {args.tile}")
     images = [Path(p) for p in args.images]
     prepare_output_dir(args.out)
+    if args.model not in MAGNET_MODELS and args.scales != 3:
+        raise UhrsegError(f"--scales applies to magnet and magnet-fast, not {args.model}")
+    if args.scales < 1:
+        raise UhrsegError(f"--scales must be >= 1, got {args.scales}")
     predictor = SemanticPredictor(args.model, weights=args.weights, device=args.device, mode=args.mode,
-                                  tile=args.tile)
+                                  tile=args.tile, scales=args.scales)
     summary = {"model": predictor.name, "weights": str(predictor.weights), "device": str(predictor.device),
                "class_names": list(predictor.class_names), "palette": [list(c) for c in predictor.palette]}
     return process_batch(images, args.out,

@@ -1,5 +1,5 @@
-"""``uhrseg train``: train a superpixel network (PCNet, SCN) or a segmentation network (ISDNet, the deep path),
-resumable, on CPU or CUDA."""
+"""``uhrseg train``: train a superpixel network (PCNet, SCN), a segmentation network (ISDNet, the deep path, a
+multi-scale patch segmenter) or MagNet's refinement module, resumable, on CPU or CUDA."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import UhrsegError
 from ..training import SemanticTrainConfig, TrainConfig, train, train_semantic
+from ..training.magnet_trainer import MagNetTrainConfig, train_magnet
 
 DESCRIPTION = """\
 Train a network. OUT receives last.pt (resumable: run the same command again after an
@@ -27,10 +28,19 @@ layout) or images/ + masks/ (DeepGlobe). The class table travels into the checkp
 Defaults are the CPU recipe (about an hour on 2 cores, see docs/training.md): AdamW 1e-3,
 poly 0.9, 3000 iterations of 4 crops of 768, scale 0.5-2, flips, rotations, photometric
 jitter, OHEM cross-entropy. The paper's GPU recipe: --optimizer sgd --lr 0.01
---weight-decay 5e-4 --iterations 80000 --batch-size 8 --crop 1216 --width 64."""
+--weight-decay 5e-4 --iterations 80000 --batch-size 8 --crop 1216 --width 64.
+
+segmenter: a patch backbone for MagNet, i.e. an isdnet trained over the scales MagNet
+visits (--scale-range 0.25,2.0 unless given).
+
+magnet: MagNet's refinement module over a frozen backbone (--backbone: a checkpoint file, or
+a packaged name such as drone with --backbone-model isdnet); coarse whole-image prediction
+plus a fine crop at a random finer scale, OHEM cross-entropy. The checkpoint holds backbone
+and module, for uhrseg segment --model magnet|magnet-fast --weights FILE."""
 
 SUPERPIXEL_MODELS = ("pcnet", "scn")
-SEGMENTATION_MODELS = ("isdnet", "deeppath")
+SEGMENTATION_MODELS = ("isdnet", "deeppath", "segmenter")
+MAGNET_MODELS = ("magnet",)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -38,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     d, s = TrainConfig(), SemanticTrainConfig()
     p = subparsers.add_parser("train", help="train a superpixel or segmentation network", description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", choices=SUPERPIXEL_MODELS + SEGMENTATION_MODELS)
+    p.add_argument("model", choices=SUPERPIXEL_MODELS + SEGMENTATION_MODELS + MAGNET_MODELS)
     p.add_argument("--data", metavar="LIST",
                    help="comma-separated datasets: folders (images/ + labels/, or DeepGlobe images/ + masks/), or "
                         f"bsds500:SPLIT for superpixels (default {','.join(d.data)} for pcnet/scn)")
@@ -90,9 +100,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     sg.add_argument("--no-aux", action="store_true", help="no auxiliary stage-3 head")
     sg.add_argument("--no-ohem", action="store_true", help="plain cross-entropy instead of OHEM")
     sg.add_argument("--no-photometric", action="store_true", help="no photometric distortion")
+
+    mg = p.add_argument_group("MagNet refinement module (magnet)")
+    mg.add_argument("--backbone", metavar="FILE|NAME", help="frozen backbone: a checkpoint, or a packaged name")
+    mg.add_argument("--backbone-model", default=None, choices=("isdnet", "deeppath"),
+                    help="model of a packaged backbone name (default isdnet)")
+    mg.add_argument("--scales", type=int, metavar="N",
+                    help="scales of the loop trained for: coarse input at 2^-(N-1) (default 3)")
     p.set_defaults(run=run)
 
 
+_MAGNET_ONLY = ("backbone", "backbone_model", "scales")
 _SUPERPIXEL_ONLY = ("val_n_segments", "lr_step", "patch", "global_resize", "no_dpc", "no_ld", "multiclass_patch")
 _SEGMENTATION_ONLY = ("scale_range", "optimizer", "weight_decay", "warmup", "width", "deep_scale", "no_shallow",
                       "fusion", "no_sd", "no_aux", "no_ohem", "no_photometric")
@@ -144,9 +162,37 @@ def _segmentation_config(args: argparse.Namespace) -> SemanticTrainConfig:
                                photometric=not args.no_photometric, **common, **extra)
 
 
+def _magnet_config(args: argparse.Namespace) -> MagNetTrainConfig:
+    wrong = _given(args, _SUPERPIXEL_ONLY + ("scale_range", "width", "deep_scale", "no_shallow", "fusion",
+                                             "no_sd", "no_aux", "no_ohem", "no_photometric", "no_sr", "init"))
+    if wrong:
+        raise UhrsegError(f"{', '.join(wrong)} does not apply to magnet")
+    if args.backbone is None:
+        raise UhrsegError("magnet needs --backbone (a segmentation checkpoint, or a packaged name such as drone)")
+    if args.data is None:
+        raise UhrsegError("magnet needs --data (folders of images/ + labels/ or DeepGlobe images/ + masks/)")
+    common = {k: v for k, v in _common(args).items() if k not in ("crop", "init")}
+    extra = {k: getattr(args, k) for k in ("optimizer", "weight_decay", "warmup") if getattr(args, k) is not None}
+    if args.scales is not None:
+        extra["n_scales"] = args.scales
+    return MagNetTrainConfig(backbone=str(args.backbone), backbone_model=args.backbone_model or "isdnet",
+                             **common, **extra)
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute the sub-command; returns the exit code."""
+    if args.model in MAGNET_MODELS:
+        if (args.out / "last.pt").is_file():
+            print(f"uhrseg: resuming from {args.out / 'last.pt'} (its stored recipe is used)", file=sys.stderr)
+        best = train_magnet(_magnet_config(args), args.out, progress=not args.quiet, stop_after=args.stop_after)
+        print(f"uhrseg: {best}", file=sys.stderr)
+        return 0
+    if _given(args, _MAGNET_ONLY):
+        raise UhrsegError(f"{', '.join(_given(args, _MAGNET_ONLY))} applies only to magnet")
     segmentation = args.model in SEGMENTATION_MODELS
+    if args.model == "segmenter":
+        args.model = "isdnet"
+        args.scale_range = args.scale_range or "0.25,2.0"
     wrong = _given(args, _SUPERPIXEL_ONLY if segmentation else _SEGMENTATION_ONLY)
     if wrong:
         kind = "superpixel networks (pcnet, scn)" if segmentation else "segmentation networks (isdnet, deeppath)"

@@ -31,7 +31,6 @@ from ..metrics.semantic import (
     boundary_iou_counts,
     confusion_matrix,
 )
-from ..models.segmenters import SEGMENTERS
 from .runner import done_images, run_shards
 
 __all__ = ["SEMANTIC_FIELDS", "ModelSpec", "SemanticPlan", "check_models", "parse_model_specs", "read_semantic_rows",
@@ -44,36 +43,69 @@ SEMANTIC_FIELDS = ["model", "image", "width", "height", "seconds", "peak_rss_byt
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One row of the benchmark: a report label, a model name and its weights (packaged name or file)."""
+    """One row of the benchmark: a report label, a model name, its weights (packaged name or file) and, for
+    MagNet, settings of its loop (``scales``, ``selection``, ``points``, ``fast_patches``)."""
 
     label: str
     model: str
     weights: str
+    options: tuple[tuple[str, str], ...] = ()
+
+
+def _scales(value: str) -> int | tuple[float, ...]:
+    """``N`` (scales a factor of 2 apart up to full resolution) or factors ``F/F/...`` (e.g. ``0.25`` alone)."""
+    if "/" in value or "." in value:
+        return tuple(float(v) for v in value.split("/"))
+    return int(value)
+
+
+#: Settings a MagNet model spec may carry (``@key=value``) and their types.
+MAGNET_OPTIONS = {"scales": _scales, "selection": str, "points": float, "fast_patches": int}
 
 
 def parse_model_specs(text: str) -> list[ModelSpec]:
-    """Parse ``[LABEL=]MODEL[:WEIGHTS],...`` (e.g. ``isdnet:drone,baseline=deeppath:runs/base/last.pt``).
+    """Parse ``[LABEL=]MODEL[:WEIGHTS][@KEY=VALUE...],...`` (e.g.
+    ``isdnet:drone,baseline=deeppath:runs/base/last.pt,2 scales=magnet:drone@scales=2``).
 
-    WEIGHTS defaults to ``drone``; LABEL to ``MODEL:WEIGHTS``.
+    WEIGHTS defaults to ``drone``; LABEL to the spec itself. ``@KEY=VALUE`` settings (MagNet only): ``scales``
+    (a count, or the factors themselves as ``0.25/0.5/1``; ``@scales=0.25`` is the backbone alone at the coarsest
+    scale), ``selection`` (``both``, ``running``, ``refined``), ``points``, ``fast_patches``.
 
     Raises
     ------
     ValueError
-        On an unknown model, an empty list or a repeated label.
+        On an unknown model or setting, an empty list or a repeated label.
     """
+    from ..inference.semantic import MAGNET_MODELS, SEMANTIC_MODELS
+
     specs = []
     for item in (t.strip() for t in text.split(",")):
         if not item:
             continue
-        label, eq, rest = item.partition("=")
-        if not eq:
+        stops = [i for i in (item.find(":"), item.find("@")) if i >= 0]
+        eq = item.find("=")
+        if 0 <= eq < min(stops, default=len(item)):
+            label, rest = item[:eq], item[eq + 1 :]
+        else:
             label, rest = "", item
-        model, _, weights = rest.partition(":")
-        if model not in SEGMENTERS:
-            raise ValueError(f"model spec {item!r}: unknown model {model!r}; choose one of {', '.join(SEGMENTERS)} "
-                             "(as [LABEL=]MODEL[:WEIGHTS])")
+        head, *settings = rest.split("@")
+        model, _, weights = head.partition(":")
+        if model not in SEMANTIC_MODELS:
+            raise ValueError(f"model spec {item!r}: unknown model {model!r}; choose one of "
+                             f"{', '.join(SEMANTIC_MODELS)} (as [LABEL=]MODEL[:WEIGHTS][@KEY=VALUE])")
+        options = []
+        for setting in settings:
+            key, _, value = setting.partition("=")
+            if model not in MAGNET_MODELS or key not in MAGNET_OPTIONS or not value:
+                raise ValueError(f"model spec {item!r}: @{setting} is not a setting of {model} (MagNet takes "
+                                 f"{', '.join(f'@{k}=' for k in MAGNET_OPTIONS)})")
+            try:
+                MAGNET_OPTIONS[key](value)
+            except ValueError:
+                raise ValueError(f"model spec {item!r}: @{setting}: not a valid value") from None
+            options.append((key, value))
         weights = weights or "drone"
-        specs.append(ModelSpec(label or f"{model}:{weights}", model, weights))
+        specs.append(ModelSpec(label or rest, model, weights, tuple(options)))
     if not specs:
         raise ValueError("no model to evaluate")
     labels = [s.label for s in specs]
@@ -115,8 +147,18 @@ def _predictor(spec: ModelSpec, plan: SemanticPlan):
 
     if spec not in _worker_predictors:
         _worker_predictors.clear()
+        magnet = None
+        if spec.options or spec.model in ("magnet", "magnet-fast"):
+            from ..inference.magnet import MagNetSettings
+
+            opts = {k: MAGNET_OPTIONS[k](v) for k, v in spec.options}
+            scales = opts.pop("scales", 3)
+            if isinstance(scales, tuple):
+                opts["scales"] = scales
+                scales = len(scales)
+            magnet = MagNetSettings.for_model(spec.model, scales, **opts)
         _worker_predictors[spec] = SemanticPredictor(spec.model, weights=spec.weights, device=plan.device,
-                                                     mode=plan.mode)
+                                                     mode="auto" if magnet else plan.mode, magnet=magnet)
     return _worker_predictors[spec]
 
 

@@ -15,6 +15,8 @@ Three inference modes, all giving class maps at the image's full resolution:
   origins are multiples of 32, so every stride of the networks lines up with the whole image's. The result
   equals the ``whole`` mode's (tested on a real image). The stored shallow features take 12 bytes per image
   pixel at the default widths (memory for :meth:`SemanticPredictor.run`, files with a ``work_dir``).
+* ``magnet``: MagNet or MagNet-Fast (:mod:`uhrseg.inference.magnet`): the backbone and the refinement module
+  scale by scale on patches, the running map in row stores; probabilities at a stride of 4.
 * ``slide``: a network trained at full resolution (``deeppath`` with ``deep_scale = 1``) runs on overlapping
   windows (``window`` pixels, ``stride`` apart); the logits of overlapping windows are averaged. This is the
   sliding-window comparator of the ISDNet paper.
@@ -43,16 +45,23 @@ from ..io.images import as_rgb
 from ..io.sources import ArraySource
 from ..models.blocks import ResNetEncoder
 from ..models.checkpoint import load_model, packaged_weights_path
+from ..models.magnet import MagNet
 from ..models.segmenters import SEGMENTERS, ISDNet
 from ..stores import ArrayStore, FileStore
+from .magnet import MagNetSettings, run_magnet
 from .network import AreaAccumulator, _unit_scale, synchronize
 from .predictor import resolve_device
 
-__all__ = ["DEFAULT_ONE_PASS_PIXELS", "DEFAULT_SEMANTIC_TILE", "MIN_IMAGE_SIDE", "MODES", "PACKAGED_SEMANTIC_WEIGHTS",
+__all__ = ["DEFAULT_ONE_PASS_PIXELS", "DEFAULT_SEMANTIC_TILE", "MAGNET_MODELS", "MIN_IMAGE_SIDE", "MODES",
+           "PACKAGED_SEMANTIC_WEIGHTS", "SEMANTIC_MODELS",
            "SemanticPredictor", "SemanticResult", "SemanticSourceResult", "segment", "semantic_weights_path"]
 
 #: Inference modes.
-MODES = ("auto", "whole", "tiled", "slide")
+MODES = ("auto", "whole", "tiled", "slide", "magnet")
+#: MagNet variants (one checkpoint, ``magnet-NAME.pt``, serves both).
+MAGNET_MODELS = ("magnet", "magnet-fast")
+#: Every model name :class:`SemanticPredictor` takes.
+SEMANTIC_MODELS = tuple(SEGMENTERS) + MAGNET_MODELS
 #: Images with more pixels than this run tiled in :meth:`SemanticPredictor.run` (about 1.5 GB peak at the
 #: default widths).
 DEFAULT_ONE_PASS_PIXELS = 2**24
@@ -80,9 +89,11 @@ def semantic_weights_path(model: str, weights: str | os.PathLike) -> Path:
     path = Path(weights)
     if path.exists() or len(path.parts) != 1 or path.suffix:
         return path
+    model = "magnet" if model in MAGNET_MODELS else model
     packaged = packaged_weights_path(f"{model}-{path.name}")
     if not packaged.is_file():
-        there = sorted(p.stem for p in packaged.parent.glob("*.pt") if p.stem.split("-")[0] in SEGMENTERS)
+        there = sorted(p.stem for p in packaged.parent.glob("*.pt")
+                       if p.stem.split("-")[0] in SEMANTIC_MODELS)
         raise WeightsNotFoundError(f"{weights}: no packaged {model} weights of that name (packaged: "
                                    f"{', '.join(there) or 'none'}); pass a checkpoint file from uhrseg train")
     return packaged
@@ -105,7 +116,7 @@ class SemanticResult:
     output_stride : int
         Image pixels per probability pixel ``s``.
     mode : str
-        ``whole``, ``tiled`` or ``slide``.
+        ``whole``, ``tiled``, ``slide`` or ``magnet``.
     timings : dict of str to float
         Seconds per stage (``prepare``, ``network``, ``classes``).
     """
@@ -213,9 +224,10 @@ class SemanticPredictor:
 
     Parameters
     ----------
-    model : str or ISDNet
-        ``"isdnet"`` (default) or ``"deeppath"`` (the deep path alone: the 1/4 baseline, or the sliding-window
-        network when trained at full resolution), or a network object (e.g. during training).
+    model : str, ISDNet or MagNet
+        ``"isdnet"`` (default), ``"deeppath"`` (the deep path alone: the 1/4 baseline, or the sliding-window
+        network when trained at full resolution), ``"magnet"`` or ``"magnet-fast"`` (MagNet's multi-scale
+        refinement over its backbone, Huynh et al. CVPR 2021), or a network object (e.g. during training).
     weights : str or path-like
         Packaged weights ``"drone"`` (Semantic Drone, 24 classes) or ``"deepglobe"`` (DeepGlobe land cover,
         7 classes), or a checkpoint file; ignored when ``model`` is a network.
@@ -234,6 +246,11 @@ class SemanticPredictor:
         Sliding-window step in pixels (default two thirds of the window).
     one_pass_pixels : int
         Largest image that :meth:`run` processes in one pass in ``auto`` mode.
+    scales : int
+        MagNet: number of scales (a factor of 2 apart, the finest the full resolution; MagNet-Fast uses the
+        coarsest and the finest of them).
+    magnet : MagNetSettings, optional
+        MagNet: every setting of the loop (overrides ``scales`` and the model name's defaults).
 
     Raises
     ------
@@ -251,25 +268,38 @@ class SemanticPredictor:
     >>> result.classes.shape, result.class_names[result.classes[0, 0]]  # doctest: +SKIP
     """
 
-    def __init__(self, model: str | ISDNet = "isdnet", *, weights: str | os.PathLike = "drone", device: str = "auto",
-                 mode: str = "auto", tile: int = DEFAULT_SEMANTIC_TILE, deep_tile: int = DEFAULT_DEEP_TILE,
-                 window: int | None = None, stride: int | None = None,
-                 one_pass_pixels: int = DEFAULT_ONE_PASS_PIXELS) -> None:
+    def __init__(self, model: str | ISDNet | MagNet = "isdnet", *, weights: str | os.PathLike = "drone",
+                 device: str = "auto", mode: str = "auto", tile: int = DEFAULT_SEMANTIC_TILE,
+                 deep_tile: int = DEFAULT_DEEP_TILE, window: int | None = None, stride: int | None = None,
+                 one_pass_pixels: int = DEFAULT_ONE_PASS_PIXELS, scales: int = 3,
+                 magnet: MagNetSettings | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         if tile < 32 or deep_tile < 8:
             raise ValueError(f"tile must be >= 32 and deep_tile >= 8 pixels, got {tile} and {deep_tile}")
         self.device = resolve_device(device)
-        if isinstance(model, ISDNet):
+        variant = model if isinstance(model, str) and model in MAGNET_MODELS else "magnet"
+        if isinstance(model, (ISDNet, MagNet)):
             net = model
             self.weights = None
         else:
-            if model not in SEGMENTERS:
-                raise ValueError(f"unknown segmentation model {model!r}; choose one of {', '.join(SEGMENTERS)}")
+            if model not in SEMANTIC_MODELS:
+                raise ValueError(f"unknown segmentation model {model!r}; choose one of {', '.join(SEMANTIC_MODELS)}")
             self.weights = semantic_weights_path(model, weights)
-            net = load_model(self.weights, expected=model)
+            net = load_model(self.weights, expected="magnet" if model in MAGNET_MODELS else model)
         self.model = net.to(self.device).eval().to(memory_format=torch.channels_last)
-        self.name = self.model.name
+        self.name = variant if isinstance(net, MagNet) else self.model.name
+        self.magnet = None
+        if isinstance(net, MagNet):
+            if mode not in ("auto", "magnet"):
+                raise ValueError(f"{self.name} runs in its own multi-scale mode, not {mode!r}")
+            self.magnet = magnet or MagNetSettings.for_model(variant, scales)
+            self.mode = "magnet"
+            self.one_pass_pixels = int(one_pass_pixels)
+            self.tile, self.deep_tile, self.window, self.stride = tile, deep_tile, None, None
+            return
+        if mode == "magnet":
+            raise ValueError(f"mode 'magnet' needs a MagNet model, not {self.name}")
         full_res = not self.model.config.shallow and self.model.config.deep_scale == 1
         if mode == "slide" and not full_res:
             raise ValueError(f"sliding windows are for networks trained at full resolution; this {self.name} "
@@ -322,14 +352,16 @@ class SemanticPredictor:
         image = as_rgb(image)
         height, width = image.shape[:2]
         classes = np.empty((height, width), np.uint8)
-        stride = self.model.output_stride if self.mode_for(height, width) != "slide" else 8
+        mode = self.mode_for(height, width)
+        stride = {"slide": 8, "magnet": self.magnet.output_stride if self.magnet else 0}.get(mode, None)
+        stride = stride or self.model.output_stride
         logits = ArrayStore(np.empty((-(-height // stride), -(-width // stride), self.model.n_classes),
                                      np.float32))
         info = self.run_source(ArraySource(image), ArrayStore(classes), logits_store=logits)
         probs = None
         if probabilities:
             t = torch.from_numpy(logits.array).permute(2, 0, 1)
-            probs = torch.softmax(t, dim=0).to(torch.float16).numpy()
+            probs = (t if mode == "magnet" else torch.softmax(t, dim=0)).to(torch.float16).numpy()
         return SemanticResult(classes, probs, self.class_names, self.palette, stride, info.mode, info.timings)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
@@ -349,7 +381,8 @@ class SemanticPredictor:
             Receives the class map (:class:`uhrseg.stores.ArrayStore` or :class:`uhrseg.stores.FileStore`).
         logits_store : row store of (ceil(H / s), ceil(W / s), C) float32, optional
             Receives the logits at the output stride ``s`` (8 for ISDNet and sliding windows, 32 for the 1/4
-            deep path); by default they live in a temporary store.
+            deep path), or for MagNet the probabilities at its map stride (4); by default they live in a
+            temporary store.
         work_dir : path-like, optional
             Folder for the intermediate maps (deep-path input and features, logits) as files, so that memory
             does not grow with the image; by default they are held in memory.
@@ -390,6 +423,12 @@ class SemanticPredictor:
 
         timings: dict[str, float] = {}
         model, device = self.model, self.device
+        if mode == "magnet":
+            try:
+                return self._run_magnet(source, classes, logits_store, make_store, preview_shape, timings, say)
+            finally:
+                for store in opened:
+                    store.close()
         m = 8 if mode == "slide" else model.input_multiple
         padded_h, padded_w = -(-height // m) * m, -(-width // m) * m
         padded = _PaddedSource(source, padded_h, padded_w)
@@ -434,6 +473,63 @@ class SemanticPredictor:
             for store in opened:
                 store.close()
         return SemanticSourceResult(counts, mode, timings, rgb)
+
+    def _run_magnet(self, source, classes, logits_store, make_store, preview_shape, timings, say,
+                    trace: list | None = None) -> SemanticSourceResult:
+        height, width = source.shape[:2]
+        padded = _PaddedSource(source, height, width)
+        rgb = None
+        if preview_shape is not None:
+            preview = AreaAccumulator(min(preview_shape[0], height), min(preview_shape[1], width), height, width)
+            for y0 in range(0, height, 256):
+                preview.add(y0, source.read_rows(y0, min(height, y0 + 256)))
+            rgb = np.clip(np.rint(preview.result() * 255.0), 0, 255).astype(np.uint8)
+        with torch.inference_mode():
+            running = run_magnet(self.model, padded, height, width, self.magnet, make_store, self.device, timings,
+                                 say, trace)
+            say("classes")
+            t0 = time.perf_counter()
+            counts = _classes_from_logits(_Float32(running), self.magnet.output_stride, classes, self.device)
+            timings["classes"] = time.perf_counter() - t0
+        if logits_store is not None:
+            _copy_rows(_Float32(running), logits_store, tuple(running.shape), tuple(running.shape[:2]))
+        return SemanticSourceResult(counts, "magnet", timings, rgb)
+
+    def magnet_trace(self, image: np.ndarray) -> tuple[np.ndarray, list]:
+        """MagNet on an image held in memory, keeping each stage for figures.
+
+        Returns
+        -------
+        classes : (H, W) ndarray of uint8
+        stages : list of (float, (h, w) uint8, (h, w) bool)
+            Per scale: its factor, the class map of the running prediction after the stage (at the map stride
+            of that scale) and the points the stage replaced.
+
+        Raises
+        ------
+        ValueError
+            If the predictor is not a MagNet one, or as :meth:`run`.
+        """
+        if self.magnet is None:
+            raise ValueError(f"magnet_trace needs a MagNet predictor, not {self.name}")
+        image = as_rgb(image)
+        _check_size(*image.shape[:2])
+        classes = np.empty(image.shape[:2], np.uint8)
+        trace: list = []
+        self._run_magnet(ArraySource(image), ArrayStore(classes), None,
+                         lambda name, shape, dtype: _memory_store(name, shape, dtype), None, {},
+                         lambda stage: None, trace)
+        return classes, trace
+
+
+class _Float32:
+    """A read-only view of a row store whose rows come back as float32."""
+
+    def __init__(self, store) -> None:
+        self.store, self.shape = store, tuple(store.shape)
+
+    def read(self, y0: int, y1: int) -> np.ndarray:
+        return self.store.read(y0, y1).astype(np.float32)
 
 
 def _copy_rows(src, dst, src_shape: tuple[int, ...], dst_hw: tuple[int, int], band: int = 256) -> None:

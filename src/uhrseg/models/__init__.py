@@ -1,4 +1,4 @@
-"""Networks: superpixels (PCNet, SCN) and semantic segmentation (ISDNet, its deep path), their building blocks
+"""Networks: superpixels (PCNet, SCN) and semantic segmentation (ISDNet, its deep path, MagNet), their building blocks
 and the checkpoint format."""
 
 from .checkpoint import (
@@ -10,6 +10,7 @@ from .checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from .magnet import MagNet, RefinementConfig, RefinementModule
 from .nets import BSDS500_MEAN, MODELS, SCN, NetConfig, NetOutput, PCNet, SuperpixelNet, build_model
 from .segmenters import SEGMENTERS, ISDNet, SegmenterConfig, SegmenterOutput, build_segmenter
 
@@ -18,6 +19,9 @@ __all__ = [
     "FORMAT_VERSION",
     "ISDNet",
     "MODELS",
+    "MagNet",
+    "RefinementConfig",
+    "RefinementModule",
     "SEGMENTERS",
     "NetConfig",
     "NetOutput",

@@ -12,7 +12,12 @@ A checkpoint is a ``torch.save`` dictionary that loads with ``weights_only=True`
      "classes": {"names": [...], "colours": [[r, g, b], ...], "ignored": [...]},
      "state_dict": {...}, "training": {...}}
 
-The class table travels with a segmentation model, so a checkpoint always knows its classes and palette.
+    {"format": "uhrseg-magnet", "format_version": 1,
+     "model": "magnet", "config": RefinementConfig.to_dict(),
+     "backbone": {"model": "isdnet" | "deeppath", "config": SegmenterConfig.to_dict()},
+     "classes": {...}, "state_dict": {"backbone.*": ..., "refinement.*": ...}, "training": {...}}
+
+A MagNet checkpoint holds its backbone's weights too, so it is the one file a user needs. The class table travels with a segmentation model, so a checkpoint always knows its classes and palette.
 """
 
 from __future__ import annotations
@@ -26,14 +31,16 @@ import torch
 
 from ..datasets.classes import ClassTable
 from ..errors import CheckpointError, WeightsNotFoundError
+from .magnet import MagNet, RefinementConfig, RefinementModule
 from .nets import MODELS, NetConfig, SuperpixelNet, build_model
-from .segmenters import SEGMENTERS, ISDNet, build_segmenter
+from .segmenters import SEGMENTERS, ISDNet, SegmenterConfig, build_segmenter
 
 FORMAT = "uhrseg-superpixel-net"
 SEGMENTER_FORMAT = ISDNet.checkpoint_format
+MAGNET_FORMAT = MagNet.checkpoint_format
 FORMAT_VERSION = 1
 #: Format tag -> the registry of model names it may hold.
-FORMATS = {FORMAT: MODELS, SEGMENTER_FORMAT: SEGMENTERS}
+FORMATS = {FORMAT: MODELS, SEGMENTER_FORMAT: SEGMENTERS, MAGNET_FORMAT: {"magnet": MagNet}}
 
 
 def packaged_weights_path(name: str) -> Path:
@@ -41,7 +48,7 @@ def packaged_weights_path(name: str) -> Path:
     return Path(str(resources.files("uhrseg") / "weights" / f"{name}.pt"))
 
 
-def save_checkpoint(path: str | os.PathLike, model: SuperpixelNet | ISDNet, training: dict | None = None,
+def save_checkpoint(path: str | os.PathLike, model: SuperpixelNet | ISDNet | MagNet, training: dict | None = None,
                     extra: dict | None = None, half: bool = False) -> Path:
     """Write ``model`` to ``path`` atomically (temporary file in the same folder, then rename).
 
@@ -49,9 +56,9 @@ def save_checkpoint(path: str | os.PathLike, model: SuperpixelNet | ISDNet, trai
     ----------
     path : path-like
         Destination ``.pt`` file.
-    model : SuperpixelNet or ISDNet
+    model : SuperpixelNet, ISDNet or MagNet
         The model; its name, config, state dict and (superpixel networks) input mean or (segmentation
-        networks) class table are stored.
+        networks) class table are stored; for MagNet also the backbone's name and config.
     training : dict, optional
         Training record (command, data, iterations, wall time, hardware, metrics); plain Python values only.
     extra : dict, optional
@@ -70,14 +77,16 @@ def save_checkpoint(path: str | os.PathLike, model: SuperpixelNet | ISDNet, trai
         "format_version": FORMAT_VERSION,
         "model": model.name,
         "config": model.config.to_dict(),
-        "input_mean": list(model.config.input_mean),
+        "input_mean": list(getattr(model.config, "input_mean", ())),
         "state_dict": {k: v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()
                        for k, v in model.state_dict().items()},
         "training": dict(training or {}),
         **(extra or {}),
     }
-    if isinstance(model, ISDNet):
+    if isinstance(model, (ISDNet, MagNet)):
         payload["classes"] = model.class_table.to_dict()
+    if isinstance(model, MagNet):
+        payload["backbone"] = {"model": model.backbone.name, "config": model.backbone.config.to_dict()}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -116,13 +125,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             f"{path}: checkpoint format version {ckpt.get('format_version')!r}, this uhrseg reads version "
             f"{FORMAT_VERSION}"
         )
-    for key in ("model", "config", "state_dict") + (("classes",) if ckpt["format"] == SEGMENTER_FORMAT else ()):
+    for key in ("model", "config", "state_dict") + (("classes",) if ckpt["format"] != FORMAT else ()) \
+            + (("backbone",) if ckpt["format"] == MAGNET_FORMAT else ()):
         if key not in ckpt:
             raise CheckpointError(f"{path}: checkpoint lacks the '{key}' entry")
     return ckpt
 
 
-def load_model(path: str | os.PathLike, expected: str | None = None) -> SuperpixelNet | ISDNet:
+def load_model(path: str | os.PathLike, expected: str | None = None) -> SuperpixelNet | ISDNet | MagNet:
     """Build a model from a checkpoint file, in eval mode on the CPU.
 
     Parameters
@@ -130,12 +140,12 @@ def load_model(path: str | os.PathLike, expected: str | None = None) -> Superpix
     path : path-like
         Checkpoint written by :func:`save_checkpoint`.
     expected : str, optional
-        Model name the caller needs (``"pcnet"``, ``"scn"``, ``"isdnet"`` or ``"deeppath"``); a checkpoint of
-        another model is refused.
+        Model name the caller needs (``"pcnet"``, ``"scn"``, ``"isdnet"``, ``"deeppath"`` or ``"magnet"``); a
+        checkpoint of another model is refused.
 
     Returns
     -------
-    SuperpixelNet or ISDNet
+    SuperpixelNet, ISDNet or MagNet
         The model with its weights (and, for segmentation networks, its class table),
         ``model.training_record`` holding the stored training record.
 
@@ -154,7 +164,12 @@ def load_model(path: str | os.PathLike, expected: str | None = None) -> Superpix
     if expected is not None and name != expected:
         raise CheckpointError(f"{path}: checkpoint holds a {name!r} model, but {expected!r} was asked for")
     try:
-        if ckpt["format"] == SEGMENTER_FORMAT:
+        if ckpt["format"] == MAGNET_FORMAT:
+            table = ClassTable.from_dict(ckpt["classes"])
+            backbone = build_segmenter(ckpt["backbone"]["model"], table,
+                                       config=SegmenterConfig.from_dict(ckpt["backbone"]["config"]))
+            model = MagNet(backbone, RefinementModule(RefinementConfig.from_dict(ckpt["config"])))
+        elif ckpt["format"] == SEGMENTER_FORMAT:
             model = build_segmenter(name, ClassTable.from_dict(ckpt["classes"]), config=ckpt["config"])
         else:
             model = build_model(name, NetConfig.from_dict(ckpt["config"]))
