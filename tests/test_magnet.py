@@ -263,6 +263,10 @@ def test_segment_command_with_magnet(tmp_path, capsys, magnet_ckpt):
     assert (out / f"{image.stem}_classes.png").is_file()
     assert main(["segment", str(image), "--model", "isdnet", "--scales", "2", "--out", str(tmp_path / "o2")]) == 2
     assert "--scales applies to magnet" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()
+    assert main(["segment", str(image), "--model", "magnet", "--mode", "tiled", "--weights", str(magnet_ckpt),
+                 "--out", str(tmp_path / "o3")]) == 2
+    assert "multi-scale mode" in capsys.readouterr().err and not (tmp_path / "o3").exists()
 
 
 def test_model_specs_with_magnet_settings():

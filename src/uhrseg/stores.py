@@ -98,14 +98,17 @@ class FileStore:
         """Rows ``[y0, y1)`` as a new array ``(y1 - y0, W, ...)``."""
         y0, y1 = max(0, y0), min(self.shape[0], y1)
         out = np.empty((max(0, y1 - y0),) + self.shape[1:], self.dtype)
+        self._pread(y0 * self._row_bytes, out)
+        return out
+
+    def _pread(self, offset: int, out: np.ndarray) -> None:
         view = memoryview(out.reshape(-1).view(np.uint8))
-        offset, done = y0 * self._row_bytes, 0
+        done = 0
         while done < len(view):
             n = os.preadv(self._fd, [view[done:]], offset + done)
             if n <= 0:
                 raise OSError(f"{self.path}: short read")
             done += n
-        return out
 
     def _pwrite(self, offset: int, array: np.ndarray) -> None:
         data = memoryview(np.ascontiguousarray(array, dtype=self.dtype).reshape(-1).view(np.uint8))
@@ -136,13 +139,7 @@ class FileStore:
         pixel = self._row_bytes // self.shape[1]
         out = np.empty((max(0, y1 - y0), max(0, x1 - x0)) + self.shape[2:], self.dtype)
         for i in range(out.shape[0]):
-            view = memoryview(out[i].reshape(-1).view(np.uint8))
-            offset, done = (y0 + i) * self._row_bytes + x0 * pixel, 0
-            while done < len(view):
-                n = os.preadv(self._fd, [view[done:]], offset + done)
-                if n <= 0:
-                    raise OSError(f"{self.path}: short read")
-                done += n
+            self._pread((y0 + i) * self._row_bytes + x0 * pixel, out[i])
         return out
 
     def close(self) -> None:

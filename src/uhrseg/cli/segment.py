@@ -158,13 +158,13 @@ def run(args: argparse.Namespace) -> int:
     if args.tile < 32:
         raise UhrsegError(f"--tile must be >= 32 pixels, got {args.tile}")
     images = [Path(p) for p in args.images]
-    prepare_output_dir(args.out)
     if args.model not in MAGNET_MODELS and args.scales != 3:
         raise UhrsegError(f"--scales applies to magnet and magnet-fast, not {args.model}")
     if args.scales < 1:
         raise UhrsegError(f"--scales must be >= 1, got {args.scales}")
     predictor = SemanticPredictor(args.model, weights=args.weights, device=args.device, mode=args.mode,
-                                  tile=args.tile, scales=args.scales)
+                                  tile=args.tile, scales=args.scales)  # before the folder: bad weights make none
+    prepare_output_dir(args.out)
     summary = {"model": predictor.name, "weights": str(predictor.weights), "device": str(predictor.device),
                "class_names": list(predictor.class_names), "palette": [list(c) for c in predictor.palette]}
     return process_batch(images, args.out,

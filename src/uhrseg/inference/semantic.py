@@ -294,6 +294,7 @@ class SemanticPredictor:
             if mode not in ("auto", "magnet"):
                 raise ValueError(f"{self.name} runs in its own multi-scale mode, not {mode!r}")
             self.magnet = magnet or MagNetSettings.for_model(variant, scales)
+            self.name = "magnet-fast" if self.magnet.fast else "magnet"
             self.mode = "magnet"
             self.one_pass_pixels = int(one_pass_pixels)
             self.tile, self.deep_tile, self.window, self.stride = tile, deep_tile, None, None
@@ -353,8 +354,10 @@ class SemanticPredictor:
         height, width = image.shape[:2]
         classes = np.empty((height, width), np.uint8)
         mode = self.mode_for(height, width)
-        stride = {"slide": 8, "magnet": self.magnet.output_stride if self.magnet else 0}.get(mode, None)
-        stride = stride or self.model.output_stride
+        if mode == "magnet":
+            stride = self.magnet.output_stride
+        else:
+            stride = 8 if mode == "slide" else self.model.output_stride
         logits = ArrayStore(np.empty((-(-height // stride), -(-width // stride), self.model.n_classes),
                                      np.float32))
         info = self.run_source(ArraySource(image), ArrayStore(classes), logits_store=logits)

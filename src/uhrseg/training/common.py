@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ..memory import peak_rss_bytes
 from ..models.checkpoint import save_checkpoint
 
-__all__ = ["RunState", "hardware", "parameter_groups", "restore_run", "training_loop", "write_log"]
+__all__ = ["RunState", "hardware", "open_run", "parameter_groups", "restore_run", "training_loop", "write_log"]
 
 
 @dataclass
@@ -50,6 +50,22 @@ class RunState:
     log: list = field(default_factory=list)
     best: float = -math.inf
     wall: float = 0.0
+
+
+def open_run(run_dir: str | os.PathLike) -> tuple[Path, dict | None]:
+    """Create the run folder; return it and its ``last.pt`` dictionary (None for a fresh run).
+
+    Raises
+    ------
+    uhrseg.errors.CheckpointError
+        If ``last.pt`` exists but cannot be read.
+    """
+    from ..models.checkpoint import read_checkpoint
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    last = run_dir / "last.pt"
+    return run_dir, (read_checkpoint(last) if last.is_file() else None)
 
 
 def restore_run(state: dict | None, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -38,13 +38,13 @@ from ..datasets.classes import IGNORE_INDEX
 from ..datasets.semantic import open_semantic_dataset
 from ..io.images import to_uint8
 from ..io.sources import ArraySource
-from ..metrics.semantic import SegmentationScores
-from ..models.checkpoint import load_model, read_checkpoint
+from ..models.checkpoint import load_model
 from ..models.magnet import MagNet
 from ..models.segmenters import ISDNet
 from ..stores import ArrayStore
-from .common import RunState, hardware, parameter_groups, restore_run, training_loop
+from .common import RunState, hardware, open_run, restore_run, training_loop
 from .semantic_losses import segmentation_loss
+from .semantic_trainer import poly_learning_rate, predictor_scores, semantic_optimizer
 
 __all__ = ["MagNetTrainConfig", "train_magnet"]
 
@@ -194,14 +194,10 @@ def _validate(model: MagNet, images: list, class_maps: list, n_scales: int) -> d
     from ..inference.semantic import SemanticPredictor
 
     predictor = SemanticPredictor(model, device=str(next(model.parameters()).device),
-                                  magnet=MagNetSettings.for_model("magnet", n_scales))
-    model.eval()
-    scores = SegmentationScores(model.n_classes, model.class_table.evaluated)
-    for image, target in zip(images, class_maps):
-        scores.update(predictor.predict(image), target)
+                                  magnet=MagNetSettings.for_model("magnet", n_scales))  # puts it in eval mode
+    metrics = predictor_scores(predictor, images, class_maps)
     model.train()
-    s = scores.summary()
-    return {"val_miou": s["miou"], "val_pixel_accuracy": s["pixel_accuracy"], "val_boundary_iou": s["boundary_iou"]}
+    return metrics
 
 
 def train_magnet(cfg: MagNetTrainConfig, run_dir: str | os.PathLike, progress: bool = True,
@@ -230,9 +226,7 @@ def train_magnet(cfg: MagNetTrainConfig, run_dir: str | os.PathLike, progress: b
     """
     from ..inference.predictor import resolve_device
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    state = read_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").is_file() else None
+    run_dir, state = open_run(run_dir)
     if state is not None:
         cfg = MagNetTrainConfig.from_dict(state["train_config"])
     device = resolve_device(cfg.device)
@@ -254,17 +248,9 @@ def train_magnet(cfg: MagNetTrainConfig, run_dir: str | os.PathLike, progress: b
         for name in val_set.names[: cfg.val_images]:
             val_images.append(val_set.image(name))
             val_maps.append(val_set.class_map(name))
-    params = parameter_groups(model.refinement, cfg.weight_decay)
-    if cfg.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    optimizer = semantic_optimizer(model.refinement, cfg)
     run = restore_run(state, model, optimizer, sampler.rng)
     model.train()
-
-    def lr_at(step: int) -> float:
-        warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
-        return cfg.lr * warm * (1.0 - step / cfg.iterations) ** cfg.poly_power
 
     def record(run: RunState) -> dict:
         return {"command": " ".join(sys.argv), "data": cfg.data, "backbone": cfg.backbone, "iterations": run.step,
@@ -280,7 +266,7 @@ def train_magnet(cfg: MagNetTrainConfig, run_dir: str | os.PathLike, progress: b
 
     return training_loop(
         run_dir, run, model=model, optimizer=optimizer, rng=sampler.rng, train_config=asdict(cfg),
-        iterations=cfg.iterations, stop_after=stop_after, lr_at=lr_at, losses_at=losses_at,
+        iterations=cfg.iterations, stop_after=stop_after, lr_at=lambda step: poly_learning_rate(cfg, step), losses_at=losses_at,
         validate=(lambda: _validate(model, val_images, val_maps, cfg.n_scales)) if val_images else None,
         score=lambda m: m["val_miou"],
         validation_record=lambda m: {"data": cfg.val, "images": len(val_images), "n_scales": cfg.n_scales, **m},

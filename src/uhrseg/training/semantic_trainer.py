@@ -24,13 +24,14 @@ from tqdm import tqdm
 from ..datasets.semantic import open_semantic_dataset
 from ..errors import CheckpointError
 from ..metrics.semantic import SegmentationScores
-from ..models.checkpoint import load_model, read_checkpoint
+from ..models.checkpoint import load_model
 from ..models.segmenters import ISDNet, build_segmenter
-from .common import RunState, hardware, parameter_groups, restore_run, training_loop
+from .common import RunState, hardware, open_run, parameter_groups, restore_run, training_loop
 from .semantic_losses import segmentation_loss, structure_distillation_loss, super_resolution_loss
 from .semantic_sampling import SemanticSampler, SemanticSamplingConfig
 
-__all__ = ["SemanticTrainConfig", "poly_learning_rate", "semantic_losses", "train_semantic", "validate_semantic"]
+__all__ = ["SemanticTrainConfig", "poly_learning_rate", "predictor_scores", "semantic_losses", "semantic_optimizer",
+           "train_semantic", "validate_semantic"]
 
 OPTIMIZERS = ("adamw", "sgd")
 
@@ -114,9 +115,19 @@ class SemanticTrainConfig:
 
 
 def poly_learning_rate(cfg: SemanticTrainConfig, step: int) -> float:
-    """``lr * min(1, (step + 1) / warmup) * (1 - step / iterations) ** poly_power``."""
+    """``lr * min(1, (step + 1) / warmup) * (1 - step / iterations) ** poly_power`` (of any config with those
+    fields)."""
     warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
     return cfg.lr * warm * (1.0 - step / cfg.iterations) ** cfg.poly_power
+
+
+def semantic_optimizer(module: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    """AdamW, or SGD with momentum for ``cfg.optimizer == "sgd"``, at ``cfg.lr``, weight decay ``cfg.weight_decay``
+    on weights only (any config with those fields: :class:`SemanticTrainConfig`, the MagNet trainer's)."""
+    params = parameter_groups(module, cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.AdamW(params, lr=cfg.lr)
 
 
 def semantic_losses(model: ISDNet, images: torch.Tensor, labels: torch.Tensor,
@@ -179,11 +190,18 @@ def validate_semantic(model: ISDNet, images: list, class_maps: list, window: int
 
     was_training = model.training
     device = next(model.parameters()).device
-    predictor = SemanticPredictor(model, device=str(device), window=window)
+    metrics = predictor_scores(SemanticPredictor(model, device=str(device), window=window), images, class_maps)
+    model.train(was_training)
+    return metrics
+
+
+def predictor_scores(predictor, images: list, class_maps: list) -> dict:
+    """``val_miou``, ``val_pixel_accuracy`` and ``val_boundary_iou`` of a :class:`SemanticPredictor` over
+    ``(H, W, 3)`` images and their ``(H, W)`` uint8 class maps (the validation of every semantic trainer)."""
+    model = predictor.model
     scores = SegmentationScores(model.n_classes, model.class_table.evaluated)
     for image, target in zip(images, class_maps):
         scores.update(predictor.predict(image), target)
-    model.train(was_training)
     s = scores.summary()
     return {"val_miou": s["miou"], "val_pixel_accuracy": s["pixel_accuracy"], "val_boundary_iou": s["boundary_iou"]}
 
@@ -214,9 +232,7 @@ def train_semantic(cfg: SemanticTrainConfig, run_dir: str | os.PathLike, progres
     """
     from ..inference.predictor import resolve_device
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    state = read_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").is_file() else None
+    run_dir, state = open_run(run_dir)
     if state is not None:
         cfg = SemanticTrainConfig.from_dict(state["train_config"])
     device = resolve_device(cfg.device)
@@ -238,11 +254,7 @@ def train_semantic(cfg: SemanticTrainConfig, run_dir: str | os.PathLike, progres
             val_maps.append(val_set.class_map(name))
     model = build_segmenter(cfg.model, table, **cfg.architecture()).to(device)
     model = model.to(memory_format=torch.channels_last)
-    params = parameter_groups(model, cfg.weight_decay)
-    if cfg.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    optimizer = semantic_optimizer(model, cfg)
     if state is None and cfg.init:
         init = load_model(cfg.init, expected=cfg.model)
         if init.class_table.n_classes != table.n_classes:

@@ -23,9 +23,9 @@ from ..datasets.readers import open_dataset
 from ..grid.connectivity import connectivity_bounds, enforce_connectivity
 from ..inference.network import network_labels
 from ..metrics.superpixel import achievable_segmentation_accuracy, boundary_recall_precision
-from ..models.checkpoint import load_model, read_checkpoint
+from ..models.checkpoint import load_model
 from ..models.nets import SuperpixelNet, build_model
-from .common import RunState, hardware, parameter_groups, restore_run, training_loop
+from .common import RunState, hardware, open_run, parameter_groups, restore_run, training_loop
 from .losses import boundary_sr_loss, local_discrimination_loss, superpixel_loss
 from .sampling import SamplingConfig, TrainingSampler
 
@@ -165,9 +165,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
     """
     from ..inference.predictor import resolve_device
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    state = read_checkpoint(run_dir / "last.pt") if (run_dir / "last.pt").is_file() else None
+    run_dir, state = open_run(run_dir)
     if state is not None:
         cfg = TrainConfig.from_dict(state["train_config"])
     device = resolve_device(cfg.device)
