@@ -11,7 +11,7 @@ import sys
 from .. import __version__
 from ..data import example_image_path
 from ..errors import UhrsegError
-from . import evaluate, segment, superpixels, train
+from . import evaluate, refine_classes, segment, superpixels, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     superpixels.add_parser(sub)
     segment.add_parser(sub)
+    refine_classes.add_parser(sub)
     evaluate.add_parser(sub)
     train.add_parser(sub)
     example = sub.add_parser("example-image", help="print the path of the bundled example photograph",

@@ -23,6 +23,7 @@ from ..io import (
 )
 from ..io.sources import TiffSource
 from ..memory import peak_rss_bytes, reset_peak_rss
+from ..semantic import REFINEMENTS, ClassRefinement
 from ..stores import FileStore
 from .common import check_targets, process_batch
 
@@ -40,7 +41,12 @@ train. Images up to 16.8 million pixels run in one pass; larger ones run tiled (
 result in bounded memory). Images of more than 134 million pixels (or any image with
 --stream) are streamed: a TIFF/BigTIFF input is read band by band, the intermediate maps live
 in temporary files in DIR, the class map is written as a tiled 8-bit palette BigTIFF
-(STEM_classes.tif) and the overlay at --preview-side pixels."""
+(STEM_classes.tif) and the overlay at --preview-side pixels.
+
+--refine superpixels sharpens the class map with full-resolution superpixels (PCNet by
+default): each superpixel takes the class of its pixels' mean probability, except pixels whose
+own prediction is at least --confidence. --refine guided uses the guided filter instead.
+MagNet and MagNet-Fast (--model magnet|magnet-fast, --scales N) refine over scales instead."""
 
 #: Images with more pixels than this are streamed.
 STREAM_PIXELS = 2**27
@@ -74,6 +80,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help=f"stream every image (class map as tiled BigTIFF); automatic above {STREAM_PIXELS} pixels")
     p.add_argument("--preview-side", type=int, default=2048, metavar="PX",
                    help="longer side of the overlay of streamed images (default 2048)")
+    p.add_argument("--refine", choices=REFINEMENTS, metavar="METHOD",
+                   help="sharpen the class map at full resolution: superpixels (pool the probabilities over "
+                        "superpixels, see --superpixels), guided (guided filter with the image as guide), "
+                        "bilinear or none (the network's grid); default: the network's own map")
+    p.add_argument("--superpixels", default="pcnet", metavar="METHOD",
+                   help="--refine superpixels: the superpixel method (default pcnet, with its refinement)")
+    p.add_argument("--n-segments", type=int, metavar="N", help="--refine superpixels: how many (default H W / 512)")
+    p.add_argument("--confidence", type=float, default=0.9,
+                   help="--refine superpixels: pixels at least this confident keep their class (default 0.9)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -102,21 +117,25 @@ def _process(predictor: SemanticPredictor, path: Path, stem: str, args: argparse
     try:
         height, width = source.shape[:2]
         if args.stream or height * width > STREAM_PIXELS:
+            if args.refine is not None:
+                raise UhrsegError(f"{path}: --refine runs on images held in memory (up to {STREAM_PIXELS} "
+                                  "pixels, without --stream) in this version")
             return _process_streamed(predictor, source, path, stem, args, inputs, bar, t_start)
         image = source.read_rows(0, height) if isinstance(source, TiffSource) else source.array
     finally:
         source.close()
     t_read = time.perf_counter() - t_start
     result = predictor.run(image, probabilities=False)
+    classes = result.classes
     t0 = time.perf_counter()
-    outputs = {args.out / f"{stem}_classes.png": lambda p: write_class_png(p, result.classes, predictor.palette),
+    outputs = {args.out / f"{stem}_classes.png": lambda p: write_class_png(p, classes, predictor.palette),
                args.out / f"{stem}_overlay.png": lambda p: write_png(
-                   p, render_class_overlay(image, result.classes, predictor.palette))}
+                   p, render_class_overlay(image, classes, predictor.palette))}
     check_targets(path, outputs, inputs)
     written = commit_files(outputs)
     timings = {"read": t_read, **result.timings, "write": time.perf_counter() - t0,
                "total": time.perf_counter() - t_start}
-    counts = np.bincount(result.classes.ravel(), minlength=len(predictor.class_names))
+    counts = np.bincount(classes.ravel(), minlength=len(predictor.class_names))
     return _entry(path, written, height, width, predictor.class_names, counts, result.mode, False, timings)
 
 
@@ -162,11 +181,23 @@ def run(args: argparse.Namespace) -> int:
         raise UhrsegError(f"--scales applies to magnet and magnet-fast, not {args.model}")
     if args.scales < 1:
         raise UhrsegError(f"--scales must be >= 1, got {args.scales}")
+    if args.refine is None and (args.n_segments is not None or args.superpixels != "pcnet"):
+        raise UhrsegError("--superpixels and --n-segments apply to --refine superpixels")
+    if args.refine is not None:
+        from ..inference.predictor import METHODS
+
+        if args.superpixels not in METHODS:
+            raise UhrsegError(f"--superpixels {args.superpixels!r}: choose one of {', '.join(METHODS)}")
+    refine = None if args.refine is None else ClassRefinement(args.refine, superpixels=args.superpixels,
+                                                                n_segments=args.n_segments,
+                                                                confidence=args.confidence)
     predictor = SemanticPredictor(args.model, weights=args.weights, device=args.device, mode=args.mode,
-                                  tile=args.tile, scales=args.scales)  # before the folder: bad weights make none
+                                  tile=args.tile, scales=args.scales, refine=refine)  # before the folder: bad weights make none
     prepare_output_dir(args.out)
     summary = {"model": predictor.name, "weights": str(predictor.weights), "device": str(predictor.device),
-               "class_names": list(predictor.class_names), "palette": [list(c) for c in predictor.palette]}
+               "class_names": list(predictor.class_names), "palette": [list(c) for c in predictor.palette],
+               "refine": args.refine and {"method": args.refine, "superpixels": args.superpixels,
+                                          "n_segments": args.n_segments, "confidence": args.confidence}}
     return process_batch(images, args.out,
                          lambda path, stem, inputs, bar: _process(predictor, path, stem, args, inputs, bar),
                          summary, f"{predictor.name} {Path(str(args.weights)).stem}", args.quiet)

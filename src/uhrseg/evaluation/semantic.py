@@ -61,6 +61,8 @@ def _scales(value: str) -> int | tuple[float, ...]:
 
 #: Settings a MagNet model spec may carry (``@key=value``) and their types.
 MAGNET_OPTIONS = {"scales": _scales, "selection": str, "points": float, "fast_patches": int}
+#: Settings of the full-resolution refinement any model spec may carry (:class:`uhrseg.semantic.ClassRefinement`).
+REFINE_OPTIONS = {"refine": str, "superpixels": str, "n": int, "confidence": float}
 
 
 def parse_model_specs(text: str) -> list[ModelSpec]:
@@ -69,7 +71,10 @@ def parse_model_specs(text: str) -> list[ModelSpec]:
 
     WEIGHTS defaults to ``drone``; LABEL to the spec itself. ``@KEY=VALUE`` settings (MagNet only): ``scales``
     (a count, or the factors themselves as ``0.25/0.5/1``; ``@scales=0.25`` is the backbone alone at the coarsest
-    scale), ``selection`` (``both``, ``running``, ``refined``), ``points``, ``fast_patches``.
+    scale), ``selection`` (``both``, ``running``, ``refined``), ``points``, ``fast_patches``. Any model:
+    ``refine`` (``none``, ``bilinear``, ``guided``, ``superpixels``), ``superpixels`` (the method), ``n`` (their
+    count) and ``confidence`` (:class:`uhrseg.semantic.ClassRefinement`), e.g.
+    ``isdnet:drone@refine=superpixels@n=4000``.
 
     Raises
     ------
@@ -96,11 +101,12 @@ def parse_model_specs(text: str) -> list[ModelSpec]:
         options = []
         for setting in settings:
             key, _, value = setting.partition("=")
-            if model not in MAGNET_MODELS or key not in MAGNET_OPTIONS or not value:
-                raise ValueError(f"model spec {item!r}: @{setting} is not a setting of {model} (MagNet takes "
-                                 f"{', '.join(f'@{k}=' for k in MAGNET_OPTIONS)})")
+            known = {**REFINE_OPTIONS, **(MAGNET_OPTIONS if model in MAGNET_MODELS else {})}
+            if key not in known or not value:
+                raise ValueError(f"model spec {item!r}: @{setting} is not a setting of {model} (it takes "
+                                 f"{', '.join(f'@{k}=' for k in known)})")
             try:
-                MAGNET_OPTIONS[key](value)
+                known[key](value)
             except ValueError:
                 raise ValueError(f"model spec {item!r}: @{setting}: not a valid value") from None
             options.append((key, value))
@@ -147,18 +153,26 @@ def _predictor(spec: ModelSpec, plan: SemanticPlan):
 
     if spec not in _worker_predictors:
         _worker_predictors.clear()
-        magnet = None
-        if spec.options or spec.model in ("magnet", "magnet-fast"):
+        magnet = refine = None
+        given = dict(spec.options)
+        if "refine" in given:
+            from ..semantic import ClassRefinement
+
+            refine = ClassRefinement(given["refine"], superpixels=given.get("superpixels", "pcnet"),
+                                     n_segments=int(given["n"]) if "n" in given else None,
+                                     confidence=float(given.get("confidence", 0.9)))
+        if spec.model in ("magnet", "magnet-fast"):
             from ..inference.magnet import MagNetSettings
 
-            opts = {k: MAGNET_OPTIONS[k](v) for k, v in spec.options}
+            opts = {k: MAGNET_OPTIONS[k](v) for k, v in spec.options if k in MAGNET_OPTIONS}
             scales = opts.pop("scales", 3)
             if isinstance(scales, tuple):
                 opts["scales"] = scales
                 scales = len(scales)
             magnet = MagNetSettings.for_model(spec.model, scales, **opts)
         _worker_predictors[spec] = SemanticPredictor(spec.model, weights=spec.weights, device=plan.device,
-                                                     mode="auto" if magnet else plan.mode, magnet=magnet)
+                                                     mode="auto" if magnet else plan.mode, magnet=magnet,
+                                                     refine=refine)
     return _worker_predictors[spec]
 
 

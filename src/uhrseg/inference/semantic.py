@@ -251,6 +251,9 @@ class SemanticPredictor:
         coarsest and the finest of them).
     magnet : MagNetSettings, optional
         MagNet: every setting of the loop (overrides ``scales`` and the model name's defaults).
+    refine : uhrseg.semantic.ClassRefinement, optional
+        Sharpen the class maps of :meth:`run` at full resolution from the probabilities (superpixel pooling,
+        guided filter, ...; :mod:`uhrseg.semantic`); its seconds are the ``refine`` timing.
 
     Raises
     ------
@@ -272,12 +275,13 @@ class SemanticPredictor:
                  device: str = "auto", mode: str = "auto", tile: int = DEFAULT_SEMANTIC_TILE,
                  deep_tile: int = DEFAULT_DEEP_TILE, window: int | None = None, stride: int | None = None,
                  one_pass_pixels: int = DEFAULT_ONE_PASS_PIXELS, scales: int = 3,
-                 magnet: MagNetSettings | None = None) -> None:
+                 magnet: MagNetSettings | None = None, refine=None) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         if tile < 32 or deep_tile < 8:
             raise ValueError(f"tile must be >= 32 and deep_tile >= 8 pixels, got {tile} and {deep_tile}")
         self.device = resolve_device(device)
+        self.refine = refine
         variant = model if isinstance(model, str) and model in MAGNET_MODELS else "magnet"
         if isinstance(model, (ISDNet, MagNet)):
             net = model
@@ -344,6 +348,7 @@ class SemanticPredictor:
         Returns
         -------
         SemanticResult
+            With the predictor's ``refine``, ``classes`` is the refined map.
 
         Raises
         ------
@@ -362,9 +367,16 @@ class SemanticPredictor:
                                      np.float32))
         info = self.run_source(ArraySource(image), ArrayStore(classes), logits_store=logits)
         probs = None
-        if probabilities:
+        if probabilities or self.refine is not None:
             t = torch.from_numpy(logits.array).permute(2, 0, 1)
             probs = (t if mode == "magnet" else torch.softmax(t, dim=0)).to(torch.float16).numpy()
+        if self.refine is not None:
+            from ..semantic import refine_classes
+
+            t0 = time.perf_counter()
+            classes = refine_classes(probs, self.refine, image=image)
+            info.timings["refine"] = time.perf_counter() - t0
+            probs = probs if probabilities else None
         return SemanticResult(classes, probs, self.class_names, self.palette, stride, info.mode, info.timings)
 
     def predict(self, image: np.ndarray) -> np.ndarray:

@@ -1,0 +1,151 @@
+"""``uhrseg refine-classes``: sharpen a class map, ours or another tool's, with full-resolution superpixels."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UhrsegError
+from ..memory import peak_rss_bytes
+
+DESCRIPTION = """\
+Sharpen a class map with superpixels. --classes is either a class map of the image's size
+(PNG/TIFF/NPY of class ids, e.g. a palette PNG of uhrseg segment or a label image saved by
+scikit-image or OpenCV; pooled by majority vote, 255 = no vote) or softmax probabilities
+(C, h, w) as .npy at any integer stride (pooled by mean probability; pixels whose own top-1
+probability is at least --confidence keep their class). --superpixels is a label map of the
+image's size (uhrseg superpixels writes one) or a method name (pcnet, slic, seeds, ...) to
+compute them with --n-segments. DIR receives STEM_classes.png (palette PNG), STEM_overlay.png
+and summary.json, written under temporary names and renamed when complete."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``refine-classes`` sub-command."""
+    p = subparsers.add_parser("refine-classes", help="sharpen a class map with full-resolution superpixels",
+                              description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("image", type=Path, metavar="IMAGE", help="the image the class map belongs to")
+    p.add_argument("--classes", type=Path, required=True, metavar="FILE",
+                   help="class map (PNG/TIFF/NPY of class ids) or probabilities (.npy, (C, h, w) float)")
+    p.add_argument("--superpixels", required=True, metavar="FILE|METHOD",
+                   help="superpixel labels of the image's size, or a method (pcnet, slic, seeds, ...)")
+    p.add_argument("--n-segments", type=int, metavar="N", help="superpixels for a METHOD (default H W / 512)")
+    p.add_argument("--palette", metavar="NAME|FILE",
+                   help="class colours: drone, deepglobe or a class_dict.csv (default: the PNG's own palette, "
+                        "else grey levels)")
+    p.add_argument("--confidence", type=float, default=0.9,
+                   help="probabilities: pixels at least this confident keep their class (default 0.9)")
+    p.add_argument("-o", "--out", type=Path, default=Path("uhrseg-out"), metavar="DIR",
+                   help="output folder, created if needed (default ./uhrseg-out)")
+    p.set_defaults(run=run)
+
+
+def _palette(args: argparse.Namespace, classes_path: Path) -> list[tuple[int, int, int]] | None:
+    if args.palette is None:
+        if classes_path.suffix.lower() == ".png":
+            from PIL import Image
+
+            with Image.open(classes_path) as im:
+                if im.mode == "P":
+                    flat = im.getpalette() or []
+                    used = int(np.asarray(im).max()) + 1
+                    return [tuple(flat[3 * i : 3 * i + 3]) for i in range(min(len(flat) // 3, max(used, 1)))]
+        return None
+    if args.palette in ("drone", "deepglobe"):
+        from ..inference.semantic import SemanticPredictor
+
+        return list(SemanticPredictor("isdnet", weights=args.palette, device="cpu").palette)
+    from ..datasets.classes import read_class_table
+
+    return list(read_class_table(args.palette).colours)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute the sub-command; returns the exit code."""
+    from ..datasets.readers import read_label_map
+    from ..io import commit_files, prepare_output_dir, read_image, render_class_overlay, write_class_png, write_png
+    from ..semantic import infer_stride, refine_with_superpixels
+    from .common import check_targets
+
+    t0 = time.perf_counter()
+    image = read_image(args.image)
+    height, width = image.shape[:2]
+    probabilities = None
+    if args.classes.suffix.lower() == ".npy":
+        if not args.classes.is_file():
+            raise UhrsegError(f"{args.classes}: file not found")
+        try:
+            arr = np.load(args.classes, allow_pickle=False)
+        except Exception as e:
+            raise UhrsegError(f"{args.classes}: not a readable .npy array ({e})".splitlines()[0]) from e
+        if arr.ndim == 3:
+            if not np.issubdtype(arr.dtype, np.floating):
+                raise UhrsegError(f"{args.classes}: probabilities must be float, got {arr.dtype}")
+            if not np.isfinite(arr).all():
+                raise UhrsegError(f"{args.classes}: probabilities hold NaN or infinite values")
+            try:
+                infer_stride(height, width, arr.shape[1], arr.shape[2])
+            except ValueError as e:
+                raise UhrsegError(f"{args.classes}: {e}") from None
+            probabilities = arr
+    if probabilities is None:
+        classes = read_label_map(args.classes)
+        if classes.shape != (height, width):
+            raise UhrsegError(f"{args.classes}: class map is {classes.shape[1]} x {classes.shape[0]}, the image "
+                              f"{args.image} is {width} x {height}")
+        if classes.min() < 0 or classes.max() > 255:
+            raise UhrsegError(f"{args.classes}: class ids must be in 0..255 (255 = no vote), got "
+                              f"{classes.min()}..{classes.max()}")
+    n_classes = probabilities.shape[0] if probabilities is not None else int(classes[classes != 255].max(initial=0)) + 1
+    palette = _palette(args, args.classes)
+    if palette is not None and n_classes > len(palette):
+        raise UhrsegError(f"{args.classes}: {n_classes} classes, but the palette has {len(palette)} colours")
+    if palette is None:
+        step = max(1, 255 // max(1, n_classes))
+        palette = [((i * step) % 256,) * 3 for i in range(n_classes)]
+    sp_path = Path(args.superpixels)
+    t_sp = time.perf_counter()
+    if sp_path.suffix:
+        labels = read_label_map(sp_path)
+        if labels.shape != (height, width):
+            raise UhrsegError(f"{sp_path}: superpixels are {labels.shape[1]} x {labels.shape[0]}, the image "
+                              f"{args.image} is {width} x {height}")
+        if labels.min() < 0:
+            raise UhrsegError(f"{sp_path}: superpixel labels must be >= 0")
+        method = None
+    else:
+        from ..inference.predictor import METHODS, superpixels
+
+        if args.superpixels not in METHODS:
+            raise UhrsegError(f"--superpixels {args.superpixels!r}: neither a label file nor a method "
+                              f"({', '.join(METHODS)})")
+        method = args.superpixels
+        labels = superpixels(image, args.n_segments or max(1, height * width // 512), method=method)
+    t_sp = time.perf_counter() - t_sp
+    t_ref = time.perf_counter()
+    refined = refine_with_superpixels(probabilities if probabilities is not None else classes, labels,
+                                      confidence=args.confidence)
+    t_ref = time.perf_counter() - t_ref
+    prepare_output_dir(args.out)
+    stem = args.image.stem
+    outputs = {args.out / f"{stem}_classes.png": lambda p: write_class_png(p, refined, palette),
+               args.out / f"{stem}_overlay.png": lambda p: write_png(p, render_class_overlay(image, refined,
+                                                                                             palette))}
+    check_targets(args.image, list(outputs) + [args.out / "summary.json"],
+                  {args.image.resolve(), args.classes.resolve()} | ({sp_path.resolve()} if method is None else set()))
+    written = commit_files(outputs)
+    counts = np.bincount(refined.ravel(), minlength=n_classes)
+    summary = {"image": str(args.image), "classes": str(args.classes), "superpixels": str(args.superpixels),
+               "input": "probabilities" if probabilities is not None else "class map",
+               "width": width, "height": height, "n_superpixels": int(labels.max()) + 1,
+               "outputs": [str(p) for p in written],
+               "class_fractions": {str(i): round(int(c) / refined.size, 6) for i, c in enumerate(counts)},
+               "seconds": {"superpixels": round(t_sp, 4), "refine": round(t_ref, 4),
+                           "total": round(time.perf_counter() - t0, 4)},
+               "peak_rss_bytes": peak_rss_bytes()}
+    text = json.dumps(summary, indent=2)
+    commit_files({args.out / "summary.json": lambda p: p.write_text(text + "\n")})
+    return 0
