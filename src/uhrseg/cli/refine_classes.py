@@ -54,10 +54,13 @@ def _palette(args: argparse.Namespace, classes_path: Path) -> list[tuple[int, in
                     used = int(np.asarray(im).max()) + 1
                     return [tuple(flat[3 * i : 3 * i + 3]) for i in range(min(len(flat) // 3, max(used, 1)))]
         return None
-    if args.palette in ("drone", "deepglobe"):
-        from ..inference.semantic import SemanticPredictor
+    if args.palette in ("drone", "deepglobe"):  # the class table stored in the packaged ISDNet, no model built
+        from ..datasets.classes import ClassTable
+        from ..inference.semantic import semantic_weights_path
+        from ..models.checkpoint import read_checkpoint
 
-        return list(SemanticPredictor("isdnet", weights=args.palette, device="cpu").palette)
+        return list(ClassTable.from_dict(read_checkpoint(semantic_weights_path("isdnet", args.palette))["classes"])
+                    .colours)
     from ..datasets.classes import read_class_table
 
     return list(read_class_table(args.palette).colours)
