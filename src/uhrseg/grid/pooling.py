@@ -50,7 +50,9 @@ def upsample_rows(maps, stride: int, y0: int, y1: int, width: int, device: torch
     lh = maps.shape[0]
     a, b = max(0, y0 // stride - 1), min(lh, (y1 - 1) // stride + 2)  # one map row of margin each side
     t = torch.from_numpy(np.ascontiguousarray(_rows(maps, a, b), dtype=np.float32)).to(device)
-    up = F.interpolate(t.permute(2, 0, 1)[None], scale_factor=stride, mode="bilinear", align_corners=False)
+    # (1, C, h, w) channels-last with the batch stride of a real 4-D array: torch's fast bilinear kernel (4x
+    # faster than the same view made by permuting first and then adding the batch axis)
+    up = F.interpolate(t[None].permute(0, 3, 1, 2), scale_factor=stride, mode="bilinear", align_corners=False)
     return up[0, :, y0 - a * stride : y1 - a * stride, :width]
 
 

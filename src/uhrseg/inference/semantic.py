@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import WeightsNotFoundError
+from ..grid.pooling import upsampled_bands
 from ..io.images import as_rgb
 from ..io.sources import ArraySource
 from ..models.blocks import ResNetEncoder
@@ -504,10 +505,10 @@ class SemanticPredictor:
                                  say, trace)
             say("classes")
             t0 = time.perf_counter()
-            counts = _classes_from_logits(_Float32(running), self.magnet.output_stride, classes, self.device)
+            counts = _classes_from_logits(running, self.magnet.output_stride, classes, self.device)
             timings["classes"] = time.perf_counter() - t0
         if logits_store is not None:
-            _copy_rows(_Float32(running), logits_store, tuple(running.shape), tuple(running.shape[:2]))
+            _copy_rows(running, logits_store, tuple(running.shape), tuple(running.shape[:2]))
         return SemanticSourceResult(counts, "magnet", timings, rgb)
 
     def magnet_trace(self, image: np.ndarray) -> tuple[np.ndarray, list]:
@@ -537,16 +538,6 @@ class SemanticPredictor:
         return classes, trace
 
 
-class _Float32:
-    """A read-only view of a row store whose rows come back as float32."""
-
-    def __init__(self, store) -> None:
-        self.store, self.shape = store, tuple(store.shape)
-
-    def read(self, y0: int, y1: int) -> np.ndarray:
-        return self.store.read(y0, y1).astype(np.float32)
-
-
 def _copy_rows(src, dst, src_shape: tuple[int, ...], dst_hw: tuple[int, int], band: int = 256) -> None:
     if tuple(dst.shape) != dst_hw + src_shape[2:]:
         raise ValueError(f"logits store {dst.shape} does not match {dst_hw + src_shape[2:]}")
@@ -557,23 +548,13 @@ def _copy_rows(src, dst, src_shape: tuple[int, ...], dst_hw: tuple[int, int], ba
 
 def _classes_from_logits(logits, stride: int, classes, device: torch.device,
                          band_elements: int = _UPSAMPLE_ELEMENTS) -> np.ndarray:
-    """Bilinear upsampling of logits by ``stride`` (``align_corners=False``) and argmax, band by band.
-
-    Each band of ``stride``-multiple rows reads its logit rows with one row of margin, so the values equal a
-    whole-image upsampling (the integer scale makes the sampling positions exact). Returns the class counts.
-    """
+    """Bilinear upsampling of logits by ``stride`` (``align_corners=False``) and argmax, band by band
+    (:func:`uhrseg.grid.pooling.upsampled_bands`, equal to a whole-image upsampling). Returns the class counts."""
     height, width = classes.shape
-    lh, lw, n_classes = logits.shape
-    rows = max(1, band_elements // (lw * stride * n_classes * stride))
+    n_classes = logits.shape[2]
     counts = np.zeros(n_classes, np.int64)
-    for r0 in range(0, -(-height // stride), rows):
-        r1 = min(lh, r0 + rows)
-        a, b = max(0, r0 - 1), min(lh, r1 + 1)
-        t = _tensor(logits.read(a, b), device)
-        up = F.interpolate(t, scale_factor=stride, mode="bilinear", align_corners=False)
-        y0, y1 = r0 * stride, min(height, r1 * stride)
-        band = up[0, :, (r0 - a) * stride : (r0 - a) * stride + (y1 - y0), :width].argmax(dim=0)
-        band = band.to(torch.uint8).cpu().numpy()
+    for y0, up in upsampled_bands(logits, stride, height, width, device, band_elements):
+        band = up.argmax(dim=0).to(torch.uint8).cpu().numpy()
         classes.write(y0, band)
         counts += np.bincount(band.ravel(), minlength=n_classes)[:n_classes]
     return counts

@@ -36,6 +36,16 @@ from tqdm import tqdm
 
 from ..datasets.classes import IGNORE_INDEX
 from ..datasets.semantic import open_semantic_dataset
+from ..inference.magnet import (
+    MagNetSettings,
+    _Crops,
+    _early,
+    _resample,
+    crop_size,
+    input_size_for,
+    patch_grid,
+    run_magnet,
+)
 from ..io.images import to_uint8
 from ..io.sources import ArraySource
 from ..models.checkpoint import load_model
@@ -125,7 +135,6 @@ class _MagNetSampler:
 
     def __init__(self, model: MagNet, datasets: list, cfg: MagNetTrainConfig, device: torch.device,
                  progress: bool) -> None:
-        from ..inference.magnet import MagNetSettings, _Crops, crop_size, input_size_for, patch_grid, run_magnet
         from ..inference.semantic import _memory_store, _PaddedSource
 
         self.model, self.cfg, self.device = model, cfg, device
@@ -151,26 +160,23 @@ class _MagNetSampler:
         bar.close()
         self.patch = patch
         self.input_size = input_size_for(patch, model.backbone.input_multiple)
-        self._crops_cls, self._grid = _Crops, patch_grid
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``early (B, C, h, w)``, ``running (B, C, h, w)`` probabilities and labels ``(B, 2h, 2w)`` int64."""
-        from ..inference.magnet import _early, _resample
-
         cfg, s = self.cfg, self.settings.map_stride
         early, running, labels = [], [], []
         for _ in range(cfg.batch_size):
             padded, lab, coarse = self.items[int(self.rng.integers(len(self.items)))]
             h, w = lab.shape
             f = float(self.rng.uniform(*cfg.fine_range))
-            grid = self._grid(h, w, f, self.patch, s, 0)
+            grid = patch_grid(h, w, f, self.patch, s, 0)
             ph, pw = grid.patch
             y = int(self.rng.integers(0, grid.shape[0] - ph + 1))
             x = int(self.rng.integers(0, grid.shape[1] - pw + 1))
-            crops = self._crops_cls(padded, h, w, self.input_size, s, self.device)
+            crops = _Crops(padded, h, w, self.input_size, s, self.device)
             with torch.no_grad():
                 o = _early(self.model, crops.tensor(grid, y, x), (ph, pw))
-                coarse_grid = self._grid(h, w, self.f0, self.patch, s, 0)
+                coarse_grid = patch_grid(h, w, self.f0, self.patch, s, 0)
                 yc = _resample(coarse, coarse_grid.shape, self.f0 / f, y, x, ph, pw, self.device)
             fy0, fy1 = round(y * s / f), round((y + ph) * s / f)
             fx0, fx1 = round(x * s / f), round((x + pw) * s / f)
