@@ -13,6 +13,9 @@ The 20K image is the mosaic of ``bench_superpixels.py`` (the two 5120 x 2880 pho
 ``uhrseg segment`` streams it (above 134 million pixels): read band by band, intermediate maps in files,
 class map written as a tiled BigTIFF.
 
+A run ``MODEL:WEIGHTS:IMAGE:REFINE`` adds ``--refine REFINE`` (e.g. ``isdnet:drone:20K:superpixels``: PCNet
+superpixels at the default ``n = H W / 512``, streamed too, and written as a tiled int32 BigTIFF).
+
 Usage::
 
     python benchmarks/bench_segment.py [--repeats 3] [--runs isdnet:drone:5K-shell,isdnet:drone:20K,...]
@@ -47,19 +50,19 @@ def image_paths() -> dict[str, Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--runs", default=DEFAULT_RUNS, help="MODEL:WEIGHTS:IMAGE, comma-separated")
+    parser.add_argument("--runs", default=DEFAULT_RUNS, help="MODEL:WEIGHTS:IMAGE[:REFINE], comma-separated")
     parser.add_argument("--out", type=Path, default=HERE / "results-segment.json")
     args = parser.parse_args()
     images = image_paths()
     uhrseg = Path(sys.executable).with_name("uhrseg")
     runs = [r.split(":") for r in args.runs.split(",") if r]
     results = []
-    for i, (model, weights, label) in enumerate(runs, 1):
+    for i, (model, weights, label, *refine) in enumerate(runs, 1):
         samples = []
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory(dir=WORK) as out_dir:
                 cmd = [str(uhrseg), "segment", str(images[label]), "--model", model, "--weights", weights,
-                       "--device", "cpu", "--out", out_dir, "-q"]
+                       "--device", "cpu", "--out", out_dir, "-q"] + (["--refine", refine[0]] if refine else [])
                 t = time.perf_counter()
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 wall = time.perf_counter() - t
@@ -70,7 +73,8 @@ def main() -> None:
             entry["command_s"] = wall
             samples.append(entry)
         med = lambda key: statistics.median(s["seconds"][key] for s in samples)  # noqa: E731
-        row = {"model": model, "weights": weights, "image": label, "width": samples[0]["width"],
+        row = {"model": model + (f" --refine {refine[0]}" if refine else ""), "weights": weights, "image": label,
+               "width": samples[0]["width"],
                "height": samples[0]["height"], "mode": samples[0]["mode"], "streamed": samples[0]["streamed"],
                "command_s": statistics.median(s["command_s"] for s in samples),
                "runs_command_s": [round(s["command_s"], 2) for s in samples],

@@ -16,9 +16,16 @@ from PIL import Image
 from conftest import DRONE
 from uhrseg.cli.main import main
 from uhrseg.datasets import open_semantic_dataset
-from uhrseg.grid.pooling import superpixel_probability_sums, superpixel_votes, upsample_rows, upsampled_bands
+from uhrseg.grid.pooling import (
+    assign_superpixel_classes,
+    superpixel_probability_sums,
+    superpixel_votes,
+    upsample_rows,
+    upsampled_bands,
+)
 from uhrseg.metrics import SegmentationScores
-from uhrseg.semantic import ClassRefinement, infer_stride, refine_classes, refine_with_superpixels
+from uhrseg.semantic import ClassRefinement, ProbabilityRows, infer_stride, refine_classes, refine_with_superpixels
+from uhrseg.stores import ArrayStore, FileStore
 
 
 @settings(max_examples=50, deadline=None)
@@ -37,6 +44,46 @@ def test_banded_and_windowed_upsampling_equal_the_whole(lh, lw, c, stride, seed,
     y0 = data.draw(st.integers(0, height - 1))
     y1 = data.draw(st.integers(y0 + 1, height))
     torch.testing.assert_close(upsample_rows(maps, stride, y0, y1, width), whole[:, y0:y1, :width])
+
+
+@settings(max_examples=60, deadline=None)
+@given(lh=st.integers(1, 10), lw=st.integers(1, 10), c=st.integers(1, 5), stride=st.sampled_from([1, 2, 3, 4, 8]),
+       k=st.integers(1, 30), band_rows=st.integers(1, 40), seed=st.integers(0, 1000), data=st.data())
+def test_pooling_kernels_equal_torch_upsampling_and_bincount(lh, lw, c, stride, k, band_rows, seed, data):
+    """The compiled kernels interpolate each pixel on the fly; the reference upsamples the whole map with torch."""
+    rng = np.random.default_rng(seed)
+    maps = rng.random((lh, lw, c), dtype=np.float32)
+    maps /= maps.sum(axis=2, keepdims=True)
+    height = data.draw(st.integers(max(1, (lh - 1) * stride + 1), lh * stride))
+    width = data.draw(st.integers(max(1, (lw - 1) * stride + 1), lw * stride))
+    labels = rng.integers(0, k, (height, width)).astype(np.int32)
+    up = F.interpolate(torch.from_numpy(maps).permute(2, 0, 1)[None], scale_factor=stride, mode="bilinear",
+                       align_corners=False)[0, :, :height, :width].numpy()
+    ref = np.stack([np.bincount(labels.ravel(), weights=up[i].ravel(), minlength=k) for i in range(c)]
+                   + [np.bincount(labels.ravel(), minlength=k)], axis=1)
+    sums = superpixel_probability_sums(labels, maps, k, stride, band_rows=band_rows)
+    np.testing.assert_allclose(sums, ref, rtol=1e-5, atol=1e-5)
+    lut = rng.integers(0, c, k).astype(np.uint8)
+    confidence = data.draw(st.floats(0.2, 1.0))
+    out = np.empty((height, width), np.uint8)
+    counts = assign_superpixel_classes(labels, lut, ArrayStore(out), probabilities=maps, stride=stride,
+                                       confidence=confidence, band_rows=band_rows)
+    top, own = up.max(axis=0), up.argmax(axis=0)
+    clear = np.abs(top - confidence) > 1e-5  # pixels not at the gate's threshold up to float rounding
+    expected = np.where(top >= confidence, own, lut[labels])
+    assert np.array_equal(out[clear], expected[clear])
+    assert counts.sum() == height * width and counts.tolist() == np.bincount(out.ravel(), minlength=c).tolist()
+
+
+def test_probability_rows_crop_padding_and_apply_softmax():
+    logits = np.random.default_rng(0).normal(size=(5, 7, 3)).astype(np.float32)  # padded map of a 30 x 41 image
+    rows = ProbabilityRows(ArrayStore(logits), 30, 41, 8, softmax=True)
+    assert rows.shape == (4, 6, 3)
+    expected = torch.softmax(torch.from_numpy(logits[:4, :6]), dim=2).numpy()
+    np.testing.assert_allclose(rows.read(0, 4), expected, rtol=1e-6)
+    np.testing.assert_allclose(rows.read(2, 9), expected[2:], rtol=1e-6)
+    with pytest.raises(ValueError, match="does not cover"):
+        ProbabilityRows(ArrayStore(logits), 60, 41, 8, softmax=True)
 
 
 def test_pooling_by_hand():
@@ -191,6 +238,3 @@ def test_segment_command_with_superpixel_refinement(tmp_path, capsys):
     assert 0.9 < (refined == unrefined).mean() < 1.0  # the same classes, moved onto the superpixels' edges
     assert main(["segment", str(image), "--n-segments", "100", "--out", str(tmp_path / "o2")]) == 2
     assert "apply to --refine superpixels" in capsys.readouterr().err
-    assert main(["segment", str(image), "--refine", "superpixels", "--stream", "--out", str(tmp_path / "o3"),
-                 "-q"]) == 2
-    assert "in memory" in capsys.readouterr().err

@@ -199,3 +199,31 @@ def test_example_image_command(capsys):
     assert main(["example-image"]) == 0
     path = capsys.readouterr().out.strip()
     assert read_image(path).shape == (1600, 2560, 3)
+
+
+def test_shared_names_match_the_registries():
+    """uhrseg.defaults (read by the command line before torch loads) names exactly what the registries hold."""
+    from uhrseg import defaults
+    from uhrseg.classical import CLASSICAL_METHODS
+    from uhrseg.grid.refine import DEFAULT_REFINE_ITERATIONS
+    from uhrseg.inference import DEFAULT_STRIP_PIXELS, DEFAULT_TILE, METHODS
+    from uhrseg.models import MODELS, SEGMENTERS
+
+    assert defaults.NETWORK_METHODS == tuple(MODELS)
+    assert defaults.CLASSICAL_METHOD_NAMES == tuple(CLASSICAL_METHODS)
+    assert METHODS == defaults.METHODS
+    assert defaults.SEMANTIC_MODELS == tuple(SEGMENTERS) + defaults.MAGNET_MODELS
+    assert (DEFAULT_STRIP_PIXELS, DEFAULT_TILE, DEFAULT_REFINE_ITERATIONS) == (2**19, 512, 4)
+
+
+def test_command_line_parses_without_loading_torch_or_numba():
+    """What the start-up of every command pays before its first image starts decoding: no torch, no numba."""
+    code = "\n".join([
+        "import sys, uhrseg",
+        "from uhrseg.cli.main import build_parser",
+        "for command in ('superpixels', 'segment'):",
+        "    build_parser(command)",
+        "print(uhrseg.__version__, sorted(m for m in ('torch', 'numba', 'skimage', 'matplotlib', 'scipy') if m in sys.modules))",
+    ])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == f"{uhrseg.__version__} []"

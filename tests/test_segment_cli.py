@@ -71,6 +71,47 @@ def test_streamed_tiff_gives_a_tiled_palette_bigtiff(tmp_path, capsys, isdnet_ck
     assert entry["streamed"] and entry["mode"] == "tiled"
 
 
+def test_superpixel_refinement_in_memory_and_streamed(tmp_path, capsys, isdnet_ckpt):
+    """--refine superpixels writes the superpixels beside the classes; the streamed run (tiled TIFF, maps in
+    files) writes the same maps as tiled BigTIFFs; both equal pooling the Python API's probabilities."""
+    from uhrseg.semantic import refine_with_superpixels
+
+    image = read_image(FRAME)
+    stem = FRAME.stem
+    flags = ("--weights", isdnet_ckpt, "--refine", "superpixels", "--n-segments", "2000")
+    code, err = run_segment(capsys, FRAME, *flags, "--out", tmp_path / "mem")
+    assert code == 0, err
+    assert files_in(tmp_path / "mem") == [f"{stem}_classes.png", f"{stem}_overlay.png", f"{stem}_superpixels.png",
+                                          "summary.json"]
+    classes = np.asarray(Image.open(tmp_path / "mem" / f"{stem}_classes.png"))
+    labels = np.asarray(Image.open(tmp_path / "mem" / f"{stem}_superpixels.png")).astype(np.int32)
+    assert labels.shape == (1000, 1500) and abs(int(labels.max()) + 1 - 2000) < 200
+    assert len(np.unique(labels)) == labels.max() + 1  # 0-based, contiguous
+    probabilities = SemanticPredictor("isdnet", weights=isdnet_ckpt, device="cpu").run(image).probabilities
+    expected = refine_with_superpixels(probabilities, labels, confidence=0.9)
+    assert np.mean(classes != expected) < 1e-4  # float16 probabilities in the reference: ties at the gate
+    unrefined = SemanticPredictor("isdnet", weights=isdnet_ckpt, device="cpu").predict(image)
+    assert (classes != unrefined).mean() > 0.005  # the refinement moved class boundaries
+
+    path = tmp_path / "frame.tif"
+    tifffile.imwrite(path, image, tile=(256, 256))
+    code, err = run_segment(capsys, path, *flags, "--stream", "--out", tmp_path / "streamed")
+    assert code == 0, err
+    assert files_in(tmp_path / "streamed") == ["frame_classes.tif", "frame_overlay.png", "frame_superpixels.tif",
+                                               "summary.json"]
+    for name, want in (("frame_classes.tif", classes), ("frame_superpixels.tif", labels)):
+        with tifffile.TiffFile(tmp_path / "streamed" / name) as tif:
+            assert tif.is_bigtiff and tif.pages[0].is_tiled
+            np.testing.assert_array_equal(tif.pages[0].asarray(), want)
+    entry = json.loads((tmp_path / "streamed" / "summary.json").read_text())["images"][0]
+    assert {"superpixels", "refine"} <= set(entry["seconds"]) and entry["streamed"]
+
+    # classical superpixels need the whole image: refused for a streamed image, nothing written
+    code, err = run_segment(capsys, path, *flags[:2], "--refine", "superpixels", "--superpixels", "slic", "--stream",
+                            "--out", tmp_path / "slic")
+    assert code == 2 and "slic needs the whole image" in err and files_in(tmp_path / "slic") == []
+
+
 @pytest.mark.parametrize("kind", BAD_KINDS)
 def test_bad_image_gives_error_exit_2_and_no_files(tmp_path, capsys, kind, isdnet_ckpt):
     path, message = make_bad_file(tmp_path, kind)

@@ -6,39 +6,18 @@ map operations, connectivity), ``models`` (PCNet, SCN, ISDNet, checkpoints), ``i
 (scikit-image and OpenCV methods), ``datasets``, ``metrics``, ``training``, ``evaluation``, ``io`` and ``cli``.
 """
 
-from .errors import (
-    CheckpointError,
-    ImageReadError,
-    OutputError,
-    UhrsegError,
-    WeightsNotFoundError,
-)
-from .inference import (
-    METHODS,
-    SemanticPredictor,
-    SemanticResult,
-    SuperpixelPredictor,
-    SuperpixelResult,
-    segment,
-    superpixels,
-)
-from .io import read_image
+import lazy_loader
+
+# Submodules load on first use, so that ``import uhrseg`` (and the command line) does not load torch,
+# numba or OpenCV before they are needed (lazy_loader: the scientific Python ecosystem's SPEC 1).
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "errors": ["CheckpointError", "ImageReadError", "OutputError", "UhrsegError", "WeightsNotFoundError"],
+    "inference": [
+        "METHODS", "SemanticPredictor", "SemanticResult", "SuperpixelPredictor", "SuperpixelResult", "segment",
+        "superpixels"
+    ],
+    "io": ["read_image"],
+})
 
 __version__ = "0.1.0"
-
-__all__ = [
-    "METHODS",
-    "CheckpointError",
-    "ImageReadError",
-    "OutputError",
-    "SemanticPredictor",
-    "SemanticResult",
-    "SuperpixelPredictor",
-    "SuperpixelResult",
-    "UhrsegError",
-    "WeightsNotFoundError",
-    "__version__",
-    "read_image",
-    "segment",
-    "superpixels",
-]
+__all__ = sorted([*__all__, "__version__"])

@@ -49,9 +49,9 @@ per_class.csv, per_class_iou.png, examples.png and report.md.
 Finished cells are kept in DIR/runs/ and not recomputed when the same command runs again."""
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     """Register the ``evaluate`` sub-command."""
-    p = subparsers.add_parser("evaluate", help="superpixel metrics over a dataset, plots and report",
+    p = subparsers.add_parser("evaluate", help=help_text,
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="superpixels", choices=("superpixels", "semantic"),
                    help="superpixel metrics (default) or semantic segmentation metrics")

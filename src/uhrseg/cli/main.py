@@ -6,24 +6,36 @@ Exit codes: 0 success; 2 bad input, settings or files (one line per error on std
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from .. import __version__
 from ..data import example_image_path
 from ..errors import UhrsegError
-from . import evaluate, refine_classes, segment, superpixels, train
+
+#: Sub-command -> (its module in ``uhrseg.cli``, one-line help). A command imports only its own module, and
+#: that module loads the heavy libraries (torch, numba) only when it runs, after it has started reading the
+#: first image.
+COMMANDS = {
+    "superpixels": ("superpixels", "superpixels for one or more images"),
+    "segment": ("segment", "class maps (semantic segmentation) for one or more images"),
+    "refine-classes": ("refine_classes", "sharpen a class map with full-resolution superpixels"),
+    "evaluate": ("evaluate", "superpixel metrics over a dataset, plots and report"),
+    "train": ("train", "train a superpixel or segmentation network"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every sub-command."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: every sub-command in full, or only ``command`` in full (the others listed by name and
+    help, which is all ``uhrseg --help`` shows of them)."""
     parser = argparse.ArgumentParser(prog="uhrseg", description="Superpixels and semantic segmentation for ultra-high-resolution images.")
     parser.add_argument("--version", action="version", version=f"uhrseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    superpixels.add_parser(sub)
-    segment.add_parser(sub)
-    refine_classes.add_parser(sub)
-    evaluate.add_parser(sub)
-    train.add_parser(sub)
+    for name, (module, text) in COMMANDS.items():
+        if command is None or name == command:
+            importlib.import_module(f"{__package__}.{module}").add_parser(sub, text)
+        else:
+            sub.add_parser(name, help=text)
     example = sub.add_parser("example-image", help="print the path of the bundled example photograph",
                              description="Print the path of the bundled example photograph (2560 x 1600 JPEG, "
                                          "LGPL-3.0), e.g. uhrseg superpixels \"$(uhrseg example-image)\".")
@@ -39,7 +51,8 @@ def _print_example_image(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (also used as the console script)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     args.argv = argv
     try:
         return args.run(args)

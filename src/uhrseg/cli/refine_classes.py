@@ -23,9 +23,9 @@ compute them with --n-segments. DIR receives STEM_classes.png (palette PNG), STE
 and summary.json, written under temporary names and renamed when complete."""
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     """Register the ``refine-classes`` sub-command."""
-    p = subparsers.add_parser("refine-classes", help="sharpen a class map with full-resolution superpixels",
+    p = subparsers.add_parser("refine-classes", help=help_text,
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("image", type=Path, metavar="IMAGE", help="the image the class map belongs to")
     p.add_argument("--classes", type=Path, required=True, metavar="FILE",

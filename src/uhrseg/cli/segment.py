@@ -6,26 +6,31 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..defaults import DEFAULT_SEMANTIC_TILE, MAGNET_MODELS, METHODS, MODES, REFINEMENTS, SEMANTIC_MODELS
 from ..errors import UhrsegError
-from ..inference.semantic import DEFAULT_SEMANTIC_TILE, MAGNET_MODELS, MODES, SEMANTIC_MODELS, SemanticPredictor
 from ..io import (
     commit_files,
-    open_image,
+    label_suffix,
     prepare_output_dir,
     render_class_overlay,
     sample_label_store,
     write_class_png,
     write_class_store,
+    write_label_store,
+    write_labels,
     write_png,
 )
 from ..io.sources import TiffSource
 from ..memory import peak_rss_bytes, reset_peak_rss
-from ..semantic import REFINEMENTS, ClassRefinement
 from ..stores import FileStore
-from .common import check_targets, process_batch
+from .common import ImageOpener, check_targets, process_batch
+
+if TYPE_CHECKING:  # loaded by run(), after the first image has started decoding
+    from ..inference.semantic import SemanticPredictor
 
 DESCRIPTION = """\
 Segment images into classes at their full resolution. For every IMAGE, DIR receives
@@ -45,16 +50,18 @@ in temporary files in DIR, the class map is written as a tiled 8-bit palette Big
 
 --refine superpixels sharpens the class map with full-resolution superpixels (PCNet by
 default): each superpixel takes the class of its pixels' mean probability, except pixels whose
-own prediction is at least --confidence. --refine guided uses the guided filter instead.
+own prediction is at least --confidence. The superpixels are written too (STEM_superpixels.png,
+16-bit, or .tif; streamed: a tiled int32 BigTIFF). Streamed images take network superpixels
+(pcnet or scn), computed band by band. --refine guided uses the guided filter instead.
 MagNet and MagNet-Fast (--model magnet|magnet-fast, --scales N) refine over scales instead."""
 
 #: Images with more pixels than this are streamed.
 STREAM_PIXELS = 2**27
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     """Register the ``segment`` sub-command."""
-    p = subparsers.add_parser("segment", help="class maps (semantic segmentation) for one or more images",
+    p = subparsers.add_parser("segment", help=help_text,
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="input images: JPEG, PNG (8/16-bit), TIFF/BigTIFF, ...; at least 32 x 32 pixels")
@@ -109,28 +116,31 @@ def _entry(path: Path, written, height: int, width: int, names, counts: np.ndarr
     }
 
 
-def _process(predictor: SemanticPredictor, path: Path, stem: str, args: argparse.Namespace, inputs: set[Path],
-             bar) -> dict:
+def _process(predictor: SemanticPredictor, opener: ImageOpener, path: Path, stem: str, args: argparse.Namespace,
+             inputs: set[Path], bar) -> dict:
     reset_peak_rss()
     t_start = time.perf_counter()
-    source = open_image(path)
+    source = opener.open(path)
     try:
         height, width = source.shape[:2]
         if args.stream or height * width > STREAM_PIXELS:
-            if args.refine is not None:
-                raise UhrsegError(f"{path}: --refine runs on images held in memory (up to {STREAM_PIXELS} "
-                                  "pixels, without --stream) in this version")
+            if args.refine == "superpixels" and args.superpixels not in ("pcnet", "scn"):
+                raise UhrsegError(f"{path}: streamed images take network superpixels (--superpixels pcnet or scn); "
+                                  f"{args.superpixels} needs the whole image in memory")
             return _process_streamed(predictor, source, path, stem, args, inputs, bar, t_start)
         image = source.read_rows(0, height) if isinstance(source, TiffSource) else source.array
     finally:
         source.close()
     t_read = time.perf_counter() - t_start
     result = predictor.run(image, probabilities=False)
-    classes = result.classes
+    classes, labels = result.classes, result.superpixel_labels
     t0 = time.perf_counter()
     outputs = {args.out / f"{stem}_classes.png": lambda p: write_class_png(p, classes, predictor.palette),
                args.out / f"{stem}_overlay.png": lambda p: write_png(
                    p, render_class_overlay(image, classes, predictor.palette))}
+    if labels is not None:
+        suffix = label_suffix(labels)
+        outputs[args.out / f"{stem}_superpixels{suffix}"] = lambda p: write_labels(p, labels, suffix)
     check_targets(path, outputs, inputs)
     written = commit_files(outputs)
     timings = {"read": t_read, **result.timings, "write": time.perf_counter() - t0,
@@ -145,26 +155,38 @@ def _process_streamed(predictor: SemanticPredictor, source, path: Path, stem: st
     height, width = source.shape[:2]
     scale = min(1.0, args.preview_side / max(height, width))
     preview_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+    pooled = predictor.superpixel_predictor is not None
     outputs = {args.out / f"{stem}_classes.tif": None, args.out / f"{stem}_overlay.png": None}
+    if pooled:
+        outputs[args.out / f"{stem}_superpixels.tif"] = None
     check_targets(path, outputs, inputs)
     with tempfile.TemporaryDirectory(prefix=".uhrseg-work-", dir=args.out) as work:
+        stores = []
         try:
-            classes = FileStore(Path(work) / "classes.u8", (height, width), np.uint8)
-        except OSError as e:
-            raise UhrsegError(f"{path}: no room for the temporary class map in {args.out} ({e.strerror or e})") from e
-        try:
+            try:
+                classes = FileStore(Path(work) / "classes.u8", (height, width), np.uint8)
+                stores.append(classes)
+                labels = FileStore(Path(work) / "superpixels.i32", (height, width), np.int32) if pooled else None
+                stores.append(labels)
+            except OSError as e:
+                raise UhrsegError(f"{path}: no room for the temporary maps in {args.out} ({e.strerror or e})") from e
             mode = "tiled" if predictor.mode == "auto" else predictor.mode  # bounded memory at any size (magnet too)
-            result = predictor.run_source(source, classes, work_dir=work, preview_shape=preview_shape, mode=mode,
+            result = predictor.run_source(source, classes, superpixel_labels=labels, work_dir=work,
+                                          preview_shape=preview_shape, mode=mode,
                                           progress=lambda stage: bar.set_postfix_str(f"{path.name}: {stage}"))
             t0 = time.perf_counter()
             small = sample_label_store(classes, *preview_shape).astype(np.uint8)
             writers = {args.out / f"{stem}_classes.tif": lambda p: write_class_store(p, classes, predictor.palette),
                        args.out / f"{stem}_overlay.png": lambda p: write_png(
                            p, render_class_overlay(result.preview, small, predictor.palette))}
+            if pooled:
+                writers[args.out / f"{stem}_superpixels.tif"] = lambda p: write_label_store(p, labels)
             written = commit_files(writers)
             t_write = time.perf_counter() - t0
         finally:
-            classes.close()
+            for store in stores:
+                if store is not None:
+                    store.close()
     timings = {**result.timings, "write": t_write, "total": time.perf_counter() - t_start}
     return _entry(path, written, height, width, predictor.class_names, result.class_counts, result.mode, True,
                   timings)
@@ -183,11 +205,12 @@ def run(args: argparse.Namespace) -> int:
         raise UhrsegError(f"--scales must be >= 1, got {args.scales}")
     if args.refine is None and (args.n_segments is not None or args.superpixels != "pcnet"):
         raise UhrsegError("--superpixels and --n-segments apply to --refine superpixels")
-    if args.refine is not None:
-        from ..inference.predictor import METHODS
+    if args.refine is not None and args.superpixels not in METHODS:
+        raise UhrsegError(f"--superpixels {args.superpixels!r}: choose one of {', '.join(METHODS)}")
+    opener = ImageOpener(images)  # the first image decodes while torch and the network load
+    from ..inference.semantic import SemanticPredictor
+    from ..semantic import ClassRefinement
 
-        if args.superpixels not in METHODS:
-            raise UhrsegError(f"--superpixels {args.superpixels!r}: choose one of {', '.join(METHODS)}")
     refine = None if args.refine is None else ClassRefinement(args.refine, superpixels=args.superpixels,
                                                                 n_segments=args.n_segments,
                                                                 confidence=args.confidence)
@@ -199,5 +222,5 @@ def run(args: argparse.Namespace) -> int:
                "refine": args.refine and {"method": args.refine, "superpixels": args.superpixels,
                                           "n_segments": args.n_segments, "confidence": args.confidence}}
     return process_batch(images, args.out,
-                         lambda path, stem, inputs, bar: _process(predictor, path, stem, args, inputs, bar),
+                         lambda path, stem, inputs, bar: _process(predictor, opener, path, stem, args, inputs, bar),
                          summary, f"{predictor.name} {Path(str(args.weights)).stem}", args.quiet)

@@ -6,19 +6,16 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..defaults import DEFAULT_REFINE_ITERATIONS, DEFAULT_STRIP_PIXELS, DEFAULT_TILE, LABEL_FORMATS, METHODS
 from ..errors import UhrsegError
-from ..grid.refine import DEFAULT_REFINE_ITERATIONS
-from ..inference import DEFAULT_STRIP_PIXELS, DEFAULT_TILE, METHODS, SuperpixelPredictor
 from ..io import (
-    LABEL_FORMATS,
     commit_files,
     label_suffix,
-    open_image,
     prepare_output_dir,
-    read_image,
     render_overlay,
     sample_label_store,
     write_label_store,
@@ -28,7 +25,10 @@ from ..io import (
 from ..io.sources import TiffSource
 from ..memory import peak_rss_bytes, reset_peak_rss
 from ..stores import FileStore
-from .common import check_targets, process_batch
+from .common import ImageOpener, check_targets, process_batch
+
+if TYPE_CHECKING:  # loaded by run(), after the first image has started decoding
+    from ..inference.predictor import SuperpixelPredictor
 
 DESCRIPTION = """\
 Compute superpixels at each image's full resolution. For every IMAGE, DIR receives
@@ -48,9 +48,9 @@ the preview but no full-resolution overlay."""
 STREAM_PIXELS = 2**27
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     """Register the ``superpixels`` sub-command."""
-    p = subparsers.add_parser("superpixels", help="superpixels for one or more images",
+    p = subparsers.add_parser("superpixels", help=help_text,
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="input images: JPEG, PNG (8/16-bit), TIFF/BigTIFF, ...; any size")
@@ -83,20 +83,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _process(predictor: SuperpixelPredictor, path: Path, stem: str, args: argparse.Namespace,
+def _process(predictor: SuperpixelPredictor, opener: ImageOpener, path: Path, stem: str, args: argparse.Namespace,
              inputs: set[Path], bar) -> dict:
     reset_peak_rss()
     t_start = time.perf_counter()
-    if predictor.model is not None:
-        source = open_image(path)
-        try:
-            if args.stream or source.shape[0] * source.shape[1] > STREAM_PIXELS:
-                return _process_streamed(predictor, source, path, stem, args, inputs, bar, t_start)
-            image = source.read_rows(0, source.shape[0]) if isinstance(source, TiffSource) else source.array
-        finally:
-            source.close()
-    else:
-        image = read_image(path)
+    source = opener.open(path)
+    try:
+        if predictor.model is not None and (args.stream or source.shape[0] * source.shape[1] > STREAM_PIXELS):
+            return _process_streamed(predictor, source, path, stem, args, inputs, bar, t_start)
+        image = source.read_rows(0, source.shape[0]) if isinstance(source, TiffSource) else source.array
+    finally:
+        source.close()
     t_read = time.perf_counter() - t_start
     result = predictor.run(image, args.n_segments)
     labels = result.labels
@@ -190,6 +187,9 @@ def run(args: argparse.Namespace) -> int:
         raise UhrsegError(f"--tile must be >= 1, got {args.tile}")
     if args.stream and args.method not in ("pcnet", "scn"):
         raise UhrsegError(f"--stream needs pcnet or scn; {args.method} works on the whole image in memory")
+    opener = ImageOpener(images)  # the first image decodes while torch, numba and the network load
+    from ..inference.predictor import SuperpixelPredictor
+
     predictor = SuperpixelPredictor(args.method, device=args.device, weights=args.weights,
                                     strip_pixels=args.strip_pixels, refine_iterations=args.refine, tile=args.tile)
     summary = {
@@ -200,5 +200,5 @@ def run(args: argparse.Namespace) -> int:
         "refine_iterations": predictor.refine_iterations,
     }
     return process_batch(images, args.out,
-                         lambda path, stem, inputs, bar: _process(predictor, path, stem, args, inputs, bar),
+                         lambda path, stem, inputs, bar: _process(predictor, opener, path, stem, args, inputs, bar),
                          summary, f"{args.method} n={args.n_segments}", args.quiet)

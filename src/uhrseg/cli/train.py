@@ -43,10 +43,10 @@ SEGMENTATION_MODELS = ("isdnet", "deeppath", "segmenter")
 MAGNET_MODELS = ("magnet",)
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     """Register the ``train`` sub-command."""
     d, s = TrainConfig(), SemanticTrainConfig()
-    p = subparsers.add_parser("train", help="train a superpixel or segmentation network", description=DESCRIPTION,
+    p = subparsers.add_parser("train", help=help_text, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", choices=SUPERPIXEL_MODELS + SEGMENTATION_MODELS + MAGNET_MODELS)
     p.add_argument("--data", metavar="LIST",

@@ -1,33 +1,16 @@
 """Superpixel grid operations: the S x S cell grid, soft pooling and reconstruction through the association
 map Q, hard assignment, connectivity enforcement and full-resolution boundary refinement."""
 
-from .boundaries import boundary_mask
-from .cells import (
-    CENTRE,
-    NEIGHBOUR_OFFSETS,
-    CellGrid,
-    hard_assignment,
-    neighbour_cell_ids,
-    pixel_positions,
-    pool_features,
-    reconstruct_features,
-)
-from .connectivity import connectivity_bounds, enforce_connectivity
-from .refine import lab8, refine_boundaries, refine_store
+import lazy_loader
 
-__all__ = [
-    "CENTRE",
-    "NEIGHBOUR_OFFSETS",
-    "CellGrid",
-    "boundary_mask",
-    "connectivity_bounds",
-    "enforce_connectivity",
-    "hard_assignment",
-    "lab8",
-    "neighbour_cell_ids",
-    "pixel_positions",
-    "pool_features",
-    "reconstruct_features",
-    "refine_boundaries",
-    "refine_store",
-]
+# Submodules load on first use, so that ``import uhrseg`` (and the command line) does not load torch,
+# numba or OpenCV before they are needed (lazy_loader: the scientific Python ecosystem's SPEC 1).
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "boundaries": ["boundary_mask"],
+    "cells": [
+        "CENTRE", "CellGrid", "NEIGHBOUR_OFFSETS", "hard_assignment", "neighbour_cell_ids", "pixel_positions",
+        "pool_features", "reconstruct_features"
+    ],
+    "connectivity": ["connectivity_bounds", "enforce_connectivity"],
+    "refine": ["lab8", "refine_boundaries", "refine_store"],
+})

@@ -29,14 +29,14 @@ import cv2
 import numba
 import numpy as np
 
+from ..defaults import DEFAULT_REFINE_ITERATIONS
 from ..io.images import to_uint8
 from ..stores import ArrayStore
 
 __all__ = ["DEFAULT_COMPACTNESS", "DEFAULT_REFINE_ITERATIONS", "DEFAULT_SMOOTHNESS", "lab8", "refine_boundaries",
            "refine_store"]
 
-#: Passes used by the network methods unless told otherwise.
-DEFAULT_REFINE_ITERATIONS = 4
+# Passes used by the network methods unless told otherwise: DEFAULT_REFINE_ITERATIONS (uhrseg.defaults).
 #: ``m``: weight of the distance to a superpixel's centroid (SLIC's default).
 DEFAULT_COMPACTNESS = 10.0
 #: ``lambda``: cost per 8-neighbour of another superpixel, in squared 8-bit Lab units.

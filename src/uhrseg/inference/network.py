@@ -31,10 +31,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..defaults import DEFAULT_STRIP_PIXELS, DEFAULT_TILE
 from ..grid.cells import CellGrid, neighbour_choice_to_cell_ids
 from ..io.sources import ArraySource
 from ..models.layers import transposed_conv_as_subpixel
 from ..models.nets import SuperpixelNet
+
 
 __all__ = [
     "DEFAULT_STRIP_PIXELS",
@@ -50,8 +52,8 @@ __all__ = [
     "resize_image",
 ]
 
-#: Output pixels per head strip: about 300 bytes each for PCNet, so ~150 MB of activations.
-DEFAULT_STRIP_PIXELS = 2**19
+# Output pixels per head strip (DEFAULT_STRIP_PIXELS, uhrseg.defaults): about 300 bytes each for PCNet, so
+# ~150 MB of activations.
 
 
 def grid_shape_for(height: int, width: int, n_segments: int) -> tuple[int, int]:
@@ -118,8 +120,8 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
 #: encoder stages of two 3x3 convolutions, strides 1-16, and 4 decoder steps), the head adds 2; rounded up
 #: to a multiple of 16 so that tiles stay aligned with every pooling level.
 TRUNK_HALO = 96
-#: Default trunk tile core in input pixels (plus the halo on each side): about 300 MB of activations.
-DEFAULT_TILE = 512
+# Default trunk tile core in input pixels (DEFAULT_TILE, uhrseg.defaults; plus the halo on each side): about
+# 300 MB of activations.
 #: Source rows per band when making the network input (fixed, so the result never depends on tiling).
 RESIZE_BAND_ROWS = 256
 

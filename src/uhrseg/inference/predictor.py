@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..classical import CLASSICAL_METHODS, classical_superpixels
+from ..classical import classical_superpixels
+from ..defaults import METHODS, NETWORK_METHODS
 from ..grid.cells import CellGrid
 from ..grid.connectivity import connectivity_bounds, enforce_connectivity
 from ..grid.refine import (
@@ -22,7 +23,7 @@ from ..grid.refine import (
 from ..io.images import as_rgb, to_uint8
 from ..io.sources import ArraySource
 from ..models.checkpoint import load_model, load_packaged_model, packaged_weights_path
-from ..models.nets import MODELS, SuperpixelNet
+from ..models.nets import SuperpixelNet
 from ..stores import ArrayStore
 from .network import (
     DEFAULT_STRIP_PIXELS,
@@ -42,11 +43,6 @@ __all__ = ["DEFAULT_BAND_ROWS", "METHODS", "NETWORK_METHODS", "SourceResult", "S
 
 #: Full-resolution rows per band of the upsampling and refinement passes.
 DEFAULT_BAND_ROWS = 1024
-
-#: Methods backed by a trained network (packaged weights).
-NETWORK_METHODS = tuple(MODELS)
-#: Every method name accepted by ``method=``.
-METHODS = NETWORK_METHODS + tuple(CLASSICAL_METHODS)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

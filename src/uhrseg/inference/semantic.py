@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..defaults import DEFAULT_SEMANTIC_TILE, MAGNET_MODELS, MODES, SEMANTIC_MODELS
 from ..errors import WeightsNotFoundError
 from ..grid.pooling import upsampled_bands
 from ..io.images import as_rgb
@@ -47,27 +48,19 @@ from ..io.sources import ArraySource
 from ..models.blocks import ResNetEncoder
 from ..models.checkpoint import load_model, packaged_weights_path
 from ..models.magnet import MagNet
-from ..models.segmenters import SEGMENTERS, ISDNet
+from ..models.segmenters import ISDNet
 from ..stores import ArrayStore, FileStore
 from .magnet import MagNetSettings, run_magnet
 from .network import AreaAccumulator, _unit_scale, synchronize
-from .predictor import resolve_device
+from .predictor import SuperpixelPredictor, resolve_device
 
 __all__ = ["DEFAULT_ONE_PASS_PIXELS", "DEFAULT_SEMANTIC_TILE", "MAGNET_MODELS", "MIN_IMAGE_SIDE", "MODES",
            "PACKAGED_SEMANTIC_WEIGHTS", "SEMANTIC_MODELS",
            "SemanticPredictor", "SemanticResult", "SemanticSourceResult", "segment", "semantic_weights_path"]
 
-#: Inference modes.
-MODES = ("auto", "whole", "tiled", "slide", "magnet")
-#: MagNet variants (one checkpoint, ``magnet-NAME.pt``, serves both).
-MAGNET_MODELS = ("magnet", "magnet-fast")
-#: Every model name :class:`SemanticPredictor` takes.
-SEMANTIC_MODELS = tuple(SEGMENTERS) + MAGNET_MODELS
 #: Images with more pixels than this run tiled in :meth:`SemanticPredictor.run` (about 1.5 GB peak at the
 #: default widths).
 DEFAULT_ONE_PASS_PIXELS = 2**24
-#: Full-resolution tile core of the shallow path and fusion, pixels (a multiple of 32).
-DEFAULT_SEMANTIC_TILE = 2048
 #: Deep-path tile core in deep-input pixels (a multiple of 8).
 DEFAULT_DEEP_TILE = 512
 #: Smallest image side the networks accept, pixels.
@@ -119,7 +112,10 @@ class SemanticResult:
     mode : str
         ``whole``, ``tiled``, ``slide`` or ``magnet``.
     timings : dict of str to float
-        Seconds per stage (``prepare``, ``network``, ``classes``).
+        Seconds per stage (``prepare``, ``network``, ``classes``; with a refinement ``superpixels`` and
+        ``refine``).
+    superpixel_labels : (H, W) ndarray of int32, optional
+        The superpixels of a ``superpixels`` refinement (``0 .. K-1``), else None.
     """
 
     classes: np.ndarray
@@ -129,6 +125,7 @@ class SemanticResult:
     output_stride: int
     mode: str
     timings: dict[str, float] = field(default_factory=dict)
+    superpixel_labels: np.ndarray | None = None
 
     def class_fractions(self) -> dict[str, float]:
         """Share of the image's pixels per class name."""
@@ -253,8 +250,9 @@ class SemanticPredictor:
     magnet : MagNetSettings, optional
         MagNet: every setting of the loop (overrides ``scales`` and the model name's defaults).
     refine : uhrseg.semantic.ClassRefinement, optional
-        Sharpen the class maps of :meth:`run` at full resolution from the probabilities (superpixel pooling,
-        guided filter, ...; :mod:`uhrseg.semantic`); its seconds are the ``refine`` timing.
+        Sharpen the class maps of :meth:`run` and :meth:`run_source` at full resolution from the probabilities
+        (superpixel pooling, guided filter, ...; :mod:`uhrseg.semantic`), band by band; its seconds are the
+        ``superpixels`` and ``refine`` timings.
 
     Raises
     ------
@@ -283,6 +281,9 @@ class SemanticPredictor:
             raise ValueError(f"tile must be >= 32 and deep_tile >= 8 pixels, got {tile} and {deep_tile}")
         self.device = resolve_device(device)
         self.refine = refine
+        self.superpixel_predictor = None
+        if refine is not None and refine.method == "superpixels":
+            self.superpixel_predictor = SuperpixelPredictor(refine.superpixels, device=str(self.device))
         variant = model if isinstance(model, str) and model in MAGNET_MODELS else "magnet"
         if isinstance(model, (ISDNet, MagNet)):
             net = model
@@ -366,27 +367,25 @@ class SemanticPredictor:
             stride = 8 if mode == "slide" else self.model.output_stride
         logits = ArrayStore(np.empty((-(-height // stride), -(-width // stride), self.model.n_classes),
                                      np.float32))
-        info = self.run_source(ArraySource(image), ArrayStore(classes), logits_store=logits)
+        labels = None
+        if self.superpixel_predictor is not None:
+            labels = np.empty((height, width), np.int32)
+        info = self.run_source(ArraySource(image), ArrayStore(classes), logits_store=logits,
+                               superpixel_labels=None if labels is None else ArrayStore(labels))
         probs = None
-        if probabilities or self.refine is not None:
+        if probabilities:
             t = torch.from_numpy(logits.array).permute(2, 0, 1)
             probs = (t if mode == "magnet" else torch.softmax(t, dim=0)).to(torch.float16).numpy()
-        if self.refine is not None:
-            from ..semantic import refine_classes
-
-            t0 = time.perf_counter()
-            classes = refine_classes(probs, self.refine, image=image)
-            info.timings["refine"] = time.perf_counter() - t0
-            probs = probs if probabilities else None
-        return SemanticResult(classes, probs, self.class_names, self.palette, stride, info.mode, info.timings)
+        return SemanticResult(classes, probs, self.class_names, self.palette, stride, info.mode, info.timings,
+                              labels)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """``(H, W)`` uint8 class map of ``image`` (see :meth:`run`)."""
         return self.run(image, probabilities=False).classes
 
-    def run_source(self, source, classes, *, logits_store=None, work_dir: str | os.PathLike | None = None,
-                   preview_shape: tuple[int, int] | None = None, mode: str | None = None,
-                   progress: Callable[[str], None] | None = None) -> SemanticSourceResult:
+    def run_source(self, source, classes, *, logits_store=None, superpixel_labels=None,
+                   work_dir: str | os.PathLike | None = None, preview_shape: tuple[int, int] | None = None,
+                   mode: str | None = None, progress: Callable[[str], None] | None = None) -> SemanticSourceResult:
         """Segment an image source into a class-map store, in bounded memory.
 
         Parameters
@@ -399,9 +398,12 @@ class SemanticPredictor:
             Receives the logits at the output stride ``s`` (8 for ISDNet and sliding windows, 32 for the 1/4
             deep path), or for MagNet the probabilities at its map stride (4); by default they live in a
             temporary store.
+        superpixel_labels : row store of (H, W) int32, optional
+            Receives the superpixels of a ``superpixels`` refinement (by default a temporary store).
         work_dir : path-like, optional
-            Folder for the intermediate maps (deep-path input and features, logits) as files, so that memory
-            does not grow with the image; by default they are held in memory.
+            Folder for the intermediate maps (deep-path input and features, logits; superpixels and the CIELAB
+            copy of their refinement) as files, so that memory does not grow with the image; by default they
+            are held in memory.
         preview_shape : (int, int), optional
             Also return the image area-averaged to this ``(h, w)``.
         mode : str, optional
@@ -441,7 +443,8 @@ class SemanticPredictor:
         model, device = self.model, self.device
         if mode == "magnet":
             try:
-                return self._run_magnet(source, classes, logits_store, make_store, preview_shape, timings, say)
+                return self._run_magnet(source, classes, logits_store, superpixel_labels, make_store, work_dir,
+                                        preview_shape, timings, say)
             finally:
                 for store in opened:
                     store.close()
@@ -476,10 +479,8 @@ class SemanticPredictor:
                 else:
                     _tiled(model, padded, logits, self.tile, self.deep_tile, device, make_store, timings, say,
                            preview, source)
-                say("classes")
-                t0 = time.perf_counter()
-                counts = _classes_from_logits(logits, stride, classes, device)
-                timings["classes"] = time.perf_counter() - t0
+                counts = self._classes(source, logits, stride, True, classes, superpixel_labels, make_store,
+                                       work_dir, timings, say)
             if logits_store is not None:
                 _copy_rows(logits, logits_store, out_shape, (-(-height // stride), -(-width // stride)))
             rgb = None
@@ -490,8 +491,37 @@ class SemanticPredictor:
                 store.close()
         return SemanticSourceResult(counts, mode, timings, rgb)
 
-    def _run_magnet(self, source, classes, logits_store, make_store, preview_shape, timings, say,
-                    trace: list | None = None) -> SemanticSourceResult:
+    def _classes(self, source, logits, stride: int, softmax: bool, classes, superpixel_labels, make_store,
+                 work_dir, timings: dict, say) -> np.ndarray:
+        """The class map from the network's map: bilinear upsampling and argmax, or the predictor's refinement
+        (superpixels computed first when it pools over them). Returns the class counts."""
+        height, width = classes.shape[:2]
+        if self.refine is None:
+            say("classes")
+            t0 = time.perf_counter()
+            counts = _classes_from_logits(logits, stride, classes, self.device)
+            timings["classes"] = time.perf_counter() - t0
+            return counts
+        from ..semantic import ProbabilityRows, refine_class_store, superpixels_into
+
+        labels, k = None, None
+        if self.refine.method == "superpixels":
+            say("superpixels")
+            t0 = time.perf_counter()
+            labels = superpixel_labels if superpixel_labels is not None else make_store(
+                "superpixels", (height, width), np.int32)
+            k = superpixels_into(source, labels, self.refine.segments_for(height, width), self.superpixel_predictor,
+                                 work_dir=work_dir)
+            timings["superpixels"] = time.perf_counter() - t0
+        say("refine")
+        t0 = time.perf_counter()
+        counts = refine_class_store(ProbabilityRows(logits, height, width, stride, softmax), stride, classes,
+                                    self.refine, source=source, superpixel_labels=labels, n_superpixels=k)
+        timings["refine"] = time.perf_counter() - t0
+        return counts
+
+    def _run_magnet(self, source, classes, logits_store, superpixel_labels, make_store, work_dir, preview_shape,
+                    timings, say, trace: list | None = None) -> SemanticSourceResult:
         height, width = source.shape[:2]
         padded = _PaddedSource(source, height, width)
         rgb = None
@@ -503,10 +533,8 @@ class SemanticPredictor:
         with torch.inference_mode():
             running = run_magnet(self.model, padded, height, width, self.magnet, make_store, self.device, timings,
                                  say, trace)
-            say("classes")
-            t0 = time.perf_counter()
-            counts = _classes_from_logits(running, self.magnet.output_stride, classes, self.device)
-            timings["classes"] = time.perf_counter() - t0
+            counts = self._classes(source, running, self.magnet.output_stride, False, classes, superpixel_labels,
+                                   make_store, work_dir, timings, say)
         if logits_store is not None:
             _copy_rows(running, logits_store, tuple(running.shape), tuple(running.shape[:2]))
         return SemanticSourceResult(counts, "magnet", timings, rgb)
@@ -532,8 +560,8 @@ class SemanticPredictor:
         _check_size(*image.shape[:2])
         classes = np.empty(image.shape[:2], np.uint8)
         trace: list = []
-        self._run_magnet(ArraySource(image), ArrayStore(classes), None,
-                         lambda name, shape, dtype: _memory_store(name, shape, dtype), None, {},
+        self._run_magnet(ArraySource(image), ArrayStore(classes), None, None,
+                         lambda name, shape, dtype: _memory_store(name, shape, dtype), None, None, {},
                          lambda stage: None, trace)
         return classes, trace
 

@@ -1,39 +1,15 @@
 """Image input (any size and layout) and all-or-nothing output of label maps, class maps and overlays."""
 
-from .images import as_rgb, read_image, to_uint8
-from .outputs import (
-    LABEL_FORMATS,
-    commit_files,
-    label_suffix,
-    prepare_output_dir,
-    render_class_overlay,
-    render_overlay,
-    sample_label_store,
-    write_class_png,
-    write_class_store,
-    write_label_store,
-    write_labels,
-    write_png,
-)
-from .sources import ArraySource, TiffSource, open_image
+import lazy_loader
 
-__all__ = [
-    "LABEL_FORMATS",
-    "ArraySource",
-    "TiffSource",
-    "as_rgb",
-    "commit_files",
-    "label_suffix",
-    "open_image",
-    "prepare_output_dir",
-    "read_image",
-    "render_class_overlay",
-    "render_overlay",
-    "sample_label_store",
-    "to_uint8",
-    "write_class_png",
-    "write_class_store",
-    "write_label_store",
-    "write_labels",
-    "write_png",
-]
+# Submodules load on first use, so that ``import uhrseg`` (and the command line) does not load torch,
+# numba or OpenCV before they are needed (lazy_loader: the scientific Python ecosystem's SPEC 1).
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "images": ["as_rgb", "read_image", "to_uint8"],
+    "outputs": [
+        "LABEL_FORMATS", "commit_files", "label_suffix", "prepare_output_dir", "render_class_overlay",
+        "render_overlay", "sample_label_store", "write_class_png", "write_class_store", "write_label_store",
+        "write_labels", "write_png"
+    ],
+    "sources": ["ArraySource", "TiffSource", "open_image"],
+})

@@ -16,6 +16,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from ..defaults import LABEL_FORMATS
 from ..errors import OutputError
 from ..grid.boundaries import boundary_mask
 from .images import to_uint8
@@ -24,8 +25,6 @@ __all__ = ["LABEL_FORMATS", "label_suffix", "write_labels", "write_label_store",
            "render_overlay", "write_png", "commit_files", "prepare_output_dir", "write_class_png",
            "write_class_store", "render_class_overlay"]
 
-#: Label map encodings: ``auto`` is a 16-bit PNG when the ids fit in 16 bits, else a (Big)TIFF.
-LABEL_FORMATS = ("auto", "png", "tiff", "npy")
 BOUNDARY_COLOUR = (255, 32, 32)
 
 

@@ -20,10 +20,13 @@ offered: no maintained package builds on this platform (see the README).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from ..defaults import REFINEMENTS
 from ..grid.pooling import (
     assign_superpixel_classes,
     superpixel_probability_sums,
@@ -31,12 +34,13 @@ from ..grid.pooling import (
     upsample_rows,
     upsampled_bands,
 )
-from ..stores import ArrayStore
+from ..io.sources import ArraySource
+from ..stores import ArrayStore, FileStore
 
-__all__ = ["REFINEMENTS", "ClassRefinement", "infer_stride", "refine_classes", "refine_with_superpixels"]
+__all__ = ["REFINEMENTS", "ClassRefinement", "ProbabilityRows", "infer_stride", "refine_class_store", "refine_classes",
+           "refine_with_superpixels", "superpixels_into"]
 
-#: Refinement methods of :func:`refine_classes`.
-REFINEMENTS = ("none", "bilinear", "guided", "superpixels")
+# Refinement methods of refine_classes: REFINEMENTS (uhrseg.defaults).
 
 
 @dataclass(frozen=True)
@@ -108,12 +112,175 @@ def _check_probabilities(p: np.ndarray) -> np.ndarray:
     return p
 
 
-def _superpixel_labels(image, height: int, width: int, refinement: ClassRefinement) -> np.ndarray:
-    from ..inference.predictor import superpixels
+class ProbabilityRows:
+    """A network's map as a row store of probabilities ``(ceil(H / s), ceil(W / s), C)`` float32, read band by band.
 
-    if image is None:
-        raise ValueError("superpixel refinement needs the image (or superpixel_labels)")
-    return superpixels(image, refinement.segments_for(height, width), method=refinement.superpixels)
+    Parameters
+    ----------
+    store : row store of (h', w', C) float
+        Logits or probabilities at stride ``s``, possibly padded (``h' >= ceil(H / s)``, ``w' >= ceil(W / s)``).
+    height, width : int
+        The image, pixels.
+    stride : int
+        ``s``.
+    softmax : bool
+        The store holds logits: rows are read through a softmax over the class axis.
+
+    Raises
+    ------
+    ValueError
+        If the store does not cover the image at ``stride``.
+    """
+
+    def __init__(self, store, height: int, width: int, stride: int, softmax: bool) -> None:
+        h, w = -(-height // stride), -(-width // stride)
+        if store.shape[0] < h or store.shape[1] < w:
+            raise ValueError(f"a map of {store.shape[0]} x {store.shape[1]} does not cover {height} x {width} pixels "
+                             f"at stride {stride}")
+        self.store, self.softmax = store, softmax
+        self.shape = (h, w, int(store.shape[2]))
+        self.dtype = np.dtype(np.float32)
+
+    def read(self, y0: int, y1: int) -> np.ndarray:
+        """Rows ``[y0, y1)`` as ``(rows, w, C)`` float32."""
+        rows = np.asarray(self.store.read(y0, min(y1, self.shape[0]))[:, : self.shape[1]], np.float32)
+        if not self.softmax:
+            return np.ascontiguousarray(rows)
+        e = np.exp(rows - rows.max(axis=2, keepdims=True))
+        return e / e.sum(axis=2, keepdims=True)
+
+
+def superpixels_into(source, labels, n_segments: int, predictor, *, work_dir: str | os.PathLike | None = None,
+                     progress=None) -> int:
+    """Superpixels of an image source written into a label store; returns their number ``K``.
+
+    Network methods (PCNet, SCN) stream (:meth:`uhrseg.SuperpixelPredictor.run_source`, the CIELAB copy of
+    the refinement in a file in ``work_dir`` or in memory); classical methods read the whole image.
+
+    Parameters
+    ----------
+    source : image source
+        ``shape`` ``(H, W, 3)`` and ``read_rows``.
+    labels : row store of (H, W) int32
+        Receives labels ``0 .. K-1``.
+    n_segments : int
+        Superpixels asked for.
+    predictor : uhrseg.SuperpixelPredictor
+    work_dir : path-like, optional
+        Folder for the scratch CIELAB copy (``3 H W`` bytes).
+    progress : callable, optional
+        Called with the name of each stage as it starts.
+
+    Raises
+    ------
+    ValueError
+        Bad ``n_segments`` or stores that do not match the source.
+    """
+    height, width = source.shape[:2]
+    if predictor.model is None:
+        result = predictor.run(source.read_rows(0, height), n_segments)
+        labels.write(0, result.labels)
+        return result.n_produced
+    lab = None
+    if predictor.refine_iterations:
+        lab = (FileStore(Path(work_dir) / "lab.u8", (height, width, 3), np.uint8) if work_dir is not None
+               else ArrayStore(np.empty((height, width, 3), np.uint8)))
+    try:
+        return predictor.run_source(source, n_segments, labels, lab, progress=progress).n_produced
+    finally:
+        if isinstance(lab, FileStore):
+            lab.close()
+
+
+def refine_class_store(probabilities, stride: int, classes, refinement: ClassRefinement, *, source=None,
+                       superpixel_labels=None, n_superpixels: int | None = None) -> np.ndarray:
+    """Write a full-resolution class map from probabilities by any of :data:`REFINEMENTS`, band by band.
+
+    The engine behind :func:`refine_classes`, :meth:`uhrseg.SemanticPredictor.run` and the streamed
+    ``uhrseg segment --refine``: every input and the output are row stores, so memory is bounded by a band
+    whatever the image size (the guided filter needs ``C`` full-resolution channels of a band; the others less).
+
+    Parameters
+    ----------
+    probabilities : row store of (ceil(H / stride), ceil(W / stride), C) float
+        Softmax probabilities (e.g. :class:`ProbabilityRows`).
+    stride : int
+        Image pixels per probability pixel.
+    classes : row store of (H, W) uint8
+        Receives the class map.
+    refinement : ClassRefinement
+    source : image source, optional
+        The image (``read_rows``): the guide of ``guided``.
+    superpixel_labels : row store of (H, W) int32, optional
+        Superpixels ``0 .. K-1`` (``superpixels`` only; see :func:`superpixels_into`).
+    n_superpixels : int, optional
+        ``K`` (default: read from the labels).
+
+    Returns
+    -------
+    (C,) ndarray of int64
+        Pixels per class.
+
+    Raises
+    ------
+    ValueError
+        A missing guide or superpixels for the method, or maps that do not fit each other.
+    """
+    height, width = classes.shape[:2]
+    n_classes = probabilities.shape[2]
+    method = refinement.method
+    if method == "superpixels":
+        if superpixel_labels is None:
+            raise ValueError("superpixel refinement needs superpixel labels")
+        k = n_superpixels or _max_label(superpixel_labels) + 1
+        sums = superpixel_probability_sums(superpixel_labels, probabilities, k, stride)
+        lut = sums[:, :-1].argmax(axis=1).astype(np.uint8)
+        return assign_superpixel_classes(superpixel_labels, lut, classes, probabilities=probabilities, stride=stride,
+                                         confidence=refinement.confidence)
+    counts = np.zeros(n_classes, np.int64)
+
+    def put(y0: int, band: np.ndarray) -> None:
+        classes.write(y0, band)
+        counts[:] += np.bincount(band.ravel(), minlength=n_classes)[:n_classes]
+
+    if method == "none":
+        rows = max(1, 2**16 // max(1, probabilities.shape[1]))
+        for a in range(0, probabilities.shape[0], rows):
+            cells = _rows(probabilities, a, a + rows).argmax(axis=2).astype(np.uint8)
+            put(a * stride, np.repeat(np.repeat(cells, stride, axis=0), stride, axis=1)[: height - a * stride, :width])
+    elif method == "bilinear":
+        for y0, band in upsampled_bands(probabilities, stride, height, width):
+            put(y0, band.argmax(dim=0).numpy().astype(np.uint8))
+    else:
+        if source is None:
+            raise ValueError("the guided filter needs the image as its guide")
+        _guided(probabilities, stride, source, put, height, width, refinement.radius, refinement.eps)
+    return counts
+
+
+def _rows(store, y0: int, y1: int) -> np.ndarray:
+    return store[y0:y1] if isinstance(store, np.ndarray) else store.read(y0, y1)
+
+
+def _max_label(labels) -> int:
+    height = labels.shape[0]
+    return max(int(_rows(labels, y0, y0 + 1024).max()) for y0 in range(0, height, 1024))
+
+
+def _guided(probabilities, stride: int, source, put, height: int, width: int, radius: int, eps: float) -> None:
+    import cv2
+
+    from ..io.images import to_uint8
+
+    halo = 2 * radius + 1
+    rows = max(64, (2**24 // max(1, width * probabilities.shape[2])) // stride * stride)
+    for y0 in range(0, height, rows):
+        y1 = min(height, y0 + rows)
+        a, b = max(0, y0 - halo), min(height, y1 + halo)
+        guide = np.ascontiguousarray(to_uint8(source.read_rows(a, b)), np.float32) / 255.0
+        up = upsample_rows(probabilities, stride, a, b, width).numpy()
+        filtered = np.stack([cv2.ximgproc.guidedFilter(guide, np.ascontiguousarray(c), radius, eps) for c in up])
+        put(y0, filtered[:, y0 - a : y1 - a].argmax(axis=0).astype(np.uint8))
 
 
 def refine_with_superpixels(probabilities: np.ndarray, superpixel_labels: np.ndarray | None = None, *,
@@ -154,54 +321,31 @@ def refine_with_superpixels(probabilities: np.ndarray, superpixel_labels: np.nda
     location prior", IJCV 2008; here the superpixels are PCNet's (Wang et al., arXiv:2108.08607).
     """
     refinement = ClassRefinement("superpixels", superpixels=method, n_segments=n_segments, confidence=confidence)
-    if probabilities.ndim == 2:
-        height, width = probabilities.shape
-    elif superpixel_labels is not None:
-        height, width = superpixel_labels.shape[:2]
-    elif image is not None:
-        height, width = image.shape[:2]
-    else:
-        raise ValueError("superpixel refinement needs superpixel_labels or the image")
-    labels = superpixel_labels if superpixel_labels is not None else _superpixel_labels(image, height, width,
-                                                                                         refinement)
-    labels = np.asarray(labels)
-    if labels.shape[:2] != (height, width):
-        raise ValueError(f"superpixel labels of {labels.shape[1]} x {labels.shape[0]} do not match the "
-                         f"{width} x {height} class map")
-    out = np.empty((height, width), np.uint8)
-    if probabilities.ndim == 2:
-        classes = np.asarray(probabilities)
-        n_classes = int(classes[classes != 255].max()) + 1 if (classes != 255).any() else 1
-        k = int(labels.max()) + 1
-        votes = superpixel_votes(labels, classes, k, n_classes)
-        lut = votes.argmax(axis=1).astype(np.uint8)
-        assign_superpixel_classes(labels, lut, ArrayStore(out))
-        return out
-    p = _check_probabilities(probabilities)
-    stride = infer_stride(height, width, p.shape[1], p.shape[2])
-    hwc = np.ascontiguousarray(p.transpose(1, 2, 0))
+    if probabilities.ndim != 2:
+        return refine_classes(probabilities, refinement, image=image, superpixel_labels=superpixel_labels)
+    classes = np.asarray(probabilities)
+    height, width = classes.shape
+    labels = _labels_for(superpixel_labels, image, height, width, refinement)
+    n_classes = int(classes[classes != 255].max()) + 1 if (classes != 255).any() else 1
     k = int(labels.max()) + 1
-    sums = superpixel_probability_sums(labels, hwc, k, stride)
-    lut = sums[:, :-1].argmax(axis=1).astype(np.uint8)
-    assign_superpixel_classes(labels, lut, ArrayStore(out), probabilities=hwc, stride=stride,
-                              confidence=confidence)
+    votes = superpixel_votes(labels, classes, k, n_classes)
+    out = np.empty((height, width), np.uint8)
+    assign_superpixel_classes(labels, votes.argmax(axis=1).astype(np.uint8), ArrayStore(out))
     return out
 
 
-def _guided(hwc: np.ndarray, stride: int, image: np.ndarray, out: np.ndarray, radius: int, eps: float) -> None:
-    import cv2
+def _labels_for(superpixel_labels, image, height: int, width: int, refinement: ClassRefinement) -> np.ndarray:
+    if superpixel_labels is None:
+        if image is None:
+            raise ValueError("superpixel refinement needs superpixel_labels or the image")
+        from ..inference.predictor import superpixels
 
-    height, width = out.shape
-    halo = 2 * radius + 1
-    guide_full = image
-    rows = max(64, (2**24 // max(1, width * hwc.shape[2])) // stride * stride)
-    for y0 in range(0, height, rows):
-        y1 = min(height, y0 + rows)
-        a, b = max(0, y0 - halo), min(height, y1 + halo)
-        guide = np.ascontiguousarray(guide_full[a:b], np.float32) / 255.0
-        up = upsample_rows(hwc, stride, a, b, width).numpy()
-        filtered = np.stack([cv2.ximgproc.guidedFilter(guide, np.ascontiguousarray(c), radius, eps) for c in up])
-        out[y0:y1] = filtered[:, y0 - a : y1 - a].argmax(axis=0).astype(np.uint8)
+        superpixel_labels = superpixels(image, refinement.segments_for(height, width), method=refinement.superpixels)
+    labels = np.ascontiguousarray(superpixel_labels, np.int32)
+    if labels.shape[:2] != (height, width):
+        raise ValueError(f"superpixel labels of {labels.shape[1]} x {labels.shape[0]} do not match the "
+                         f"{width} x {height} class map")
+    return labels
 
 
 def refine_classes(probabilities: np.ndarray, refinement: ClassRefinement | str = "superpixels", *,
@@ -216,11 +360,12 @@ def refine_classes(probabilities: np.ndarray, refinement: ClassRefinement | str 
     refinement : ClassRefinement or str
         The method and its settings (a name takes the defaults).
     image : (H, W, 3) ndarray of uint8, optional
-        The image: the guide of ``guided`` and the source of the superpixels (required for those two).
+        The image: the guide of ``guided`` and the source of the superpixels (required for those two unless
+        superpixels are given).
     superpixel_labels : (H, W) ndarray of int, optional
         Given superpixels (``superpixels`` only).
     height, width : int, optional
-        The image size when no image is given (default: the image's).
+        The image size when neither image nor superpixels are given.
 
     Returns
     -------
@@ -231,33 +376,24 @@ def refine_classes(probabilities: np.ndarray, refinement: ClassRefinement | str 
     ValueError
         Bad probabilities (see :func:`refine_with_superpixels`), an unknown method, a missing image.
     """
+    from ..io.images import as_rgb
+
     if isinstance(refinement, str):
         refinement = ClassRefinement(refinement)
     if image is not None:
+        image = as_rgb(image)
         height, width = image.shape[:2]
     elif superpixel_labels is not None:
         height, width = superpixel_labels.shape[:2]
     if height is None or width is None:
         raise ValueError("refine_classes needs the image, the superpixels or height and width")
-    if refinement.method == "superpixels":
-        return refine_with_superpixels(probabilities, superpixel_labels, image=image,
-                                       confidence=refinement.confidence, n_segments=refinement.n_segments,
-                                       method=refinement.superpixels)
     p = _check_probabilities(probabilities)
     stride = infer_stride(height, width, p.shape[1], p.shape[2])
-    out = np.empty((height, width), np.uint8)
-    if refinement.method == "none":
-        cells = p.argmax(axis=0).astype(np.uint8)
-        out[...] = np.repeat(np.repeat(cells, stride, axis=0), stride, axis=1)[:height, :width]
-        return out
     hwc = np.ascontiguousarray(p.transpose(1, 2, 0))
-    if refinement.method == "bilinear":
-        for y0, band in upsampled_bands(hwc, stride, height, width):
-            out[y0 : y0 + band.shape[1]] = band.argmax(dim=0).numpy().astype(np.uint8)
-        return out
-    if image is None:
-        raise ValueError("the guided filter needs the image as its guide")
-    from ..io.images import as_rgb, to_uint8
-
-    _guided(hwc, stride, to_uint8(as_rgb(image)), out, refinement.radius, refinement.eps)
+    labels = None
+    if refinement.method == "superpixels":
+        labels = _labels_for(superpixel_labels, image, height, width, refinement)
+    out = np.empty((height, width), np.uint8)
+    refine_class_store(hwc, stride, ArrayStore(out), refinement, source=None if image is None else ArraySource(image),
+                       superpixel_labels=labels)
     return out

@@ -1,0 +1,36 @@
+"""Names and default settings that the Python API and the command line share.
+
+Importable without torch, numba, OpenCV or scikit-image, so that ``uhrseg`` builds its argument parser and
+starts reading the first image before the heavy libraries are loaded (the modules that use these values
+re-export them; ``tests/test_cli.py`` checks that they agree with the registries they name).
+"""
+
+from __future__ import annotations
+
+#: Superpixel networks (:data:`uhrseg.models.MODELS`).
+NETWORK_METHODS = ("pcnet", "scn")
+#: Classical superpixel methods (:data:`uhrseg.classical.CLASSICAL_METHODS`).
+CLASSICAL_METHOD_NAMES = ("slic", "watershed", "fh", "cv-slic", "slico", "seeds", "lsc")
+#: Every superpixel method of :class:`uhrseg.SuperpixelPredictor`.
+METHODS = NETWORK_METHODS + CLASSICAL_METHOD_NAMES
+
+#: Output pixels per strip of a superpixel network's head.
+DEFAULT_STRIP_PIXELS = 2**19
+#: Trunk tile of a superpixel network, network-input pixels.
+DEFAULT_TILE = 512
+#: Passes of the full-resolution boundary refinement used by the network methods.
+DEFAULT_REFINE_ITERATIONS = 4
+#: Label map encodings: ``auto`` is a 16-bit PNG when the ids fit in 16 bits, else a (Big)TIFF.
+LABEL_FORMATS = ("auto", "png", "tiff", "npy")
+
+#: Inference modes of :class:`uhrseg.SemanticPredictor`.
+MODES = ("auto", "whole", "tiled", "slide", "magnet")
+#: MagNet variants (Huynh et al., CVPR 2021): all scales, or the coarsest and the finest (MagNet-Fast).
+MAGNET_MODELS = ("magnet", "magnet-fast")
+#: Segmentation networks (:data:`uhrseg.models.SEGMENTERS`) and the MagNet variants.
+SEMANTIC_MODELS = ("isdnet", "deeppath") + MAGNET_MODELS
+#: Full-resolution tile core of the tiled semantic mode, pixels.
+DEFAULT_SEMANTIC_TILE = 2048
+
+#: Refinements of class maps (:func:`uhrseg.semantic.refine_classes`).
+REFINEMENTS = ("none", "bilinear", "guided", "superpixels")
