@@ -34,11 +34,20 @@ def test_outputs_for_a_real_image(tmp_path, capsys):
     code, err = run_cli(capsys, image, "-n", 300, "--method", "slic", "--out", tmp_path / "out")
     assert code == 0, err
     out = tmp_path / "out"
-    assert files_in(out) == ["100007_labels.png", "100007_overlay.png", "summary.json"]
+    assert files_in(out) == ["100007_labels.png", "100007_overlay.jpg", "summary.json"]
     labels = np.asarray(Image.open(out / "100007_labels.png"))
     np.testing.assert_array_equal(labels, uhrseg.superpixels(read_image(image), 300, method="slic"))
-    overlay = Image.open(out / "100007_overlay.png")
-    assert overlay.size == (481, 321) and overlay.mode == "RGB"
+    overlay = Image.open(out / "100007_overlay.jpg")
+    assert overlay.size == (481, 321) and overlay.mode == "RGB" and overlay.format == "JPEG"
+    # --overlay png: lossless, boundary pixels exactly red; the JPEG default is visually the same image
+    code, err = run_cli(capsys, image, "-n", 300, "--method", "slic", "--overlay", "png", "--out", tmp_path / "png")
+    assert code == 0, err
+    exact = np.asarray(Image.open(tmp_path / "png" / "100007_overlay.png")).astype(int)
+    from uhrseg.grid import boundary_mask
+    assert (exact[boundary_mask(labels)] == (255, 32, 32)).all()
+    assert np.abs(np.asarray(overlay).astype(int) - exact).mean() < 3  # grey levels of 255
+    code, err = run_cli(capsys, image, "-n", 300, "--method", "slic", "--overlay", "none", "--out", tmp_path / "none")
+    assert code == 0 and files_in(tmp_path / "none") == ["100007_labels.png", "summary.json"]
     summary = json.loads((out / "summary.json").read_text())
     entry = summary["images"][0]
     assert summary["method"] == "slic" and summary["failed"] == []
@@ -53,11 +62,11 @@ def test_network_with_preview_and_formats(tmp_path, capsys, photo_path, pcnet_gr
                         "--out", tmp_path, "--label-format", "npy")
     assert code == 0, err
     stem = photo_path.stem
-    assert files_in(tmp_path) == sorted([f"{stem}_labels.npy", f"{stem}_overlay.png", f"{stem}_preview.png",
+    assert files_in(tmp_path) == sorted([f"{stem}_labels.npy", f"{stem}_overlay.jpg", f"{stem}_preview.jpg",
                                          "summary.json"])
     labels = np.load(tmp_path / f"{stem}_labels.npy")
     assert labels.shape == (1600, 2560) and labels.dtype == np.int32
-    assert Image.open(tmp_path / f"{stem}_preview.png").size == (2048, 1280)
+    assert Image.open(tmp_path / f"{stem}_preview.jpg").size == (2048, 1280)
     entry = json.loads((tmp_path / "summary.json").read_text())["images"][0]
     assert entry["n_produced"] == labels.max() + 1 == entry["n_cells"]
     assert set(entry["seconds"]) >= {"resize", "network", "connectivity", "upsample", "refine"}
@@ -87,8 +96,8 @@ def test_batch_goes_on_after_a_bad_file(tmp_path, capsys):
     out = tmp_path / "out"
     code, err = run_cli(capsys, good, bad, other, "-n", 200, "-m", "slico", "--out", out)
     assert code == 2
-    assert files_in(out) == ["100007_labels.png", "100007_overlay.png", "100039_labels.png",
-                             "100039_overlay.png", "summary.json"]
+    assert files_in(out) == ["100007_labels.png", "100007_overlay.jpg", "100039_labels.png",
+                             "100039_overlay.jpg", "summary.json"]
     assert "2 of 3 images written" in err and "1 failed" in err
     assert err.strip().splitlines()[-1].strip().startswith(str(bad))
     summary = json.loads((out / "summary.json").read_text())
@@ -165,7 +174,7 @@ def test_output_folder_cannot_be_created(tmp_path, capsys):
 def test_never_overwrites_an_input(tmp_path, capsys):
     first = tmp_path / "a.jpg"
     shutil.copy(bsds_image_path(), first)
-    victim = tmp_path / "a_overlay.png"
+    victim = tmp_path / "a_overlay.jpg"
     Image.open(first).save(victim)
     before = victim.read_bytes()
     code, err = run_cli(capsys, first, victim, "-n", 100, "-m", "slico", "--out", tmp_path)

@@ -31,14 +31,14 @@ def test_outputs_for_a_real_frame(tmp_path, capsys, isdnet_ckpt):
     code, err = run_segment(capsys, FRAME, "--weights", isdnet_ckpt, "--out", tmp_path)
     assert code == 0, err
     stem = FRAME.stem
-    assert files_in(tmp_path) == [f"{stem}_classes.png", f"{stem}_overlay.png", "summary.json"]
+    assert files_in(tmp_path) == [f"{stem}_classes.png", f"{stem}_overlay.jpg", "summary.json"]
     im = Image.open(tmp_path / f"{stem}_classes.png")
     assert im.mode == "P" and im.size == (1500, 1000)
     assert im.getpalette()[3:6] == [128, 64, 128]  # class 1, paved-area, in the dataset's colour
     classes = np.asarray(im)
     expected = SemanticPredictor("isdnet", weights=isdnet_ckpt, device="cpu").predict(read_image(FRAME))
     np.testing.assert_array_equal(classes, expected)
-    overlay = np.asarray(Image.open(tmp_path / f"{stem}_overlay.png"))
+    overlay = np.asarray(Image.open(tmp_path / f"{stem}_overlay.jpg"))
     assert overlay.shape == (1000, 1500, 3)
     summary = json.loads((tmp_path / "summary.json").read_text())
     entry = summary["images"][0]
@@ -58,7 +58,7 @@ def test_streamed_tiff_gives_a_tiled_palette_bigtiff(tmp_path, capsys, isdnet_ck
     out = tmp_path / "out"
     code, err = run_segment(capsys, path, "--weights", isdnet_ckpt, "--out", out, "--stream", "--preview-side", "300")
     assert code == 0, err
-    assert files_in(out) == ["frame_classes.tif", "frame_overlay.png", "summary.json"]
+    assert files_in(out) == ["frame_classes.tif", "frame_overlay.jpg", "summary.json"]
     with tifffile.TiffFile(out / "frame_classes.tif") as tif:
         page = tif.pages[0]
         assert tif.is_bigtiff and page.is_tiled and page.photometric == 3  # palette
@@ -66,7 +66,7 @@ def test_streamed_tiff_gives_a_tiled_palette_bigtiff(tmp_path, capsys, isdnet_ck
         streamed = page.asarray()
     expected = SemanticPredictor("isdnet", weights=isdnet_ckpt, device="cpu").predict(image)
     np.testing.assert_array_equal(streamed, expected)
-    assert Image.open(out / "frame_overlay.png").size == (300, 200)
+    assert Image.open(out / "frame_overlay.jpg").size == (300, 200)
     entry = json.loads((out / "summary.json").read_text())["images"][0]
     assert entry["streamed"] and entry["mode"] == "tiled"
 
@@ -81,7 +81,7 @@ def test_superpixel_refinement_in_memory_and_streamed(tmp_path, capsys, isdnet_c
     flags = ("--weights", isdnet_ckpt, "--refine", "superpixels", "--n-segments", "2000")
     code, err = run_segment(capsys, FRAME, *flags, "--out", tmp_path / "mem")
     assert code == 0, err
-    assert files_in(tmp_path / "mem") == [f"{stem}_classes.png", f"{stem}_overlay.png", f"{stem}_superpixels.png",
+    assert files_in(tmp_path / "mem") == [f"{stem}_classes.png", f"{stem}_overlay.jpg", f"{stem}_superpixels.png",
                                           "summary.json"]
     classes = np.asarray(Image.open(tmp_path / "mem" / f"{stem}_classes.png"))
     labels = np.asarray(Image.open(tmp_path / "mem" / f"{stem}_superpixels.png")).astype(np.int32)
@@ -97,7 +97,7 @@ def test_superpixel_refinement_in_memory_and_streamed(tmp_path, capsys, isdnet_c
     tifffile.imwrite(path, image, tile=(256, 256))
     code, err = run_segment(capsys, path, *flags, "--stream", "--out", tmp_path / "streamed")
     assert code == 0, err
-    assert files_in(tmp_path / "streamed") == ["frame_classes.tif", "frame_overlay.png", "frame_superpixels.tif",
+    assert files_in(tmp_path / "streamed") == ["frame_classes.tif", "frame_overlay.jpg", "frame_superpixels.tif",
                                                "summary.json"]
     for name, want in (("frame_classes.tif", classes), ("frame_superpixels.tif", labels)):
         with tifffile.TiffFile(tmp_path / "streamed" / name) as tif:
@@ -145,7 +145,7 @@ def test_wrong_or_missing_weights(tmp_path, capsys, pcnet_random_ckpt):
 
 
 def test_outputs_never_overwrite_inputs_and_bad_folders(tmp_path, capsys, isdnet_ckpt):
-    image = tmp_path / "x_overlay.png"
+    image = tmp_path / "x_overlay.jpg"
     Image.fromarray(read_image(FRAME)[:128, :128]).save(image)
     before = image.read_bytes()
     sibling = tmp_path / "x.png"

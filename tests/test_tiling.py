@@ -94,8 +94,8 @@ def test_streamed_cli_writes_the_same_labels_as_a_bigtiff(photo, untiled, tmp_pa
         assert tif.is_bigtiff and tif.pages[0].is_tiled
     entry = json.loads((out / "summary.json").read_text())["images"][0]
     assert entry["streamed"] is True and entry["n_produced"] == untiled.max() + 1
-    assert (out / "photo_preview.png").is_file() and not (out / "photo_overlay.png").exists()
-    assert sorted(p.name for p in out.iterdir()) == ["photo_labels.tif", "photo_preview.png", "summary.json"]
+    assert (out / "photo_preview.jpg").is_file() and not (out / "photo_overlay.jpg").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["photo_labels.tif", "photo_preview.jpg", "summary.json"]
 
 
 def test_stream_refuses_classical_methods_and_png_labels(photo_path, tmp_path, capsys):

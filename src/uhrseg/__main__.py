@@ -1,7 +1,5 @@
 """``python -m uhrseg`` runs the command line."""
 
-import sys
+from .cli.main import console
 
-from .cli.main import main
-
-sys.exit(main())
+console()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .. import __version__
@@ -64,5 +65,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def console() -> None:  # pragma: no cover - the installed ``uhrseg`` executable
+    """Entry point of the ``uhrseg`` executable: :func:`main`, then exit without the interpreter's teardown.
+
+    Every output is committed (renamed into place) before :func:`main` returns, so nothing is left to do but
+    flush the standard streams. Skipping the teardown saves about 0.6 s per command (freeing the modules of
+    torch, numba and OpenCV, measured on the 2-core CPU), a tenth of a 5K ``uhrseg superpixels``.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console()

@@ -8,8 +8,8 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
     "images": ["as_rgb", "read_image", "to_uint8"],
     "outputs": [
         "LABEL_FORMATS", "commit_files", "label_suffix", "prepare_output_dir", "render_class_overlay",
-        "render_overlay", "sample_label_store", "write_class_png", "write_class_store", "write_label_store",
-        "write_labels", "write_png"
+        "render_overlay", "sample_label_store", "write_class_png", "write_class_store", "write_jpeg",
+        "write_label_store", "write_labels", "write_overlay", "write_png"
     ],
     "sources": ["ArraySource", "TiffSource", "open_image"],
 })

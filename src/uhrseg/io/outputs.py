@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -22,7 +23,7 @@ from ..grid.boundaries import boundary_mask
 from .images import to_uint8
 
 __all__ = ["LABEL_FORMATS", "label_suffix", "write_labels", "write_label_store", "sample_label_store",
-           "render_overlay", "write_png", "commit_files", "prepare_output_dir", "write_class_png",
+           "render_overlay", "write_png", "write_jpeg", "write_overlay", "commit_files", "prepare_output_dir", "write_class_png",
            "write_class_store", "render_class_overlay"]
 
 BOUNDARY_COLOUR = (255, 32, 32)
@@ -210,6 +211,29 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
     Image.fromarray(rgb).save(path, format="PNG", compress_level=1)
 
 
+def write_jpeg(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    """Write an ``(H, W, 3)`` uint8 array as JPEG, quality 95 without chroma subsampling (4:4:4), so that
+    one-pixel boundary lines keep their colour. About 10x faster to encode than PNG for a photograph."""
+    Image.fromarray(rgb).save(path, format="JPEG", quality=95, subsampling=0)
+
+
+def write_overlay(path: str | os.PathLike, rgb: np.ndarray, fmt: str = "jpg") -> None:
+    """Write an overlay or preview as ``fmt`` says: ``"jpg"`` (:func:`write_jpeg`) or ``"png"``
+    (:func:`write_png`), whatever the file's name (the commands write to a temporary name first).
+
+    Raises
+    ------
+    ValueError
+        For another format.
+    """
+    if fmt == "jpg":
+        write_jpeg(path, rgb)
+    elif fmt == "png":
+        write_png(path, rgb)
+    else:
+        raise ValueError(f"overlays are written as jpg or png, not {fmt!r}")
+
+
 def prepare_output_dir(path: str | os.PathLike) -> Path:
     """Create the output folder if needed and check that files can be created in it.
 
@@ -239,10 +263,12 @@ def _default_file_mode() -> int:
 
 
 def commit_files(writers: dict[Path, Callable[[Path], None]]) -> list[Path]:
-    """Write several files all-or-nothing.
+    """Write several files all-or-nothing, concurrently.
 
-    Each ``writer(tmp_path)`` writes one file under a temporary name in its final folder; when all succeeded they
-    are renamed to their final names. On any error the temporary files are removed and nothing is renamed.
+    Each ``writer(tmp_path)`` writes one file under a temporary name in its final folder, each in its own thread
+    (the encoders, zlib, libjpeg and tifffile's codecs, release the GIL, so a label map and an overlay encode
+    side by side); when all succeeded they are renamed to their final names. On any error the temporary files
+    are removed and nothing is renamed.
 
     Raises
     ------
@@ -250,15 +276,24 @@ def commit_files(writers: dict[Path, Callable[[Path], None]]) -> list[Path]:
         If a file cannot be written (the message names it).
     """
     temps: dict[Path, Path] = {}
+
+    def write(final: Path, writer: Callable[[Path], None]) -> None:
+        try:
+            writer(temps[final])
+        except OSError as e:
+            raise OutputError(f"{final}: cannot be written ({e.strerror or e})") from e
+
     try:
-        for final, writer in writers.items():
+        for final in writers:
             fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
             os.close(fd)
             temps[final] = Path(tmp)
-            try:
-                writer(Path(tmp))
-            except OSError as e:
-                raise OutputError(f"{final}: cannot be written ({e.strerror or e})") from e
+        if len(writers) == 1:
+            write(*next(iter(writers.items())))
+        else:
+            with ThreadPoolExecutor(max_workers=len(writers), thread_name_prefix="uhrseg-write") as pool:
+                for future in [pool.submit(write, final, writer) for final, writer in writers.items()]:
+                    future.result()
         mode = _default_file_mode()
         for final, tmp in temps.items():
             os.chmod(tmp, mode)
