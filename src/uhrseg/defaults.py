@@ -22,6 +22,8 @@ DEFAULT_TILE = 512
 DEFAULT_REFINE_ITERATIONS = 4
 #: Label map encodings: ``auto`` is a 16-bit PNG when the ids fit in 16 bits, else a (Big)TIFF.
 LABEL_FORMATS = ("auto", "png", "tiff", "npy")
+#: Region exports of the commands (``--export``): polygons (GeoPackage), table (Parquet), csv.
+EXPORTS = ("polygons", "table", "csv")
 #: Overlay and preview encodings of the commands: JPEG (quality 95, no chroma subsampling: 0.2 s for a 5K
 #: overlay against 1.9 s for PNG), lossless PNG, or none.
 OVERLAY_FORMATS = ("jpg", "png", "none")

@@ -14,7 +14,50 @@ from tqdm import tqdm
 from ..errors import UhrsegError
 from ..io import commit_files, open_image
 
-__all__ = ["ImageOpener", "check_targets", "output_stems", "process_batch"]
+__all__ = ["ImageOpener", "check_targets", "export_writers", "output_stems", "parse_exports", "process_batch"]
+
+
+def parse_exports(text: str | None) -> tuple[str, ...]:
+    """``--export polygons,table,csv`` as a tuple of names (empty without the option).
+
+    Raises
+    ------
+    UhrsegError
+        For a name that is not one of :data:`uhrseg.defaults.EXPORTS`.
+    """
+    from ..defaults import EXPORTS
+
+    names = tuple(dict.fromkeys(n.strip() for n in (text or "").split(",") if n.strip()))
+    bad = [n for n in names if n not in EXPORTS]
+    if bad:
+        raise UhrsegError(f"--export {','.join(bad)}: choose from {', '.join(EXPORTS)}")
+    return names
+
+
+def export_writers(out: Path, stem: str, exports: tuple[str, ...], labels, source, n_regions: int, *, classes=None,
+                   class_names=None, georeference=None) -> dict[Path, Callable[[Path], None]]:
+    """Writers for the region exports of one image (for :func:`uhrseg.io.commit_files`): ``STEM_regions.gpkg``
+    (polygons with the table's columns), ``STEM_regions.parquet`` and ``STEM_regions.csv``.
+
+    The table (:func:`uhrseg.io.regions.region_table`) is computed here, once, when any export is asked for;
+    the polygons when their file is written.
+    """
+    if not exports:
+        return {}
+    from ..io.regions import region_polygons, region_table, write_polygons, write_table
+
+    table = region_table(labels, source, n_regions, classes=classes, class_names=class_names,
+                         georeference=georeference)
+    writers: dict[Path, Callable[[Path], None]] = {}
+    if "polygons" in exports:
+        crs = georeference.crs if georeference is not None else None
+        writers[out / f"{stem}_regions.gpkg"] = lambda p: write_polygons(
+            p, region_polygons(labels, n_regions, georeference=georeference), table, crs=crs)
+    if "table" in exports:
+        writers[out / f"{stem}_regions.parquet"] = lambda p: write_table(p, table, "parquet")
+    if "csv" in exports:
+        writers[out / f"{stem}_regions.csv"] = lambda p: write_table(p, table, "csv")
+    return writers
 
 
 class ImageOpener:

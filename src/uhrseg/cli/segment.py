@@ -32,10 +32,11 @@ from ..io import (
     write_labels,
     write_overlay,
 )
-from ..io.sources import TiffSource
+from ..io.geo import NODATA_CLASS, NODATA_LABEL, mask_nodata_classes, mask_nodata_labels, read_georeference
+from ..io.sources import ArraySource, TiffSource
 from ..memory import peak_rss_bytes, reset_peak_rss
-from ..stores import FileStore
-from .common import ImageOpener, check_targets, process_batch
+from ..stores import ArrayStore, FileStore
+from .common import ImageOpener, check_targets, export_writers, parse_exports, process_batch
 
 if TYPE_CHECKING:  # loaded by run(), after the first image has started decoding
     from ..inference.semantic import SemanticPredictor
@@ -96,6 +97,10 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--overlay", default="jpg", choices=OVERLAY_FORMATS,
                    help="encoding of the class overlay: jpg (quality 95, 4:4:4; default, 10x faster to write than "
                         "png), png (lossless) or none")
+    p.add_argument("--export", metavar="LIST",
+                   help="also write regions: polygons (STEM_regions.gpkg), table (STEM_regions.parquet) and/or csv, "
+                        "comma-separated; the regions are the superpixels with --refine superpixels (each with its "
+                        "majority class), else the connected class regions (pip install 'uhrseg[geo]')")
     p.add_argument("--preview-side", type=int, default=2048, metavar="PX",
                    help="longer side of the overlay of streamed images (default 2048)")
     p.add_argument("--refine", choices=REFINEMENTS, metavar="METHOD",
@@ -143,22 +148,49 @@ def _process(predictor: SemanticPredictor, opener: ImageOpener, path: Path, stem
     finally:
         source.close()
     t_read = time.perf_counter() - t_start
+    geo = read_georeference(path)
     result = predictor.run(image, probabilities=False)
     classes, labels = result.classes, result.superpixel_labels
+    n_superpixels = None if labels is None else int(labels.max()) + 1
+    if geo is not None:
+        mask_nodata_classes(ArrayStore(classes), ArraySource(image), geo)
+        if labels is not None:
+            n_superpixels = mask_nodata_labels(ArrayStore(labels), ArraySource(image), geo, n_superpixels)
     t0 = time.perf_counter()
-    outputs = {args.out / f"{stem}_classes.png": lambda p: write_class_png(p, classes, predictor.palette)}
+    if geo is not None:  # a GeoTIFF in, GeoTIFFs out
+        class_nodata, label_nodata = (None, None) if geo.nodata is None else (NODATA_CLASS, NODATA_LABEL)
+        outputs = {args.out / f"{stem}_classes.tif": lambda p: write_class_store(
+            p, ArrayStore(classes), predictor.palette, georeference=geo, nodata=class_nodata)}
+    else:
+        outputs = {args.out / f"{stem}_classes.png": lambda p: write_class_png(p, classes, predictor.palette)}
     if args.overlay != "none":
         outputs[args.out / f"{stem}_overlay.{args.overlay}"] = lambda p: write_overlay(
             p, render_class_overlay(image, classes, predictor.palette), args.overlay)
-    if labels is not None:
+    if labels is not None and geo is not None:
+        outputs[args.out / f"{stem}_superpixels.tif"] = lambda p: write_label_store(
+            p, ArrayStore(labels), georeference=geo, nodata=label_nodata)
+    elif labels is not None:
         suffix = label_suffix(labels)
         outputs[args.out / f"{stem}_superpixels{suffix}"] = lambda p: write_labels(p, labels, suffix)
+    if args.exports:
+        regions, n_regions = (labels, n_superpixels) if labels is not None else class_regions(classes)
+        outputs.update(export_writers(args.out, stem, args.exports, regions, image, n_regions, classes=classes,
+                                      class_names=predictor.class_names, georeference=geo))
     check_targets(path, outputs, inputs)
     written = commit_files(outputs)
     timings = {"read": t_read, **result.timings, "write": time.perf_counter() - t0,
                "total": time.perf_counter() - t_start}
-    counts = np.bincount(classes.ravel(), minlength=len(predictor.class_names))
+    counts = np.bincount(classes.ravel(), minlength=len(predictor.class_names))[: len(predictor.class_names)]
     return _entry(path, written, height, width, predictor.class_names, counts, result.mode, False, timings)
+
+
+def class_regions(classes: np.ndarray) -> tuple[np.ndarray, int]:
+    """The connected regions of one class each (4-connectivity; :func:`skimage.measure.label`) of an in-memory
+    class map, ``0 .. K-1`` int32, nodata (255) -1; and ``K``."""
+    from skimage.measure import label
+
+    regions = label(classes.astype(np.int16), background=NODATA_CLASS, connectivity=1).astype(np.int32) - 1
+    return regions, int(regions.max()) + 1
 
 
 def _process_streamed(predictor: SemanticPredictor, source, path: Path, stem: str, args: argparse.Namespace,
@@ -168,11 +200,16 @@ def _process_streamed(predictor: SemanticPredictor, source, path: Path, stem: st
     scale = min(1.0, args.preview_side / max(height, width))
     preview_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
     pooled = predictor.superpixel_predictor is not None
+    if args.exports and not pooled:
+        raise UhrsegError(f"{path}: --export of a streamed image exports superpixels; add --refine superpixels")
+    geo = read_georeference(path)
     outputs = {args.out / f"{stem}_classes.tif": None}
     if args.overlay != "none":
         outputs[args.out / f"{stem}_overlay.{args.overlay}"] = None
     if pooled:
         outputs[args.out / f"{stem}_superpixels.tif"] = None
+    outputs.update({args.out / f"{stem}_regions.{suffix}": None for name, suffix in
+                    (("polygons", "gpkg"), ("table", "parquet"), ("csv", "csv")) if name in args.exports})
     check_targets(path, outputs, inputs)
     with tempfile.TemporaryDirectory(prefix=".uhrseg-work-", dir=args.out) as work:
         stores = []
@@ -188,14 +225,27 @@ def _process_streamed(predictor: SemanticPredictor, source, path: Path, stem: st
             result = predictor.run_source(source, classes, superpixel_labels=labels, work_dir=work,
                                           preview_shape=None if args.overlay == "none" else preview_shape, mode=mode,
                                           progress=lambda stage: bar.set_postfix_str(f"{path.name}: {stage}"))
+            counts = result.class_counts
+            n_superpixels = None if labels is None else _max_label(labels) + 1
+            class_nodata = label_nodata = None
+            if geo is not None:
+                counts = mask_nodata_classes(classes, source, geo)[: len(predictor.class_names)]
+                if labels is not None:
+                    n_superpixels = mask_nodata_labels(labels, source, geo, n_superpixels)
+                if geo.nodata is not None:
+                    class_nodata, label_nodata = NODATA_CLASS, NODATA_LABEL
             t0 = time.perf_counter()
-            writers = {args.out / f"{stem}_classes.tif": lambda p: write_class_store(p, classes, predictor.palette)}
+            writers = {args.out / f"{stem}_classes.tif": lambda p: write_class_store(
+                p, classes, predictor.palette, georeference=geo, nodata=class_nodata)}
             if args.overlay != "none":
                 small = sample_label_store(classes, *preview_shape).astype(np.uint8)
                 writers[args.out / f"{stem}_overlay.{args.overlay}"] = lambda p: write_overlay(
                     p, render_class_overlay(result.preview, small, predictor.palette), args.overlay)
             if pooled:
-                writers[args.out / f"{stem}_superpixels.tif"] = lambda p: write_label_store(p, labels)
+                writers[args.out / f"{stem}_superpixels.tif"] = lambda p: write_label_store(
+                    p, labels, georeference=geo, nodata=label_nodata)
+                writers.update(export_writers(args.out, stem, args.exports, labels, source, n_superpixels,
+                                              classes=classes, class_names=predictor.class_names, georeference=geo))
             written = commit_files(writers)
             t_write = time.perf_counter() - t0
         finally:
@@ -203,8 +253,12 @@ def _process_streamed(predictor: SemanticPredictor, source, path: Path, stem: st
                 if store is not None:
                     store.close()
     timings = {**result.timings, "write": t_write, "total": time.perf_counter() - t_start}
-    return _entry(path, written, height, width, predictor.class_names, result.class_counts, result.mode, True,
-                  timings)
+    return _entry(path, written, height, width, predictor.class_names, counts, result.mode, True, timings)
+
+
+def _max_label(store, band_rows: int = 1024) -> int:
+    height = store.shape[0]
+    return max(int(store.read(y0, y0 + band_rows).max()) for y0 in range(0, height, band_rows))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -214,6 +268,7 @@ def run(args: argparse.Namespace) -> int:
     if args.tile < 32:
         raise UhrsegError(f"--tile must be >= 32 pixels, got {args.tile}")
     images = [Path(p) for p in args.images]
+    args.exports = parse_exports(args.export)
     if args.model not in MAGNET_MODELS and args.scales != 3:
         raise UhrsegError(f"--scales applies to magnet and magnet-fast, not {args.model}")
     if args.scales < 1:

@@ -29,10 +29,11 @@ from ..io import (
     write_labels,
     write_overlay,
 )
-from ..io.sources import TiffSource
+from ..io.geo import NODATA_LABEL, mask_nodata_labels, read_georeference
+from ..io.sources import ArraySource, TiffSource
 from ..memory import peak_rss_bytes, reset_peak_rss
-from ..stores import FileStore
-from .common import ImageOpener, check_targets, process_batch
+from ..stores import ArrayStore, FileStore
+from .common import ImageOpener, check_targets, export_writers, parse_exports, process_batch
 
 if TYPE_CHECKING:  # loaded by run(), after the first image has started decoding
     from ..inference.predictor import SuperpixelPredictor
@@ -76,6 +77,10 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--overlay", default="jpg", choices=OVERLAY_FORMATS,
                    help="encoding of the overlay and preview: jpg (quality 95, 4:4:4; default, 10x faster to write "
                         "than png), png (lossless) or none (labels only)")
+    p.add_argument("--export", metavar="LIST",
+                   help="also write the superpixels as regions: polygons (STEM_regions.gpkg, GeoPackage), table "
+                        "(STEM_regions.parquet) and/or csv (STEM_regions.csv), comma-separated; one row per "
+                        "superpixel: id, area, centroid, bounding box, mean colour (pip install 'uhrseg[geo]')")
     p.add_argument("--preview-side", type=int, default=2048, metavar="PX",
                    help="also write a preview with this longer side for larger images (default 2048)")
     p.add_argument("--strip-pixels", type=int, default=DEFAULT_STRIP_PIXELS, metavar="PX",
@@ -105,18 +110,27 @@ def _process(predictor: SuperpixelPredictor, opener: ImageOpener, path: Path, st
     finally:
         source.close()
     t_read = time.perf_counter() - t_start
+    geo = read_georeference(path)
     result = predictor.run(image, args.n_segments)
-    labels = result.labels
+    labels, n_produced = result.labels, result.n_produced
+    if geo is not None:
+        n_produced = mask_nodata_labels(ArrayStore(labels), ArraySource(image), geo, n_produced)
 
     t0 = time.perf_counter()
-    suffix = label_suffix(labels, args.label_format)
-    outputs = {args.out / f"{stem}_labels{suffix}": lambda p: write_labels(p, labels, suffix)}
+    if geo is not None:  # a GeoTIFF in, GeoTIFFs out (whatever the label count)
+        nodata = None if geo.nodata is None else NODATA_LABEL
+        outputs = {args.out / f"{stem}_labels.tif": lambda p: write_label_store(p, ArrayStore(labels),
+                                                                                georeference=geo, nodata=nodata)}
+    else:
+        suffix = label_suffix(labels, args.label_format)
+        outputs = {args.out / f"{stem}_labels{suffix}": lambda p: write_labels(p, labels, suffix)}
     if args.overlay != "none":
         outputs[args.out / f"{stem}_overlay.{args.overlay}"] = lambda p: write_overlay(
             p, render_overlay(image, labels), args.overlay)
         if max(labels.shape) > args.preview_side:
             outputs[args.out / f"{stem}_preview.{args.overlay}"] = lambda p: write_overlay(
                 p, render_overlay(image, labels, max_side=args.preview_side), args.overlay)
+    outputs.update(export_writers(args.out, stem, args.exports, labels, image, n_produced, georeference=geo))
     check_targets(path, outputs, inputs)
     written = commit_files(outputs)
     t_write = time.perf_counter() - t0
@@ -128,8 +142,9 @@ def _process(predictor: SuperpixelPredictor, opener: ImageOpener, path: Path, st
         "height": int(image.shape[0]),
         "n_requested": result.n_requested,
         "n_cells": result.n_cells,
-        "n_produced": result.n_produced,
+        "n_produced": n_produced,
         "streamed": False,
+        "georeferenced": geo is not None,
         "seconds": {k: round(v, 4) for k, v in timings.items()},
         "peak_rss_bytes": peak_rss_bytes(),
     }
@@ -145,9 +160,12 @@ def _process_streamed(predictor: SuperpixelPredictor, source, path: Path, stem: 
     if max(height, width) > args.preview_side and args.overlay != "none":
         scale = args.preview_side / max(height, width)
         preview_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+    geo = read_georeference(path)
     outputs: dict = {args.out / f"{stem}_labels.tif": None}
     if preview_shape:
         outputs[args.out / f"{stem}_preview.{args.overlay}"] = None
+    outputs.update({args.out / f"{stem}_regions.{suffix}": None for name, suffix in
+                    (("polygons", "gpkg"), ("table", "parquet"), ("csv", "csv")) if name in args.exports})
     check_targets(path, outputs, inputs)
     with tempfile.TemporaryDirectory(prefix=".uhrseg-work-", dir=args.out) as work:
         try:
@@ -159,11 +177,17 @@ def _process_streamed(predictor: SuperpixelPredictor, source, path: Path, stem: 
         try:
             result = predictor.run_source(source, args.n_segments, labels, lab, preview_shape=preview_shape,
                                           progress=lambda stage: bar.set_postfix_str(f"{path.name}: {stage}"))
+            n_produced = result.n_produced
+            if geo is not None:
+                n_produced = mask_nodata_labels(labels, source, geo, n_produced)
             t0 = time.perf_counter()
-            writers = {args.out / f"{stem}_labels.tif": lambda p: write_label_store(p, labels)}
+            nodata = None if geo is None or geo.nodata is None else NODATA_LABEL
+            writers = {args.out / f"{stem}_labels.tif": lambda p: write_label_store(p, labels, georeference=geo,
+                                                                                   nodata=nodata)}
             if preview_shape:
                 writers[args.out / f"{stem}_preview.{args.overlay}"] = lambda p: write_overlay(p, render_overlay(
                     result.preview, sample_label_store(labels, *preview_shape)), args.overlay)
+            writers.update(export_writers(args.out, stem, args.exports, labels, source, n_produced, georeference=geo))
             written = commit_files(writers)
             t_write = time.perf_counter() - t0
         finally:
@@ -178,8 +202,9 @@ def _process_streamed(predictor: SuperpixelPredictor, source, path: Path, stem: 
         "height": int(height),
         "n_requested": result.n_requested,
         "n_cells": result.n_cells,
-        "n_produced": result.n_produced,
+        "n_produced": n_produced,
         "streamed": True,
+        "georeferenced": geo is not None,
         "seconds": {k: round(v, 4) for k, v in timings.items()},
         "peak_rss_bytes": peak_rss_bytes(),
     }
@@ -192,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
     if args.preview_side < 16:
         raise UhrsegError(f"--preview-side must be >= 16 pixels, got {args.preview_side}")
     images = [Path(p) for p in args.images]
+    args.exports = parse_exports(args.export)
     prepare_output_dir(args.out)
     if args.refine is not None and args.refine < 0:
         raise UhrsegError(f"--refine must be >= 0, got {args.refine}")

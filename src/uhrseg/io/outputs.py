@@ -23,8 +23,8 @@ from ..grid.boundaries import boundary_mask
 from .images import to_uint8
 
 __all__ = ["LABEL_FORMATS", "label_suffix", "write_labels", "write_label_store", "sample_label_store",
-           "render_overlay", "write_png", "write_jpeg", "write_overlay", "commit_files", "prepare_output_dir", "write_class_png",
-           "write_class_store", "render_class_overlay"]
+           "render_overlay", "write_png", "write_jpeg", "write_pyramid", "write_overlay", "commit_files",
+           "prepare_output_dir", "write_class_png", "write_class_store", "render_class_overlay"]
 
 BOUNDARY_COLOUR = (255, 32, 32)
 
@@ -65,10 +65,12 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, suffix: str) -> No
         raise ValueError(f"unknown label suffix {suffix!r}")
 
 
-def write_label_store(path: str | os.PathLike, store, tile: int = 512) -> None:
-    """Write a label map held in a row store as a tiled, zlib-compressed int32 BigTIFF, band by band.
+def write_label_store(path: str | os.PathLike, store, tile: int = 512, georeference=None,
+                      nodata: float | None = None) -> None:
+    """Write a label map held in a row store as a tiled, zlib-compressed int32 BigTIFF pyramid, band by band.
 
     Only one band of ``tile`` rows is in memory at a time, so label maps larger than memory can be written.
+    Reduced-resolution levels follow the full map (see :func:`write_pyramid`).
 
     Parameters
     ----------
@@ -78,10 +80,50 @@ def write_label_store(path: str | os.PathLike, store, tile: int = 512) -> None:
         :class:`uhrseg.stores.ArrayStore` or :class:`uhrseg.stores.FileStore`.
     tile : int
         Tile side in pixels, a multiple of 16.
+    georeference : uhrseg.io.geo.Georeference, optional
+        Written into the full-resolution level (a GeoTIFF that overlays its input).
+    nodata : float, optional
+        Recorded as ``GDAL_NODATA`` with the georeference.
+    """
+    write_pyramid(path, store, np.int32, tile, georeference=georeference, nodata=nodata)
+
+
+def write_pyramid(path: str | os.PathLike, store, dtype, tile: int = 512, georeference=None,
+                  nodata: float | None = None, **tiff_options) -> None:
+    """Write a single-channel map held in a row store as a tiled BigTIFF with reduced-resolution levels.
+
+    Level ``k`` (``k = 1, 2, ...`` until its longer side fits in one tile) is the full map sampled nearest at
+    every ``2**k``-th row and column: its pixel ``(y, x)`` is pixel ``(2**k y, 2**k x)`` of level 0, so labels
+    and class ids stay exact. The levels are reduced-resolution images in the main IFD chain
+    (``NewSubfileType = 1``), the layout of GDAL's internal overviews and Cloud-Optimized GeoTIFFs: QGIS and GDAL
+    take them as overviews, tifffile (napari) as ``series[0].levels``. Every level is written band by band.
+
+    Parameters
+    ----------
+    path : path-like
+    store : row store of (H, W)
+    dtype : numpy dtype
+        Stored type.
+    tile : int
+        Tile side in pixels, a multiple of 16.
+    georeference : uhrseg.io.geo.Georeference, optional
+        Its GeoTIFF tags go into level 0.
+    nodata : float, optional
+        ``GDAL_NODATA`` of level 0 (with a georeference).
+    **tiff_options
+        Passed to every ``tifffile.TiffWriter.write`` (e.g. ``photometric``, ``colormap``).
     """
     height, width = store.shape[:2]
-    tifffile.imwrite(path, _store_tiles(store, tile, np.int32), shape=(height, width), dtype=np.int32,
-                     tile=(tile, tile), bigtiff=True, compression="zlib", compressionargs={"level": 1})
+    common = {"dtype": dtype, "tile": (tile, tile), "compression": "zlib", "compressionargs": {"level": 1},
+              **tiff_options}
+    extratags = georeference.extratags(nodata) if georeference is not None else []
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        tif.write(_store_tiles(store, tile, dtype), shape=(height, width), extratags=extratags, **common)
+        factor = 2
+        while max(height, width) > tile * factor // 2:
+            h, w = -(-height // factor), -(-width // factor)
+            tif.write(_level_tiles(store, factor, tile, dtype), shape=(h, w), subfiletype=1, **common)
+            factor *= 2
 
 
 def _store_tiles(store, tile: int, dtype):
@@ -94,6 +136,23 @@ def _store_tiles(store, tile: int, dtype):
             part = band[:, x0 : x0 + tile]
             block[: part.shape[0], : part.shape[1]] = part
             yield block
+
+
+def _level_tiles(store, factor: int, tile: int, dtype):
+    """The ``tile x tile`` blocks of a map sampled at every ``factor``-th row and column, one band at a time."""
+    height, width = store.shape[:2]
+    rows = np.arange(0, height, factor)
+    for r0 in range(0, len(rows), tile):
+        band = np.stack([_read_row(store, int(y))[::factor] for y in rows[r0 : r0 + tile]])
+        for x0 in range(0, band.shape[1], tile):
+            block = np.zeros((tile, tile), dtype)
+            part = band[:, x0 : x0 + tile]
+            block[: part.shape[0], : part.shape[1]] = part
+            yield block
+
+
+def _read_row(store, y: int) -> np.ndarray:
+    return store.read(y, y + 1)[0]
 
 
 def sample_label_store(store, height: int, width: int, band_rows: int = 1024) -> np.ndarray:
@@ -162,8 +221,10 @@ def write_class_png(path: str | os.PathLike, classes: np.ndarray, palette) -> No
     im.save(path, format="PNG", compress_level=1)
 
 
-def write_class_store(path: str | os.PathLike, store, palette, tile: int = 512) -> None:
-    """Write a class map held in a row store as a tiled, zlib-compressed 8-bit palette BigTIFF, band by band.
+def write_class_store(path: str | os.PathLike, store, palette, tile: int = 512, georeference=None,
+                      nodata: float | None = None) -> None:
+    """Write a class map held in a row store as a tiled, zlib-compressed 8-bit palette BigTIFF pyramid, band
+    by band (levels as in :func:`write_pyramid`).
 
     Parameters
     ----------
@@ -175,12 +236,14 @@ def write_class_store(path: str | os.PathLike, store, palette, tile: int = 512) 
         Class colours, stored as the TIFF colour map.
     tile : int
         Tile side in pixels, a multiple of 16.
+    georeference : uhrseg.io.geo.Georeference, optional
+        Written into the full-resolution level.
+    nodata : float, optional
+        Recorded as ``GDAL_NODATA`` with the georeference.
     """
-    height, width = store.shape[:2]
     colormap = _palette_array(palette).T.astype(np.uint16) * 257
-    tifffile.imwrite(path, _store_tiles(store, tile, np.uint8), shape=(height, width), dtype=np.uint8,
-                     tile=(tile, tile), bigtiff=True, photometric="palette", colormap=colormap, compression="zlib",
-                     compressionargs={"level": 1})
+    write_pyramid(path, store, np.uint8, tile, georeference=georeference, nodata=nodata, photometric="palette",
+                  colormap=colormap)
 
 
 def render_class_overlay(image: np.ndarray, classes: np.ndarray, palette, alpha: float = 0.5) -> np.ndarray:
@@ -285,7 +348,8 @@ def commit_files(writers: dict[Path, Callable[[Path], None]]) -> list[Path]:
 
     try:
         for final in writers:
-            fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+            # hidden, marked .part, and ending in the final suffix (writers such as GDAL's GeoPackage check it)
+            fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent)
             os.close(fd)
             temps[final] = Path(tmp)
         if len(writers) == 1:
