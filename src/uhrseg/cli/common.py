@@ -14,7 +14,23 @@ from tqdm import tqdm
 from ..errors import UhrsegError
 from ..io import commit_files, open_image
 
-__all__ = ["ImageOpener", "check_targets", "export_writers", "output_stems", "parse_exports", "process_batch"]
+__all__ = ["ImageOpener", "add_ray_options", "check_targets", "error_message", "export_writers", "output_stems",
+           "finish_batch", "parse_exports", "process_batch"]
+
+
+def add_ray_options(parser) -> None:
+    """``--ray [ADDRESS]`` and ``--ray-workers N`` of the image commands (:mod:`uhrseg.distributed`)."""
+    parser.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                        help="distribute the images over a Ray cluster: alone, a local Ray instance on this machine; "
+                             "with an address (e.g. 10.0.0.5:6379 or auto) join that cluster. Resumable: a rerun "
+                             "skips images whose outputs are complete (pip install 'uhrseg[ray]')")
+    parser.add_argument("--ray-workers", type=int, metavar="N",
+                        help="--ray: workers, each holding the model once (default: one per CPU of the cluster)")
+
+
+def error_message(path: Path, error: BaseException) -> str:
+    """The one-line error of a failed image, starting with its path."""
+    return str(error) if str(error).startswith(str(path)) else f"{path}: {error}"
 
 
 def parse_exports(text: str | None) -> tuple[str, ...]:
@@ -141,14 +157,20 @@ def process_batch(images: list[Path], out: Path, process: Callable[[Path, str, s
         try:
             done.append(process(path, stem, inputs, bar))
         except (UhrsegError, ValueError, MemoryError) as e:
-            message = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
+            message = error_message(path, e)
             failed.append({"file": str(path), "error": message})
             tqdm.write(f"uhrseg: error: {message}", file=sys.stderr)
     bar.close()
+    return finish_batch(out, summary, done, failed, len(images))
+
+
+def finish_batch(out: Path, summary: dict, done: list[dict], failed: list[dict], n_images: int) -> int:
+    """Write ``summary.json`` (when an image succeeded), report the count and the failures; returns the exit
+    code (0, or 2 when any image failed)."""
     if done:
         text = json.dumps({**summary, "images": done, "failed": failed}, indent=2)
         commit_files({out / "summary.json": lambda p: p.write_text(text + "\n")})
-    print(f"uhrseg: {len(done)} of {len(images)} images written to {out}", file=sys.stderr)
+    print(f"uhrseg: {len(done)} of {n_images} images written to {out}", file=sys.stderr)
     if failed:
         print(f"uhrseg: {len(failed)} failed:", file=sys.stderr)
         for f in failed:

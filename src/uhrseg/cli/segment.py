@@ -36,7 +36,7 @@ from ..io.geo import NODATA_CLASS, NODATA_LABEL, mask_nodata_classes, mask_nodat
 from ..io.sources import ArraySource, TiffSource
 from ..memory import peak_rss_bytes, reset_peak_rss
 from ..stores import ArrayStore, FileStore
-from .common import ImageOpener, check_targets, export_writers, parse_exports, process_batch
+from .common import ImageOpener, add_ray_options, check_targets, export_writers, parse_exports, process_batch
 
 if TYPE_CHECKING:  # loaded by run(), after the first image has started decoding
     from ..inference.semantic import SemanticPredictor
@@ -112,6 +112,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--n-segments", type=int, metavar="N", help="--refine superpixels: how many (default H W / 512)")
     p.add_argument("--confidence", type=float, default=0.9,
                    help="--refine superpixels: pixels at least this confident keep their class (default 0.9)")
+    add_ray_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -277,7 +278,20 @@ def run(args: argparse.Namespace) -> int:
         raise UhrsegError("--superpixels and --n-segments apply to --refine superpixels")
     if args.refine is not None and args.superpixels not in METHODS:
         raise UhrsegError(f"--superpixels {args.superpixels!r}: choose one of {', '.join(METHODS)}")
+    desc = f"{args.model} {Path(str(args.weights)).stem}"
+    if args.ray is not None:
+        from ..distributed import run_on_ray
+
+        return run_on_ray(__name__, args, images, desc)
     opener = ImageOpener(images)  # the first image decodes while torch and the network load
+    process, summary = prepare(args, opener)  # before the folder: bad weights make none
+    prepare_output_dir(args.out)
+    return process_batch(images, args.out, process, summary, desc, args.quiet)
+
+
+def prepare(args: argparse.Namespace, opener: ImageOpener):
+    """Build the predictor once; returns ``(process(path, stem, inputs, bar) -> summary entry, summary header)``,
+    used by the local batch loop and by each Ray worker (:mod:`uhrseg.distributed`)."""
     from ..inference.semantic import SemanticPredictor
     from ..semantic import ClassRefinement
 
@@ -285,12 +299,9 @@ def run(args: argparse.Namespace) -> int:
                                                                 n_segments=args.n_segments,
                                                                 confidence=args.confidence)
     predictor = SemanticPredictor(args.model, weights=args.weights, device=args.device, mode=args.mode,
-                                  tile=args.tile, scales=args.scales, refine=refine)  # before the folder: bad weights make none
-    prepare_output_dir(args.out)
+                                  tile=args.tile, scales=args.scales, refine=refine)
     summary = {"model": predictor.name, "weights": str(predictor.weights), "device": str(predictor.device),
                "class_names": list(predictor.class_names), "palette": [list(c) for c in predictor.palette],
                "refine": args.refine and {"method": args.refine, "superpixels": args.superpixels,
                                           "n_segments": args.n_segments, "confidence": args.confidence}}
-    return process_batch(images, args.out,
-                         lambda path, stem, inputs, bar: _process(predictor, opener, path, stem, args, inputs, bar),
-                         summary, f"{predictor.name} {Path(str(args.weights)).stem}", args.quiet)
+    return (lambda path, stem, inputs, bar: _process(predictor, opener, path, stem, args, inputs, bar)), summary

@@ -33,7 +33,7 @@ from ..io.geo import NODATA_LABEL, mask_nodata_labels, read_georeference
 from ..io.sources import ArraySource, TiffSource
 from ..memory import peak_rss_bytes, reset_peak_rss
 from ..stores import ArrayStore, FileStore
-from .common import ImageOpener, check_targets, export_writers, parse_exports, process_batch
+from .common import ImageOpener, add_ray_options, check_targets, export_writers, parse_exports, process_batch
 
 if TYPE_CHECKING:  # loaded by run(), after the first image has started decoding
     from ..inference.predictor import SuperpixelPredictor
@@ -94,6 +94,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--stream", action="store_true",
                    help="stream every image (pcnet/scn): bounded memory, label map written as tiled BigTIFF; "
                         f"automatic above {STREAM_PIXELS} pixels")
+    add_ray_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -225,7 +226,18 @@ def run(args: argparse.Namespace) -> int:
         raise UhrsegError(f"--tile must be >= 1, got {args.tile}")
     if args.stream and args.method not in ("pcnet", "scn"):
         raise UhrsegError(f"--stream needs pcnet or scn; {args.method} works on the whole image in memory")
+    if args.ray is not None:
+        from ..distributed import run_on_ray
+
+        return run_on_ray(__name__, args, images, f"{args.method} n={args.n_segments}")
     opener = ImageOpener(images)  # the first image decodes while torch, numba and the network load
+    process, summary = prepare(args, opener)
+    return process_batch(images, args.out, process, summary, f"{args.method} n={args.n_segments}", args.quiet)
+
+
+def prepare(args: argparse.Namespace, opener: ImageOpener):
+    """Build the predictor once; returns ``(process(path, stem, inputs, bar) -> summary entry, summary header)``,
+    used by the local batch loop and by each Ray worker (:mod:`uhrseg.distributed`)."""
     from ..inference.predictor import SuperpixelPredictor
 
     predictor = SuperpixelPredictor(args.method, device=args.device, weights=args.weights,
@@ -237,6 +249,4 @@ def run(args: argparse.Namespace) -> int:
         "n_segments": args.n_segments,
         "refine_iterations": predictor.refine_iterations,
     }
-    return process_batch(images, args.out,
-                         lambda path, stem, inputs, bar: _process(predictor, opener, path, stem, args, inputs, bar),
-                         summary, f"{args.method} n={args.n_segments}", args.quiet)
+    return (lambda path, stem, inputs, bar: _process(predictor, opener, path, stem, args, inputs, bar)), summary
