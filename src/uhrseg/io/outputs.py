@@ -95,8 +95,9 @@ def write_pyramid(path: str | os.PathLike, store, dtype, tile: int = 512, georef
     Level ``k`` (``k = 1, 2, ...`` until its longer side fits in one tile) is the full map sampled nearest at
     every ``2**k``-th row and column: its pixel ``(y, x)`` is pixel ``(2**k y, 2**k x)`` of level 0, so labels
     and class ids stay exact. The levels are reduced-resolution images in the main IFD chain
-    (``NewSubfileType = 1``), the layout of GDAL's internal overviews and Cloud-Optimized GeoTIFFs: QGIS and GDAL
-    take them as overviews, tifffile (napari) as ``series[0].levels``. Every level is written band by band.
+    (``NewSubfileType = 1``), the layout of GDAL's internal overviews (not the byte order of a Cloud-Optimized
+    GeoTIFF): QGIS and GDAL take them as overviews, tifffile (napari) as ``series[0].levels``. Every level is
+    written band by band.
 
     Parameters
     ----------
