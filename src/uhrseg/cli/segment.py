@@ -227,7 +227,7 @@ def _process_streamed(predictor: SemanticPredictor, source, path: Path, stem: st
                                           preview_shape=None if args.overlay == "none" else preview_shape, mode=mode,
                                           progress=lambda stage: bar.set_postfix_str(f"{path.name}: {stage}"))
             counts = result.class_counts
-            n_superpixels = None if labels is None else _max_label(labels) + 1
+            n_superpixels = result.n_superpixels
             class_nodata = label_nodata = None
             if geo is not None:
                 counts = mask_nodata_classes(classes, source, geo)[: len(predictor.class_names)]
@@ -256,10 +256,6 @@ def _process_streamed(predictor: SemanticPredictor, source, path: Path, stem: st
     timings = {**result.timings, "write": t_write, "total": time.perf_counter() - t_start}
     return _entry(path, written, height, width, predictor.class_names, counts, result.mode, True, timings)
 
-
-def _max_label(store, band_rows: int = 1024) -> int:
-    height = store.shape[0]
-    return max(int(store.read(y0, y0 + band_rows).max()) for y0 in range(0, height, band_rows))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -147,12 +147,15 @@ class SemanticSourceResult:
         Seconds per stage.
     preview : (h, w, 3) ndarray of uint8 or None
         The image area-averaged to the asked preview size, made during the pass over the source.
+    n_superpixels : int or None
+        ``K`` of a ``superpixels`` refinement (the labels are in the ``superpixel_labels`` store), else None.
     """
 
     class_counts: np.ndarray
     mode: str
     timings: dict[str, float] = field(default_factory=dict)
     preview: np.ndarray | None = None
+    n_superpixels: int | None = None
 
 
 def _check_size(height: int, width: int) -> None:
@@ -479,8 +482,8 @@ class SemanticPredictor:
                 else:
                     _tiled(model, padded, logits, self.tile, self.deep_tile, device, make_store, timings, say,
                            preview, source)
-                counts = self._classes(source, logits, stride, True, classes, superpixel_labels, make_store,
-                                       work_dir, timings, say)
+                counts, k = self._classes(source, logits, stride, True, classes, superpixel_labels, make_store,
+                                          work_dir, timings, say)
             if logits_store is not None:
                 _copy_rows(logits, logits_store, out_shape, (-(-height // stride), -(-width // stride)))
             rgb = None
@@ -489,19 +492,20 @@ class SemanticPredictor:
         finally:
             for store in opened:
                 store.close()
-        return SemanticSourceResult(counts, mode, timings, rgb)
+        return SemanticSourceResult(counts, mode, timings, rgb, k)
 
     def _classes(self, source, logits, stride: int, softmax: bool, classes, superpixel_labels, make_store,
-                 work_dir, timings: dict, say) -> np.ndarray:
+                 work_dir, timings: dict, say) -> tuple[np.ndarray, int | None]:
         """The class map from the network's map: bilinear upsampling and argmax, or the predictor's refinement
-        (superpixels computed first when it pools over them). Returns the class counts."""
+        (superpixels computed first when it pools over them). Returns the class counts and ``K`` (None without
+        superpixels)."""
         height, width = classes.shape[:2]
         if self.refine is None:
             say("classes")
             t0 = time.perf_counter()
             counts = _classes_from_logits(logits, stride, classes, self.device)
             timings["classes"] = time.perf_counter() - t0
-            return counts
+            return counts, None
         from ..semantic import ProbabilityRows, refine_class_store, superpixels_into
 
         labels, k = None, None
@@ -518,7 +522,7 @@ class SemanticPredictor:
         counts = refine_class_store(ProbabilityRows(logits, height, width, stride, softmax), stride, classes,
                                     self.refine, source=source, superpixel_labels=labels, n_superpixels=k)
         timings["refine"] = time.perf_counter() - t0
-        return counts
+        return counts, k
 
     def _run_magnet(self, source, classes, logits_store, superpixel_labels, make_store, work_dir, preview_shape,
                     timings, say, trace: list | None = None) -> SemanticSourceResult:
@@ -533,11 +537,11 @@ class SemanticPredictor:
         with torch.inference_mode():
             running = run_magnet(self.model, padded, height, width, self.magnet, make_store, self.device, timings,
                                  say, trace)
-            counts = self._classes(source, running, self.magnet.output_stride, False, classes, superpixel_labels,
-                                   make_store, work_dir, timings, say)
+            counts, k = self._classes(source, running, self.magnet.output_stride, False, classes,
+                                      superpixel_labels, make_store, work_dir, timings, say)
         if logits_store is not None:
             _copy_rows(running, logits_store, tuple(running.shape), tuple(running.shape[:2]))
-        return SemanticSourceResult(counts, "magnet", timings, rgb)
+        return SemanticSourceResult(counts, "magnet", timings, rgb, k)
 
     def magnet_trace(self, image: np.ndarray) -> tuple[np.ndarray, list]:
         """MagNet on an image held in memory, keeping each stage for figures.
