@@ -183,3 +183,38 @@ def test_init_from_weights_for_other_classes_is_refused(mini_drone, tmp_path, ca
     code = main(["train", "isdnet", "--data", str(mini_drone), "--out", str(tmp_path / "ft"), "--init", str(other),
                  "--iterations", "1", "--crop", "64", "--width", "8", "--device", "cpu", "-q"])
     assert code == 2 and "holds 7 classes, the data has 24" in capsys.readouterr().err
+
+
+def test_bf16_training_steps_match_fp32_and_keep_float32_weights(mini_drone, tmp_path):
+    from uhrseg.training import SemanticSampler, semantic_losses
+
+    cfg32 = tiny_recipe(mini_drone, crop=128)
+    cfg16 = tiny_recipe(mini_drone, crop=128, precision="bf16")
+    sampler = SemanticSampler([open_semantic_dataset(mini_drone)], SemanticSamplingConfig(crop=128), seed=3)
+    images, labels = sampler.batch(2, torch.device("cpu"))
+    model = tiny_segmenter("isdnet").train()
+    torch.manual_seed(0)
+    fp32 = semantic_losses(model, images, labels, cfg32)
+    torch.manual_seed(0)
+    bf16 = semantic_losses(model, images, labels, cfg16)
+    assert set(fp32) == set(bf16) == {"ce", "deep", "aux", "sr", "sd", "total"}
+    for key in fp32:  # bfloat16 keeps 8 bits of mantissa: the loss terms agree to a few per cent
+        assert bf16[key].dtype == torch.float32
+        assert float(bf16[key].detach()) == pytest.approx(float(fp32[key].detach()), rel=0.05, abs=1e-3), key
+    bf16["total"].backward()
+    assert all(p.grad is None or (p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all())
+               for p in model.parameters())
+    train_semantic(cfg16, tmp_path / "bf16", progress=False)
+    state = torch.load(tmp_path / "bf16" / "last.pt", weights_only=True)
+    assert state["train_config"]["precision"] == "bf16" and state["step"] == 6
+    assert all(v.dtype in (torch.float32, torch.int64) for v in state["state_dict"].values())
+    assert all(math.isfinite(row["total"]) for row in state["log"] if "total" in row)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        tiny_recipe(mini_drone, precision="fp16")
+
+
+def test_precision_flag_is_refused_for_magnet(mini_drone, tmp_path, capsys):
+    code = main(["train", "magnet", "--backbone", "drone", "--data", str(mini_drone), "--out", str(tmp_path / "m"),
+                 "--precision", "bf16"])
+    assert code == 2 and "--precision does not apply to magnet" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

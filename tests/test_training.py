@@ -210,3 +210,27 @@ def test_init_starts_from_a_checkpoint_and_refuses_another_model(mini_bsds, tmp_
     code = main(["train", "pcnet", "--data", "bsds500:test", "--bsds500-root", str(mini_bsds), "--val", "none",
                  "--out", str(tmp_path / "bad"), "--iterations", "1", "--init", str(scn_ckpt), "-q"])
     assert code == 2
+
+
+def test_bf16_superpixel_losses_match_fp32(mini_bsds, tmp_path):
+    from uhrseg.datasets.readers import open_dataset
+    from uhrseg.models import build_model
+    from uhrseg.training.sampling import SamplingConfig, TrainingSampler
+    from uhrseg.training.trainer import training_losses
+
+    cfg32, cfg16 = tiny(mini_bsds), tiny(mini_bsds, precision="bf16")
+    torch.manual_seed(0)
+    model = build_model("pcnet").train()
+    sampling = SamplingConfig(global_resize=192, crop=128, patch=128, upscale=model.upscale, dpc=True,
+                              binary_mask=True, ld_window=5)
+    sampler = TrainingSampler([open_dataset("bsds500:test", str(mini_bsds))], sampling, seed=0)
+    batch = sampler.batch(2, torch.device("cpu"))
+    fp32 = training_losses(model, batch, cfg32)
+    bf16 = training_losses(model, batch, cfg16)
+    assert set(fp32) == set(bf16) and {"sem", "pos", "sr", "ld", "patch_sem", "total"} <= set(bf16)
+    for key in fp32:
+        assert bf16[key].dtype == torch.float32
+        assert float(bf16[key].detach()) == pytest.approx(float(fp32[key].detach()), rel=0.05, abs=1e-3), key
+    train(tiny(mini_bsds, iterations=2, val=None, precision="bf16"), tmp_path / "bf16", progress=False)
+    state = torch.load(tmp_path / "bf16" / "last.pt", weights_only=True)
+    assert state["step"] == 2 and state["train_config"]["precision"] == "bf16"

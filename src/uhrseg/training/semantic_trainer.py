@@ -26,7 +26,8 @@ from ..errors import CheckpointError
 from ..metrics.semantic import SegmentationScores
 from ..models.checkpoint import load_model
 from ..models.segmenters import ISDNet, build_segmenter
-from .common import RunState, hardware, open_run, parameter_groups, restore_run, training_loop
+from .common import (RunState, check_precision, forward_at, hardware, open_run, parameter_groups, restore_run,
+                     training_loop)
 from .semantic_losses import segmentation_loss, structure_distillation_loss, super_resolution_loss
 from .semantic_sampling import SemanticSampler, SemanticSamplingConfig
 
@@ -49,6 +50,8 @@ class SemanticTrainConfig:
     its cascade). The cross-entropy reads the labels at every ``label_stride``-th pixel (2: a quarter of the
     cost, still finer than the networks' output stride of 8), the auxiliary one at twice that. The architecture switches (``shallow``, ``fusion``, ``aux``, ``sr``, ``sd``, ``deep_scale``,
     ``width``) are the ablations; ``sr`` and ``sd`` are the losses (the SR decoder exists when either is on).
+    ``precision`` (``"fp32"`` or ``"bf16"``) is the arithmetic of the forward pass
+    (:func:`uhrseg.training.common.mixed_precision`).
     """
 
     model: str = "isdnet"
@@ -86,6 +89,7 @@ class SemanticTrainConfig:
     init: str | None = None
     seed: int = 0
     device: str = "auto"
+    precision: str = "fp32"
     checkpoint_every: int = 50
     val_every: int = 250
     log_every: int = 10
@@ -100,6 +104,7 @@ class SemanticTrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if not self.data:
             raise ValueError("no training data given")
+        check_precision(self.precision)
 
     @classmethod
     def from_dict(cls, d: dict) -> SemanticTrainConfig:
@@ -148,7 +153,7 @@ def semantic_losses(model: ISDNet, images: torch.Tensor, labels: torch.Tensor,
     dict of str to scalar torch.Tensor
         ``ce``, ``deep``, ``aux``, ``sr``, ``sd`` (those that apply) and ``total``.
     """
-    out = model(images)
+    out = forward_at(model, images, cfg.precision)
     losses = {"ce": segmentation_loss(out.logits, labels, ohem=cfg.ohem, threshold=cfg.ohem_threshold,
                                       min_kept=cfg.ohem_min_kept // cfg.label_stride**2,
                                       label_stride=cfg.label_stride)}

@@ -25,7 +25,8 @@ from ..inference.network import network_labels
 from ..metrics.superpixel import achievable_segmentation_accuracy, boundary_recall_precision
 from ..models.checkpoint import load_model
 from ..models.nets import SuperpixelNet, build_model
-from .common import RunState, hardware, open_run, parameter_groups, restore_run, training_loop
+from .common import (RunState, check_precision, forward_at, hardware, open_run, parameter_groups, restore_run,
+                     training_loop)
 from .losses import boundary_sr_loss, local_discrimination_loss, superpixel_loss
 from .sampling import SamplingConfig, TrainingSampler
 
@@ -40,6 +41,8 @@ class TrainConfig:
     patch = ``sp_weight (sem + pos) + sr_weight SR``, total = global + ``patch_weight`` patch.
     SCN trains with the same code path with ``dpc``, ``sr`` and ``ld`` forced off. ``init`` names a checkpoint
     of the same model whose weights the run starts from (fine-tuning); it is read only at step 0.
+    ``precision`` (``"fp32"`` or ``"bf16"``) is the arithmetic of the forward pass
+    (:func:`uhrseg.training.common.mixed_precision`).
     """
 
     model: str = "pcnet"
@@ -70,6 +73,7 @@ class TrainConfig:
     patch_weight: float = 0.5
     seed: int = 0
     device: str = "auto"
+    precision: str = "fp32"
     checkpoint_every: int = 100
     val_every: int = 500
     log_every: int = 10
@@ -79,6 +83,7 @@ class TrainConfig:
             self.dpc = self.sr = self.ld = False
         if self.iterations < 1 or self.batch_size < 1:
             raise ValueError("iterations and batch_size must be >= 1")
+        check_precision(self.precision)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -102,7 +107,7 @@ def training_losses(model: SuperpixelNet, batch: dict, cfg: TrainConfig) -> dict
     """
     out: dict[str, torch.Tensor] = {}
     g = batch["global"]
-    res = model(g["input"])
+    res = forward_at(model, g["input"], cfg.precision)
     out["sem"], out["pos"] = superpixel_loss(res.assoc, g["labels"], model.cell_size, cfg.position_weight)
     total = cfg.sp_weight * (out["sem"] + out["pos"])
     if cfg.sr and res.reconstruction is not None:
@@ -113,7 +118,7 @@ def training_losses(model: SuperpixelNet, batch: dict, cfg: TrainConfig) -> dict
         total = total + cfg.ld_weight * out["ld"]
     if cfg.dpc and "patch" in batch:
         p = batch["patch"]
-        pres = model(p["input"])
+        pres = forward_at(model, p["input"], cfg.precision)
         out["patch_sem"], out["patch_pos"] = superpixel_loss(pres.assoc, p["labels"], model.cell_size,
                                                              cfg.position_weight)
         patch = cfg.sp_weight * (out["patch_sem"] + out["patch_pos"])
