@@ -129,6 +129,7 @@ def test_default_method_is_the_packaged_pcnet(tmp_path, capsys):
     assert code == 0, err
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["method"] == "pcnet" and summary["weights"] == "packaged" and summary["refine_iterations"] == 4
+    assert (summary["refine_compactness"], summary["refine_smoothness"]) == (10.0, 200.0)
     image = summary["images"][0]
     assert 0.8 * 600 <= image["n_produced"] <= 1.2 * 600, image
 
@@ -236,3 +237,14 @@ def test_command_line_parses_without_loading_torch_or_numba():
     ])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"{uhrseg.__version__} []"
+
+
+def test_refinement_settings_are_recorded_and_checked(tmp_path, capsys):
+    code, err = run_cli(capsys, bsds_image_path(), "--n-segments", "300", "--refine-smoothness", "100",
+                        "--refine-compactness", "5", "--out", tmp_path / "out")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["refine_compactness"], summary["refine_smoothness"]) == (5.0, 100.0)
+    code, err = run_cli(capsys, bsds_image_path(), "--refine-smoothness", "-1", "--out", tmp_path / "bad")
+    assert code == 2 and "--refine-smoothness and --refine-compactness must be >= 0" in err
+    assert files_in(tmp_path / "bad") == []

@@ -125,7 +125,7 @@ def test_evaluate_command_errors(mini_bsds, tmp_path, capsys):
     assert main([*base, "--dataset", "bsds500:test", "--methods", "quickshift"]) == 2
     assert "unknown method 'quickshift'" in capsys.readouterr().err
     assert main([*base, "--dataset", "bsds500:test", "--methods", "slic:refine=x"]) == 2
-    assert "METHOD:refine=N" in capsys.readouterr().err
+    assert "refine must be an integer >= 0, got 'x'" in capsys.readouterr().err
     assert main([*base, "--dataset", "bsds500:dev"]) == 2
     assert "unknown BSDS500 split" in capsys.readouterr().err
     assert main([*base, "--dataset", "bsds500:test", "--weights", "pcnet=" + str(tmp_path / "x.pt"),
@@ -136,10 +136,13 @@ def test_evaluate_command_errors(mini_bsds, tmp_path, capsys):
 def test_method_specs_with_refinement():
     from uhrseg.evaluation import parse_method_spec
 
-    assert parse_method_spec("pcnet") == ("pcnet", None)
-    assert parse_method_spec("pcnet:refine=0") == ("pcnet", 0)
-    assert parse_method_spec("slic:refine=3") == ("slic", 3)
-    for bad in ("nope", "pcnet:refine", "pcnet:refine=-1", "pcnet:iters=2"):
+    assert parse_method_spec("pcnet") == ("pcnet", {})
+    assert parse_method_spec("pcnet:refine=0") == ("pcnet", {"refine_iterations": 0})
+    assert parse_method_spec("slic:refine=3") == ("slic", {"refine_iterations": 3})
+    assert parse_method_spec("pcnet:refine=8:smoothness=100:compactness=2.5") == (
+        "pcnet", {"refine_iterations": 8, "refine_smoothness": 100.0, "refine_compactness": 2.5})
+    for bad in ("nope", "pcnet:refine", "pcnet:refine=-1", "pcnet:iters=2", "pcnet:refine=1.5",
+                "pcnet:smoothness=-3", "pcnet:smoothness=x"):
         with pytest.raises(ValueError):
             parse_method_spec(bad)
 

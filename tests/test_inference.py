@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import uhrseg
-from conftest import assert_superpixel_labels
+from conftest import BSDS, assert_superpixel_labels
 from uhrseg.classical import CLASSICAL_METHODS
 from uhrseg.grid import CellGrid, refine_boundaries
 from uhrseg.inference import grid_shape_for, network_labels, resize_image, resolve_device
@@ -43,6 +43,31 @@ def test_networks_refine_their_boundaries_by_default(bsds_image, pcnet_grid_ckpt
     assert 0.02 < (result.labels != base.labels).mean() < 0.3
     with pytest.raises(ValueError, match="refine_iterations"):
         uhrseg.SuperpixelPredictor("slic", refine_iterations=-1)
+
+
+def test_refinement_smoothness_moves_along_the_br_bp_curve(pcnet_grid_ckpt):
+    """A lower lambda follows more image edges: on a real BSDS500 image with its ground truths, BR rises and BP
+    falls (the trade-off measured in docs/results/refine-tuning/), and the predictor applies exactly
+    refine_boundaries(m, lambda) to the connected network labels."""
+    from uhrseg.datasets.readers import open_dataset
+    from uhrseg.metrics import boundary_recall_precision
+
+    data = open_dataset("bsds500:test", str(BSDS))
+    name = data.names[0]
+    image, gts = data.image(name), data.ground_truths(name)
+    raw = uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, device="cpu", refine_iterations=0)
+    base = raw.run(image, 600).labels
+    scores = {}
+    for lam in (50.0, 200.0):
+        predictor = uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, device="cpu",
+                                               refine_smoothness=lam, refine_compactness=5.0)
+        labels = predictor.predict(image, 600)
+        np.testing.assert_array_equal(labels, refine_boundaries(image, base, 4, 5.0, lam))
+        scores[lam] = np.mean([boundary_recall_precision(labels, gt) for gt in gts], axis=0)
+    assert scores[50.0][0] > scores[200.0][0] + 0.02  # BR
+    assert scores[50.0][1] < scores[200.0][1]  # BP
+    with pytest.raises(ValueError, match="refine_compactness and refine_smoothness"):
+        uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, refine_smoothness=-1)
 
 
 def test_strip_size_does_not_change_the_labels(bsds_image, pcnet_random_ckpt):

@@ -20,6 +20,10 @@ DEFAULT_STRIP_PIXELS = 2**19
 DEFAULT_TILE = 512
 #: Passes of the full-resolution boundary refinement used by the network methods.
 DEFAULT_REFINE_ITERATIONS = 4
+#: ``m`` of the refinement's distance: weight of the distance to a superpixel's centroid (SLIC's default).
+DEFAULT_COMPACTNESS = 10.0
+#: ``lambda`` of the refinement's distance: cost per 8-neighbour of another superpixel, squared 8-bit Lab units.
+DEFAULT_SMOOTHNESS = 200.0
 #: Label map encodings: ``auto`` is a 16-bit PNG when the ids fit in 16 bits, else a (Big)TIFF.
 LABEL_FORMATS = ("auto", "png", "tiff", "npy")
 #: Region exports of the commands (``--export``): polygons (GeoPackage), table (Parquet), csv.

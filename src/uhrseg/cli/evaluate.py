@@ -67,7 +67,8 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                    help="BSDS500 in its official layout (default ../shared/datasets/BSDS500)")
     p.add_argument("--methods", default="slic,slico,seeds,lsc,fh", metavar="LIST",
                    help=f"comma-separated methods among {', '.join(METHODS)}; METHOD:refine=N sets the "
-                        "passes of full-resolution boundary refinement (0 = raw network labels) "
+                        "passes of full-resolution boundary refinement (0 = raw network labels), "
+                        ":smoothness=L and :compactness=M its lambda and m (e.g. pcnet:smoothness=100) "
                         "(default slic,slico,seeds,lsc,fh)")
     counts = p.add_mutually_exclusive_group()
     counts.add_argument("--n-segments", default="200,400,600,800,1000,1200", metavar="LIST",

@@ -109,7 +109,7 @@ class EvaluationPlan:
     Attributes
     ----------
     methods : list of str
-        Method specs, ``METHOD`` or ``METHOD:refine=N`` (see :func:`parse_method_spec`); ignored when
+        Method specs, ``METHOD`` or e.g. ``METHOD:refine=N:smoothness=L`` (see :func:`parse_method_spec`); ignored when
         ``labels_dir`` is set.
     settings : list of Setting
         Superpixel counts or scales to sweep.
@@ -134,26 +134,47 @@ class EvaluationPlan:
     jobs: int = 1
 
 
-def parse_method_spec(spec: str) -> tuple[str, int | None]:
-    """Split an evaluation method spec ``METHOD`` or ``METHOD:refine=N`` into ``(method, refine_iterations)``.
+_SPEC_OPTIONS = {"refine": ("refine_iterations", int), "compactness": ("refine_compactness", float),
+                 "smoothness": ("refine_smoothness", float)}
 
-    ``refine=N`` sets the passes of full-resolution boundary refinement (0 = the raw network labels); without it
-    the method's default applies (see :class:`uhrseg.SuperpixelPredictor`). The spec is the row label.
+
+def parse_method_spec(spec: str) -> tuple[str, dict]:
+    """Split an evaluation method spec ``METHOD[:refine=N][:compactness=M][:smoothness=L]``.
+
+    ``refine=N`` sets the passes of full-resolution boundary refinement (0 = the raw network labels),
+    ``compactness`` and ``smoothness`` its ``m`` and ``lambda`` (:func:`uhrseg.grid.refine_boundaries`); what is
+    not given keeps the method's default (see :class:`uhrseg.SuperpixelPredictor`). The spec is the row label.
+
+    Returns
+    -------
+    (str, dict)
+        The method and the :class:`uhrseg.SuperpixelPredictor` keyword arguments the options set
+        (``refine_iterations``, ``refine_compactness``, ``refine_smoothness``).
 
     Raises
     ------
     ValueError
-        If the method is unknown or the option is not ``refine=N`` with ``N >= 0``.
+        If the method is unknown, an option is not one of these, or a value is not a number >= 0 (an integer
+        for ``refine``).
     """
-    method, sep, option = spec.partition(":")
+    method, *options = spec.split(":")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose among {', '.join(METHODS)}")
-    if not sep:
-        return method, None
-    key, eq, value = option.partition("=")
-    if key != "refine" or not eq or not value.isdigit():
-        raise ValueError(f"method spec {spec!r}: expected METHOD or METHOD:refine=N with N >= 0")
-    return method, int(value)
+    kwargs = {}
+    for option in options:
+        key, eq, value = option.partition("=")
+        if key not in _SPEC_OPTIONS or not eq:
+            raise ValueError(f"method spec {spec!r}: expected METHOD[:refine=N][:compactness=M][:smoothness=L]")
+        name, kind = _SPEC_OPTIONS[key]
+        try:
+            number = kind(value)
+        except ValueError:
+            number = -1
+        if number < 0:
+            raise ValueError(f"method spec {spec!r}: {key} must be {'an integer' if kind is int else 'a number'} "
+                             f">= 0, got {value!r}")
+        kwargs[name] = number
+    return method, kwargs
 
 
 # Per worker process: the predictor of the method being run (built once per process and method).
@@ -163,9 +184,9 @@ _worker_predictors: dict[str, SuperpixelPredictor] = {}
 def _predictor(spec: str, plan: EvaluationPlan) -> SuperpixelPredictor:
     if spec not in _worker_predictors:
         _worker_predictors.clear()
-        method, refine = parse_method_spec(spec)
+        method, options = parse_method_spec(spec)
         _worker_predictors[spec] = SuperpixelPredictor(method, device=plan.device, weights=plan.weights.get(method),
-                                                       refine_iterations=refine)
+                                                       **options)
     return _worker_predictors[spec]
 
 

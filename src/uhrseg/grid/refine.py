@@ -29,18 +29,15 @@ import cv2
 import numba
 import numpy as np
 
-from ..defaults import DEFAULT_REFINE_ITERATIONS
+from ..defaults import DEFAULT_COMPACTNESS, DEFAULT_REFINE_ITERATIONS, DEFAULT_SMOOTHNESS
 from ..io.images import to_uint8
 from ..stores import ArrayStore
 
 __all__ = ["DEFAULT_COMPACTNESS", "DEFAULT_REFINE_ITERATIONS", "DEFAULT_SMOOTHNESS", "lab8", "refine_boundaries",
            "refine_store"]
 
-# Passes used by the network methods unless told otherwise: DEFAULT_REFINE_ITERATIONS (uhrseg.defaults).
-#: ``m``: weight of the distance to a superpixel's centroid (SLIC's default).
-DEFAULT_COMPACTNESS = 10.0
-#: ``lambda``: cost per 8-neighbour of another superpixel, in squared 8-bit Lab units.
-DEFAULT_SMOOTHNESS = 200.0
+# Passes, m and lambda used by the network methods unless told otherwise: DEFAULT_REFINE_ITERATIONS,
+# DEFAULT_COMPACTNESS (10, SLIC's) and DEFAULT_SMOOTHNESS (200), in uhrseg.defaults.
 
 
 # The 8 neighbours of a pixel in ring order; consecutive entries are 4-adjacent to each other.

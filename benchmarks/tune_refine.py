@@ -1,0 +1,162 @@
+"""Grid search of the full-resolution refinement's settings for a superpixel network, on a labelled split.
+
+For every image the network's connected labels are computed once (``refine_iterations=0``); each setting of
+``(passes, compactness m, smoothness lambda)`` of :func:`uhrseg.grid.refine_boundaries` is then applied to
+them and scored against every ground truth with the benchmark's metrics (BR and BP at the tolerance
+``round(0.0025 x diagonal)``, ASA; ``docs/metrics.md``). The means over all (image, ground truth) pairs go
+to ``OUT.csv`` and the BR-BP plane to ``OUT.png`` (one point per setting, the current defaults marked).
+
+Usage::
+
+    python benchmarks/tune_refine.py --dataset bsds500:val --weights src/uhrseg/weights/pcnet-ft.pt \\
+        --n-segments 600 --passes 4,8 --compactness 2.5,5,10 --smoothness 0,50,100,200 --jobs 2 \\
+        --out docs/results/refine-tuning/pcnet-ft-val
+
+Use a split the weights were not trained on (``pcnet-ft`` never saw BSDS500 val).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def _score_image(task: tuple) -> tuple[str, list[list[float]]]:
+    """Worker: one image -> per setting [sum BR, sum BP, sum ASA, sum K, pairs]."""
+    spec, root, weights, n_segments, settings, name = task
+    import torch
+
+    from uhrseg.datasets.readers import open_dataset
+    from uhrseg.grid.refine import refine_boundaries
+    from uhrseg.inference.predictor import SuperpixelPredictor
+    from uhrseg.metrics.superpixel import achievable_segmentation_accuracy, boundary_recall_precision
+
+    torch.set_num_threads(1)
+    dataset = open_dataset(spec, root)
+    image, gts = dataset.image(name), dataset.ground_truths(name)
+    predictor = _score_image.cache.get(weights)
+    if predictor is None:
+        predictor = SuperpixelPredictor("pcnet", device="cpu", weights=weights, refine_iterations=0)
+        _score_image.cache[weights] = predictor
+    raw = predictor.predict(image, n_segments)
+    rows = []
+    for passes, m, lam in settings:
+        labels = refine_boundaries(image, raw, int(passes), m, lam) if passes else raw
+        sums = [0.0, 0.0, 0.0, float(labels.max() + 1), 0.0]
+        for gt in gts:
+            br, bp = boundary_recall_precision(labels, gt)
+            sums[0] += br
+            sums[1] += bp
+            sums[2] += achievable_segmentation_accuracy(labels, gt)
+            sums[4] += 1
+        rows.append(sums)
+    return name, rows
+
+
+_score_image.cache = {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="bsds500:val")
+    parser.add_argument("--bsds500-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"
+                                                      / "BSDS500"))
+    parser.add_argument("--weights", default=None, help="PCNet checkpoint (default: the packaged pcnet.pt)")
+    parser.add_argument("--n-segments", type=int, default=600)
+    parser.add_argument("--passes", default="4,8")
+    parser.add_argument("--compactness", default="2.5,5,10")
+    parser.add_argument("--smoothness", default="0,50,100,200")
+    parser.add_argument("--images", type=int, default=None, help="first N images only")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True, help="output stem: OUT.csv and OUT.png")
+    parser.add_argument("--compare", type=Path, default=None,
+                        help="summary.csv of `uhrseg evaluate` on the same split: its methods are drawn as crosses")
+    parser.add_argument("--replot", action="store_true", help="only redraw OUT.png from an existing OUT.csv")
+    args = parser.parse_args()
+    if args.replot:
+        plot(args, read_rows(args.out.with_suffix(".csv")))
+        return
+
+    from uhrseg.datasets.readers import open_dataset
+
+    settings = [(0, 0.0, 0.0)] + list(itertools.product([int(v) for v in _floats(args.passes)],
+                                                        _floats(args.compactness), _floats(args.smoothness)))
+    names = open_dataset(args.dataset, args.bsds500_root).names[: args.images]
+    tasks = [(args.dataset, args.bsds500_root, args.weights, args.n_segments, settings, n) for n in names]
+    totals = np.zeros((len(settings), 5))
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for i, (name, rows) in enumerate(pool.map(_score_image, tasks, chunksize=1), 1):
+            totals += np.asarray(rows)
+            print(f"\r{i}/{len(names)} images, {time.perf_counter() - t0:.0f} s", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    pairs = totals[0, 4]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".csv.part")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["passes", "compactness", "smoothness", "br", "bp", "asa", "mean_k", "pairs"])
+        for (passes, m, lam), row in zip(settings, totals):
+            writer.writerow([passes, m, lam, f"{row[0] / pairs:.4f}", f"{row[1] / pairs:.4f}",
+                             f"{row[2] / pairs:.4f}", f"{row[3] / len(names):.1f}", int(pairs)])
+    os.replace(tmp, args.out.with_suffix(".csv"))
+    print(args.out.with_suffix(".csv").read_text())
+    plot(args, read_rows(args.out.with_suffix(".csv")))
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of OUT.csv as dicts of floats."""
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def plot(args: argparse.Namespace, rows: list[dict]) -> None:
+    """BR against BP, one point per setting (the default in red), and the ``--compare`` methods as crosses."""
+    from uhrseg.defaults import DEFAULT_REFINE_ITERATIONS
+    from uhrseg.grid.refine import DEFAULT_COMPACTNESS, DEFAULT_SMOOTHNESS
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.scatter([r["bp"] for r in rows], [r["br"] for r in rows], c="tab:blue", s=18, label="PCNet: passes/m/lambda")
+    for r in rows:
+        passes, m, lam, x, y = int(r["passes"]), r["compactness"], r["smoothness"], r["bp"], r["br"]
+        label = "raw" if passes == 0 else f"{passes}/{m:g}/{lam:g}"
+        is_default = (passes, m, lam) == (DEFAULT_REFINE_ITERATIONS, DEFAULT_COMPACTNESS, DEFAULT_SMOOTHNESS)
+        ax.annotate(label + (" (default)" if is_default else ""), (x, y), fontsize=6,
+                    color="tab:red" if is_default else "black")
+    if args.compare is not None:
+        with open(args.compare, newline="") as f:
+            other = list(csv.DictReader(f))
+        ax.scatter([float(r["bp"]) for r in other], [float(r["br"]) for r in other], marker="x", c="tab:green",
+                   label="classical methods (K)")
+        for r in other:
+            ax.annotate(f"{r['method']} ({float(r['k']):.0f})", (float(r["bp"]), float(r["br"])), fontsize=7,
+                        color="tab:green")
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_xlabel("boundary precision BP")
+    ax.set_ylabel("boundary recall BR")
+    ax.set_title(f"PCNet refinement settings, {args.dataset}, n = {args.n_segments}", fontsize=9)
+    fig.tight_layout()
+    tmp_png = args.out.with_name(args.out.name + ".part.png")
+    fig.savefig(tmp_png, dpi=120)
+    os.replace(tmp_png, args.out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
