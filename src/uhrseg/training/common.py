@@ -73,16 +73,18 @@ def open_run(run_dir: str | os.PathLike) -> tuple[Path, dict | None]:
     return run_dir, (read_checkpoint(last) if last.is_file() else None)
 
 
-def check_precision(precision: str) -> str:
-    """Return ``precision`` if it is one of :data:`PRECISIONS`.
+def check_precision(precision: str, device: torch.device | None = None) -> str:
+    """Return ``precision`` if it is one of :data:`PRECISIONS` (and, given a device, one it can run).
 
     Raises
     ------
     ValueError
-        For any other value.
+        For any other value, or ``"bf16"`` on a CUDA device without bfloat16 (before Ampere).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16" and device is not None and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"{torch.cuda.get_device_name(device)} has no bfloat16; train with --precision fp32")
     return precision
 
 

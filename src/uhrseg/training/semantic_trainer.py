@@ -241,6 +241,7 @@ def train_semantic(cfg: SemanticTrainConfig, run_dir: str | os.PathLike, progres
     if state is not None:
         cfg = SemanticTrainConfig.from_dict(state["train_config"])
     device = resolve_device(cfg.device)
+    check_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     datasets = [open_semantic_dataset(s) for s in cfg.data]
     load_bar = tqdm(total=sum(len(d) for d in datasets), disable=not progress, unit="image", desc="decode data")

@@ -174,6 +174,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
     if state is not None:
         cfg = TrainConfig.from_dict(state["train_config"])
     device = resolve_device(cfg.device)
+    check_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model).to(device)
     sampling = SamplingConfig(global_resize=cfg.global_resize, crop=cfg.crop, patch=cfg.patch,
