@@ -93,10 +93,11 @@ def mixed_precision(device: torch.device, precision: str):
 
     ``"bf16"`` is :func:`torch.autocast` with ``dtype=torch.bfloat16`` on the device's type (CPU or CUDA): the
     network's convolutions and matrix products run in bfloat16 while the weights, gradients, optimiser state and
-    the losses (computed after the context, on outputs cast to float32) stay float32, so no loss scaling is needed (bfloat16 has float32's
-    exponent range). On a CPU with AVX512-BF16 or AMX (Intel Sapphire Rapids and later, AMD Zen 4 and later)
-    this measured 1.5x (ISDNet) to 2x (the full-resolution deep path) faster steps than ``"fp32"``
-    (``docs/training.md``); CPUs without them emulate bfloat16 and are slower. ``"fp32"`` is a no-op context.
+    the losses (computed after the context, on outputs cast to float32) stay float32, so no loss scaling is
+    needed (bfloat16 has float32's exponent range). On a CPU with AVX512-BF16 or AMX (Intel Sapphire Rapids and
+    later, AMD Zen 4 and later) this measured 1.6x (ISDNet) to about 3x (the full-resolution deep path) faster
+    steps than ``"fp32"``, and no gain for PCNet (``docs/training.md``); CPUs without them emulate bfloat16 and
+    are slower. ``"fp32"`` is a no-op context.
 
     Raises
     ------
