@@ -33,6 +33,10 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
 
+# Per worker process: one predictor per weights file, built on the first image the process scores.
+_PREDICTORS: dict = {}
+
+
 def _score_image(task: tuple) -> tuple[str, list[list[float]]]:
     """Worker: one image -> per setting [sum BR, sum BP, sum ASA, sum K, pairs]."""
     spec, root, weights, n_segments, settings, name = task
@@ -46,10 +50,9 @@ def _score_image(task: tuple) -> tuple[str, list[list[float]]]:
     torch.set_num_threads(1)
     dataset = open_dataset(spec, root)
     image, gts = dataset.image(name), dataset.ground_truths(name)
-    predictor = _score_image.cache.get(weights)
-    if predictor is None:
-        predictor = SuperpixelPredictor("pcnet", device="cpu", weights=weights, refine_iterations=0)
-        _score_image.cache[weights] = predictor
+    if weights not in _PREDICTORS:
+        _PREDICTORS[weights] = SuperpixelPredictor("pcnet", device="cpu", weights=weights, refine_iterations=0)
+    predictor = _PREDICTORS[weights]
     raw = predictor.predict(image, n_segments)
     rows = []
     for passes, m, lam in settings:
@@ -63,9 +66,6 @@ def _score_image(task: tuple) -> tuple[str, list[list[float]]]:
             sums[4] += 1
         rows.append(sums)
     return name, rows
-
-
-_score_image.cache = {}
 
 
 def main() -> None:
