@@ -98,3 +98,19 @@ def test_topology_is_preserved(h, w, seed, n_seeds, iterations, smoothness):
     k = int(labels.max()) + 1
     assert int(out.max()) + 1 == k and out.min() == 0
     assert n_components(out) == [1] * k
+
+
+def test_warm_up_loads_the_kernels_the_pipeline_calls(bsds_image):
+    """The warm-up thread is only useful if it loads the very specialisations the pipeline calls: after it, a
+    real image through the network pipeline adds no new kernel signature (nothing compiled or loaded late)."""
+    from uhrseg import SuperpixelPredictor
+    from uhrseg.grid import connectivity, refine
+    from uhrseg.grid.warmup import start_warm_up
+
+    start_warm_up().join()
+    kernels = (refine._add_sums, refine._refine_rows, connectivity._enforce_connectivity_kernel)
+    before = [set(k.signatures) for k in kernels]
+    assert all(before)
+    labels = SuperpixelPredictor("pcnet", device="cpu").predict(bsds_image, 300)
+    assert labels.max() > 100
+    assert [set(k.signatures) for k in kernels] == before

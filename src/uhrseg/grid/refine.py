@@ -62,43 +62,39 @@ def _add_sums(lab, labels, acc, y_offset):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _can_leave(labels, y, x, own, ring_dy, ring_dx):  # pragma: no cover - compiled
-    """True if relabelling (y, x) keeps its superpixel 4-connected: the superpixel's pixels among the 8
-    neighbours form exactly one run around the ring that touches a 4-neighbour (T4 = 1)."""
-    height, width = labels.shape
-    inside = np.zeros(8, dtype=np.bool_)
+def _can_leave(ring, own):  # pragma: no cover - compiled
+    """True if relabelling a pixel keeps its superpixel ``own`` 4-connected, given the labels of its 8
+    neighbours in ring order (-1 outside the image): the superpixel's pixels among them form exactly one run
+    around the ring that touches a 4-neighbour (T4 = 1)."""
+    inside = 0
     for i in range(8):
-        ny = y + ring_dy[i]
-        nx = x + ring_dx[i]
-        inside[i] = 0 <= ny < height and 0 <= nx < width and labels[ny, nx] == own
+        if ring[i] == own:
+            inside |= 1 << i
+    if inside == 255:
+        return True  # only when the ring is all `own` (cannot happen on a boundary pixel)
     runs = 0
     for i in range(8):
-        if inside[i] and not inside[i - 1]:  # a run starts here (i - 1 wraps to 7)
+        if (inside >> i) & 1 and not (inside >> ((i + 7) % 8)) & 1:  # a run starts here
             touches = False
             j = i
-            while inside[j % 8] and j < i + 8:
+            while (inside >> (j % 8)) & 1 and j < i + 8:
                 if j % 2 == 1:
                     touches = True
                 j += 1
             if touches:
                 runs += 1
-    if runs == 0:
-        all_in = True
-        for i in range(8):
-            all_in = all_in and inside[i]
-        return all_in  # only when the ring is all `own` (cannot happen on a boundary pixel)
     return runs == 1
 
 
 @numba.njit(cache=True, nogil=True)
-def _refine_rows(lab, labels, acc, spatial_weight, smoothness, reverse, row_start, row_stop, y_offset,
+def _refine_rows(lab, labels, acc, means, spatial_weight, smoothness, reverse, row_start, row_stop, y_offset,
                  ring_dy, ring_dx):  # pragma: no cover - compiled
     """One refinement sweep over rows [row_start, row_stop) of a band (window rows outside that range are
-    read-only context); window row y is image row y + y_offset. Returns the number of pixels moved."""
+    read-only context); window row y is image row y + y_offset. ``means`` holds ``acc[:, :5] / acc[:, 5]``
+    and is kept up to date with ``acc``. Returns the number of pixels moved."""
     height, width = labels.shape
-    dys = (-1, 0, 0, 1)
-    dxs = (0, -1, 1, 0)
     candidates = np.empty(5, dtype=labels.dtype)
+    ring = np.empty(8, dtype=labels.dtype)
     changed = 0
     for yi in range(row_stop - row_start):
         y = row_stop - 1 - yi if reverse else row_start + yi
@@ -106,22 +102,28 @@ def _refine_rows(lab, labels, acc, spatial_weight, smoothness, reverse, row_star
         for xi in range(width):
             x = width - 1 - xi if reverse else xi
             own = labels[y, x]
-            # Candidate superpixels: the 4-neighbours' (each once, in neighbour order), then the own one.
-            n_cand = 0
-            for i in range(4):
-                ny = y + dys[i]
-                nx = x + dxs[i]
-                if 0 <= ny < height and 0 <= nx < width:
-                    k = labels[ny, nx]
-                    if k != own:
-                        seen = False
-                        for j in range(n_cand):
-                            seen = seen or candidates[j] == k
-                        if not seen:
-                            candidates[n_cand] = k
-                            n_cand += 1
-            if n_cand == 0 or acc[own, 5] <= 1.0:
+            # Most pixels are inside a superpixel: skip them with four comparisons.
+            if not ((y > 0 and labels[y - 1, x] != own) or (x > 0 and labels[y, x - 1] != own)
+                    or (x < width - 1 and labels[y, x + 1] != own) or (y < height - 1 and labels[y + 1, x] != own)):
                 continue
+            if acc[own, 5] <= 1.0:
+                continue
+            # The 8 neighbours in ring order, -1 outside the image (labels are >= 0).
+            for j in range(8):
+                ny = y + ring_dy[j]
+                nx = x + ring_dx[j]
+                ring[j] = labels[ny, nx] if 0 <= ny < height and 0 <= nx < width else -1
+            # Candidate superpixels: the 4-neighbours' (up, left, right, down; each once), then the own one.
+            n_cand = 0
+            for j in (1, 7, 3, 5):
+                k = ring[j]
+                if k >= 0 and k != own:
+                    seen = False
+                    for c in range(n_cand):
+                        seen = seen or candidates[c] == k
+                    if not seen:
+                        candidates[n_cand] = k
+                        n_cand += 1
             candidates[n_cand] = own
             n_cand += 1
             l0 = float(lab[y, x, 0])
@@ -131,25 +133,22 @@ def _refine_rows(lab, labels, acc, spatial_weight, smoothness, reverse, row_star
             best_d = 1e300
             for c in range(n_cand):
                 k = candidates[c]
-                n = acc[k, 5]
-                d0 = l0 - acc[k, 0] / n
-                d1 = l1 - acc[k, 1] / n
-                d2 = l2 - acc[k, 2] / n
-                dy = gy - acc[k, 3] / n
-                dx = x - acc[k, 4] / n
+                d0 = l0 - means[k, 0]
+                d1 = l1 - means[k, 1]
+                d2 = l2 - means[k, 2]
+                dy = gy - means[k, 3]
+                dx = x - means[k, 4]
                 d = d0 * d0 + d1 * d1 + d2 * d2 + spatial_weight * (dy * dy + dx * dx)
                 if smoothness > 0.0:
                     others = 0
                     for j in range(8):
-                        ny = y + ring_dy[j]
-                        nx = x + ring_dx[j]
-                        if 0 <= ny < height and 0 <= nx < width and labels[ny, nx] != k:
+                        if ring[j] >= 0 and ring[j] != k:
                             others += 1
                     d += smoothness * others
                 if d < best_d or (d == best_d and k == own):
                     best_d = d
                     best = k
-            if best != own and _can_leave(labels, y, x, own, ring_dy, ring_dx):
+            if best != own and _can_leave(ring, own):
                 labels[y, x] = best
                 for k, sign in ((own, -1.0), (best, 1.0)):
                     acc[k, 0] += sign * l0
@@ -158,6 +157,8 @@ def _refine_rows(lab, labels, acc, spatial_weight, smoothness, reverse, row_star
                     acc[k, 3] += sign * gy
                     acc[k, 4] += sign * x
                     acc[k, 5] += sign
+                    for i in range(5):
+                        means[k, i] = acc[k, i] / acc[k, 5]
                 changed += 1
     return changed
 
@@ -222,13 +223,15 @@ def refine_store(lab, labels, n_labels: int, iterations: int = DEFAULT_REFINE_IT
     bands = [(y0, min(height, y0 + band_rows)) for y0 in range(0, height, band_rows)]
     for y0, y1 in bands:
         _add_sums(lab.read(y0, y1), labels.read(y0, y1), acc, y0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # ids that no pixel has are never read
+        means = acc[:, :5] / acc[:, 5:]
     for i in range(iterations):
         reverse = i % 2 == 1
         changed = 0
         for y0, y1 in reversed(bands) if reverse else bands:
             w0, w1 = max(0, y0 - 1), min(height, y1 + 1)
             window = labels.read(w0, w1)
-            changed += _refine_rows(lab.read(w0, w1), window, acc, spatial_weight, smoothness, reverse,
+            changed += _refine_rows(lab.read(w0, w1), window, acc, means, spatial_weight, smoothness, reverse,
                                     y0 - w0, y1 - w0, w0, _RING_DY, _RING_DX)
             labels.write(y0, window[y0 - w0 : y1 - w0])
         if changed == 0:

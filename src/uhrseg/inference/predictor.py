@@ -20,6 +20,7 @@ from ..grid.refine import (
     refine_boundaries,
     refine_store,
 )
+from ..grid.warmup import start_warm_up
 from ..io.images import as_rgb, to_uint8
 from ..io.sources import ArraySource
 from ..models.checkpoint import load_model, load_packaged_model, packaged_weights_path
@@ -350,6 +351,8 @@ class SuperpixelPredictor:
         grid = CellGrid(n_rows * model.cell_size, n_cols * model.cell_size, model.cell_size)
         timings: dict[str, float] = {}
 
+        # numba's one-time start-up and the kernels' cache loads overlap the resize and the network
+        warm_up = start_warm_up()
         say("read + resize")
         t0 = time.perf_counter()
         preview = None
@@ -373,6 +376,7 @@ class SuperpixelPredictor:
 
         say("connectivity")
         t0 = time.perf_counter()
+        warm_up.join()
         # Rows/columns of the cell-id map that image pixels sample (all of them unless the image is smaller
         # than the map), how many image pixels each stands for, and which one each image pixel takes.
         used_rows, row_of, row_weights = np.unique(nearest_index(big_h, grid.height), return_inverse=True,
