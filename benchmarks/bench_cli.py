@@ -2,8 +2,9 @@
 
 Runs, each in a fresh process, nothing else on the CPU:
 
-* ``uhrseg superpixels volna-5120x2880.jpg -n 5000`` (PCNet, packaged weights, default outputs: labels PNG,
-  JPEG overlay and preview), the same with ``--overlay png``, and with ``--method slic``;
+* ``uhrseg superpixels volna-5120x2880.jpg -n 5000`` (PCNet, packaged weights, every option at its default:
+  the OpenCV backend on a CPU-only machine, labels PNG, JPEG overlay and preview), the same with
+  ``--backend torch``, with ``--overlay png``, and with ``--method slic``;
 * ``python -c "import torch"`` and a bare interpreter, for the share of start-up that is not ours;
 * the README demo (``uhrseg superpixels "$(uhrseg example-image)" --n-segments 2000``) twice with an empty
   numba cache (``NUMBA_CACHE_DIR``): the first run compiles the kernels, as after a fresh install; the second
@@ -58,9 +59,10 @@ def main() -> None:
     rows = {
         "python -c pass": ([sys.executable, "-c", "pass"], args.repeats),
         "python -c 'import torch'": ([sys.executable, "-c", "import torch"], args.repeats),
-        "pcnet 5K n=5000 (jpg overlay)": ([uhrseg, "superpixels", str(PHOTO), "-n", "5000", "--device", "cpu", "-q"],
-                                          args.repeats),
-        "pcnet 5K n=5000 --overlay png": ([uhrseg, "superpixels", str(PHOTO), "-n", "5000", "--device", "cpu", "-q",
+        "pcnet 5K n=5000 (jpg overlay)": ([uhrseg, "superpixels", str(PHOTO), "-n", "5000", "-q"], args.repeats),
+        "pcnet 5K n=5000 --backend torch": ([uhrseg, "superpixels", str(PHOTO), "-n", "5000", "-q",
+                                             "--backend", "torch"], args.repeats),
+        "pcnet 5K n=5000 --overlay png": ([uhrseg, "superpixels", str(PHOTO), "-n", "5000", "-q",
                                            "--overlay", "png"], args.repeats),
         "slic 5K n=5000": ([uhrseg, "superpixels", str(PHOTO), "-n", "5000", "--method", "slic", "-q"],
                            args.slic_repeats),
@@ -77,7 +79,7 @@ def main() -> None:
     firsts, seconds = [], []
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as cache:
-            cmd = [uhrseg, "superpixels", demo, "--n-segments", "2000", "--device", "cpu", "-q"]
+            cmd = [uhrseg, "superpixels", demo, "--n-segments", "2000", "-q"]
             firsts.append(timed(cmd, {"NUMBA_CACHE_DIR": cache})[0])
             seconds.append(timed(cmd, {"NUMBA_CACHE_DIR": cache})[0])
     for name, walls in (("README demo, first run (empty numba cache)", firsts), ("README demo, second run", seconds)):

@@ -14,6 +14,9 @@ CLASSICAL_METHOD_NAMES = ("slic", "watershed", "fh", "cv-slic", "slico", "seeds"
 #: Every superpixel method of :class:`uhrseg.SuperpixelPredictor`.
 METHODS = NETWORK_METHODS + CLASSICAL_METHOD_NAMES
 
+#: Inference backends of the superpixel networks: ``torch`` (any weights, CPU or CUDA), ``opencv`` (the packaged
+#: PCNet and SCN through their ONNX export with OpenCV's DNN module, CPU, no torch import), and ``auto``.
+BACKENDS = ("auto", "torch", "opencv")
 #: Output pixels per strip of a superpixel network's head.
 DEFAULT_STRIP_PIXELS = 2**19
 #: Trunk tile of a superpixel network, network-input pixels.

@@ -7,10 +7,8 @@ import lazy_loader
 # numba or OpenCV before they are needed (lazy_loader: the scientific Python ecosystem's SPEC 1).
 __getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
     "boundaries": ["boundary_mask"],
-    "cells": [
-        "CENTRE", "CellGrid", "NEIGHBOUR_OFFSETS", "hard_assignment", "neighbour_cell_ids", "pixel_positions",
-        "pool_features", "reconstruct_features"
-    ],
+    "cells": ["hard_assignment", "neighbour_cell_ids", "pixel_positions", "pool_features", "reconstruct_features"],
+    "geometry": ["CENTRE", "CellGrid", "NEIGHBOUR_OFFSETS", "choice_to_cell_ids"],
     "connectivity": ["connectivity_bounds", "enforce_connectivity"],
     "refine": ["lab8", "refine_boundaries", "refine_store"],
 })

@@ -18,73 +18,10 @@ Convolutional Networks"):
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-#: The 9 neighbour offsets ``(d_row, d_col)`` in the channel order of the association map ``Q``.
-NEIGHBOUR_OFFSETS: tuple[tuple[int, int], ...] = tuple(
-    (dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-)
-#: Channel of the centre cell in ``Q``.
-CENTRE = 4
-
-
-@dataclass(frozen=True)
-class CellGrid:
-    """The S x S cell grid over an ``(height, width)`` output image.
-
-    Attributes
-    ----------
-    height, width : int
-        Output image size in pixels (``h``, ``w``).
-    cell_size : int
-        Grid cell side ``S`` in pixels (16 for SCN and PCNet).
-    n_rows, n_cols : int
-        Number of cell rows and columns, ``ceil(h / S)`` and ``ceil(w / S)``.
-
-    Raises
-    ------
-    ValueError
-        If any size is smaller than 1.
-    """
-
-    height: int
-    width: int
-    cell_size: int = 16
-
-    def __post_init__(self) -> None:
-        if self.height < 1 or self.width < 1:
-            raise ValueError(f"grid needs a positive image size, got {self.height} x {self.width}")
-        if self.cell_size < 1:
-            raise ValueError(f"cell_size must be >= 1 pixel, got {self.cell_size}")
-
-    @property
-    def n_rows(self) -> int:
-        return math.ceil(self.height / self.cell_size)
-
-    @property
-    def n_cols(self) -> int:
-        return math.ceil(self.width / self.cell_size)
-
-    @property
-    def n_cells(self) -> int:
-        """Number of cells, i.e. of superpixel seeds."""
-        return self.n_rows * self.n_cols
-
-    def cell_ids(self, device: torch.device | str | None = None) -> torch.Tensor:
-        """Cell id of every pixel.
-
-        Returns
-        -------
-        torch.Tensor
-            ``(h, w)`` int64, ``(y // S) * n_cols + x // S``.
-        """
-        rows = torch.arange(self.height, device=device) // self.cell_size
-        cols = torch.arange(self.width, device=device) // self.cell_size
-        return rows[:, None] * self.n_cols + cols[None, :]
+from .geometry import CENTRE, NEIGHBOUR_OFFSETS, CellGrid
 
 
 def _check_association(assoc: torch.Tensor, name: str = "assoc") -> None:

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..classical import classical_superpixels
-from ..defaults import DEFAULT_COMPACTNESS, DEFAULT_SMOOTHNESS, METHODS, NETWORK_METHODS
-from ..grid.cells import CellGrid
+from ..defaults import (
+    BACKENDS,
+    DEFAULT_COMPACTNESS,
+    DEFAULT_SMOOTHNESS,
+    DEFAULT_STRIP_PIXELS,
+    DEFAULT_TILE,
+    METHODS,
+    NETWORK_METHODS,
+)
+from ..errors import WeightsNotFoundError
 from ..grid.connectivity import connectivity_bounds, enforce_connectivity
+from ..grid.geometry import CellGrid
 from ..grid.refine import (
     DEFAULT_REFINE_ITERATIONS,
     lab8,
@@ -23,30 +33,22 @@ from ..grid.refine import (
 from ..grid.warmup import start_warm_up
 from ..io.images import as_rgb, to_uint8
 from ..io.sources import ArraySource
-from ..models.checkpoint import load_model, load_packaged_model, packaged_weights_path
-from ..models.nets import SuperpixelNet
 from ..stores import ArrayStore
-from .network import (
-    DEFAULT_STRIP_PIXELS,
-    DEFAULT_TILE,
-    AreaAccumulator,
-    cell_id_map,
-    grid_shape_for,
-    inference_model,
-    nearest_index,
-    network_input,
-    network_labels,
-    synchronize,
-)
+from .opencv_dnn import AUTO_OPENCV_METHODS, OPENCV_METHODS, OpenCVNetwork, packaged_onnx_path
+from .resize import AreaAccumulator, grid_shape_for, nearest_index, network_input
 
-__all__ = ["DEFAULT_BAND_ROWS", "METHODS", "NETWORK_METHODS", "SourceResult", "SuperpixelPredictor",
-           "SuperpixelResult", "resolve_device", "superpixels", "validate_n_segments"]
+# torch (1.0-1.5 s to import) is imported where the torch backend needs it, so that the OpenCV backend and
+# the classical methods run without it.
+
+__all__ = ["BACKENDS", "DEFAULT_BAND_ROWS", "METHODS", "NETWORK_METHODS", "SourceResult", "SuperpixelPredictor",
+           "SuperpixelResult", "resolve_backend", "resolve_device", "superpixels", "torch_build_has_gpu",
+           "validate_n_segments"]
 
 #: Full-resolution rows per band of the upsampling and refinement passes.
 DEFAULT_BAND_ROWS = 1024
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
+def resolve_device(device: "str | torch.device" = "auto") -> "torch.device":
     """Turn ``"auto"``, ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``) into a ``torch.device``.
 
     ``auto`` picks CUDA when available, else the CPU.
@@ -56,6 +58,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     ValueError
         If the name is not one of these, or CUDA is asked for and not available.
     """
+    import torch
+
     if isinstance(device, torch.device):
         device = str(device)
     if device == "auto":
@@ -68,6 +72,56 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
                              "use --device cpu or auto")
         return torch.device(device)
     raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda")
+
+
+def torch_build_has_gpu() -> bool:
+    """Whether the installed torch was built for a GPU (CUDA, ROCm or XPU), read from ``torch/version.py``
+    without importing torch; ``True`` when that cannot be told, ``False`` when torch is not installed."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    try:
+        text = (Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text()
+    except OSError:
+        return True
+    found = dict(re.findall(r"^(cuda|hip|xpu)\b[^=\n]*=\s*(.+?)\s*$", text, flags=re.M))
+    return set(found) != {"cuda", "hip", "xpu"} or any(v != "None" for v in found.values())
+
+
+def resolve_backend(backend: str, method: str, device: str = "auto",
+                    weights: str | os.PathLike | None = None) -> str:
+    """The backend a network method runs on: ``"torch"`` or ``"opencv"``.
+
+    ``auto`` takes ``opencv`` for the packaged PCNet weights when the device is the CPU: ``device="cpu"``, or
+    ``"auto"`` with a torch built without GPU support (:func:`torch_build_has_gpu`); otherwise ``torch`` (SCN
+    too: :data:`uhrseg.inference.opencv_dnn.AUTO_OPENCV_METHODS`).
+
+    Raises
+    ------
+    ValueError
+        If ``backend`` is unknown, or ``opencv`` is asked for another method, other weights or a GPU device.
+    uhrseg.errors.WeightsNotFoundError
+        If ``opencv`` is asked for and the installed package lacks the export.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
+    device = str(device)
+    if backend == "torch":
+        return "torch"
+    if backend == "auto":
+        on_cpu = device == "cpu" or (device == "auto" and not torch_build_has_gpu())
+        usable = method in AUTO_OPENCV_METHODS and weights is None and packaged_onnx_path(method).is_file()
+        return "opencv" if on_cpu and usable else "torch"
+    if method not in OPENCV_METHODS:
+        raise ValueError(f"the opencv backend runs {' and '.join(OPENCV_METHODS)}, not {method!r}")
+    if weights is not None:
+        raise ValueError("the opencv backend runs the packaged weights only; use the torch backend for "
+                         f"{weights}")
+    if device not in ("auto", "cpu"):
+        raise ValueError(f"the opencv backend runs on the CPU, not on {device!r}")
+    if not packaged_onnx_path(method).is_file():
+        raise WeightsNotFoundError(f"{packaged_onnx_path(method)}: the ONNX export of {method} is not installed")
+    return "opencv"
 
 
 def validate_n_segments(n_segments: int, shape: tuple[int, ...]) -> int:
@@ -148,6 +202,8 @@ class SourceResult:
 
 def _weights_file(weights: str | os.PathLike) -> Path:
     """A checkpoint path, or the name of extra weights shipped in the package (e.g. ``"pcnet-aerial"``)."""
+    from ..models.checkpoint import packaged_weights_path
+
     path = Path(weights)
     if not path.exists() and len(path.parts) == 1 and not path.suffix:
         packaged = packaged_weights_path(path.name)
@@ -169,6 +225,11 @@ class SuperpixelPredictor:
         ``"pcnet"`` (default), ``"scn"``, or a classical method of :data:`uhrseg.classical.CLASSICAL_METHODS`.
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"`` (networks only; classical methods run on the CPU).
+    backend : str
+        How a network runs (:data:`BACKENDS`, :func:`resolve_backend`): ``"torch"`` (default; any weights, CPU
+        or CUDA), ``"opencv"`` (the packaged PCNet or SCN with OpenCV's DNN module on the CPU, without
+        importing torch; the labels matched torch's exactly on the real images measured, see
+        :mod:`uhrseg.inference.opencv_dnn`) or ``"auto"`` (``opencv`` where it applies, as the command line does).
     weights : path-like, optional
         Checkpoint to use instead of the packaged weights (networks only), or the name of other weights
         shipped in the package: ``"pcnet-aerial"`` (PCNet fine-tuned on aerial frames, see
@@ -190,10 +251,20 @@ class SuperpixelPredictor:
     band_rows : int
         Full-resolution rows per band of the upsampling and refinement passes; the labels do not depend on it.
 
+    Attributes
+    ----------
+    backend : str or None
+        ``"torch"`` or ``"opencv"`` for the networks, ``None`` for the classical methods.
+    network : SuperpixelNet, OpenCVNetwork or None
+        What runs the network (``None`` for the classical methods); :attr:`model` is the torch model, or
+        ``None`` on the OpenCV backend.
+    device : torch.device or str
+        The torch device, or ``"cpu"`` on the OpenCV backend and for the classical methods.
+
     Raises
     ------
     ValueError
-        If the method or device is unknown, or weights are given for a classical method.
+        If the method, device or backend is unknown, or weights are given for a classical method.
     uhrseg.errors.WeightsNotFoundError
         If the network's weights are not packaged (or ``weights`` does not exist).
     uhrseg.errors.CheckpointError
@@ -209,7 +280,8 @@ class SuperpixelPredictor:
     ((64, 96), dtype('int32'))
     """
 
-    def __init__(self, method: str = "pcnet", *, device: str = "auto", weights: str | os.PathLike | None = None,
+    def __init__(self, method: str = "pcnet", *, device: str = "auto", backend: str = "torch",
+                 weights: str | os.PathLike | None = None,
                  strip_pixels: int = DEFAULT_STRIP_PIXELS, refine_iterations: int | None = None,
                  refine_compactness: float = DEFAULT_COMPACTNESS, refine_smoothness: float = DEFAULT_SMOOTHNESS,
                  tile: int = DEFAULT_TILE, band_rows: int = DEFAULT_BAND_ROWS) -> None:
@@ -231,16 +303,30 @@ class SuperpixelPredictor:
         self.strip_pixels = int(strip_pixels)
         self.tile = int(tile)
         self.band_rows = int(band_rows)
-        self.model: SuperpixelNet | None = None
+        self.model = None
+        self.network = None
+        self.backend = None
+        self.device = "cpu"
         if method in NETWORK_METHODS:
-            self.device = resolve_device(device)
-            model = (load_model(_weights_file(weights), expected=method) if weights is not None
-                     else load_packaged_model(method))
-            self.model = inference_model(model.to(self.device))
+            self.backend = resolve_backend(backend, method, device, weights)
+            if self.backend == "opencv":
+                self.network = OpenCVNetwork.packaged(method)
+            else:
+                from ..models.checkpoint import load_model, load_packaged_model
+                from .network import inference_model
+
+                self.device = resolve_device(device)
+                model = (load_model(_weights_file(weights), expected=method) if weights is not None
+                         else load_packaged_model(method))
+                self.model = self.network = inference_model(model.to(self.device))
+            # numba's one-time start-up and the kernels' cache loads (0.4 s) run in the background while the
+            # caller reads its image and the network runs; run_source waits for them before the connectivity step
+            self._warm_up = start_warm_up()
         else:
             if weights is not None:
                 raise ValueError(f"method {method!r} takes no weights")
-            self.device = torch.device("cpu")
+            if backend not in BACKENDS:
+                raise ValueError(f"unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
 
     def run(self, image: np.ndarray, n_segments: int, *, connectivity: bool = True) -> SuperpixelResult:
         """Compute superpixels and report the timings.
@@ -267,14 +353,23 @@ class SuperpixelPredictor:
         image = as_rgb(image)
         n = validate_n_segments(n_segments, image.shape)
         timings: dict[str, float] = {}
-        if self.model is not None and connectivity:
+        if self.network is not None and connectivity:
             labels = np.empty(image.shape[:2], np.int32)
             lab = ArrayStore(np.empty(image.shape, np.uint8)) if self.refine_iterations else None
             info = self.run_source(ArraySource(image), n, ArrayStore(labels), lab)
             return SuperpixelResult(labels, n, info.n_cells, info.timings)
-        if self.model is not None:
-            raw, grid, t = network_labels(self.model, image, n, self.device, self.strip_pixels, self.tile)
-            return SuperpixelResult(raw, n, grid.n_cells, dict(resize=t.resize, network=t.network, assign=t.assign))
+        if self.network is not None:
+            t0 = time.perf_counter()
+            grid = self._grid(image.shape[:2], n)
+            x = network_input(ArraySource(image), grid.height // self.network.upscale,
+                              grid.width // self.network.upscale)
+            t1 = time.perf_counter()
+            ids = self._cell_id_map(x, grid)
+            t2 = time.perf_counter()
+            raw = ids.take(nearest_index(image.shape[0], grid.height), axis=0).take(
+                nearest_index(image.shape[1], grid.width), axis=1)
+            timings = dict(resize=t1 - t0, network=t2 - t1, assign=time.perf_counter() - t2)
+            return SuperpixelResult(raw, n, grid.n_cells, timings)
         t0 = time.perf_counter()
         raw = classical_superpixels(to_uint8(image), n, self.method)
         timings["segment"] = time.perf_counter() - t0
@@ -338,7 +433,7 @@ class SuperpixelPredictor:
         uhrseg.errors.ImageReadError
             If the source cannot be decoded.
         """
-        if self.model is None:
+        if self.network is None:
             raise ValueError(f"run_source needs a network method, not {self.method!r}")
         big_h, big_w = source.shape[:2]
         n = validate_n_segments(n_segments, source.shape)
@@ -346,13 +441,10 @@ class SuperpixelPredictor:
             raise ValueError(f"label store {labels.shape} does not match the {big_h} x {big_w} image")
         if self.refine_iterations and (lab is None or tuple(lab.shape) != (big_h, big_w, 3)):
             raise ValueError("refinement needs a (H, W, 3) uint8 store for the CIELAB copy")
-        model, say = self.model, progress or (lambda stage: None)
-        n_rows, n_cols = grid_shape_for(big_h, big_w, n)
-        grid = CellGrid(n_rows * model.cell_size, n_cols * model.cell_size, model.cell_size)
+        say = progress or (lambda stage: None)
+        grid = self._grid((big_h, big_w), n)
         timings: dict[str, float] = {}
 
-        # numba's one-time start-up and the kernels' cache loads overlap the resize and the network
-        warm_up = start_warm_up()
         say("read + resize")
         t0 = time.perf_counter()
         preview = None
@@ -365,18 +457,17 @@ class SuperpixelPredictor:
             if preview is not None:
                 preview.add(y0, band)
 
-        x = network_input(source, grid.height // model.upscale, grid.width // model.upscale, on_band)
+        x = network_input(source, grid.height // self.network.upscale, grid.width // self.network.upscale, on_band)
         timings["resize"] = time.perf_counter() - t0
 
         say("network")
         t0 = time.perf_counter()
-        ids = cell_id_map(model, x, grid, self.device, self.tile, self.strip_pixels)
-        synchronize(self.device)
+        ids = self._cell_id_map(x, grid)
         timings["network"] = time.perf_counter() - t0
 
         say("connectivity")
         t0 = time.perf_counter()
-        warm_up.join()
+        self._warm_up.join()
         # Rows/columns of the cell-id map that image pixels sample (all of them unless the image is smaller
         # than the map), how many image pixels each stands for, and which one each image pixel takes.
         used_rows, row_of, row_weights = np.unique(nearest_index(big_h, grid.height), return_inverse=True,
@@ -410,13 +501,30 @@ class SuperpixelPredictor:
             rgb = np.clip(np.rint(preview.result() * 255.0), 0, 255).astype(np.uint8)
         return SourceResult(n, grid.n_cells, n_produced, timings, rgb)
 
+    def _grid(self, shape: tuple[int, int], n: int) -> CellGrid:
+        """The network's output grid for ``n`` superpixels on an image of ``shape``."""
+        n_rows, n_cols = grid_shape_for(shape[0], shape[1], n)
+        s = self.network.cell_size
+        return CellGrid(n_rows * s, n_cols * s, s)
+
+    def _cell_id_map(self, x: np.ndarray, grid: CellGrid) -> np.ndarray:
+        """The network's cell-id map of input ``x`` on ``grid``, on this predictor's backend."""
+        if self.backend == "opencv":
+            return self.network.cell_id_map(x, grid, self.tile, self.strip_pixels)
+        from .network import cell_id_map, synchronize
+
+        ids = cell_id_map(self.model, x, grid, self.device, self.tile, self.strip_pixels)
+        synchronize(self.device)
+        return ids
+
     def predict(self, image: np.ndarray, n_segments: int) -> np.ndarray:
         """Superpixel labels of ``image``: ``(H, W)`` int32, 0-based, contiguous, 4-connected (see :meth:`run`)."""
         return self.run(image, n_segments).labels
 
 
 def superpixels(image: np.ndarray, n_segments: int = 1000, *, method: str = "pcnet", device: str = "auto",
-                weights: str | os.PathLike | None = None, refine_iterations: int | None = None) -> np.ndarray:
+                backend: str = "torch", weights: str | os.PathLike | None = None,
+                refine_iterations: int | None = None) -> np.ndarray:
     """Superpixels of an image at its full resolution.
 
     Parameters
@@ -431,6 +539,8 @@ def superpixels(image: np.ndarray, n_segments: int = 1000, *, method: str = "pcn
         ``slic``, ``watershed``, ``fh``, ``cv-slic``, ``slico``, ``seeds``, ``lsc``.
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    backend : str
+        ``"torch"``, ``"opencv"`` or ``"auto"`` (see :class:`SuperpixelPredictor`).
     weights : path-like, optional
         Network checkpoint to use instead of the packaged weights.
     refine_iterations : int, optional
@@ -452,6 +562,6 @@ def superpixels(image: np.ndarray, n_segments: int = 1000, *, method: str = "pcn
     -----
     Build a :class:`SuperpixelPredictor` to process many images without reloading the network.
     """
-    return SuperpixelPredictor(method, device=device, weights=weights,
+    return SuperpixelPredictor(method, device=device, backend=backend, weights=weights,
                                refine_iterations=refine_iterations).predict(image, n_segments)
 

@@ -51,8 +51,9 @@ from ..models.magnet import MagNet
 from ..models.segmenters import ISDNet
 from ..stores import ArrayStore, FileStore
 from .magnet import MagNetSettings, run_magnet
-from .network import AreaAccumulator, _unit_scale, synchronize
+from .network import synchronize
 from .predictor import SuperpixelPredictor, resolve_device
+from .resize import AreaAccumulator, _unit_scale
 
 __all__ = ["DEFAULT_ONE_PASS_PIXELS", "DEFAULT_SEMANTIC_TILE", "MAGNET_MODELS", "MIN_IMAGE_SIDE", "MODES",
            "PACKAGED_SEMANTIC_WEIGHTS", "SEMANTIC_MODELS",

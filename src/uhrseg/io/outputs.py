@@ -24,7 +24,7 @@ from .images import to_uint8
 
 __all__ = ["LABEL_FORMATS", "label_suffix", "write_labels", "write_label_store", "sample_label_store",
            "render_overlay", "write_png", "write_jpeg", "write_pyramid", "write_overlay", "commit_files",
-           "prepare_output_dir", "write_class_png", "write_class_store", "render_class_overlay"]
+           "prepare_output_dir", "default_file_mode", "write_class_png", "write_class_store", "render_class_overlay"]
 
 BOUNDARY_COLOUR = (255, 32, 32)
 
@@ -319,7 +319,7 @@ def prepare_output_dir(path: str | os.PathLike) -> Path:
     return path
 
 
-def _default_file_mode() -> int:
+def default_file_mode() -> int:
     """``0o666`` less the process umask: what ``open()`` would have given (mkstemp makes 0o600 files)."""
     umask = os.umask(0)
     os.umask(umask)
@@ -359,7 +359,7 @@ def commit_files(writers: dict[Path, Callable[[Path], None]]) -> list[Path]:
             with ThreadPoolExecutor(max_workers=len(writers), thread_name_prefix="uhrseg-write") as pool:
                 for future in [pool.submit(write, final, writer) for final, writer in writers.items()]:
                     future.result()
-        mode = _default_file_mode()
+        mode = default_file_mode()
         for final, tmp in temps.items():
             os.chmod(tmp, mode)
             os.replace(tmp, final)

@@ -28,7 +28,7 @@ import torch
 from scipy import ndimage
 
 from ..grid.boundaries import boundary_mask
-from ..inference.network import resize_image
+from ..inference.resize import resize_image
 
 __all__ = ["Sample", "SamplingConfig", "TrainingSampler"]
 

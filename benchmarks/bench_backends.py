@@ -1,0 +1,77 @@
+"""The OpenCV backend against the torch backend: do the labels agree, and how fast is each network?
+
+For every image, PCNet and SCN with the packaged weights run on both backends (``SuperpixelPredictor(...,
+backend="torch" | "opencv")``, CPU), and the script counts the pixels whose labels differ, before the
+connectivity step (raw network labels at full resolution) and after the whole pipeline, and keeps the
+``network`` stage time of each backend (the rest of the pipeline is the same code).
+
+Images: the 200 BSDS500 test images at n = 600, and the photographs of ``datasets/photos`` at n = 5000.
+
+Usage::
+
+    python benchmarks/bench_backends.py [--bsds-images 200] [--out benchmarks/results-backends.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+from pathlib import Path
+
+import cv2
+import torch
+from tqdm import tqdm
+
+from uhrseg import SuperpixelPredictor
+from uhrseg.io import read_image
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared" / "datasets"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bsds-images", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=HERE / "results-backends.json")
+    args = parser.parse_args()
+    bsds = sorted((SHARED / "BSDS500" / "images" / "test").glob("*.jpg"))[: args.bsds_images]
+    photos = sorted((SHARED / "photos").glob("*.jpg"))
+    jobs = [(p, 600) for p in bsds] + [(p, 5000) for p in photos]
+    rows = []
+    for method in ("pcnet", "scn"):
+        predictors = {b: SuperpixelPredictor(method, device="cpu", backend=b) for b in ("torch", "opencv")}
+        for path, n in tqdm(jobs, desc=method, unit="image"):
+            image = read_image(path)
+            raw = {b: p.run(image, n, connectivity=False) for b, p in predictors.items()}
+            final = {b: p.predict(image, n) for b, p in predictors.items()}
+            rows.append({
+                "method": method, "image": path.name, "n": n, "pixels": int(image.shape[0] * image.shape[1]),
+                "raw_differ": int((raw["torch"].labels != raw["opencv"].labels).sum()),
+                "final_differ": int((final["torch"] != final["opencv"]).sum()),
+                "network_s": {b: round(r.timings["network"], 4) for b, r in raw.items()},
+            })
+    summary = []
+    for method in ("pcnet", "scn"):
+        for kind, n in (("BSDS500 test", 600), ("photos", 5000)):
+            part = [r for r in rows if r["method"] == method and r["n"] == n]
+            summary.append({
+                "method": method, "images": kind, "n": n, "count": len(part),
+                "pixels": sum(r["pixels"] for r in part),
+                "raw_differ": sum(r["raw_differ"] for r in part),
+                "final_differ": sum(r["final_differ"] for r in part),
+                "images_with_final_difference": sum(r["final_differ"] > 0 for r in part),
+                "network_median_s": {b: statistics.median(r["network_s"][b] for r in part) for b in ("torch", "opencv")},
+            })
+            s = summary[-1]
+            print(f"{method} {kind} n={n}: {s['count']} images, raw labels differ at {s['raw_differ']} of "
+                  f"{s['pixels']} pixels, final at {s['final_differ']} ({s['images_with_final_difference']} images); "
+                  f"network median torch {s['network_median_s']['torch']:.3f} s, opencv "
+                  f"{s['network_median_s']['opencv']:.3f} s", flush=True)
+    args.out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+                                    "opencv": cv2.__version__, "summary": summary, "images": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""PCNet and SCN on OpenCV's DNN module: the packaged networks on the CPU without importing torch.
+
+``import torch`` alone takes 1.0-1.5 s on the 2-core CPU, more than the network's own time on a 5K photo, so
+the command line runs the packaged weights through their ONNX export (:mod:`uhrseg.inference.onnx_export`)
+with ``cv2.dnn`` when it works on the CPU (``uhrseg superpixels --backend``). The tiling is the torch backend's
+(:func:`uhrseg.inference.tiling.tile_plan`), so memory stays bounded on any image.
+
+The labels are not guaranteed bit-identical to the torch backend's: the two libraries sum the convolutions in
+different orders, so a near-tie of the 9 association logits can fall the other way. Measured
+(2026-12-02, OpenCV 5.0.0 against torch 2.13.0, 2-core CPU; ``benchmarks/bench_backends.py``) on the 200
+BSDS500 test images at n = 600 and the 10 photographs (2.5K and 5K) at n = 5000: before the connectivity step
+the labels differed at 8 of 93 M pixels for PCNet and 28 of 93 M for SCN; after the whole pipeline PCNet's
+were identical on all 210 images, and SCN's on 209 (on one BSDS500 image one flipped pixel changed 1644 pixels'
+labels through the connectivity step). On the CPU, OpenCV's network
+took 1.3-1.5x torch's time for PCNet and 1.4-1.8x for SCN (medians over the same images); the backend wins by
+not importing torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import WeightsNotFoundError
+from ..grid.geometry import CellGrid, choice_to_cell_ids
+from .tiling import TRUNK_HALO, tile_plan
+
+__all__ = ["AUTO_OPENCV_METHODS", "OPENCV_METHODS", "OpenCVNetwork", "packaged_onnx_path"]
+
+#: Methods whose packaged weights ship with an ONNX export.
+OPENCV_METHODS = ("pcnet", "scn")
+#: Methods that ``backend="auto"`` runs on OpenCV. SCN runs its network at full resolution, where OpenCV took
+#: 1.8x torch's time (1.80 against 0.98 s on 5K photos at n = 5000, ``benchmarks/bench_backends.py``), which
+#: outweighs the torch import on large images; PCNet took 1.5x (0.45 against 0.30 s).
+AUTO_OPENCV_METHODS = ("pcnet",)
+
+
+def packaged_onnx_path(method: str) -> Path:
+    """Path of the ``<method>.onnx.json`` shipped in the package (it may not exist)."""
+    return Path(str(resources.files("uhrseg") / "weights" / f"{method}.onnx.json"))
+
+
+@dataclass
+class OpenCVNetwork:
+    """An exported PCNet or SCN, run with ``cv2.dnn`` on the CPU.
+
+    Attributes
+    ----------
+    method : str
+        ``"pcnet"`` or ``"scn"``.
+    upscale : int
+        Output pixels per input pixel along a side (4 for PCNet, 1 for SCN).
+    cell_size : int
+        Grid cell side ``S`` in output pixels (16).
+    input_multiple : int
+        Input sides are padded to multiples of this (16).
+    head_halo : int
+        Input rows and columns of context of a head strip.
+    """
+
+    method: str
+    upscale: int
+    cell_size: int
+    input_multiple: int
+    head_halo: int
+    trunk: "cv2.dnn.Net"
+    head: "cv2.dnn.Net"
+
+    @classmethod
+    def from_files(cls, info_path: str | os.PathLike, weights: str | os.PathLike | None = None) -> "OpenCVNetwork":
+        """Load the export described by ``<name>.onnx.json`` (its graphs lie in the same folder).
+
+        Parameters
+        ----------
+        info_path : path-like
+            The ``.onnx.json`` file written by :func:`uhrseg.inference.onnx_export.export_onnx`.
+        weights : path-like, optional
+            The checkpoint the export must come from; when given, its SHA-256 must match the recorded one.
+
+        Raises
+        ------
+        uhrseg.errors.WeightsNotFoundError
+            If a file is missing, unreadable, or the export does not match ``weights``.
+        """
+        info_path = Path(info_path)
+        try:
+            info = json.loads(info_path.read_text())
+            trunk = cv2.dnn.readNetFromONNX(str(info_path.parent / info["trunk"]))
+            head = cv2.dnn.readNetFromONNX(str(info_path.parent / info["head"]))
+        except (OSError, ValueError, KeyError, cv2.error) as e:
+            raise WeightsNotFoundError(f"{info_path}: not a readable ONNX export ({type(e).__name__}: {e})") from e
+        if weights is not None:
+            from .onnx_export import file_sha256
+
+            if file_sha256(weights) != info.get("source_sha256"):
+                raise WeightsNotFoundError(f"{info_path}: exported from another file than {weights}; run "
+                                           "uhrseg.inference.onnx_export.export_onnx again")
+        return cls(info["method"], int(info["upscale"]), int(info["cell_size"]), int(info["input_multiple"]),
+                   int(info["head_halo"]), trunk, head)
+
+    @classmethod
+    def packaged(cls, method: str) -> "OpenCVNetwork":
+        """The packaged weights of ``method`` (``"pcnet"`` or ``"scn"``).
+
+        Raises
+        ------
+        ValueError
+            For another method.
+        uhrseg.errors.WeightsNotFoundError
+            If the export is missing from the installed package.
+        """
+        if method not in OPENCV_METHODS:
+            raise ValueError(f"the OpenCV backend runs {', '.join(OPENCV_METHODS)}, not {method!r}")
+        return cls.from_files(packaged_onnx_path(method))
+
+    def cell_id_map(self, net_input: np.ndarray, grid: CellGrid, tile: int, strip_pixels: int) -> np.ndarray:
+        """Cell id of every network output pixel, tile by tile, as :func:`uhrseg.inference.network.cell_id_map`.
+
+        Parameters
+        ----------
+        net_input : (h / upscale, w / upscale, 3) ndarray of float32 in [0, 1]
+            The network input (:func:`uhrseg.inference.resize.network_input`).
+        grid : CellGrid
+            The output grid, ``h x w`` pixels.
+        tile, strip_pixels : int
+            Trunk tile core (input pixels) and head strip size (output pixels); memory bounds only.
+
+        Returns
+        -------
+        (h, w) ndarray of int32
+            Cell ids in ``[0, grid.n_cells)``.
+
+        Raises
+        ------
+        ValueError
+            If ``tile`` or ``strip_pixels`` is smaller than 1, or the input does not match ``grid``.
+        """
+        if tile < 1 or strip_pixels < 1:
+            raise ValueError(f"tile and strip_pixels must be >= 1, got {tile} and {strip_pixels}")
+        up, m = self.upscale, self.input_multiple
+        in_h, in_w = net_input.shape[:2]
+        if (in_h * up, in_w * up) != (grid.height, grid.width):
+            raise ValueError(f"network input {in_h} x {in_w} does not match the {grid.height} x {grid.width} grid")
+        tile = math.ceil(tile / m) * m
+        x = np.pad(net_input, ((0, -in_h % m), (0, -in_w % m), (0, 0)), mode="edge")
+        x = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+        full_h, full_w = x.shape[2:]
+        ids = np.empty((grid.height, grid.width), np.int32)
+        for t in tile_plan(in_h, in_w, full_h, full_w, tile, strip_pixels, up, TRUNK_HALO, self.head_halo):
+            self.trunk.setInput(np.ascontiguousarray(x[:, :, t.window[0], t.window[1]]))
+            features = self.trunk.forward()
+            for s in t.strips:
+                self.head.setInput(np.ascontiguousarray(features[:, :, s.features[0], s.features[1]]))
+                choice = self.head.forward()[0]
+                ids[s.out] = choice_to_cell_ids(choice[s.crop], grid, s.out[0].start, s.out[1].start)
+            del features
+        return ids

@@ -1,0 +1,176 @@
+"""The network input: an image source resized to the network's input size, band by band, without torch.
+
+For ``n`` superpixels on an ``H x W`` image the output grid has ``n_rows x n_cols ~ n`` cells of ``S = 16``
+pixels with the image's aspect ratio (:func:`grid_shape_for`); the network's input is that grid's size divided by
+the network's upscale (1/4 for PCNet). :func:`network_input` makes it from an image source read in bands of rows
+(area averaging), so a large image never has to be decoded whole. Used by both inference backends
+(:mod:`uhrseg.inference.network` for torch, :mod:`uhrseg.inference.opencv_dnn`) and by the training samplers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+__all__ = ["RESIZE_BAND_ROWS", "AreaAccumulator", "grid_shape_for", "nearest_index", "network_input",
+           "resize_image"]
+
+#: Source rows per band when making the network input (fixed, so the result never depends on tiling).
+RESIZE_BAND_ROWS = 256
+
+
+def grid_shape_for(height: int, width: int, n_segments: int) -> tuple[int, int]:
+    """Cell grid ``(n_rows, n_cols)`` with about ``n_segments`` cells and the image's aspect ratio.
+
+    Parameters
+    ----------
+    height, width : int
+        Image size in pixels.
+    n_segments : int
+        Requested number of superpixels, >= 1.
+
+    Returns
+    -------
+    (int, int)
+        Numbers of cell rows and columns, each >= 1.
+
+    Raises
+    ------
+    ValueError
+        If a size or ``n_segments`` is smaller than 1.
+    """
+    if height < 1 or width < 1 or n_segments < 1:
+        raise ValueError(f"need a positive size and n_segments, got {height} x {width}, n={n_segments}")
+    n_rows = max(1, round(math.sqrt(n_segments * height / width)))
+    n_cols = max(1, round(n_segments / n_rows))
+    return n_rows, n_cols
+
+
+def _unit_scale(dtype: np.dtype) -> float:
+    """Factor that maps an image dtype's range to [0, 1] (uint8, uint16; floats are already there)."""
+    return {np.dtype(np.uint8): 1 / 255, np.dtype(np.uint16): 1 / 65535}.get(np.dtype(dtype), 1.0)
+
+
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize an RGB image to ``(height, width)`` as float32 in [0, 1].
+
+    Parameters
+    ----------
+    image : (H, W, 3) ndarray of uint8, uint16 or float32 in [0, 1]
+        RGB image.
+    height, width : int
+        Target size in pixels.
+
+    Returns
+    -------
+    (height, width, 3) ndarray of float32
+        Area-averaged when shrinking, bicubic (clipped to [0, 1]) when enlarging.
+    """
+    scale = _unit_scale(image.dtype)
+    if image.shape[:2] == (height, width):
+        return image.astype(np.float32) * np.float32(scale)
+    shrink = height <= image.shape[0] and width <= image.shape[1]
+    src = image if image.dtype in (np.uint8, np.uint16) else image.astype(np.float32, copy=False)
+    out = cv2.resize(src, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    out = out.astype(np.float32, copy=False) * np.float32(scale)
+    if not shrink:
+        np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
+def _area_weights(n_out: int, n_in: int, lo: int, hi: int) -> tuple[int, np.ndarray]:
+    """Area-averaging weights of source rows ``[lo, hi)`` for the output rows they touch (shrinking only).
+
+    Returns the first output row touched and a ``(n_touched, hi - lo)`` float32 matrix.
+    """
+    f = n_in / n_out
+    first, last = int(lo // f), min(n_out - 1, int((hi - 1) // f))
+    i = np.arange(first, last + 1, dtype=np.float64)[:, None]
+    r = np.arange(lo, hi, dtype=np.float64)[None, :]
+    overlap = np.clip(np.minimum(r + 1, (i + 1) * f) - np.maximum(r, i * f), 0.0, None)
+    return first, (overlap / f).astype(np.float32)
+
+
+class AreaAccumulator:
+    """Area-averaging resize of an image that arrives in bands of rows (shrinking along y).
+
+    Each band is averaged along x with OpenCV ``INTER_AREA`` and its rows are added into the output rows they
+    overlap with their area weights, so memory is one band plus the output.
+
+    Parameters
+    ----------
+    height, width : int
+        Output size in pixels; ``height <= H`` and ``width <= W``.
+    source_height, source_width : int
+        Size ``H x W`` of the whole image.
+    """
+
+    def __init__(self, height: int, width: int, source_height: int, source_width: int) -> None:
+        if not (1 <= height <= source_height and 1 <= width <= source_width):
+            raise ValueError(f"area resize shrinks only: {source_height} x {source_width} -> {height} x {width}")
+        self.height, self.width = height, width
+        self.source_height, self.source_width = source_height, source_width
+        self._out = np.zeros((height, width * 3), np.float32)
+
+    def add(self, y0: int, band: np.ndarray) -> None:
+        """Add source rows ``y0 .. y0 + h`` (``(h, W, 3)`` uint8, uint16 or float32 in [0, 1])."""
+        y1 = y0 + band.shape[0]
+        band = band.astype(np.float32) * np.float32(_unit_scale(band.dtype))
+        if self.width != self.source_width:
+            band = cv2.resize(band, (self.width, y1 - y0), interpolation=cv2.INTER_AREA)
+        first, weights = _area_weights(self.height, self.source_height, y0, y1)
+        self._out[first : first + weights.shape[0]] += weights @ band.reshape(y1 - y0, self.width * 3)
+
+    def result(self) -> np.ndarray:
+        """The resized image, ``(height, width, 3)`` float32 in [0, 1]."""
+        return self._out.reshape(self.height, self.width, 3)
+
+
+def network_input(source, height: int, width: int, on_band=None) -> np.ndarray:
+    """Resize an image source to ``(height, width)`` float32 in [0, 1], reading it band by band.
+
+    Shrinking (the usual case) is separable area averaging over bands of :data:`RESIZE_BAND_ROWS` source rows
+    (:class:`AreaAccumulator`). Enlarging along either axis reads the whole image and uses
+    :func:`resize_image` (bicubic); such images are small.
+
+    Parameters
+    ----------
+    source : image source
+        Has ``shape`` ``(H, W, 3)`` and ``read_rows(y0, y1)`` returning ``(y1 - y0, W, 3)`` uint8, uint16 or
+        float32 in [0, 1] (see :mod:`uhrseg.io.sources`).
+    height, width : int
+        Output size in pixels.
+    on_band : callable, optional
+        Called as ``on_band(y0, band)`` for every band read, so that other per-band work (the CIELAB copy
+        used by the boundary refinement, a preview) shares the single pass over the source.
+
+    Returns
+    -------
+    (height, width, 3) ndarray of float32
+    """
+    big_h, big_w = source.shape[:2]
+    if height > big_h or width > big_w:
+        image = source.read_rows(0, big_h)
+        if on_band is not None:
+            on_band(0, image)
+        return resize_image(image, height, width)
+    acc = AreaAccumulator(height, width, big_h, big_w)
+    for y0 in range(0, big_h, RESIZE_BAND_ROWS):
+        band = source.read_rows(y0, min(big_h, y0 + RESIZE_BAND_ROWS))
+        if on_band is not None:
+            on_band(y0, band)
+        acc.add(y0, band)
+    return acc.result()
+
+
+def nearest_index(n_out: int, n_in: int) -> np.ndarray:
+    """Nearest source index for each of ``n_out`` output positions over ``n_in`` source positions.
+
+    Returns
+    -------
+    (n_out,) ndarray of int64
+        ``floor((i + 0.5) n_in / n_out)``: pixel centres matched, non-decreasing.
+    """
+    return ((np.arange(n_out) + 0.5) * n_in / n_out).astype(np.int64)
