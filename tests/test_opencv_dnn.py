@@ -17,7 +17,7 @@ from uhrseg.errors import WeightsNotFoundError
 from uhrseg.grid.cells import neighbour_choice_to_cell_ids
 from uhrseg.grid.geometry import CellGrid, choice_to_cell_ids
 from uhrseg.inference.opencv_dnn import OpenCVNetwork, packaged_onnx_path
-from uhrseg.inference.predictor import resolve_backend, torch_build_has_gpu
+from uhrseg.inference.predictor import resolve_backend, torch_may_see_gpu
 from uhrseg.inference.resize import network_input
 from uhrseg.inference.tiling import tile_plan
 from uhrseg.io import read_image
@@ -97,7 +97,7 @@ def test_backend_choice_and_errors(tmp_path):
     assert resolve_backend("auto", "scn", "cpu") == "torch"
     assert resolve_backend("opencv", "scn", "cpu") == "opencv"
     assert resolve_backend("auto", "pcnet", "cpu", weights="pcnet-aerial") == "torch"
-    assert resolve_backend("auto", "pcnet", "auto") == ("torch" if torch_build_has_gpu() else "opencv")
+    assert resolve_backend("auto", "pcnet", "auto") == ("torch" if torch_may_see_gpu() else "opencv")
     with pytest.raises(ValueError, match="packaged weights only"):
         SuperpixelPredictor("pcnet", backend="opencv", weights=packaged_weights_path("pcnet-ft"))
     with pytest.raises(ValueError, match="on the CPU"):
@@ -108,9 +108,30 @@ def test_backend_choice_and_errors(tmp_path):
         SuperpixelPredictor("slic", backend="onnx")
 
 
-def test_torch_build_is_read_without_importing_it():
-    expected = any(getattr(torch.version, name, None) is not None for name in ("cuda", "hip", "xpu"))
-    assert torch_build_has_gpu() == expected
+def test_gpu_check_agrees_with_torch_without_importing_it():
+    code = ("import sys; from uhrseg.inference.predictor import torch_may_see_gpu as f; "
+            "print(f(), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(torch.cuda.is_available()), "False"]
+
+
+def test_unusable_exports_are_reported_with_their_file(tmp_path):
+    info = json.loads(packaged_onnx_path("pcnet").read_text())
+    broken = tmp_path / "broken.onnx.json"
+    broken.write_text("[1, 2")
+    with pytest.raises(WeightsNotFoundError, match="broken.onnx.json.*not a usable ONNX export"):
+        OpenCVNetwork.from_files(broken)
+    (tmp_path / "list.onnx.json").write_text("[1, 2]")
+    with pytest.raises(WeightsNotFoundError, match="list.onnx.json"):
+        OpenCVNetwork.from_files(tmp_path / "list.onnx.json")
+    missing = tmp_path / "missing.onnx.json"
+    missing.write_text(json.dumps(info))  # the graphs are not beside it
+    with pytest.raises(WeightsNotFoundError, match="missing.onnx.json"):
+        OpenCVNetwork.from_files(missing)
+    (tmp_path / info["trunk"]).write_bytes(b"not onnx")
+    (tmp_path / info["head"]).write_bytes(b"not onnx")
+    with pytest.raises(WeightsNotFoundError, match="missing.onnx.json"):
+        OpenCVNetwork.from_files(missing)
 
 
 def test_command_runs_without_importing_torch(tmp_path):

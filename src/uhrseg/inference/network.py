@@ -9,10 +9,10 @@ input ``h / upscale x w / upscale`` (1/4 for PCNet), padded to a multiple of 16.
 * :func:`cell_id_map` runs the trunk on overlapping tiles of the input whose origins are multiples of 16 (the
   grid of every pooling level lines up with the whole image's) with :data:`TRUNK_HALO` pixels of context,
   more than the trunk's receptive-field radius, and the head (sub-pixel layer, embedding, association logits)
-  and the argmax on strips of each tile's core (:func:`uhrseg.inference.tiling.tile_plan`). The ``(9, h, w)`` association map is never held whole, and
-  the stitched cell-id map is bit-identical to an untiled run (tested) because
-  :func:`inference_model` swaps the transposed convolutions for sub-pixel convolutions, whose oneDNN results
-  do not depend on the tensor size.
+  and the argmax on strips of each tile's core (:func:`uhrseg.inference.tiling.tile_plan`). The
+  ``(9, h, w)`` association map is never held whole, and the stitched cell-id map is bit-identical to an
+  untiled run (tested) because :func:`inference_model` swaps the transposed convolutions for sub-pixel
+  convolutions, whose oneDNN results do not depend on the tensor size.
 
 Departure from the reference code, on purpose: the image is resized to the network input in one step with
 area averaging (OpenCV ``INTER_AREA``) when shrinking and bicubic when enlarging, instead of a bicubic resize
@@ -42,7 +42,7 @@ from .resize import (
 )
 from ..models.layers import transposed_conv_as_subpixel
 from ..models.nets import SuperpixelNet
-from .tiling import TRUNK_HALO, tile_plan
+from .tiling import TRUNK_HALO, check_tiling, tile_plan
 
 
 __all__ = [
@@ -129,13 +129,9 @@ def cell_id_map(model: SuperpixelNet, net_input: np.ndarray, grid: CellGrid, dev
     ValueError
         If ``tile`` or ``strip_pixels`` is smaller than 1, or the input does not match ``grid``.
     """
-    if tile < 1 or strip_pixels < 1:
-        raise ValueError(f"tile and strip_pixels must be >= 1, got {tile} and {strip_pixels}")
     up, m = model.upscale, model.input_multiple
+    tile = check_tiling(net_input.shape, (grid.height, grid.width), up, m, tile, strip_pixels)
     in_h, in_w = net_input.shape[:2]
-    if (in_h * up, in_w * up) != (grid.height, grid.width):
-        raise ValueError(f"network input {in_h} x {in_w} does not match the {grid.height} x {grid.width} grid")
-    tile = -(-tile // m) * m
     x = torch.from_numpy(net_input).permute(2, 0, 1).unsqueeze(0).to(device)
     pad_h, pad_w = -in_h % m, -in_w % m
     if pad_h or pad_w:

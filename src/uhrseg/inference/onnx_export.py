@@ -12,13 +12,14 @@ the file names and the SHA-256 of the checkpoint they came from, so a stale expo
 (:meth:`uhrseg.inference.opencv_dnn.OpenCVNetwork.from_files`). The graphs come from
 :func:`uhrseg.inference.network.inference_model` (sub-pixel convolutions instead of transposed ones), in float32,
 with height and width as dynamic axes, BatchNorm left unfolded so that every weight keeps the checkpoint's
-float16 value and is stored as float16 (6.3 MB for PCNet's trunk). Exporting needs torch and the ``onnx`` package (``pip install onnx``);
-running the graphs needs neither.
+float16 value and is stored as float16 (6.3 MB for PCNet's trunk). Exporting needs torch and the ``onnx``
+package (``pip install onnx``, in the ``test`` extra); running the graphs needs neither.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import tempfile
@@ -33,7 +34,8 @@ from .network import inference_model
 
 __all__ = ["ONNX_OPSET", "export_onnx", "file_sha256"]
 
-#: ONNX operator set of the exported graphs (OpenCV 4.x reads it).
+#: ONNX operator set of the exported graphs (OpenCV 5.0 runs them; an OpenCV that cannot fails
+#: :meth:`uhrseg.inference.opencv_dnn.OpenCVNetwork.self_test` at load time).
 ONNX_OPSET = 17
 
 
@@ -97,9 +99,12 @@ def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, input_na
     try:
         with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer notes
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, (example,), tmp, dynamo=False, opset_version=ONNX_OPSET, do_constant_folding=False,
+            # the TorchScript exporter: torch >= 2.5 takes `dynamo` (and defaults to the other exporter from 2.9)
+            legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+            torch.onnx.export(module, (example,), tmp, opset_version=ONNX_OPSET, do_constant_folding=False,
                               input_names=[input_name], output_names=[output_name],
-                              dynamic_axes={input_name: {2: "height", 3: "width"}, output_name: output_axes})
+                              dynamic_axes={input_name: {2: "height", 3: "width"}, output_name: output_axes},
+                              **legacy)
         _half_initializers(Path(tmp))
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)

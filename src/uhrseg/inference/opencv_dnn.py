@@ -19,7 +19,6 @@ not importing torch.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -30,15 +29,16 @@ import numpy as np
 
 from ..errors import WeightsNotFoundError
 from ..grid.geometry import CellGrid, choice_to_cell_ids
-from .tiling import TRUNK_HALO, tile_plan
+from .tiling import TRUNK_HALO, check_tiling, tile_plan
 
 __all__ = ["AUTO_OPENCV_METHODS", "OPENCV_METHODS", "OpenCVNetwork", "packaged_onnx_path"]
 
 #: Methods whose packaged weights ship with an ONNX export.
 OPENCV_METHODS = ("pcnet", "scn")
 #: Methods that ``backend="auto"`` runs on OpenCV. SCN runs its network at full resolution, where OpenCV took
-#: 1.8x torch's time (1.80 against 0.98 s on 5K photos at n = 5000, ``benchmarks/bench_backends.py``), which
-#: outweighs the torch import on large images; PCNet took 1.5x (0.45 against 0.30 s).
+#: 1.8x torch's time (medians 1.80 against 0.98 s over the ten 2.5K and 5K photos at n = 5000,
+#: ``benchmarks/bench_backends.py``), which outweighs the torch import on large images; PCNet took 1.5x
+#: (0.45 against 0.30 s).
 AUTO_OPENCV_METHODS = ("pcnet",)
 
 
@@ -87,23 +87,42 @@ class OpenCVNetwork:
         Raises
         ------
         uhrseg.errors.WeightsNotFoundError
-            If a file is missing, unreadable, or the export does not match ``weights``.
+            If a file is missing or unreadable, the installed OpenCV cannot run the graphs, or the export does
+            not match ``weights``.
         """
         info_path = Path(info_path)
         try:
             info = json.loads(info_path.read_text())
-            trunk = cv2.dnn.readNetFromONNX(str(info_path.parent / info["trunk"]))
-            head = cv2.dnn.readNetFromONNX(str(info_path.parent / info["head"]))
-        except (OSError, ValueError, KeyError, cv2.error) as e:
-            raise WeightsNotFoundError(f"{info_path}: not a readable ONNX export ({type(e).__name__}: {e})") from e
+            net = cls(str(info["method"]), int(info["upscale"]), int(info["cell_size"]), int(info["input_multiple"]),
+                      int(info["head_halo"]), cv2.dnn.readNetFromONNX(str(info_path.parent / info["trunk"])),
+                      cv2.dnn.readNetFromONNX(str(info_path.parent / info["head"])))
+            net.self_test()
+        except (OSError, ValueError, KeyError, TypeError, cv2.error) as e:
+            raise WeightsNotFoundError(f"{info_path}: not a usable ONNX export ({type(e).__name__}: {e})") from e
         if weights is not None:
             from .onnx_export import file_sha256
 
             if file_sha256(weights) != info.get("source_sha256"):
                 raise WeightsNotFoundError(f"{info_path}: exported from another file than {weights}; run "
                                            "uhrseg.inference.onnx_export.export_onnx again")
-        return cls(info["method"], int(info["upscale"]), int(info["cell_size"]), int(info["input_multiple"]),
-                   int(info["head_halo"]), trunk, head)
+        return net
+
+    def self_test(self) -> None:
+        """Run both graphs on a small input (a few ms), so that an OpenCV that reads the graphs but cannot run
+        them fails here, at load time.
+
+        Raises
+        ------
+        cv2.error
+            From OpenCV; ValueError if an output has the wrong shape.
+        """
+        m = self.input_multiple
+        self.trunk.setInput(np.zeros((1, 3, 2 * m, 2 * m), np.float32))
+        features = self.trunk.forward()
+        self.head.setInput(np.ascontiguousarray(features[:, :, :4, :4]))
+        choice = self.head.forward()
+        if features.shape[2:] != (2 * m, 2 * m) or choice.shape[-2:] != (4 * self.upscale, 4 * self.upscale):
+            raise ValueError(f"the graphs gave {features.shape} and {choice.shape} on a {2 * m} x {2 * m} input")
 
     @classmethod
     def packaged(cls, method: str) -> "OpenCVNetwork":
@@ -118,7 +137,10 @@ class OpenCVNetwork:
         """
         if method not in OPENCV_METHODS:
             raise ValueError(f"the OpenCV backend runs {', '.join(OPENCV_METHODS)}, not {method!r}")
-        return cls.from_files(packaged_onnx_path(method))
+        net = cls.from_files(packaged_onnx_path(method))
+        if net.method != method:
+            raise WeightsNotFoundError(f"{packaged_onnx_path(method)}: holds {net.method}, not {method}")
+        return net
 
     def cell_id_map(self, net_input: np.ndarray, grid: CellGrid, tile: int, strip_pixels: int) -> np.ndarray:
         """Cell id of every network output pixel, tile by tile, as :func:`uhrseg.inference.network.cell_id_map`.
@@ -135,20 +157,17 @@ class OpenCVNetwork:
         Returns
         -------
         (h, w) ndarray of int32
-            Cell ids in ``[0, grid.n_cells)``.
+            The cell id (``[0, grid.n_cells)``) of every output pixel; the same for any ``tile`` and
+            ``strip_pixels`` (tested).
 
         Raises
         ------
         ValueError
-            If ``tile`` or ``strip_pixels`` is smaller than 1, or the input does not match ``grid``.
+            As :func:`uhrseg.inference.tiling.check_tiling`.
         """
-        if tile < 1 or strip_pixels < 1:
-            raise ValueError(f"tile and strip_pixels must be >= 1, got {tile} and {strip_pixels}")
         up, m = self.upscale, self.input_multiple
+        tile = check_tiling(net_input.shape, (grid.height, grid.width), up, m, tile, strip_pixels)
         in_h, in_w = net_input.shape[:2]
-        if (in_h * up, in_w * up) != (grid.height, grid.width):
-            raise ValueError(f"network input {in_h} x {in_w} does not match the {grid.height} x {grid.width} grid")
-        tile = math.ceil(tile / m) * m
         x = np.pad(net_input, ((0, -in_h % m), (0, -in_w % m), (0, 0)), mode="edge")
         x = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
         full_h, full_w = x.shape[2:]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +43,7 @@ from .resize import AreaAccumulator, grid_shape_for, nearest_index, network_inpu
 # the classical methods run without it.
 
 __all__ = ["BACKENDS", "DEFAULT_BAND_ROWS", "METHODS", "NETWORK_METHODS", "SourceResult", "SuperpixelPredictor",
-           "SuperpixelResult", "resolve_backend", "resolve_device", "superpixels", "torch_build_has_gpu",
+           "SuperpixelResult", "resolve_backend", "resolve_device", "superpixels", "torch_may_see_gpu",
            "validate_n_segments"]
 
 #: Full-resolution rows per band of the upsampling and refinement passes.
@@ -74,9 +76,11 @@ def resolve_device(device: "str | torch.device" = "auto") -> "torch.device":
     raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda")
 
 
-def torch_build_has_gpu() -> bool:
-    """Whether the installed torch was built for a GPU (CUDA, ROCm or XPU), read from ``torch/version.py``
-    without importing torch; ``True`` when that cannot be told, ``False`` when torch is not installed."""
+def torch_may_see_gpu() -> bool:
+    """Whether torch could see a GPU here, told without importing it: ``False`` when torch is not installed,
+    when ``torch/version.py`` says it was built for the CPU only, or (Linux) when no GPU device file exists for
+    its build (``/dev/nvidia0``... for CUDA, ``/dev/kfd`` for ROCm) or ``CUDA_VISIBLE_DEVICES`` hides every
+    GPU; ``True`` otherwise, including whenever it cannot be told."""
     spec = importlib.util.find_spec("torch")
     if spec is None or not spec.submodule_search_locations:
         return False
@@ -85,7 +89,19 @@ def torch_build_has_gpu() -> bool:
     except OSError:
         return True
     found = dict(re.findall(r"^(cuda|hip|xpu)\b[^=\n]*=\s*(.+?)\s*$", text, flags=re.M))
-    return set(found) != {"cuda", "hip", "xpu"} or any(v != "None" for v in found.values())
+    # torch 2.4 has no xpu entry; cuda and hip are in every version this package supports
+    if not {"cuda", "hip"} <= set(found):
+        return True
+    built = {name for name, value in found.items() if value != "None"}
+    if not built:
+        return False
+    if sys.platform != "linux" or "xpu" in built:
+        return True
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    cuda = "cuda" in built and bool(glob.glob("/dev/nvidia[0-9]*"))
+    rocm = "hip" in built and os.path.exists("/dev/kfd")
+    return cuda or rocm
 
 
 def resolve_backend(backend: str, method: str, device: str = "auto",
@@ -93,8 +109,8 @@ def resolve_backend(backend: str, method: str, device: str = "auto",
     """The backend a network method runs on: ``"torch"`` or ``"opencv"``.
 
     ``auto`` takes ``opencv`` for the packaged PCNet weights when the device is the CPU: ``device="cpu"``, or
-    ``"auto"`` with a torch built without GPU support (:func:`torch_build_has_gpu`); otherwise ``torch`` (SCN
-    too: :data:`uhrseg.inference.opencv_dnn.AUTO_OPENCV_METHODS`).
+    ``"auto"`` where torch would see no GPU (:func:`torch_may_see_gpu`: a CPU-only build, or no GPU device);
+    otherwise ``torch`` (SCN too: :data:`uhrseg.inference.opencv_dnn.AUTO_OPENCV_METHODS`).
 
     Raises
     ------
@@ -109,7 +125,7 @@ def resolve_backend(backend: str, method: str, device: str = "auto",
     if backend == "torch":
         return "torch"
     if backend == "auto":
-        on_cpu = device == "cpu" or (device == "auto" and not torch_build_has_gpu())
+        on_cpu = device == "cpu" or (device == "auto" and not torch_may_see_gpu())
         usable = method in AUTO_OPENCV_METHODS and weights is None and packaged_onnx_path(method).is_file()
         return "opencv" if on_cpu and usable else "torch"
     if method not in OPENCV_METHODS:
@@ -228,8 +244,9 @@ class SuperpixelPredictor:
     backend : str
         How a network runs (:data:`BACKENDS`, :func:`resolve_backend`): ``"torch"`` (default; any weights, CPU
         or CUDA), ``"opencv"`` (the packaged PCNet or SCN with OpenCV's DNN module on the CPU, without
-        importing torch; the labels matched torch's exactly on the real images measured, see
-        :mod:`uhrseg.inference.opencv_dnn`) or ``"auto"`` (``opencv`` where it applies, as the command line does).
+        importing torch; PCNet's labels matched torch's on all 210 real images measured, see
+        :mod:`uhrseg.inference.opencv_dnn`) or ``"auto"`` (``opencv`` where :func:`resolve_backend` says, as
+        the command line does, and ``torch`` if the installed OpenCV cannot read the export).
     weights : path-like, optional
         Checkpoint to use instead of the packaged weights (networks only), or the name of other weights
         shipped in the package: ``"pcnet-aerial"`` (PCNet fine-tuned on aerial frames, see
@@ -310,8 +327,13 @@ class SuperpixelPredictor:
         if method in NETWORK_METHODS:
             self.backend = resolve_backend(backend, method, device, weights)
             if self.backend == "opencv":
-                self.network = OpenCVNetwork.packaged(method)
-            else:
+                try:
+                    self.network = OpenCVNetwork.packaged(method)
+                except WeightsNotFoundError:
+                    if backend != "auto":
+                        raise
+                    self.backend = "torch"  # e.g. an OpenCV too old for the graphs: auto falls back
+            if self.backend == "torch":
                 from ..models.checkpoint import load_model, load_packaged_model
                 from .network import inference_model
 

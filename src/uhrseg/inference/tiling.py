@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-__all__ = ["TRUNK_HALO", "Strip", "Tile", "tile_plan"]
+__all__ = ["TRUNK_HALO", "Strip", "Tile", "check_tiling", "tile_plan"]
 
 #: Input pixels of context around each trunk tile. The trunk's receptive-field radius is 92 input pixels (5
 #: encoder stages of two 3x3 convolutions, strides 1-16, and 4 decoder steps), the head adds 2; rounded up
@@ -91,3 +91,22 @@ def tile_plan(in_h: int, in_w: int, full_h: int, full_w: int, tile: int, strip_p
                     out=(slice(r0 * up, r1 * up), slice(tx0 * up, tx1 * up)),
                 ))
             yield Tile(window=(slice(wy0, wy1), slice(wx0, wx1)), strips=tuple(strips))
+
+
+def check_tiling(input_shape: tuple[int, ...], grid_shape: tuple[int, int], upscale: int, input_multiple: int,
+                 tile: int, strip_pixels: int) -> int:
+    """Check a network input against its output grid and the memory bounds; returns ``tile`` rounded up to a
+    multiple of ``input_multiple`` (what :func:`tile_plan` takes).
+
+    Raises
+    ------
+    ValueError
+        If ``tile`` or ``strip_pixels`` is smaller than 1, or the ``(h, w, ...)`` input times ``upscale`` is not
+        the ``(height, width)`` grid.
+    """
+    if tile < 1 or strip_pixels < 1:
+        raise ValueError(f"tile and strip_pixels must be >= 1, got {tile} and {strip_pixels}")
+    in_h, in_w = input_shape[:2]
+    if (in_h * upscale, in_w * upscale) != tuple(grid_shape):
+        raise ValueError(f"network input {in_h} x {in_w} does not match the {grid_shape[0]} x {grid_shape[1]} grid")
+    return -(-tile // input_multiple) * input_multiple

@@ -177,7 +177,7 @@ def superpixels_into(source, labels, n_segments: int, predictor, *, work_dir: st
         Bad ``n_segments`` or stores that do not match the source.
     """
     height, width = source.shape[:2]
-    if predictor.model is None:
+    if predictor.network is None:  # a classical method: on the whole image
         result = predictor.run(source.read_rows(0, height), n_segments)
         labels.write(0, result.labels)
         return result.n_produced
