@@ -88,13 +88,13 @@ def _can_leave(ring, own):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True)
 def _refine_rows(lab, labels, acc, means, spatial_weight, smoothness, reverse, row_start, row_stop, y_offset,
-                 ring_dy, ring_dx):  # pragma: no cover - compiled
+                 ring_dy, ring_dx, candidates, ring):  # pragma: no cover - compiled
     """One refinement sweep over rows [row_start, row_stop) of a band (window rows outside that range are
     read-only context); window row y is image row y + y_offset. ``means`` holds ``acc[:, :5] / acc[:, 5]``
-    and is kept up to date with ``acc``. Returns the number of pixels moved."""
+    and is kept up to date with ``acc``; ``candidates`` (5) and ``ring`` (8) are scratch arrays of the labels'
+    dtype (allocated by the caller: ``np.empty`` inside the kernel costs numba compilation time). Returns the
+    number of pixels moved."""
     height, width = labels.shape
-    candidates = np.empty(5, dtype=labels.dtype)
-    ring = np.empty(8, dtype=labels.dtype)
     changed = 0
     for yi in range(row_stop - row_start):
         y = row_stop - 1 - yi if reverse else row_start + yi
@@ -221,6 +221,7 @@ def refine_store(lab, labels, n_labels: int, iterations: int = DEFAULT_REFINE_IT
     spatial_weight = (compactness / step) ** 2
     acc = np.zeros((n_labels, 6), dtype=np.float64)
     bands = [(y0, min(height, y0 + band_rows)) for y0 in range(0, height, band_rows)]
+    candidates, ring = np.empty(5, np.int32), np.empty(8, np.int32)
     for y0, y1 in bands:
         _add_sums(lab.read(y0, y1), labels.read(y0, y1), acc, y0)
     with np.errstate(divide="ignore", invalid="ignore"):  # ids that no pixel has are never read
@@ -232,7 +233,7 @@ def refine_store(lab, labels, n_labels: int, iterations: int = DEFAULT_REFINE_IT
             w0, w1 = max(0, y0 - 1), min(height, y1 + 1)
             window = labels.read(w0, w1)
             changed += _refine_rows(lab.read(w0, w1), window, acc, means, spatial_weight, smoothness, reverse,
-                                    y0 - w0, y1 - w0, w0, _RING_DY, _RING_DX)
+                                    y0 - w0, y1 - w0, w0, _RING_DY, _RING_DX, candidates, ring)
             labels.write(y0, window[y0 - w0 : y1 - w0])
         if changed == 0:
             return i + 1
