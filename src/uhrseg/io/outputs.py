@@ -54,7 +54,9 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, suffix: str) -> No
     """
     path = Path(path)
     if suffix == ".png":
-        Image.fromarray(labels.astype(np.uint16)).save(path, format="PNG", compress_level=1)
+        # zlib's run-length strategy (Z_RLE = 3): 35 % smaller than the default strategy on a 5K PCNet map
+        # (443 against 683 kB) in the same time (0.2 s)
+        Image.fromarray(labels.astype(np.uint16)).save(path, format="PNG", compress_level=1, compress_type=3)
     elif suffix == ".tif":
         tifffile.imwrite(path, labels.astype(np.int32, copy=False), bigtiff=labels.nbytes > 2**31,
                          compression="zlib", tile=(512, 512) if min(labels.shape) >= 512 else None)
