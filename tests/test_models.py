@@ -190,8 +190,8 @@ def test_aerial_weights_are_packaged_by_name():
 
 
 def test_longer_trained_pcnet_is_packaged_and_beats_the_default_on_held_out_images():
-    """``--weights pcnet-ft``: the default PCNet trained 1750 more iterations on BSDS500 train only; on the
-    first 16 BSDS500 test images (not in its training data) its own labels recall more boundaries."""
+    """``--weights pcnet-ft``: the default PCNet trained 1750 + 3250 more iterations on BSDS500 train only; on
+    the first 16 BSDS500 test images (not in its training data) its own labels recall more boundaries."""
     from conftest import BSDS
     from uhrseg import SuperpixelPredictor
     from uhrseg.datasets import BSDS500
@@ -199,8 +199,8 @@ def test_longer_trained_pcnet_is_packaged_and_beats_the_default_on_held_out_imag
 
     tuned = SuperpixelPredictor("pcnet", device="cpu", refine_iterations=0, weights="pcnet-ft")
     record = tuned.model.training_record
-    assert record["data"] == ["bsds500:train"] and record["iterations"] == 1750
-    assert record["train_config"]["init"].endswith("pcnet.pt")
+    assert record["data"] == ["bsds500:train"] and record["iterations"] == 3250
+    assert record["train_config"]["init"].endswith("pcnet-ft.pt") and "1750" in record["starting_point"]
     default = SuperpixelPredictor("pcnet", device="cpu", refine_iterations=0)
     ds = BSDS500(BSDS, "test")
     recall = {"default": [], "tuned": []}
