@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["CENTRE", "NEIGHBOUR_OFFSETS", "CellGrid", "choice_to_cell_ids"]
 

@@ -22,8 +22,6 @@ to ``h x w`` followed by nearest 4x subsampling; the training code uses the same
 from __future__ import annotations
 
 import copy
-import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,14 +29,15 @@ import torch.nn.functional as F
 
 from ..defaults import DEFAULT_STRIP_PIXELS, DEFAULT_TILE
 from ..grid.cells import CellGrid, neighbour_choice_to_cell_ids
-from ..io.sources import ArraySource
 from .resize import (
     RESIZE_BAND_ROWS,
     AreaAccumulator,
+    NetworkTimings,
     grid_shape_for,
     nearest_index,
     network_input,
     resize_image,
+    sampled_cell_ids,
 )
 from ..models.layers import transposed_conv_as_subpixel
 from ..models.nets import SuperpixelNet
@@ -153,15 +152,6 @@ def cell_id_map(model: SuperpixelNet, net_input: np.ndarray, grid: CellGrid, dev
     return ids
 
 
-@dataclass
-class NetworkTimings:
-    """Seconds spent per stage of :func:`network_labels`."""
-
-    resize: float = 0.0
-    network: float = 0.0
-    assign: float = 0.0
-
-
 def network_labels(
     model: SuperpixelNet,
     image: np.ndarray,
@@ -198,16 +188,9 @@ def network_labels(
     timings : NetworkTimings
         Seconds spent resizing, in the network, and sampling to full resolution.
     """
-    big_h, big_w = image.shape[:2]
-    n_rows, n_cols = grid_shape_for(big_h, big_w, n_segments)
-    grid = CellGrid(n_rows * model.cell_size, n_cols * model.cell_size, model.cell_size)
-    timings = NetworkTimings()
-    t0 = time.perf_counter()
-    x = network_input(ArraySource(image), grid.height // model.upscale, grid.width // model.upscale)
-    t1 = time.perf_counter()
-    ids = cell_id_map(model, x, grid, device, tile, strip_pixels)
-    synchronize(device)
-    t2 = time.perf_counter()
-    labels = ids.take(nearest_index(big_h, grid.height), axis=0).take(nearest_index(big_w, grid.width), axis=1)
-    timings.resize, timings.network, timings.assign = t1 - t0, t2 - t1, time.perf_counter() - t2
-    return labels, grid, timings
+    def cell_ids(x: np.ndarray, grid: CellGrid) -> np.ndarray:
+        ids = cell_id_map(model, x, grid, device, tile, strip_pixels)
+        synchronize(device)
+        return ids
+
+    return sampled_cell_ids(image, n_segments, model.cell_size, model.upscale, cell_ids)

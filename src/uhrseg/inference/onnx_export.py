@@ -18,7 +18,6 @@ package (``pip install onnx``, in the ``test`` extra); running the graphs needs 
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import os
@@ -31,21 +30,13 @@ import torch
 from ..io.outputs import default_file_mode
 from ..models.checkpoint import load_model
 from .network import inference_model
+from .opencv_dnn import file_sha256
 
-__all__ = ["ONNX_OPSET", "export_onnx", "file_sha256"]
+__all__ = ["ONNX_OPSET", "export_onnx"]
 
 #: ONNX operator set of the exported graphs (OpenCV 5.0 runs them; an OpenCV that cannot fails
 #: :meth:`uhrseg.inference.opencv_dnn.OpenCVNetwork.self_test` at load time).
 ONNX_OPSET = 17
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _Trunk(torch.nn.Module):

@@ -18,6 +18,7 @@ not importing torch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from ..errors import WeightsNotFoundError
 from ..grid.geometry import CellGrid, choice_to_cell_ids
 from .tiling import TRUNK_HALO, check_tiling, tile_plan
 
-__all__ = ["AUTO_OPENCV_METHODS", "OPENCV_METHODS", "OpenCVNetwork", "packaged_onnx_path"]
+__all__ = ["AUTO_OPENCV_METHODS", "OPENCV_METHODS", "OpenCVNetwork", "file_sha256", "packaged_onnx_path"]
 
 #: Methods whose packaged weights ship with an ONNX export.
 OPENCV_METHODS = ("pcnet", "scn")
@@ -40,6 +41,15 @@ OPENCV_METHODS = ("pcnet", "scn")
 #: ``benchmarks/bench_backends.py``), which outweighs the torch import on large images; PCNet took 1.5x
 #: (0.45 against 0.30 s).
 AUTO_OPENCV_METHODS = ("pcnet",)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (what an export records of its checkpoint)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def packaged_onnx_path(method: str) -> Path:
@@ -100,8 +110,6 @@ class OpenCVNetwork:
         except (OSError, ValueError, KeyError, TypeError, cv2.error) as e:
             raise WeightsNotFoundError(f"{info_path}: not a usable ONNX export ({type(e).__name__}: {e})") from e
         if weights is not None:
-            from .onnx_export import file_sha256
-
             if file_sha256(weights) != info.get("source_sha256"):
                 raise WeightsNotFoundError(f"{info_path}: exported from another file than {weights}; run "
                                            "uhrseg.inference.onnx_export.export_onnx again")

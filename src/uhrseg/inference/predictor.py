@@ -10,8 +10,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 from ..classical import classical_superpixels
 from ..defaults import (
@@ -37,7 +41,7 @@ from ..io.images import as_rgb, to_uint8
 from ..io.sources import ArraySource
 from ..stores import ArrayStore
 from .opencv_dnn import AUTO_OPENCV_METHODS, OPENCV_METHODS, OpenCVNetwork, packaged_onnx_path
-from .resize import AreaAccumulator, grid_shape_for, nearest_index, network_input
+from .resize import AreaAccumulator, nearest_index, network_input, output_grid, sampled_cell_ids
 
 # torch (1.0-1.5 s to import) is imported where the torch backend needs it, so that the OpenCV backend and
 # the classical methods run without it.
@@ -381,17 +385,9 @@ class SuperpixelPredictor:
             info = self.run_source(ArraySource(image), n, ArrayStore(labels), lab)
             return SuperpixelResult(labels, n, info.n_cells, info.timings)
         if self.network is not None:
-            t0 = time.perf_counter()
-            grid = self._grid(image.shape[:2], n)
-            x = network_input(ArraySource(image), grid.height // self.network.upscale,
-                              grid.width // self.network.upscale)
-            t1 = time.perf_counter()
-            ids = self._cell_id_map(x, grid)
-            t2 = time.perf_counter()
-            raw = ids.take(nearest_index(image.shape[0], grid.height), axis=0).take(
-                nearest_index(image.shape[1], grid.width), axis=1)
-            timings = dict(resize=t1 - t0, network=t2 - t1, assign=time.perf_counter() - t2)
-            return SuperpixelResult(raw, n, grid.n_cells, timings)
+            raw, grid, t = sampled_cell_ids(image, n, self.network.cell_size, self.network.upscale,
+                                            self._cell_id_map)
+            return SuperpixelResult(raw, n, grid.n_cells, dict(resize=t.resize, network=t.network, assign=t.assign))
         t0 = time.perf_counter()
         raw = classical_superpixels(to_uint8(image), n, self.method)
         timings["segment"] = time.perf_counter() - t0
@@ -464,7 +460,7 @@ class SuperpixelPredictor:
         if self.refine_iterations and (lab is None or tuple(lab.shape) != (big_h, big_w, 3)):
             raise ValueError("refinement needs a (H, W, 3) uint8 store for the CIELAB copy")
         say = progress or (lambda stage: None)
-        grid = self._grid((big_h, big_w), n)
+        grid = output_grid(big_h, big_w, n, self.network.cell_size)
         timings: dict[str, float] = {}
 
         say("read + resize")
@@ -522,12 +518,6 @@ class SuperpixelPredictor:
         if preview is not None:
             rgb = np.clip(np.rint(preview.result() * 255.0), 0, 255).astype(np.uint8)
         return SourceResult(n, grid.n_cells, n_produced, timings, rgb)
-
-    def _grid(self, shape: tuple[int, int], n: int) -> CellGrid:
-        """The network's output grid for ``n`` superpixels on an image of ``shape``."""
-        n_rows, n_cols = grid_shape_for(shape[0], shape[1], n)
-        s = self.network.cell_size
-        return CellGrid(n_rows * s, n_cols * s, s)
 
     def _cell_id_map(self, x: np.ndarray, grid: CellGrid) -> np.ndarray:
         """The network's cell-id map of input ``x`` on ``grid``, on this predictor's backend."""

@@ -10,12 +10,18 @@ the network's upscale (1/4 for PCNet). :func:`network_input` makes it from an im
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
 
-__all__ = ["RESIZE_BAND_ROWS", "AreaAccumulator", "grid_shape_for", "nearest_index", "network_input",
-           "resize_image"]
+from ..grid.geometry import CellGrid
+from ..io.sources import ArraySource
+
+__all__ = ["RESIZE_BAND_ROWS", "AreaAccumulator", "NetworkTimings", "grid_shape_for", "nearest_index",
+           "network_input", "output_grid", "resize_image", "sampled_cell_ids"]
 
 #: Source rows per band when making the network input (fixed, so the result never depends on tiling).
 RESIZE_BAND_ROWS = 256
@@ -174,3 +180,62 @@ def nearest_index(n_out: int, n_in: int) -> np.ndarray:
         ``floor((i + 0.5) n_in / n_out)``: pixel centres matched, non-decreasing.
     """
     return ((np.arange(n_out) + 0.5) * n_in / n_out).astype(np.int64)
+
+
+def output_grid(height: int, width: int, n_segments: int, cell_size: int) -> CellGrid:
+    """The network's output grid for ``n_segments`` superpixels on an ``height x width`` image: the cells of
+    :func:`grid_shape_for`, ``cell_size`` output pixels each.
+
+    Raises
+    ------
+    ValueError
+        As :func:`grid_shape_for`.
+    """
+    n_rows, n_cols = grid_shape_for(height, width, n_segments)
+    return CellGrid(n_rows * cell_size, n_cols * cell_size, cell_size)
+
+
+@dataclass
+class NetworkTimings:
+    """Seconds spent per stage of :func:`sampled_cell_ids`."""
+
+    resize: float = 0.0
+    network: float = 0.0
+    assign: float = 0.0
+
+
+def sampled_cell_ids(image: np.ndarray, n_segments: int, cell_size: int, upscale: int,
+                     cell_ids: Callable[[np.ndarray, CellGrid], np.ndarray]) -> tuple[np.ndarray, CellGrid,
+                                                                                     NetworkTimings]:
+    """A network's cell-id map sampled to the image's full resolution (nearest), before connectivity.
+
+    Parameters
+    ----------
+    image : (H, W, 3) ndarray of uint8, uint16 or float32 in [0, 1]
+        RGB image.
+    n_segments : int
+        Requested number of superpixels (grid cells).
+    cell_size, upscale : int
+        The network's cell side (output pixels) and output pixels per input pixel.
+    cell_ids : callable
+        ``cell_ids(net_input, grid)`` -> ``(h, w)`` int32 cell ids, on any backend
+        (:func:`uhrseg.inference.network.cell_id_map`, :meth:`uhrseg.inference.opencv_dnn.OpenCVNetwork.cell_id_map`).
+
+    Returns
+    -------
+    labels : (H, W) ndarray of int32
+        Id of the grid cell each pixel is assigned to, in ``[0, grid.n_cells)``.
+    grid : CellGrid
+        The network's output grid.
+    timings : NetworkTimings
+        Seconds spent resizing, in the network, and sampling to full resolution.
+    """
+    big_h, big_w = image.shape[:2]
+    t0 = time.perf_counter()
+    grid = output_grid(big_h, big_w, n_segments, cell_size)
+    x = network_input(ArraySource(image), grid.height // upscale, grid.width // upscale)
+    t1 = time.perf_counter()
+    ids = cell_ids(x, grid)
+    t2 = time.perf_counter()
+    labels = ids.take(nearest_index(big_h, grid.height), axis=0).take(nearest_index(big_w, grid.width), axis=1)
+    return labels, grid, NetworkTimings(t1 - t0, t2 - t1, time.perf_counter() - t2)
