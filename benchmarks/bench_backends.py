@@ -9,7 +9,10 @@ Images: the 200 BSDS500 test images at n = 600, and the photographs of ``dataset
 
 Usage::
 
-    python benchmarks/bench_backends.py [--bsds-images 200] [--out benchmarks/results-backends.json]
+    python benchmarks/bench_backends.py [--bsds-images 200] [--methods pcnet,scn] [--out benchmarks/results-backends.json]
+
+With ``--methods`` naming a subset (after new weights for one network), the other methods' rows are kept from
+the existing ``--out`` file.
 """
 
 from __future__ import annotations
@@ -34,13 +37,17 @@ SHARED = HERE.parent.parent / "shared" / "datasets"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bsds-images", type=int, default=200)
+    parser.add_argument("--methods", default="pcnet,scn", help="comma-separated, among pcnet and scn")
     parser.add_argument("--out", type=Path, default=HERE / "results-backends.json")
     args = parser.parse_args()
+    methods = [m for m in ("pcnet", "scn") if m in args.methods.split(",")]
+    kept = json.loads(args.out.read_text())["images"] if args.out.is_file() else []
+    kept = [r for r in kept if r["method"] not in methods]
     bsds = sorted((SHARED / "BSDS500" / "images" / "test").glob("*.jpg"))[: args.bsds_images]
     photos = sorted((SHARED / "photos").glob("*.jpg"))
     jobs = [(p, 600) for p in bsds] + [(p, 5000) for p in photos]
     rows = []
-    for method in ("pcnet", "scn"):
+    for method in methods:
         predictors = {b: SuperpixelPredictor(method, device="cpu", backend=b) for b in ("torch", "opencv")}
         for path, n in tqdm(jobs, desc=method, unit="image"):
             image = read_image(path)
@@ -52,10 +59,13 @@ def main() -> None:
                 "final_differ": int((final["torch"] != final["opencv"]).sum()),
                 "network_s": {b: round(r.timings["network"], 4) for b, r in raw.items()},
             })
+    rows = sorted(rows + kept, key=lambda r: ("pcnet", "scn").index(r["method"]))
     summary = []
     for method in ("pcnet", "scn"):
         for kind, n in (("BSDS500 test", 600), ("photos", 5000)):
             part = [r for r in rows if r["method"] == method and r["n"] == n]
+            if not part:
+                continue
             summary.append({
                 "method": method, "images": kind, "n": n, "count": len(part),
                 "pixels": sum(r["pixels"] for r in part),

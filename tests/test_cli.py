@@ -223,7 +223,7 @@ def test_shared_names_match_the_registries():
     assert defaults.CLASSICAL_METHOD_NAMES == tuple(CLASSICAL_METHODS)
     assert METHODS == defaults.METHODS
     assert defaults.SEMANTIC_MODELS == tuple(SEGMENTERS) + defaults.MAGNET_MODELS
-    assert (DEFAULT_STRIP_PIXELS, DEFAULT_TILE, DEFAULT_REFINE_ITERATIONS) == (2**19, 512, 4)
+    assert (DEFAULT_STRIP_PIXELS, DEFAULT_TILE, DEFAULT_REFINE_ITERATIONS) == (2**19, 512, 8)
 
 
 def test_command_line_parses_without_loading_torch_or_numba():

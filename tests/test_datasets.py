@@ -87,3 +87,15 @@ def test_open_dataset_specs(tmp_path):
     assert len(open_dataset(str(DRONE / "train"))) == 100
     with pytest.raises(DatasetError, match="not a dataset"):
         open_dataset(str(tmp_path / "nothing"))
+
+
+def test_deepglobe_split_as_superpixel_ground_truth():
+    """A DeepGlobe split opens for the superpixel metrics; its class map is the one ground truth."""
+    data = open_dataset(str(SHARED / "datasets" / "deepglobe" / "test"))
+    assert data.names == ["10452", "794214"]
+    (gt,) = data.ground_truths("794214")
+    assert gt.dtype == np.int32 and gt.shape == data.image("794214").shape[:2] == (2448, 2448)
+    # SOURCE.md: 794214 is water 55.2 %, barren 33.2 %, forest 11.7 % (ids 4, 5, 3)
+    ids, counts = np.unique(gt, return_counts=True)
+    assert ids.tolist() == [3, 4, 5]
+    assert counts[1] / gt.size == pytest.approx(0.552, abs=0.001)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from uhrseg.datasets import BSDS500
 from uhrseg.evaluation import (
     EvaluationPlan,
     Setting,
+    at_matched_k,
     br_bp_area,
     parse_counts,
     read_pairs,
@@ -93,6 +95,22 @@ def test_summaries_mean_and_worst():
     assert s["br_worst"] == pytest.approx((0.5 + 0.7) / 2)
     assert s["ue_worst"] == pytest.approx((0.3 + 0.2) / 2)
     assert (s["images"], s["pairs"], s["seconds_per_image"], s["peak_rss_mb"]) == (2, 3, 2.0, 1.0)
+
+
+def test_matched_k_on_the_bsds500_report():
+    """At a measured K the interpolation returns that setting; between two it lies between; outside, None."""
+    with open(Path(__file__).parents[1] / "docs/results/bsds500/summary.csv") as f:
+        rows = [{k: (v if k in ("method", "setting") else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+    slic = sorted((r for r in rows if r["method"] == "slic"), key=lambda r: r["k"])
+    assert len(slic) >= 3
+    a, b = slic[1], slic[2]
+    at_a = at_matched_k(slic, a["k"])
+    assert at_a["br"] == pytest.approx(a["br"]) and at_a["asa"] == pytest.approx(a["asa"])
+    mid = at_matched_k(slic, (a["k"] + b["k"]) / 2)
+    for m in ("br", "bp", "asa", "ue"):
+        assert mid[m] == pytest.approx((a[m] + b[m]) / 2)
+    assert min(a["br"], b["br"]) < mid["br"] < max(a["br"], b["br"])  # BR grows with K: a real interpolation
+    assert at_matched_k(slic, slic[0]["k"] - 1) is None and at_matched_k(slic, slic[-1]["k"] + 1) is None
 
 
 def test_br_bp_area():

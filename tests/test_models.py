@@ -162,7 +162,10 @@ def test_packaged_weights_are_trained(name, mini_bsds):
     model = load_packaged_model(name)
     record = model.training_record
     assert model.name == name and record["iterations"] >= 1000 and "validation" in record
-    assert record["data"] == ["bsds500:train", "bsds500:val"]
+    if name == "pcnet":  # trained further on train only, from weights trained on train + val
+        assert record["data"] == ["bsds500:train"] and "train + val" in record["starting_point"]
+    else:
+        assert record["data"] == ["bsds500:train", "bsds500:val"]
     ds = BSDS500(mini_bsds, "test")
     raw = SuperpixelPredictor(name, device="cpu", refine_iterations=0)
     scores = []
@@ -189,25 +192,29 @@ def test_aerial_weights_are_packaged_by_name():
         SuperpixelPredictor("pcnet", device="cpu", weights="pcnet-nonexistent")
 
 
-def test_longer_trained_pcnet_is_packaged_and_beats_the_default_on_held_out_images():
-    """``--weights pcnet-ft``: the default PCNet trained 1750 + 3250 more iterations on BSDS500 train only; on
-    the first 16 BSDS500 test images (not in its training data) its own labels recall more boundaries."""
+def test_default_pcnet_and_refinement_on_held_out_images():
+    """The packaged PCNet (1800 iterations on BSDS500 train + val, then 1750 + 3250 on train only) with the
+    default refinement (8 passes, m 10, lambda 100, tuned on val): on the first 16 BSDS500 test images, which no
+    run trained on, the refinement adds more than 0.15 to the network's own BR and does not lower ASA
+    (measured on all 200 test images at K = 600: BR 0.665 -> 0.873, ASA 0.951 -> 0.961)."""
     from conftest import BSDS
     from uhrseg import SuperpixelPredictor
     from uhrseg.datasets import BSDS500
-    from uhrseg.metrics.superpixel import boundary_recall_precision
+    from uhrseg.metrics.superpixel import achievable_segmentation_accuracy, boundary_recall_precision
 
-    tuned = SuperpixelPredictor("pcnet", device="cpu", refine_iterations=0, weights="pcnet-ft")
-    record = tuned.model.training_record
-    assert record["data"] == ["bsds500:train"] and record["iterations"] == 3250
-    assert record["train_config"]["init"].endswith("pcnet-ft.pt") and "1750" in record["starting_point"]
-    default = SuperpixelPredictor("pcnet", device="cpu", refine_iterations=0)
+    default = SuperpixelPredictor("pcnet", device="cpu")
+    record = default.model.training_record
+    assert record["iterations"] == 3250 and "1750" in record["starting_point"]
+    assert (default.refine_iterations, default.refine_compactness, default.refine_smoothness) == (8, 10.0, 100.0)
+    raw = SuperpixelPredictor("pcnet", device="cpu", refine_iterations=0)
     ds = BSDS500(BSDS, "test")
-    recall = {"default": [], "tuned": []}
+    scores = {"raw": [], "default": []}
     for name in ds.names[:16]:
         image = ds.image(name)
-        labels = {"default": default.predict(image, 600), "tuned": tuned.predict(image, 600)}
+        labels = {"raw": raw.predict(image, 600), "default": default.predict(image, 600)}
         for gt in ds.ground_truths(name):
-            for key in recall:
-                recall[key].append(boundary_recall_precision(labels[key], gt)[0])
-    assert np.mean(recall["tuned"]) > np.mean(recall["default"]) + 0.005, recall
+            for key in scores:
+                scores[key].append((boundary_recall_precision(labels[key], gt)[0],
+                                    achievable_segmentation_accuracy(labels[key], gt)))
+    (raw_br, raw_asa), (br, asa) = np.mean(scores["raw"], axis=0), np.mean(scores["default"], axis=0)
+    assert br > raw_br + 0.15 and asa >= raw_asa, (raw_br, br, raw_asa, asa)

@@ -39,7 +39,7 @@ def test_the_shipped_export_comes_from_the_shipped_weights(method):
     net = OpenCVNetwork.from_files(packaged_onnx_path(method), weights=packaged_weights_path(method))
     assert (net.upscale, net.cell_size, net.head_halo) == ((4, 16, 2) if method == "pcnet" else (1, 16, 1))
     with pytest.raises(WeightsNotFoundError, match="another file"):
-        OpenCVNetwork.from_files(packaged_onnx_path(method), weights=packaged_weights_path("pcnet-ft"))
+        OpenCVNetwork.from_files(packaged_onnx_path(method), weights=packaged_weights_path("pcnet-aerial"))
 
 
 @pytest.mark.parametrize("method,n", [("pcnet", 600), ("pcnet", 5000), ("scn", 600)])
@@ -99,7 +99,7 @@ def test_backend_choice_and_errors(tmp_path):
     assert resolve_backend("auto", "pcnet", "cpu", weights="pcnet-aerial") == "torch"
     assert resolve_backend("auto", "pcnet", "auto") == ("torch" if torch_may_see_gpu() else "opencv")
     with pytest.raises(ValueError, match="packaged weights only"):
-        SuperpixelPredictor("pcnet", backend="opencv", weights=packaged_weights_path("pcnet-ft"))
+        SuperpixelPredictor("pcnet", backend="opencv", weights=packaged_weights_path("pcnet-aerial"))
     with pytest.raises(ValueError, match="on the CPU"):
         resolve_backend("opencv", "pcnet", "cuda")
     with pytest.raises(ValueError, match="unknown backend"):

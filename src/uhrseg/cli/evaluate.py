@@ -56,8 +56,9 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--task", default="superpixels", choices=("superpixels", "semantic"),
                    help="superpixel metrics (default) or semantic segmentation metrics")
     p.add_argument("--dataset", required=True, metavar="SPEC",
-                   help="bsds500:SPLIT (train, val, test) or a folder with images/ and labels/ (semantic: "
-                        "with class_dict.csv, or a DeepGlobe split with images/ and masks/)")
+                   help="bsds500:SPLIT (train, val, test), a folder with images/ and labels/ (semantic: "
+                        "with class_dict.csv), or a DeepGlobe split with images/ and masks/ (superpixels: "
+                        "its class map is the ground truth)")
     p.add_argument("--models", metavar="LIST",
                    help="semantic: comma-separated [LABEL=]MODEL[:WEIGHTS], MODEL isdnet or deeppath, WEIGHTS "
                         "drone, deepglobe or a checkpoint (e.g. isdnet:drone,base=deeppath:runs/base/last.pt)")

@@ -238,7 +238,9 @@ def open_dataset(spec: str, bsds500_root: str | os.PathLike | None = None):
     Parameters
     ----------
     spec : str
-        ``bsds500:SPLIT`` (root from ``bsds500_root``) or a folder with ``images/`` and ``labels/``.
+        ``bsds500:SPLIT`` (root from ``bsds500_root``), a folder with ``images/`` and ``labels/``
+        (:class:`LabelledFolder`), or a DeepGlobe split with ``images/ID_sat.jpg`` and ``masks/ID_mask.png``
+        (:class:`uhrseg.datasets.DeepGlobe`, its class map as the ground truth).
     bsds500_root : path-like, optional
         Where the BSDS500 official layout lives.
 
@@ -252,6 +254,12 @@ def open_dataset(spec: str, bsds500_root: str | os.PathLike | None = None):
         if bsds500_root is None:
             raise DatasetError("bsds500 needs its root folder (--bsds500-root DIR)")
         return BSDS500(bsds500_root, split or "test")
-    if Path(spec).is_dir():
-        return LabelledFolder(spec)
-    raise DatasetError(f"{spec}: not a dataset (use bsds500:SPLIT or a folder with images/ and labels/)")
+    root = Path(spec)
+    if (root / "masks").is_dir() and (root / "images").is_dir():
+        from .semantic import DeepGlobe  # the semantic module imports this one
+
+        return DeepGlobe(root)
+    if root.is_dir():
+        return LabelledFolder(root)
+    raise DatasetError(f"{spec}: not a dataset (use bsds500:SPLIT, a folder with images/ and labels/, or a "
+                       "DeepGlobe split with images/ and masks/)")

@@ -101,6 +101,18 @@ class _SemanticDataset:
                                f"{self._images[name].name} is {size[0]} x {size[1]}")
         return ids
 
+    def ground_truths(self, name: str) -> list[np.ndarray]:
+        """The class map as the one ground-truth segmentation of the superpixel metrics.
+
+        Returns
+        -------
+        list of one (H, W) ndarray of int32
+            Class ids, :data:`IGNORE_INDEX` (255) on ignored pixels, which count as one more segment (as a
+            :class:`uhrseg.datasets.LabelledFolder`'s unlabelled class does). BR, BP and ASA then measure
+            adherence to the boundaries between classes.
+        """
+        return [self.class_map(name).astype(np.int32)]
+
 
 class ColourTableFolder(_SemanticDataset):
     """``root/images/NAME.*`` with ``root/labels/NAME.*`` and a ``class_dict.csv`` colour table.

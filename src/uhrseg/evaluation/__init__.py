@@ -1,7 +1,7 @@
 """Benchmark runs over datasets: superpixels (summaries, BR-BP and metric-vs-K plots, report) and semantic
 segmentation (confusion matrices per image, mIoU and speed per model, per-class plot, examples, report)."""
 
-from .report import br_bp_area, plot_curves, summarize, write_report, write_summary_csv
+from .report import at_matched_k, br_bp_area, plot_curves, summarize, write_report, write_summary_csv
 from .runner import (
     PAIR_FIELDS,
     EvaluationPlan,
@@ -34,6 +34,7 @@ __all__ = [
     "write_semantic_report",
     "EvaluationPlan",
     "Setting",
+    "at_matched_k",
     "br_bp_area",
     "parse_counts",
     "parse_method_spec",

@@ -259,12 +259,13 @@ class SuperpixelPredictor:
         Output pixels per strip of the network head: the memory/speed trade-off of large images.
     refine_iterations : int, optional
         Passes of full-resolution boundary refinement (:func:`uhrseg.grid.refine_boundaries`) after the
-        connectivity step. Default: 4 for the networks, whose labels come from a coarser grid, and 0 (off)
+        connectivity step. Default: 8 for the networks, whose labels come from a coarser grid, and 0 (off)
         for the classical methods, which already work at full resolution.
     refine_compactness, refine_smoothness : float
         ``m`` and ``lambda`` of the refinement's distance (:func:`uhrseg.grid.refine_boundaries`; defaults 10
-        and 200). A smaller ``lambda`` moves along the BR-BP curve towards recall: on BSDS500 val at
-        n = 600, ``lambda = 100`` gives BR 0.852 / BP 0.105 where 200 gives 0.817 / 0.110
+        and 100, chosen with the 8 passes on BSDS500 val for the packaged PCNet). A smaller ``lambda`` moves
+        along the BR-BP curve towards recall: on BSDS500 val at n = 600 with 8 passes, ``lambda = 100``
+        gives BR 0.863 / BP 0.104, 200 gives 0.830 / 0.111 and 50 gives 0.889 / 0.097
         (``docs/results/refine-tuning/``).
     tile : int
         Trunk tile core in network-input pixels (:func:`uhrseg.inference.cell_id_map`): bounds the trunk's
