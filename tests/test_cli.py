@@ -128,8 +128,8 @@ def test_default_method_is_the_packaged_pcnet(tmp_path, capsys):
     code, err = run_cli(capsys, bsds_image_path(), "--n-segments", "600", "--out", tmp_path / "out")
     assert code == 0, err
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["method"] == "pcnet" and summary["weights"] == "packaged" and summary["refine_iterations"] == 4
-    assert (summary["refine_compactness"], summary["refine_smoothness"]) == (10.0, 200.0)
+    assert summary["method"] == "pcnet" and summary["weights"] == "packaged" and summary["refine_iterations"] == 8
+    assert (summary["refine_compactness"], summary["refine_smoothness"]) == (10.0, 100.0)
     image = summary["images"][0]
     assert 0.8 * 600 <= image["n_produced"] <= 1.2 * 600, image
 

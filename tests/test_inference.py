@@ -32,13 +32,13 @@ def test_grid_network_gives_the_grid_cells_at_full_resolution(bsds_image, pcnet_
 
 
 def test_networks_refine_their_boundaries_by_default(bsds_image, pcnet_grid_ckpt):
-    """Default network output = connectivity step + 4 refinement passes; K is kept, boundaries move."""
+    """Default network output = connectivity step + 8 refinement passes; K is kept, boundaries move."""
     raw = uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, device="cpu", refine_iterations=0)
     refined = uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, device="cpu")
-    assert refined.refine_iterations == 4 and uhrseg.SuperpixelPredictor("slic").refine_iterations == 0
+    assert refined.refine_iterations == 8 and uhrseg.SuperpixelPredictor("slic").refine_iterations == 0
     base = raw.run(bsds_image, 600)
     result = refined.run(bsds_image, 600)
-    np.testing.assert_array_equal(result.labels, refine_boundaries(bsds_image, base.labels, 4))
+    np.testing.assert_array_equal(result.labels, refine_boundaries(bsds_image, base.labels))
     assert result.n_produced == base.n_produced and "refine" in result.timings
     assert 0.02 < (result.labels != base.labels).mean() < 0.3
     with pytest.raises(ValueError, match="refine_iterations"):
@@ -62,7 +62,7 @@ def test_refinement_smoothness_moves_along_the_br_bp_curve(pcnet_grid_ckpt):
         predictor = uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, device="cpu",
                                                refine_smoothness=lam, refine_compactness=5.0)
         labels = predictor.predict(image, 600)
-        np.testing.assert_array_equal(labels, refine_boundaries(image, base, 4, 5.0, lam))
+        np.testing.assert_array_equal(labels, refine_boundaries(image, base, 8, 5.0, lam))
         scores[lam] = np.mean([boundary_recall_precision(labels, gt) for gt in gts], axis=0)
     assert scores[50.0][0] > scores[200.0][0] + 0.02  # BR
     assert scores[50.0][1] < scores[200.0][1]  # BP
