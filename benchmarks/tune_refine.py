@@ -8,11 +8,11 @@ to ``OUT.csv`` and the BR-BP plane to ``OUT.png`` (one point per setting, the cu
 
 Usage::
 
-    python benchmarks/tune_refine.py --dataset bsds500:val --weights src/uhrseg/weights/pcnet-ft.pt \\
+    python benchmarks/tune_refine.py --dataset bsds500:val --weights src/uhrseg/weights/pcnet.pt \\
         --n-segments 600 --passes 4,8 --compactness 2.5,5,10 --smoothness 0,50,100,200 --jobs 2 \\
         --out docs/results/refine-tuning/pcnet-ft-val
 
-Use a split the weights were not trained on (``pcnet-ft`` never saw BSDS500 val).
+Use a split the weights were not trained on (the packaged ``pcnet.pt``: its last 5000 iterations never saw BSDS500 val).
 """
 
 from __future__ import annotations
