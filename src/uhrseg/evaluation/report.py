@@ -98,11 +98,10 @@ def at_matched_k(rows: list[dict], k: float) -> dict | None:
         (no extrapolation).
     """
     pts = sorted(rows, key=lambda r: r["k"])
-    for a, b in zip(pts, pts[1:] + pts[-1:]):
-        if a["k"] <= k <= b["k"]:
-            t = 0.0 if b["k"] == a["k"] else (k - a["k"]) / (b["k"] - a["k"])
-            return {"k": float(k), **{m: (1 - t) * a[m] + t * b[m] for m in METRICS}}
-    return None
+    ks = [r["k"] for r in pts]
+    if not ks or not ks[0] <= k <= ks[-1]:
+        return None
+    return {"k": float(k), **{m: float(np.interp(k, ks, [r[m] for r in pts])) for m in METRICS}}
 
 
 def _by_method(summary: list[dict]) -> dict[str, list[dict]]:
@@ -184,8 +183,8 @@ def write_report(summary: list[dict], path: str | os.PathLike, *, title: str, co
                   "| method | ASA | UE | BR | BP | CO | EV |", "|---|---|---|---|---|---|---|"]
         for method, r in matched.items():
             if r is None:
-                rows = methods[method]
-                lines.append(f"| {method} | K {min(x['k'] for x in rows):.0f}-{max(x['k'] for x in rows):.0f} "
+                ks = [x["k"] for x in methods[method]]
+                lines.append(f"| {method} | K {min(ks):.0f}-{max(ks):.0f} "
                              "does not bracket it | | | | | |")
             else:
                 lines.append(f"| {method} | {r['asa']:.4f} | {r['ue']:.4f} | {r['br']:.4f} | {r['bp']:.4f} | "
