@@ -100,6 +100,21 @@ def test_topology_is_preserved(h, w, seed, n_seeds, iterations, smoothness):
     assert n_components(out) == [1] * k
 
 
+def test_t4_table_is_the_simple_point_test_for_every_neighbourhood():
+    """The kernel's T4 table against a direct count: for each of the 256 ways a pixel's 8 neighbours can lie
+    in its own superpixel, it may leave exactly when those neighbours form one 4-connected piece that touches a
+    4-neighbour (so removing the pixel cannot split the superpixel locally)."""
+    from uhrseg.grid.refine import _CAN_LEAVE, _RING_DX, _RING_DY
+
+    for mask in range(256):
+        patch = np.zeros((3, 3), bool)
+        for j in range(8):
+            patch[1 + _RING_DY[j], 1 + _RING_DX[j]] = (mask >> j) & 1
+        pieces = ndimage.label(patch, structure=FOUR)[0]
+        touching = {pieces[1 + dy, 1 + dx] for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))} - {0}
+        assert bool(_CAN_LEAVE[mask]) == (len(touching) == 1), mask
+
+
 _WARM_UP_CHECK = """
 import sys
 from uhrseg import SuperpixelPredictor

@@ -61,39 +61,36 @@ def _add_sums(lab, labels, acc, y_offset):  # pragma: no cover - compiled
             acc[k, 5] += 1.0
 
 
-@numba.njit(cache=True, nogil=True)
-def _can_leave(ring, own):  # pragma: no cover - compiled
-    """True if relabelling a pixel keeps its superpixel ``own`` 4-connected, given the labels of its 8
-    neighbours in ring order (-1 outside the image): the superpixel's pixels among them form exactly one run
-    around the ring that touches a 4-neighbour (T4 = 1)."""
-    inside = 0
-    for i in range(8):
-        if ring[i] == own:
-            inside |= 1 << i
+def _t4_is_one(inside: int) -> bool:
+    """True if relabelling a pixel keeps its superpixel 4-connected, given ``inside``, the 8-bit mask of its 8
+    neighbours (ring order, bit i for ring entry i) that are in its superpixel: those pixels form exactly one
+    run around the ring that touches a 4-neighbour (T4 = 1; the odd ring entries are the 4-neighbours)."""
     if inside == 255:
-        return True  # only when the ring is all `own` (cannot happen on a boundary pixel)
+        return True  # only when the ring is all the own superpixel (cannot happen on a boundary pixel)
     runs = 0
     for i in range(8):
         if (inside >> i) & 1 and not (inside >> ((i + 7) % 8)) & 1:  # a run starts here
             touches = False
             j = i
             while (inside >> (j % 8)) & 1 and j < i + 8:
-                if j % 2 == 1:
-                    touches = True
+                touches = touches or j % 2 == 1
                 j += 1
-            if touches:
-                runs += 1
+            runs += touches
     return runs == 1
+
+
+# T4 = 1 for each of the 256 masks, looked up by the kernel (a table costs less compilation than the test).
+_CAN_LEAVE = np.array([_t4_is_one(m) for m in range(256)], dtype=np.bool_)
 
 
 @numba.njit(cache=True, nogil=True)
 def _refine_rows(lab, labels, acc, means, spatial_weight, smoothness, reverse, row_start, row_stop, y_offset,
-                 ring_dy, ring_dx, candidates, ring):  # pragma: no cover - compiled
+                 ring_dy, ring_dx, candidates, ring, can_leave):  # pragma: no cover - compiled
     """One refinement sweep over rows [row_start, row_stop) of a band (window rows outside that range are
     read-only context); window row y is image row y + y_offset. ``means`` holds ``acc[:, :5] / acc[:, 5]``
     and is kept up to date with ``acc``; ``candidates`` (5) and ``ring`` (8) are scratch arrays of the labels'
-    dtype (allocated by the caller: ``np.empty`` inside the kernel costs numba compilation time). Returns the
-    number of pixels moved."""
+    dtype (allocated by the caller: ``np.empty`` inside the kernel costs numba compilation time);
+    ``can_leave`` is ``_CAN_LEAVE``. Returns the number of pixels moved."""
     height, width = labels.shape
     changed = 0
     for yi in range(row_stop - row_start):
@@ -109,10 +106,24 @@ def _refine_rows(lab, labels, acc, means, spatial_weight, smoothness, reverse, r
             if acc[own, 5] <= 1.0:
                 continue
             # The 8 neighbours in ring order, -1 outside the image (labels are >= 0).
-            for j in range(8):
-                ny = y + ring_dy[j]
-                nx = x + ring_dx[j]
-                ring[j] = labels[ny, nx] if 0 <= ny < height and 0 <= nx < width else -1
+            if 0 < y < height - 1 and 0 < x < width - 1:  # all 8 inside the band: no bounds tests
+                ring[0] = labels[y - 1, x - 1]
+                ring[1] = labels[y - 1, x]
+                ring[2] = labels[y - 1, x + 1]
+                ring[3] = labels[y, x + 1]
+                ring[4] = labels[y + 1, x + 1]
+                ring[5] = labels[y + 1, x]
+                ring[6] = labels[y + 1, x - 1]
+                ring[7] = labels[y, x - 1]
+                n_inside = 8
+            else:
+                n_inside = 0
+                for j in range(8):
+                    ny = y + ring_dy[j]
+                    nx = x + ring_dx[j]
+                    ring[j] = labels[ny, nx] if 0 <= ny < height and 0 <= nx < width else -1
+                    if ring[j] >= 0:
+                        n_inside += 1
             # Candidate superpixels: the 4-neighbours' (up, left, right, down; each once), then the own one.
             n_cand = 0
             for j in (1, 7, 3, 5):
@@ -140,25 +151,37 @@ def _refine_rows(lab, labels, acc, means, spatial_weight, smoothness, reverse, r
                 dx = x - means[k, 4]
                 d = d0 * d0 + d1 * d1 + d2 * d2 + spatial_weight * (dy * dy + dx * dx)
                 if smoothness > 0.0:
-                    others = 0
+                    others = n_inside  # 8-neighbours in the image and not in k
                     for j in range(8):
-                        if ring[j] >= 0 and ring[j] != k:
-                            others += 1
+                        if ring[j] == k:
+                            others -= 1
                     d += smoothness * others
                 if d < best_d or (d == best_d and k == own):
                     best_d = d
                     best = k
-            if best != own and _can_leave(ring, own):
+            if best == own:
+                continue
+            inside = 0  # the 8-neighbours in the own superpixel, bit j for ring entry j
+            for j in range(8):
+                if ring[j] == own:
+                    inside |= 1 << j
+            if can_leave[inside]:
                 labels[y, x] = best
-                for k, sign in ((own, -1.0), (best, 1.0)):
-                    acc[k, 0] += sign * l0
-                    acc[k, 1] += sign * l1
-                    acc[k, 2] += sign * l2
-                    acc[k, 3] += sign * gy
-                    acc[k, 4] += sign * x
-                    acc[k, 5] += sign
-                    for i in range(5):
-                        means[k, i] = acc[k, i] / acc[k, 5]
+                acc[own, 0] -= l0
+                acc[own, 1] -= l1
+                acc[own, 2] -= l2
+                acc[own, 3] -= gy
+                acc[own, 4] -= x
+                acc[own, 5] -= 1.0
+                acc[best, 0] += l0
+                acc[best, 1] += l1
+                acc[best, 2] += l2
+                acc[best, 3] += gy
+                acc[best, 4] += x
+                acc[best, 5] += 1.0
+                for i in range(5):
+                    means[own, i] = acc[own, i] / acc[own, 5]
+                    means[best, i] = acc[best, i] / acc[best, 5]
                 changed += 1
     return changed
 
@@ -233,7 +256,7 @@ def refine_store(lab, labels, n_labels: int, iterations: int = DEFAULT_REFINE_IT
             w0, w1 = max(0, y0 - 1), min(height, y1 + 1)
             window = labels.read(w0, w1)
             changed += _refine_rows(lab.read(w0, w1), window, acc, means, spatial_weight, smoothness, reverse,
-                                    y0 - w0, y1 - w0, w0, _RING_DY, _RING_DX, candidates, ring)
+                                    y0 - w0, y1 - w0, w0, _RING_DY, _RING_DX, candidates, ring, _CAN_LEAVE)
             labels.write(y0, window[y0 - w0 : y1 - w0])
         if changed == 0:
             return i + 1
