@@ -557,7 +557,7 @@ def superpixels(image: np.ndarray, n_segments: int = 1000, *, method: str = "pcn
     weights : path-like, optional
         Network checkpoint to use instead of the packaged weights.
     refine_iterations : int, optional
-        Passes of full-resolution boundary refinement (default 4 for the networks, 0 for classical methods).
+        Passes of full-resolution boundary refinement (default 8 for the networks, 0 for classical methods).
 
     Returns
     -------
