@@ -13,7 +13,9 @@ method            library                meaning of ``n_segments``
 ``fh``            scikit-image           Felzenszwalb-Huttenlocher (IJCV 2004); it has no target count, so
                                          ``scale`` and ``min_size`` grow with the mean superpixel area
                                          ``H W / n`` (0.05 and 0.25 of it; on 8 BSDS500 train images
-                                         this gave 157, 595, 1366 superpixels for n = 200, 600, 1200)
+                                         this gave 157, 595, 1366 superpixels for n = 200, 600, 1200;
+                                         on smooth scenes far fewer: 22-200 for n = 300-1000 on the two
+                                         DeepGlobe test tiles, 2448 x 2448)
 ``cv-slic``       OpenCV contrib         SLIC with region size ``sqrt(H W / n)``, ruler 10, in CIELAB
 ``slico``         OpenCV contrib         SLICO (zero-parameter SLIC), region size ``sqrt(H W / n)``, CIELAB
 ``seeds``         OpenCV contrib         SEEDS (Van den Bergh et al., ECCV 2012), ``n`` superpixels, 4 levels,
