@@ -37,7 +37,7 @@ __all__ = ["DEFAULT_COMPACTNESS", "DEFAULT_REFINE_ITERATIONS", "DEFAULT_SMOOTHNE
            "refine_store"]
 
 # Passes, m and lambda used by the network methods unless told otherwise: DEFAULT_REFINE_ITERATIONS,
-# DEFAULT_COMPACTNESS (10, SLIC's) and DEFAULT_SMOOTHNESS (100), in uhrseg.defaults.
+# DEFAULT_COMPACTNESS and DEFAULT_SMOOTHNESS, defined (with how they were chosen) in uhrseg.defaults.
 
 
 # The 8 neighbours of a pixel in ring order; consecutive entries are 4-adjacent to each other.
