@@ -151,11 +151,44 @@ def test_binary_mask_is_the_class_with_the_longest_boundary(mini_bsds):
     np.testing.assert_array_equal(s_bin.labels, (lab == winner).astype(np.int64))
 
 
+def test_scale_range_global_sample_at_scale_one_is_a_crop_of_the_image(mini_bsds):
+    data = BSDS500(mini_bsds, "test")
+    cfg = SamplingConfig(crop=128, patch=128, scale_range=(1.0, 1.0), flips=False)
+    sampler = TrainingSampler([data], cfg, seed=3)
+    image, gts = sampler._load(0, data.names[0])
+    s = sampler.global_sample(image, gts[0])
+    target = (s.target.transpose(1, 2, 0) + 1.0) / 2.0 * 255.0  # back to 8-bit RGB
+    hits = [(y, x) for y in range(image.shape[0] - 127) for x in range(image.shape[1] - 127)
+            if abs(float(target[0, 0, 0]) - image[y, x, 0]) < 0.01
+            and np.abs(target - image[y : y + 128, x : x + 128]).max() < 0.01]
+    assert len(hits) == 1, "an unscaled crop: the full-resolution pixels, not resampled ones"
+    y, x = hits[0]
+    crop_gt = gts[0][y : y + 128, x : x + 128]
+    np.testing.assert_array_equal(s.labels, np.unique(crop_gt, return_inverse=True)[1].reshape(crop_gt.shape))
+
+
+def test_scale_range_keeps_the_aspect_ratio_and_fits_the_crop(mini_bsds):
+    data = BSDS500(mini_bsds, "test")
+    sampler = TrainingSampler([data], SamplingConfig(crop=256, patch=256, scale_range=(0.5, 2.0)), seed=0)
+    image, gts = sampler._load(0, data.names[0])
+    h, w = image.shape[:2]
+    sizes = [sampler.global_size(h, w) for _ in range(50)]
+    assert all(abs(rh / rw - h / w) < 0.01 and min(rh, rw) >= 256 for rh, rw in sizes)
+    assert min(min(s) for s in sizes) == 256, "scales below 256 / short side are raised to fit the crop"
+    assert max(rh for rh, _ in sizes) > 1.8 * h, "scales up to 2 are drawn"
+    assert sampler.global_sample(image, gts[0]).labels.shape == (256, 256)
+    square = TrainingSampler([data], SamplingConfig(global_resize=384, crop=256, patch=256), seed=0)
+    assert square.global_size(h, w) == (384, 384), "without scale_range: the paper's square resize"
+
+
 def test_sampling_config_validation():
     with pytest.raises(ValueError, match="multiple of 64"):
         SamplingConfig(crop=100)
     with pytest.raises(ValueError, match="global_resize"):
         SamplingConfig(global_resize=256, crop=512, patch=512)
+    SamplingConfig(global_resize=256, crop=512, patch=512, scale_range=(1.0, 2.0))  # global_resize unused
+    with pytest.raises(ValueError, match="scale_range"):
+        SamplingConfig(scale_range=(0.0, 1.0))
 
 
 def test_schedule_and_scn_switches():
@@ -196,6 +229,15 @@ def test_train_command_for_scn(mini_bsds, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     model = load_model(tmp_path / "scn" / "best.pt", expected="scn")
     assert model.training_record["iterations"] == 2
+    args = ["train", "scn", "--data", "bsds500:test", "--bsds500-root", str(mini_bsds), "--val", "none",
+            "--iterations", "2", "--batch-size", "1", "--crop", "64", "--patch", "64", "--device", "cpu", "-q"]
+    assert main([*args, "--out", str(tmp_path / "scaled"), "--scale-range", "0.5,1.5"]) == 0
+    record = load_model(tmp_path / "scaled" / "last.pt", expected="scn").training_record
+    assert tuple(record["train_config"]["scale_range"]) == (0.5, 1.5)
+    assert main([*args, "--out", str(tmp_path / "x"), "--scale-range", "1,1", "--global-resize", "128"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "x"), "--scale-range", "2,1"]) == 2
+    assert "0 < LO <= HI" in capsys.readouterr().err
 
 
 def test_init_starts_from_a_checkpoint_and_refuses_another_model(mini_bsds, tmp_path, scn_ckpt):

@@ -75,6 +75,9 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--val-every", type=int, metavar="N", help="validate every N iterations")
     p.add_argument("--stop-after", type=int, metavar="N", help="stop after N iterations in this call (resumable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--scale-range", metavar="LO,HI",
+                   help="random scale of the crops, 1 = full resolution (segmentation default 0.5,2.0; pcnet and "
+                        "scn: instead of --global-resize, an aspect-keeping resize of the whole image)")
 
     sp = p.add_argument_group("superpixel networks (pcnet, scn)")
     sp.add_argument("--bsds500-root", default=d.bsds500_root, metavar="DIR", help=f"(default {d.bsds500_root})")
@@ -92,7 +95,6 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                     help="ablation: no super-resolution loss (PCNet's SR head; ISDNet's L_SR)")
 
     sg = p.add_argument_group("segmentation networks (isdnet, deeppath)")
-    sg.add_argument("--scale-range", metavar="LO,HI", help="random scale range (default 0.5,2.0)")
     sg.add_argument("--optimizer", choices=("adamw", "sgd"), help="(default adamw)")
     sg.add_argument("--weight-decay", type=float, help=f"(default {s.weight_decay})")
     sg.add_argument("--warmup", type=int, metavar="N", help=f"linear warm-up iterations (default {s.warmup})")
@@ -117,7 +119,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 
 _MAGNET_ONLY = ("backbone", "backbone_model", "scales")
 _SUPERPIXEL_ONLY = ("val_n_segments", "lr_step", "patch", "global_resize", "no_dpc", "no_ld", "multiclass_patch")
-_SEGMENTATION_ONLY = ("scale_range", "optimizer", "weight_decay", "warmup", "width", "deep_scale", "no_shallow",
+_SEGMENTATION_ONLY = ("optimizer", "weight_decay", "warmup", "width", "deep_scale", "no_shallow",
                       "fusion", "no_sd", "no_aux", "no_ohem", "no_photometric")
 
 
@@ -138,9 +140,23 @@ def _common(args: argparse.Namespace) -> dict:
     return out
 
 
+def _scale_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UhrsegError(f"--scale-range {text!r}: expected LO,HI such as 0.5,2.0") from None
+    if not 0 < lo <= hi:
+        raise UhrsegError(f"--scale-range {text!r}: expected 0 < LO <= HI")
+    return lo, hi
+
+
 def _superpixel_config(args: argparse.Namespace) -> TrainConfig:
     extra = {k: getattr(args, k) for k in ("val_n_segments", "lr_step", "patch", "global_resize")
              if getattr(args, k) is not None}
+    if args.scale_range is not None:
+        if args.global_resize is not None:
+            raise UhrsegError("--scale-range and --global-resize exclude each other")
+        extra["scale_range"] = _scale_range(args.scale_range)
     return TrainConfig(model=args.model, bsds500_root=str(args.bsds500_root), dpc=not args.no_dpc,
                        sr=not args.no_sr, ld=not args.no_ld, binary_mask=not args.multiclass_patch,
                        **_common(args), **extra)
@@ -150,11 +166,7 @@ def _segmentation_config(args: argparse.Namespace) -> SemanticTrainConfig:
     extra = {k: getattr(args, k) for k in ("optimizer", "weight_decay", "warmup", "width", "deep_scale", "fusion")
              if getattr(args, k) is not None}
     if args.scale_range is not None:
-        try:
-            lo, hi = (float(v) for v in args.scale_range.split(","))
-        except ValueError:
-            raise UhrsegError(f"--scale-range {args.scale_range!r}: expected LO,HI such as 0.5,2.0") from None
-        extra["scale_range"] = (lo, hi)
+        extra["scale_range"] = _scale_range(args.scale_range)
     if args.optimizer == "sgd" and args.lr is None:
         extra["lr"] = 0.01
     if args.optimizer == "sgd" and args.weight_decay is None:

@@ -2,8 +2,9 @@
 
 For each (image, ground truth) pair:
 
-* global sample: image and labels resized to ``global_resize`` squared, a random ``crop`` squared crop ``G*``
-  with labels ``S_G``; the network input ``G`` is ``G*`` downsampled by the model's ``upscale`` (4 for PCNet)
+* global sample: image and labels resized to ``global_resize`` squared (the paper), or with ``scale_range`` by a
+  random scale that keeps the aspect ratio (training at the test scale, ``docs/pcnet.md`` section 7), then a
+  random ``crop`` squared crop ``G*`` with labels ``S_G``; the network input ``G`` is ``G*`` downsampled by the model's ``upscale`` (4 for PCNet)
   with the same resize as inference (:func:`uhrseg.inference.resize_image`);
 * local DPC patch: a ``patch`` squared crop of the full-resolution image around a random ground-truth boundary
   pixel (shifted to stay inside), ``L*`` and ``S_L``, and its input ``L``; images smaller than the patch are
@@ -40,7 +41,12 @@ class SamplingConfig:
     Attributes
     ----------
     global_resize : int
-        Side the whole image is resized to before the global crop (paper: 768).
+        Side the whole image is resized to before the global crop (paper: 768); unused with ``scale_range``.
+    scale_range : (float, float), optional
+        Instead of ``global_resize``: resize the whole image by a scale drawn uniformly in ``[low, high]``,
+        keeping its aspect ratio, raised where needed so that the shorter side holds the crop. Scale 1 is the
+        full resolution; at ``n`` superpixels a network works at scale ``16 sqrt(n / (H W))`` (BSDS500 at
+        ``n = 600``: about 1). ``None`` (default): the paper's square resize.
     crop : int
         Global crop side (paper: 512); a multiple of ``16 * upscale``.
     patch : int
@@ -65,6 +71,7 @@ class SamplingConfig:
     crop: int = 512
     patch: int = 512
     upscale: int = 4
+    scale_range: tuple[float, float] | None = None
     dpc: bool = True
     binary_mask: bool = True
     ld_window: int = 5
@@ -78,8 +85,10 @@ class SamplingConfig:
             value = getattr(self, name)
             if value < unit or value % unit:
                 raise ValueError(f"{name}={value} must be a positive multiple of {unit} (16 x upscale)")
-        if self.global_resize < self.crop:
+        if self.scale_range is None and self.global_resize < self.crop:
             raise ValueError(f"global_resize={self.global_resize} must be >= crop={self.crop}")
+        if self.scale_range is not None and not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ValueError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
 
 
 @dataclass
@@ -189,13 +198,24 @@ class TrainingSampler:
         keep = np.nonzero(two)[0][:cap]
         return np.stack([y0[keep], x0[keep]], axis=1).astype(np.int64), win[keep] == lo[keep]
 
-    def global_sample(self, image: np.ndarray, labels: np.ndarray) -> Sample:
-        """Resize to ``global_resize``, random ``crop``, flips (Algorithm 1, global branch)."""
+    def global_size(self, height: int, width: int) -> tuple[int, int]:
+        """Size ``(rows, columns)`` the whole ``height x width`` image is resized to before the global crop:
+        ``global_resize`` squared, or with ``scale_range`` the image's size times a scale drawn from the
+        sampler's generator (aspect ratio kept, both sides at least ``crop``)."""
         cfg = self.config
-        r = cfg.global_resize
-        big = resize_image(image, r, r)
-        lab = _resize_labels(labels, r, r)
-        y, x = (int(v) for v in self.rng.integers(0, r - cfg.crop + 1, size=2))
+        if cfg.scale_range is None:
+            return cfg.global_resize, cfg.global_resize
+        scale = max(float(self.rng.uniform(*cfg.scale_range)), cfg.crop / min(height, width))
+        return max(cfg.crop, round(height * scale)), max(cfg.crop, round(width * scale))
+
+    def global_sample(self, image: np.ndarray, labels: np.ndarray) -> Sample:
+        """Resize (``global_resize`` squared, or a random aspect-keeping scale), random ``crop``, flips
+        (Algorithm 1, global branch)."""
+        cfg = self.config
+        rh, rw = self.global_size(*labels.shape)
+        big, lab = resize_image(image, rh, rw), _resize_labels(labels, rh, rw)
+        y = int(self.rng.integers(0, rh - cfg.crop + 1))
+        x = int(self.rng.integers(0, rw - cfg.crop + 1))
         hr, lab = self._flip(big[y : y + cfg.crop, x : x + cfg.crop], lab[y : y + cfg.crop, x : x + cfg.crop])
         return self._finish(hr, lab, windows=True)
 

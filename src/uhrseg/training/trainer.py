@@ -58,6 +58,7 @@ class TrainConfig:
     lr_gamma: float = 0.1
     weight_decay: float = 4e-4
     global_resize: int = 768
+    scale_range: tuple[float, float] | None = None
     crop: int = 512
     patch: int = 512
     dpc: bool = True
@@ -81,6 +82,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.model == "scn":
             self.dpc = self.sr = self.ld = False
+        if self.scale_range is not None:  # a list after a checkpoint's JSON-like round trip
+            self.scale_range = tuple(float(v) for v in self.scale_range)
         if self.iterations < 1 or self.batch_size < 1:
             raise ValueError("iterations and batch_size must be >= 1")
         check_precision(self.precision)
@@ -177,7 +180,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
     check_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model).to(device)
-    sampling = SamplingConfig(global_resize=cfg.global_resize, crop=cfg.crop, patch=cfg.patch,
+    sampling = SamplingConfig(global_resize=cfg.global_resize, scale_range=cfg.scale_range, crop=cfg.crop,
+                              patch=cfg.patch,
                               upscale=model.upscale, dpc=cfg.dpc, binary_mask=cfg.binary_mask,
                               ld_window=cfg.ld_window if cfg.ld else 0)
     sampler = TrainingSampler([open_dataset(s, cfg.bsds500_root) for s in cfg.data], sampling, seed=cfg.seed)
