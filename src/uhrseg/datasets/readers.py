@@ -21,12 +21,12 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from ..io.images import read_image
+from ..io.images import IMAGE_SUFFIXES, read_image
 from .classes import DatasetError, decode_colours, read_class_table
+from .semantic import DeepGlobe
 
 __all__ = ["BSDS500", "DatasetError", "LabelledFolder", "open_dataset", "read_colour_table", "read_label_map"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 LABEL_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".csv")
 
 
@@ -256,8 +256,6 @@ def open_dataset(spec: str, bsds500_root: str | os.PathLike | None = None):
         return BSDS500(bsds500_root, split or "test")
     root = Path(spec)
     if (root / "masks").is_dir() and (root / "images").is_dir():
-        from .semantic import DeepGlobe  # the semantic module imports this one
-
         return DeepGlobe(root)
     if root.is_dir():
         return LabelledFolder(root)

@@ -26,9 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..io.images import read_image
+from ..io.images import IMAGE_SUFFIXES, read_image
 from .classes import ClassTable, DatasetError, read_class_table
-from .readers import IMAGE_SUFFIXES
 
 __all__ = ["DEEPGLOBE_CLASSES", "ColourTableFolder", "DeepGlobe", "open_semantic_dataset"]
 

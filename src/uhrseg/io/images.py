@@ -18,7 +18,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageReadError
 
-__all__ = ["read_image", "as_rgb", "to_uint8"]
+__all__ = ["IMAGE_SUFFIXES", "read_image", "as_rgb", "to_uint8"]
+
+#: File name suffixes (lower case) that dataset folders list as images.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
