@@ -204,7 +204,7 @@ def test_default_pcnet_and_refinement_on_held_out_images():
 
     default = SuperpixelPredictor("pcnet", device="cpu")
     record = default.model.training_record
-    assert record["iterations"] == 3250 and "1750" in record["starting_point"]
+    assert record["iterations"] == 1750 and "scale-range" in record["starting_point"]
     assert (default.refine_iterations, default.refine_compactness, default.refine_smoothness) == (8, 10.0, 100.0)
     raw = SuperpixelPredictor("pcnet", device="cpu", refine_iterations=0)
     ds = BSDS500(BSDS, "test")
