@@ -4,8 +4,8 @@ For each (image, ground truth) pair:
 
 * global sample: image and labels resized to ``global_resize`` squared (the paper), or with ``scale_range`` by a
   random scale that keeps the aspect ratio (training at the test scale, ``docs/pcnet.md`` section 7), then a
-  random ``crop`` squared crop ``G*`` with labels ``S_G``; the network input ``G`` is ``G*`` downsampled by the model's ``upscale`` (4 for PCNet)
-  with the same resize as inference (:func:`uhrseg.inference.resize_image`);
+  random ``crop`` squared crop ``G*`` with labels ``S_G``; the network input ``G`` is ``G*`` downsampled by
+  the model's ``upscale`` (4 for PCNet) with the same resize as inference (:func:`uhrseg.inference.resize_image`);
 * local DPC patch: a ``patch`` squared crop of the full-resolution image around a random ground-truth boundary
   pixel (shifted to stay inside), ``L*`` and ``S_L``, and its input ``L``; images smaller than the patch are
   first enlarged so that their shorter side equals it;
@@ -31,7 +31,20 @@ from scipy import ndimage
 from ..grid.boundaries import boundary_mask
 from ..inference.resize import resize_image
 
-__all__ = ["Sample", "SamplingConfig", "TrainingSampler"]
+__all__ = ["Sample", "SamplingConfig", "TrainingSampler", "check_scale_range"]
+
+
+def check_scale_range(scale_range: tuple[float, float]) -> None:
+    """Check a random-scale range ``(low, high)`` of training crops (1 = full resolution).
+
+    Raises
+    ------
+    ValueError
+        Unless ``0 < low <= high``.
+    """
+    low, high = scale_range
+    if not 0 < low <= high:
+        raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
 
 
 @dataclass(frozen=True)
@@ -87,8 +100,8 @@ class SamplingConfig:
                 raise ValueError(f"{name}={value} must be a positive multiple of {unit} (16 x upscale)")
         if self.scale_range is None and self.global_resize < self.crop:
             raise ValueError(f"global_resize={self.global_resize} must be >= crop={self.crop}")
-        if self.scale_range is not None and not 0 < self.scale_range[0] <= self.scale_range[1]:
-            raise ValueError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
+        if self.scale_range is not None:
+            check_scale_range(self.scale_range)
 
 
 @dataclass

@@ -27,6 +27,7 @@ import torch
 
 from ..datasets.classes import IGNORE_INDEX, ClassTable
 from ..io.images import to_uint8
+from .sampling import check_scale_range
 
 __all__ = ["SemanticSampler", "SemanticSamplingConfig"]
 
@@ -57,9 +58,7 @@ class SemanticSamplingConfig:
     def __post_init__(self) -> None:
         if self.crop < 32 or self.crop % 32:
             raise ValueError(f"crop={self.crop} must be a positive multiple of 32 pixels")
-        lo, hi = self.scale_range
-        if not 0 < lo <= hi:
-            raise ValueError(f"scale_range must satisfy 0 < low <= high, got {self.scale_range}")
+        check_scale_range(self.scale_range)
 
 
 class SemanticSampler:
