@@ -89,8 +89,16 @@ def test_superpixel_refinement_in_memory_and_streamed(tmp_path, capsys, isdnet_c
     assert len(np.unique(labels)) == labels.max() + 1  # 0-based, contiguous
     probabilities = SemanticPredictor("isdnet", weights=isdnet_ckpt, device="cpu").run(image).probabilities
     expected = refine_with_superpixels(probabilities, labels, confidence=0.9)
-    # float16 probabilities in the reference: ties at the gate (5.8e-4 of the pixels with the pcnet.pt of 2026-12-02)
-    assert np.mean(classes != expected) < 1e-3
+    # The reference pools the float16 probabilities, the command the float32 softmax of the logits. With this
+    # untrained network's flat probabilities (top class about 0.05-0.07 of 24) a superpixel whose two best mean
+    # probabilities nearly tie can go either way, and then all its pixels do: measured 2 of the 2000 superpixels
+    # (876 pixels) with the pcnet.pt of 2026-12-02. A per-pixel error would touch many superpixels, partly.
+    differ = classes != expected
+    touched = np.unique(labels[differ])
+    assert len(touched) <= 3
+    for s in touched:
+        inside = labels == s
+        assert differ[inside].all() and len(np.unique(classes[inside])) == len(np.unique(expected[inside])) == 1
     unrefined = SemanticPredictor("isdnet", weights=isdnet_ckpt, device="cpu").predict(image)
     assert (classes != unrefined).mean() > 0.005  # the refinement moved class boundaries
 
