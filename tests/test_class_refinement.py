@@ -25,7 +25,7 @@ from uhrseg.grid.pooling import (
 )
 from uhrseg.metrics import SegmentationScores
 from uhrseg.semantic import ClassRefinement, ProbabilityRows, infer_stride, refine_classes, refine_with_superpixels
-from uhrseg.stores import ArrayStore, FileStore
+from uhrseg.stores import ArrayStore
 
 
 @settings(max_examples=50, deadline=None)

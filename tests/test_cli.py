@@ -233,7 +233,8 @@ def test_command_line_parses_without_loading_torch_or_numba():
         "from uhrseg.cli.main import build_parser",
         "for command in ('superpixels', 'segment'):",
         "    build_parser(command)",
-        "print(uhrseg.__version__, sorted(m for m in ('torch', 'numba', 'skimage', 'matplotlib', 'scipy') if m in sys.modules))",
+        "print(uhrseg.__version__, sorted(m for m in ('torch', 'numba', 'skimage', 'matplotlib', 'scipy') "
+        "if m in sys.modules))",
     ])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"{uhrseg.__version__} []"

@@ -75,7 +75,8 @@ def test_strip_size_does_not_change_the_labels(bsds_image, pcnet_random_ckpt):
     cpu = torch.device("cpu")
     whole, grid, _ = network_labels(model, bsds_image, 1000, cpu, strip_pixels=10**9)
     strips, _, _ = network_labels(model, bsds_image, 1000, cpu, strip_pixels=5000)
-    assert grid.n_cells == grid_shape_for(*bsds_image.shape[:2], 1000)[0] * grid_shape_for(*bsds_image.shape[:2], 1000)[1]
+    rows, cols = grid_shape_for(*bsds_image.shape[:2], 1000)
+    assert grid.n_cells == rows * cols
     np.testing.assert_array_equal(strips, whole)
     assert 0 <= whole.min() and whole.max() < grid.n_cells
 
@@ -96,7 +97,8 @@ def test_classical_methods_follow_output_conventions(bsds_image, method):
 
 def test_predictor_equals_function(bsds_image):
     predictor = uhrseg.SuperpixelPredictor("slico")
-    np.testing.assert_array_equal(predictor.predict(bsds_image, 250), uhrseg.superpixels(bsds_image, 250, method="slico"))
+    np.testing.assert_array_equal(predictor.predict(bsds_image, 250),
+                                  uhrseg.superpixels(bsds_image, 250, method="slico"))
 
 
 def test_image_layouts_give_the_same_superpixels(bsds_image):

@@ -69,7 +69,8 @@ def test_streamed_tiled_run_equals_untiled_run(photo, untiled, tmp_path):
     assert isinstance(source, TiffSource)
     predictor = SuperpixelPredictor("pcnet", device="cpu", tile=48, strip_pixels=3000, band_rows=97)
     h, w = photo.shape[:2]
-    with FileStore(tmp_path / "labels", (h, w), np.int32) as labels, FileStore(tmp_path / "lab", (h, w, 3), np.uint8) as lab:
+    with FileStore(tmp_path / "labels", (h, w), np.int32) as labels, \
+            FileStore(tmp_path / "lab", (h, w, 3), np.uint8) as lab:
         result = predictor.run_source(source, N, labels, lab, preview_shape=(160, 256))
         tiled = labels.read(0, h)
     source.close()

@@ -276,3 +276,55 @@ def test_bf16_superpixel_losses_match_fp32(mini_bsds, tmp_path):
     train(tiny(mini_bsds, iterations=2, val=None, precision="bf16"), tmp_path / "bf16", progress=False)
     state = torch.load(tmp_path / "bf16" / "last.pt", weights_only=True)
     assert state["step"] == 2 and state["train_config"]["precision"] == "bf16"
+
+
+def test_head_norm_init_starts_from_a_network_without_the_norms(mini_bsds, tmp_path):
+    """--head-norm from weights without the head's norms (the packaged pcnet-aerial.pt): the new norms start as
+    the identity (docs/pcnet.md s. 7)."""
+    from uhrseg.errors import CheckpointError
+    from uhrseg.models import NetConfig, build_model
+    from uhrseg.models.checkpoint import packaged_weights_path, save_checkpoint
+    from uhrseg.training.trainer import load_init, training_losses
+
+    packaged = packaged_weights_path("pcnet-aerial")
+    sampler = TrainingSampler([BSDS500(mini_bsds, "test")],
+                              SamplingConfig(global_resize=384, crop=256, patch=256, upscale=4), seed=0)
+    batch = sampler.batch(2)
+    old = load_model(packaged)
+    assert not old.config.head_norm
+    new = build_model("pcnet", NetConfig(head_norm=True))
+    assert new.config.head_norm and new.n_parameters() == old.n_parameters() + 2 * (256 + 16)
+    load_init(new, packaged, lambda: batch["global"]["input"])
+    new.eval()
+    with torch.no_grad():  # evaluation mode: the same association map on a real image the batch did not hold
+        image = torch.from_numpy(BSDS500(mini_bsds, "test").image("100099")[:320, :480].copy()).permute(2, 0, 1)
+        small = torch.nn.functional.interpolate(image[None].float() / 255, size=(80, 112), mode="area")
+        torch.testing.assert_close(new(small).assoc, old(small).assoc, rtol=0, atol=1e-5)
+        cfg = TrainConfig(dpc=True, sr=True, ld=True)
+        new.train(), old.train()
+        for m in list(new.modules()) + list(old.modules()):  # compare without moving the running statistics
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum = 0.0
+        a, b = training_losses(new, batch, cfg), training_losses(old, batch, cfg)
+    # the norms are the identity on the calibration input (the global view); the patch views pass through their
+    # own batch statistics, so the loss moves a little (measured 7e-4 relative)
+    torch.testing.assert_close(a["total"], b["total"], rtol=3e-3, atol=0)
+    save_checkpoint(tmp_path / "hn.pt", new)
+    assert load_model(tmp_path / "hn.pt").config.head_norm, "the checkpoint's config rebuilds the norms"
+    with pytest.raises(CheckpointError, match="do not match"):  # weights with norms into a model without them
+        load_init(build_model("pcnet"), tmp_path / "hn.pt", lambda: batch["global"]["input"])
+
+
+def test_init_with_head_norms_keeps_them_without_the_flag(mini_bsds, tmp_path):
+    """Fine-tuning the packaged pcnet.pt (BatchNorm in its 4x head) with a plain config builds the same head."""
+    from uhrseg.models.checkpoint import packaged_weights_path
+
+    packaged = packaged_weights_path("pcnet")
+    cfg = tiny(mini_bsds, iterations=1, val=None, init=str(packaged), lr=0.0, weight_decay=0.0)
+    assert not cfg.head_norm and load_model(packaged).config.head_norm
+    train(cfg, tmp_path / "ft", progress=False)
+    tuned = load_model(tmp_path / "ft" / "last.pt")
+    assert tuned.config.head_norm and tuned.training_record["train_config"]["head_norm"]
+    start = load_model(packaged).state_dict()
+    for key in ("subpixel.1.weight", "embed_norm.bias", "assoc_head.1.weight"):  # lr 0: the init's weights
+        torch.testing.assert_close(tuned.state_dict()[key], start[key])

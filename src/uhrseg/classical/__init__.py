@@ -63,7 +63,8 @@ FH_MIN_SIZE_PER_AREA = 0.25
 def _opencv_slic(algorithm: int, ruler: float) -> Callable[[np.ndarray, int], np.ndarray]:
     def run(image: np.ndarray, n_segments: int) -> np.ndarray:
         lab = cv2.cvtColor(image, cv2.COLOR_RGB2Lab)
-        sp = cv2.ximgproc.createSuperpixelSLIC(lab, algorithm=algorithm, region_size=_region_size(image.shape, n_segments),
+        sp = cv2.ximgproc.createSuperpixelSLIC(lab, algorithm=algorithm,
+                                               region_size=_region_size(image.shape, n_segments),
                                                ruler=ruler)
         sp.iterate(10)
         return sp.getLabels()

@@ -29,7 +29,8 @@ COMMANDS = {
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser: every sub-command in full, or only ``command`` in full (the others listed by name and
     help, which is all ``uhrseg --help`` shows of them)."""
-    parser = argparse.ArgumentParser(prog="uhrseg", description="Superpixels and semantic segmentation for ultra-high-resolution images.")
+    parser = argparse.ArgumentParser(
+        prog="uhrseg", description="Superpixels and semantic segmentation for ultra-high-resolution images.")
     parser.add_argument("--version", action="version", version=f"uhrseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, text) in COMMANDS.items():

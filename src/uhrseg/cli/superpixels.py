@@ -45,8 +45,9 @@ DESCRIPTION = """\
 Compute superpixels at each image's full resolution. For every IMAGE, DIR receives
 STEM_labels.png (16-bit label map; .tif when there are 65536 or more superpixels, .npy with
 --label-format npy), STEM_overlay.jpg (boundaries drawn on the image, full resolution; .png or
-none with --overlay) and, for images whose longer side exceeds --preview-side, STEM_preview.jpg. DIR/summary.json records per
-image the requested and produced superpixel counts, size, seconds per stage and peak memory.
+none with --overlay) and, for images whose longer side exceeds --preview-side, STEM_preview.jpg.
+DIR/summary.json records per image the requested and produced superpixel counts, size, seconds
+per stage and peak memory.
 A file that cannot be processed is reported and skipped; the exit code is then 2.
 
 Images of more than 134 million pixels (or any image with --stream) run through pcnet/scn

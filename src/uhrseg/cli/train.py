@@ -93,6 +93,9 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                     help="ablation: supervise the patch with its multi-class labels instead of the binary mask")
     sp.add_argument("--no-sr", action="store_true",
                     help="ablation: no super-resolution loss (PCNet's SR head; ISDNet's L_SR)")
+    sp.add_argument("--head-norm", action="store_true",
+                    help="pcnet: BatchNorm in the 4x head, as in the authors' code (with --init from weights "
+                         "without it, the new norms start as the identity on the first batch)")
 
     sg = p.add_argument_group("segmentation networks (isdnet, deeppath)")
     sg.add_argument("--optimizer", choices=("adamw", "sgd"), help="(default adamw)")
@@ -159,7 +162,7 @@ def _superpixel_config(args: argparse.Namespace) -> TrainConfig:
         extra["scale_range"] = _scale_range(args.scale_range)
     return TrainConfig(model=args.model, bsds500_root=str(args.bsds500_root), dpc=not args.no_dpc,
                        sr=not args.no_sr, ld=not args.no_ld, binary_mask=not args.multiclass_patch,
-                       **_common(args), **extra)
+                       head_norm=args.head_norm, **_common(args), **extra)
 
 
 def _segmentation_config(args: argparse.Namespace) -> SemanticTrainConfig:

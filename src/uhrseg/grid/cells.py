@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .geometry import CENTRE, NEIGHBOUR_OFFSETS, CellGrid
+from .geometry import NEIGHBOUR_OFFSETS, CellGrid
 
 
 def _check_association(assoc: torch.Tensor, name: str = "assoc") -> None:

@@ -150,7 +150,8 @@ def enforce_connectivity(labels: np.ndarray, min_size: int = 0, max_size: int | 
         labels = labels.astype(np.int32 if fits32 else np.int64)
     labels = np.ascontiguousarray(labels)
     weights = []
-    for name, given, n in (("row_weights", row_weights, labels.shape[0]), ("col_weights", col_weights, labels.shape[1])):
+    for name, given, n in (("row_weights", row_weights, labels.shape[0]),
+                           ("col_weights", col_weights, labels.shape[1])):
         w = np.ones(n, np.int64) if given is None else np.ascontiguousarray(given, dtype=np.int64)
         if w.shape != (n,) or (n and w.min() < 1):
             raise ValueError(f"{name} must be {n} integers >= 1, got shape {w.shape}")

@@ -17,7 +17,8 @@ A checkpoint is a ``torch.save`` dictionary that loads with ``weights_only=True`
      "backbone": {"model": "isdnet" | "deeppath", "config": SegmenterConfig.to_dict()},
      "classes": {...}, "state_dict": {"backbone.*": ..., "refinement.*": ...}, "training": {...}}
 
-A MagNet checkpoint holds its backbone's weights too, so it is the one file a user needs. The class table travels with a segmentation model, so a checkpoint always knows its classes and palette.
+A MagNet checkpoint holds its backbone's weights too, so it is the one file a user needs. The class table travels
+with a segmentation model, so a checkpoint always knows its classes and palette.
 """
 
 from __future__ import annotations

@@ -45,6 +45,9 @@ class NetConfig:
         LeakyReLU slope (0.1).
     input_mean : tuple of float
         RGB mean in [0, 1] subtracted from the input.
+    head_norm : bool
+        PCNet only: BatchNorm after the sub-pixel conv and after the embedding conv, as in the authors' code
+        (``docs/pcnet.md`` section 7). False (the first packaged weights) leaves both convs unnormalised.
     """
 
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
@@ -52,6 +55,7 @@ class NetConfig:
     cell_size: int = 16
     negative_slope: float = 0.1
     input_mean: tuple[float, float, float] = field(default=BSDS500_MEAN)
+    head_norm: bool = False
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -173,8 +177,9 @@ class PCNet(SuperpixelNet):
 
     After the trunk: 3x3 conv ``C -> C * 16`` + PixelShuffle(4) + LeakyReLU gives the SR feature
     ``(B, C, 4H, 4W)``; a 3x3 conv gives the pixel embedding ``E`` ``(B, D, 4H, 4W)``; LeakyReLU and a 3x3 conv
-    ``D -> 9`` give the association logits. The SR head (1x1 conv ``C -> 3`` + tanh on the SR feature) is used in
-    training only. About 2.3 M parameters.
+    ``D -> 9`` give the association logits. With ``config.head_norm`` a BatchNorm follows the sub-pixel conv
+    (before the shuffle) and the embedding conv, as in the authors' code. The SR head (1x1 conv ``C -> 3`` +
+    tanh on the SR feature) is used in training only. About 2.3 M parameters.
 
     Shape
     -----
@@ -193,22 +198,25 @@ class PCNet(SuperpixelNet):
         super().__init__(config)
         c, d = self.config.channels[0], self.config.embedding_dim
         slope = self.config.negative_slope
+        norm = self.config.head_norm
         self.subpixel = nn.Sequential(
             nn.Conv2d(c, c * self.upscale**2, 3, padding=1),
+            *([nn.BatchNorm2d(c * self.upscale**2)] if norm else []),
             nn.PixelShuffle(self.upscale),
             nn.LeakyReLU(slope, inplace=True),
         )
         self.embed = nn.Conv2d(c, d, 3, padding=1)
+        self.embed_norm = nn.BatchNorm2d(d) if norm else nn.Identity()
         self.assoc_head = nn.Sequential(nn.LeakyReLU(slope), nn.Conv2d(d, 9, 3, padding=1))
         self.sr_head = nn.Sequential(nn.Conv2d(c, 3, 1), nn.Tanh())
         init_weights(self, slope)
 
     def assoc_logits(self, features: torch.Tensor) -> torch.Tensor:
-        return self.assoc_head(self.embed(self.subpixel(features)))
+        return self.assoc_head(self.embed_norm(self.embed(self.subpixel(features))))
 
     def forward(self, image: torch.Tensor) -> NetOutput:
         sr_feature = self.subpixel(self.decode(image))
-        embedding = self.embed(sr_feature)
+        embedding = self.embed_norm(self.embed(sr_feature))
         assoc = torch.softmax(self.assoc_head(embedding), dim=1)
         return NetOutput(assoc, embedding, self.sr_head(sr_feature))
 

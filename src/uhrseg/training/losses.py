@@ -178,5 +178,6 @@ def local_discrimination_loss(embedding: torch.Tensor, windows: torch.Tensor, wi
     mu_f = (e * f).sum(1) / f.sum(1).clamp(min=1.0)
     mu_g = (e * g).sum(1) / g.sum(1).clamp(min=1.0)
     between = ((mu_f - mu_g) ** 2).sum(-1)
-    within = (((e - mu_f[:, None]) ** 2).sum(-1) * f[..., 0]).sum(1) + (((e - mu_g[:, None]) ** 2).sum(-1) * g[..., 0]).sum(1)
+    within = ((((e - mu_f[:, None]) ** 2).sum(-1) * f[..., 0]).sum(1)
+              + (((e - mu_g[:, None]) ** 2).sum(-1) * g[..., 0]).sum(1))
     return -(between / (within + eps)).mean()

@@ -272,7 +272,8 @@ def train_magnet(cfg: MagNetTrainConfig, run_dir: str | os.PathLike, progress: b
 
     return training_loop(
         run_dir, run, model=model, optimizer=optimizer, rng=sampler.rng, train_config=asdict(cfg),
-        iterations=cfg.iterations, stop_after=stop_after, lr_at=lambda step: poly_learning_rate(cfg, step), losses_at=losses_at,
+        iterations=cfg.iterations, stop_after=stop_after, lr_at=lambda step: poly_learning_rate(cfg, step),
+        losses_at=losses_at,
         validate=(lambda: _validate(model, val_images, val_maps, cfg.n_scales)) if val_images else None,
         score=lambda m: m["val_miou"],
         validation_record=lambda m: {"data": cfg.val, "images": len(val_images), "n_scales": cfg.n_scales, **m},

@@ -48,10 +48,10 @@ class SemanticTrainConfig:
     Loss: ``CE(logits) + deep_weight CE(deep) + aux_weight CE(aux) + sr_weight L_SR + sd_weight L_SD``, each
     term present when its part is on (``CE(deep)`` is the deep path's own prediction in ISDNet, the first head of
     its cascade). The cross-entropy reads the labels at every ``label_stride``-th pixel (2: a quarter of the
-    cost, still finer than the networks' output stride of 8), the auxiliary one at twice that. The architecture switches (``shallow``, ``fusion``, ``aux``, ``sr``, ``sd``, ``deep_scale``,
-    ``width``) are the ablations; ``sr`` and ``sd`` are the losses (the SR decoder exists when either is on).
-    ``precision`` (``"fp32"`` or ``"bf16"``) is the arithmetic of the forward pass
-    (:func:`uhrseg.training.common.mixed_precision`).
+    cost, still finer than the networks' output stride of 8), the auxiliary one at twice that. The architecture
+    switches (``shallow``, ``fusion``, ``aux``, ``sr``, ``sd``, ``deep_scale``, ``width``) are the ablations; ``sr``
+    and ``sd`` are the losses (the SR decoder exists when either is on). ``precision`` (``"fp32"`` or ``"bf16"``)
+    is the arithmetic of the forward pass (:func:`uhrseg.training.common.mixed_precision`).
     """
 
     model: str = "isdnet"
@@ -292,5 +292,6 @@ def train_semantic(cfg: SemanticTrainConfig, run_dir: str | os.PathLike, progres
         score=lambda m: m["val_miou"],
         validation_record=lambda m: {"data": cfg.val, "images": len(val_images), **m},
         record=record, val_every=cfg.val_every, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
-        loss_keys=("total", "ce", "deep", "aux", "sr", "sd"), val_keys=("val_miou", "val_pixel_accuracy", "val_boundary_iou"),
+        loss_keys=("total", "ce", "deep", "aux", "sr", "sd"),
+        val_keys=("val_miou", "val_pixel_accuracy", "val_boundary_iou"),
         device=device, progress=progress, desc=f"train {cfg.model}")

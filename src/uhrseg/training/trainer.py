@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +23,15 @@ from ..datasets.readers import open_dataset
 from ..grid.connectivity import connectivity_bounds, enforce_connectivity
 from ..inference.network import network_labels
 from ..metrics.superpixel import achievable_segmentation_accuracy, boundary_recall_precision
+from ..errors import CheckpointError
 from ..models.checkpoint import load_model
-from ..models.nets import SuperpixelNet, build_model
+from ..models.nets import NetConfig, SuperpixelNet, build_model
 from .common import (RunState, check_precision, forward_at, hardware, open_run, parameter_groups, restore_run,
                      training_loop)
 from .losses import boundary_sr_loss, local_discrimination_loss, superpixel_loss
 from .sampling import SamplingConfig, TrainingSampler
 
-__all__ = ["TrainConfig", "learning_rate", "train", "training_losses", "validate"]
+__all__ = ["TrainConfig", "learning_rate", "load_init", "train", "training_losses", "validate"]
 
 
 @dataclass
@@ -40,9 +41,10 @@ class TrainConfig:
     Loss weights follow the reference code: global = ``sp_weight (sem + pos) + ld_weight L_D + sr_weight SR``,
     patch = ``sp_weight (sem + pos) + sr_weight SR``, total = global + ``patch_weight`` patch.
     SCN trains with the same code path with ``dpc``, ``sr`` and ``ld`` forced off. ``init`` names a checkpoint
-    of the same model whose weights the run starts from (fine-tuning); it is read only at step 0.
-    ``precision`` (``"fp32"`` or ``"bf16"``) is the arithmetic of the forward pass
-    (:func:`uhrseg.training.common.mixed_precision`).
+    of the same model whose weights the run starts from (fine-tuning); it is read only at step 0, by
+    :func:`load_init`. ``head_norm`` builds PCNet with BatchNorm in its 4x head (``NetConfig.head_norm``; forced
+    off for SCN); a run whose ``init`` has those norms gets them without asking (:func:`train`). ``precision``
+    (``"fp32"`` or ``"bf16"``) is the arithmetic of the forward pass (:func:`uhrseg.training.common.mixed_precision`).
     """
 
     model: str = "pcnet"
@@ -65,6 +67,7 @@ class TrainConfig:
     sr: bool = True
     ld: bool = True
     binary_mask: bool = True
+    head_norm: bool = False
     ld_window: int = 5
     init: str | None = None
     sp_weight: float = 0.005
@@ -81,7 +84,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.model == "scn":
-            self.dpc = self.sr = self.ld = False
+            self.dpc = self.sr = self.ld = self.head_norm = False
         if self.scale_range is not None:  # a list after a checkpoint's JSON-like round trip
             self.scale_range = tuple(float(v) for v in self.scale_range)
         if self.iterations < 1 or self.batch_size < 1:
@@ -92,6 +95,59 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def load_init(model: SuperpixelNet, path: str, first_inputs) -> None:
+    """Start ``model`` from the weights of the checkpoint ``path`` (fine-tuning, ``TrainConfig.init``).
+
+    BatchNorm layers that ``model`` has and the checkpoint lacks (``NetConfig.head_norm`` on weights trained
+    without it) start as the identity: ``first_inputs()`` gives a ``(B, 3, h, w)`` float32 input batch, and in
+    training mode, one new norm at a time in forward order, the norm's weight is set to ``sqrt(var + eps)``
+    and its bias to ``mean`` of its input on that batch (per channel), its running mean and variance to the
+    same ``mean`` and ``var``. The loaded network then computes the checkpoint's function in evaluation mode
+    on any input, and in training mode on that batch; the other norms' running statistics are left as loaded.
+
+    Raises
+    ------
+    uhrseg.errors.WeightsNotFoundError, uhrseg.errors.CheckpointError
+        If the file is missing or unreadable, holds another model, or has weights that do not fit ``model``
+        other than the missing norms.
+    """
+    source = load_model(path, expected=model.name)
+    missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+    modules = dict(model.named_modules())
+    owners = {key.rsplit(".", 1)[0] for key in missing}
+    if unexpected or any(not isinstance(modules.get(name), torch.nn.BatchNorm2d) for name in owners):
+        raise CheckpointError(f"{path}: weights do not match the {model.name} model being trained "
+                              f"(missing {sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]})")
+    if not owners:
+        return
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    batch = first_inputs()
+    model.train()
+    try:
+        for m in norms:
+            m.momentum = 0.0  # running statistics stay as loaded while calibrating
+        with torch.no_grad():
+            for name in [n for n, _ in model.named_modules() if n in owners]:  # forward order
+                norm, seen = modules[name], []
+                hook = norm.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+                try:
+                    model(batch)
+                finally:
+                    hook.remove()
+                x = seen[0].float()
+                mean, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
+                norm.running_mean.copy_(mean)
+                norm.running_var.copy_(var)
+                norm.weight.copy_(torch.sqrt(var + norm.eps))
+                norm.bias.copy_(mean)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -179,7 +235,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
     device = resolve_device(cfg.device)
     check_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model).to(device)
+    if state is None and cfg.init and not cfg.head_norm and load_model(cfg.init, expected=cfg.model).config.head_norm:
+        cfg = replace(cfg, head_norm=True)  # fine-tuning keeps the init's architecture (today's packaged pcnet.pt)
+    model = build_model(cfg.model, NetConfig(head_norm=cfg.head_norm)).to(device)
     sampling = SamplingConfig(global_resize=cfg.global_resize, scale_range=cfg.scale_range, crop=cfg.crop,
                               patch=cfg.patch,
                               upscale=model.upscale, dpc=cfg.dpc, binary_mask=cfg.binary_mask,
@@ -189,7 +247,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
     val_names = val_set.names[: cfg.val_images] if val_set is not None else []
     optimizer = torch.optim.Adam(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     if state is None and cfg.init:
-        model.load_state_dict(load_model(cfg.init, expected=cfg.model).state_dict())
+        load_init(model, cfg.init, lambda: sampler.batch(cfg.batch_size, device)["global"]["input"])
     run = restore_run(state, model, optimizer, sampler.rng)
     model.train()
 
