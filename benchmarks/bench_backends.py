@@ -9,7 +9,8 @@ Images: the 200 BSDS500 test images at n = 600, and the photographs of ``dataset
 
 Usage::
 
-    python benchmarks/bench_backends.py [--bsds-images 200] [--methods pcnet,scn] [--out benchmarks/results-backends.json]
+    python benchmarks/bench_backends.py [--bsds-images 200] [--methods pcnet,scn] \
+        [--out benchmarks/results-backends.json]
 
 With ``--methods`` naming a subset (after new weights for one network), the other methods' rows are kept from
 the existing ``--out`` file.
@@ -72,7 +73,8 @@ def main() -> None:
                 "raw_differ": sum(r["raw_differ"] for r in part),
                 "final_differ": sum(r["final_differ"] for r in part),
                 "images_with_final_difference": sum(r["final_differ"] > 0 for r in part),
-                "network_median_s": {b: statistics.median(r["network_s"][b] for r in part) for b in ("torch", "opencv")},
+                "network_median_s": {b: statistics.median(r["network_s"][b] for r in part)
+                                     for b in ("torch", "opencv")},
             })
             s = summary[-1]
             print(f"{method} {kind} n={n}: {s['count']} images, raw labels differ at {s['raw_differ']} of "

@@ -56,7 +56,8 @@ def prepare_images() -> dict[str, Path]:
         paths[label] = path
         if path.exists():
             continue
-        photos = [np.asarray(Image.open(PHOTOS / n).convert("RGB")) for n in ("shell-5120x2880.jpg", "volna-5120x2880.jpg")]
+        photos = [np.asarray(Image.open(PHOTOS / n).convert("RGB"))
+                  for n in ("shell-5120x2880.jpg", "volna-5120x2880.jpg")]
         mosaic = np.empty((h, w, 3), np.uint8)
         for i, y in enumerate(range(0, h, 2880)):
             for j, x in enumerate(range(0, w, 5120)):
@@ -97,7 +98,8 @@ def worker(image: str, method: str, n: int, stream: bool, out_dir: str) -> None:
     if stream:
         source = open_image(image)
         h, w = source.shape[:2]
-        with FileStore(out / "labels.i32", (h, w), np.int32) as labels, FileStore(out / "lab.u8", (h, w, 3), np.uint8) as lab:
+        with FileStore(out / "labels.i32", (h, w), np.int32) as labels, \
+                FileStore(out / "lab.u8", (h, w, 3), np.uint8) as lab:
             result = predictor.run_source(source, n, labels, lab)
             t1 = time.perf_counter()
             write_label_store(out / "labels.tif", labels)
@@ -141,7 +143,8 @@ def main() -> None:
         stream = size == "20K"
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory(dir=WORK) as out_dir:
-                cmd = [sys.executable, __file__, "--worker", str(images[size]), method, str(n), str(int(stream)), out_dir]
+                cmd = [sys.executable, __file__, "--worker", str(images[size]), method, str(n), str(int(stream)),
+                       out_dir]
                 t = time.perf_counter()
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 wall = time.perf_counter() - t
@@ -175,7 +178,8 @@ def main() -> None:
 
 def print_table(results: list[dict]) -> None:
     ref = {(r["method"], r["size"]): r["total_s"] for r in results}
-    print("| method | image | n | K | end to end (s), median | x faster than SLIC | x faster than SEEDS | peak RSS (MB) | beyond decoded image (MB) |")
+    print("| method | image | n | K | end to end (s), median | x faster than SLIC | x faster than SEEDS "
+          "| peak RSS (MB) | beyond decoded image (MB) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         ratios = []
@@ -183,7 +187,8 @@ def print_table(results: list[dict]) -> None:
             b = ref.get((base, r["size"]))
             ratios.append(f"{b / r['total_s']:.2f}" if b else "-")
         print(f"| {r['method']} | {r['size']} ({r['width']}x{r['height']}) | {r['n_segments']} | {r['k']} | "
-              f"{r['total_s']:.2f} | {ratios[0]} | {ratios[1]} | {r['peak_rss_mb']:.0f} | {r['beyond_decoded_mb']:.0f} |")
+              f"{r['total_s']:.2f} | {ratios[0]} | {ratios[1]} | {r['peak_rss_mb']:.0f} | "
+              f"{r['beyond_decoded_mb']:.0f} |")
 
 
 if __name__ == "__main__":
