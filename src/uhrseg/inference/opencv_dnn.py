@@ -7,14 +7,14 @@ with ``cv2.dnn`` when it works on the CPU (``uhrseg superpixels --backend``). Th
 
 The labels are not guaranteed bit-identical to the torch backend's: the two libraries sum the convolutions in
 different orders, so a near-tie of the 9 association logits can fall the other way. Measured
-(2026-12-02, OpenCV 5.0.0 against torch 2.13.0, 2-core CPU, the packaged weights and refinement defaults;
+(2026-12-03, OpenCV 5.0.0 against torch 2.13.0, 2-core CPU, the packaged weights and refinement defaults;
 ``benchmarks/bench_backends.py``) on the 200 BSDS500 test images at n = 600 and the 10 photographs (2.5K and
-5K) at n = 5000: before the connectivity step the labels differed at 30 of 93 M pixels for PCNet and 13 of
-93 M for SCN; after the whole pipeline PCNet's differed at 14 pixels of one BSDS500 image and 368 pixels on
-three photographs, SCN's at 1555 pixels on two BSDS500 images (on 81090 one flipped pixel changed which
-fragment the connectivity step merged, 1548 pixels). On the CPU, OpenCV's network took 0.4-0.95x torch's time
-for PCNet and 0.9-1.3x for SCN (medians over the same images); the backend wins by
-not importing torch.
+5K) at n = 5000: before the connectivity step the labels differed at 27 of 93 M pixels for PCNet and 13 of
+93 M for SCN; after the whole pipeline the superpixels differed at 202 pixels for PCNet (on 4 images) and 7 for
+SCN. A flipped fragment can also renumber the superpixels after it in its band of cells (the same
+partition, other label values: 66 456 pixels on one 5K photograph for PCNet, 1548 on one BSDS500 image for
+SCN). On the CPU, OpenCV's network took 0.4-0.8x torch's time for PCNet and 0.95-1.35x for SCN (medians over
+the same images); the backend wins by not importing torch.
 """
 
 from __future__ import annotations
