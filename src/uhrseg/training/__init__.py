@@ -12,7 +12,7 @@ from .semantic_trainer import (
     train_semantic,
     validate_semantic,
 )
-from .trainer import TrainConfig, learning_rate, train, training_losses, validate
+from .trainer import TrainConfig, learning_rate, load_init, train, training_losses, validate
 
 __all__ = [
     "SamplingConfig",
@@ -23,6 +23,7 @@ __all__ = [
     "TrainingSampler",
     "boundary_sr_loss",
     "learning_rate",
+    "load_init",
     "local_discrimination_loss",
     "one_hot_labels",
     "poly_learning_rate",
