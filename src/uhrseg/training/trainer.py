@@ -22,8 +22,8 @@ import torch
 from ..datasets.readers import open_dataset
 from ..grid.connectivity import connectivity_bounds, enforce_connectivity
 from ..inference.network import network_labels
-from ..metrics.superpixel import achievable_segmentation_accuracy, boundary_recall_precision
 from ..errors import CheckpointError
+from ..metrics.superpixel import achievable_segmentation_accuracy, boundary_recall_precision
 from ..models.checkpoint import load_model
 from ..models.nets import NetConfig, SuperpixelNet, build_model
 from .common import (RunState, check_precision, forward_at, hardware, open_run, parameter_groups, restore_run,
@@ -44,7 +44,8 @@ class TrainConfig:
     of the same model whose weights the run starts from (fine-tuning); it is read only at step 0, by
     :func:`load_init`. ``head_norm`` builds PCNet with BatchNorm in its 4x head (``NetConfig.head_norm``; forced
     off for SCN); a run whose ``init`` has those norms gets them without asking (:func:`train`). ``precision``
-    (``"fp32"`` or ``"bf16"``) is the arithmetic of the forward pass (:func:`uhrseg.training.common.mixed_precision`).
+    (``"fp32"`` or ``"bf16"``) is the arithmetic of the forward pass
+    (:func:`uhrseg.training.common.mixed_precision`).
     """
 
     model: str = "pcnet"
@@ -97,7 +98,7 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def load_init(model: SuperpixelNet, path: str, first_inputs) -> None:
+def load_init(model: SuperpixelNet, path: str, first_inputs, source: SuperpixelNet | None = None) -> None:
     """Start ``model`` from the weights of the checkpoint ``path`` (fine-tuning, ``TrainConfig.init``).
 
     BatchNorm layers that ``model`` has and the checkpoint lacks (``NetConfig.head_norm`` on weights trained
@@ -106,6 +107,7 @@ def load_init(model: SuperpixelNet, path: str, first_inputs) -> None:
     and its bias to ``mean`` of its input on that batch (per channel), its running mean and variance to the
     same ``mean`` and ``var``. The loaded network then computes the checkpoint's function in evaluation mode
     on any input, and in training mode on that batch; the other norms' running statistics are left as loaded.
+    ``source`` is that checkpoint already loaded (:func:`uhrseg.models.load_model`), so it is not read twice.
 
     Raises
     ------
@@ -113,7 +115,7 @@ def load_init(model: SuperpixelNet, path: str, first_inputs) -> None:
         If the file is missing or unreadable, holds another model, or has weights that do not fit ``model``
         other than the missing norms.
     """
-    source = load_model(path, expected=model.name)
+    source = source if source is not None else load_model(path, expected=model.name)
     missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
     modules = dict(model.named_modules())
     owners = {key.rsplit(".", 1)[0] for key in missing}
@@ -235,7 +237,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
     device = resolve_device(cfg.device)
     check_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
-    if state is None and cfg.init and not cfg.head_norm and load_model(cfg.init, expected=cfg.model).config.head_norm:
+    init = load_model(cfg.init, expected=cfg.model) if state is None and cfg.init else None
+    if init is not None and init.config.head_norm and not cfg.head_norm:
         cfg = replace(cfg, head_norm=True)  # fine-tuning keeps the init's architecture (today's packaged pcnet.pt)
     model = build_model(cfg.model, NetConfig(head_norm=cfg.head_norm)).to(device)
     sampling = SamplingConfig(global_resize=cfg.global_resize, scale_range=cfg.scale_range, crop=cfg.crop,
@@ -246,8 +249,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
     val_set = open_dataset(cfg.val, cfg.bsds500_root) if cfg.val else None
     val_names = val_set.names[: cfg.val_images] if val_set is not None else []
     optimizer = torch.optim.Adam(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
-    if state is None and cfg.init:
-        load_init(model, cfg.init, lambda: sampler.batch(cfg.batch_size, device)["global"]["input"])
+    if init is not None:
+        load_init(model, cfg.init, lambda: sampler.batch(cfg.batch_size, device)["global"]["input"], init)
     run = restore_run(state, model, optimizer, sampler.rng)
     model.train()
 
