@@ -71,6 +71,44 @@ def test_run_resume_and_jobs(mini_bsds, tmp_path):
     assert strip(parallel) == strip(rows)
 
 
+def test_stored_report_resumes_from_pairs_csv_and_redo_recomputes(mini_bsds, tmp_path, capsys):
+    """A report kept without runs/ (as in docs/results/) is extended by running only the added method; --redo
+    recomputes only the methods it names; a changed tolerance is refused instead of mixing scores."""
+    import shutil
+
+    out = tmp_path / "report"
+    argv = ["evaluate", "--dataset", "bsds500:test", "--bsds500-root", str(mini_bsds), "--n-segments", "150",
+            "--out", str(out), "-q"]
+    assert main([*argv, "--methods", "slico,seeds"]) == 0, capsys.readouterr().err
+    first = {(r["method"], r["image"], r["gt"]): r for r in read_pairs(out / "pairs.csv")}
+    shutil.rmtree(out / "runs")  # what a stored report keeps: pairs.csv, summary.csv, report.md, plots
+
+    assert main([*argv, "--methods", "slico,seeds,fh"]) == 0, capsys.readouterr().err
+    rows = {(r["method"], r["image"], r["gt"]): r for r in read_pairs(out / "pairs.csv")}
+    assert {k[0] for k in rows} == {"slico", "seeds", "fh"} and len(rows) == 3 * len(first) // 2
+    for key, r in first.items():  # reused, not re-timed
+        assert rows[key]["seconds"] == r["seconds"] and rows[key]["br"] == r["br"]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["fh", "seeds", "slico"]
+
+    assert main([*argv, "--methods", "slico,seeds,fh", "--redo", "seeds"]) == 0, capsys.readouterr().err
+    again = {(r["method"], r["image"], r["gt"]): r for r in read_pairs(out / "pairs.csv")}
+    assert all(again[k]["seconds"] == rows[k]["seconds"] for k in rows if k[0] != "seeds")
+    seeds = [k for k in rows if k[0] == "seeds"]
+    assert any(again[k]["seconds"] != rows[k]["seconds"] for k in seeds), "--redo seeds reused its cells"
+    assert all(again[k]["br"] == rows[k]["br"] for k in seeds)  # same method, same labels, same scores
+    report = (out / "report.md").read_text()
+    assert "Computed again in this invocation (--redo): seeds." in report
+    assert "--redo" not in report.split("```bash", 1)[1].split("```", 1)[0], "the command to reproduce"
+
+    assert main([*argv, "--methods", "slico", "--redo", "lsc"]) == 2
+    assert "--redo: lsc not among the methods of this run (slico)" in capsys.readouterr().err
+    assert main([*argv, "--methods", "slico", "--tolerance", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "n150.csv: finished cells were scored at tolerance [1] px, this run asks 2 px" in err
+    assert main([*argv, "--methods", "slico", "--tolerance", "2", "--redo", "slico"]) == 0
+    assert {r["tolerance"] for r in read_pairs(out / "pairs.csv")} == {2}
+
+
 def test_given_labels_equal_to_ground_truth_are_perfect(mini_bsds, tmp_path):
     data = BSDS500(mini_bsds, "test")
     (tmp_path / "labels").mkdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -189,6 +190,16 @@ def test_semantic_evaluation_report_and_resume(tmp_path, capsys, mini_drone, isd
     before = shard.read_text()
     assert main(argv) == 0  # resumed: nothing recomputed
     assert shard.read_text() == before
+    table = (tmp_path / "per_image.csv").read_text()
+    shutil.rmtree(tmp_path / "runs")  # a stored report: resumed from per_image.csv, nothing recomputed
+    assert main(argv) == 0
+    assert (tmp_path / "per_image.csv").read_text() == table
+    assert main([*argv, "--redo", "isd"]) == 0  # recomputed: same confusion matrices, new seconds
+    redone = read_semantic_rows(tmp_path / "per_image.csv")
+    assert [r["confusion"].tolist() for r in redone] == [r["confusion"].tolist() for r in rows]
+    assert [r["seconds"] for r in redone] != [r["seconds"] for r in rows]
+    assert main([*argv, "--redo", "other"]) == 2
+    assert "--redo: other not among the models of this run (isd)" in capsys.readouterr().err
     code = main(["evaluate", "--task", "semantic", "--dataset", str(DRONE.parent / "deepglobe" / "test"),
                  "--models", f"isdnet:{isdnet_ckpt}", "--out", str(tmp_path / "dg"), "-q"])
     err = capsys.readouterr().err

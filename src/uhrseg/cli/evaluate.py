@@ -46,7 +46,10 @@ compute mIoU, pixel accuracy, frequency-weighted IoU and boundary IoU from the s
 matrices, with seconds per image and peak RSS. DIR receives per_image.csv, summary.csv,
 per_class.csv, per_class_iou.png, examples.png and report.md.
 
-Finished cells are kept in DIR/runs/ and not recomputed when the same command runs again."""
+Finished cells are kept in DIR/runs/ and not recomputed when the same command runs again; a
+DIR that kept only its pairs.csv or per_image.csv (the reports in docs/results/) is resumed from
+that table, so a method added to a stored report's command is the only one that runs. --redo
+drops the finished cells of the methods (or model labels) it names, e.g. after new weights."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
@@ -86,6 +89,9 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="for network methods")
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="worker processes over images (default 1)")
     p.add_argument("-o", "--out", type=Path, required=True, metavar="DIR", help="output folder")
+    p.add_argument("--redo", default="", metavar="LIST",
+                   help="comma-separated methods of --methods (semantic: labels of --models) whose finished cells "
+                        "in DIR are computed again, e.g. pcnet,pcnet:refine=0 after new weights")
     p.add_argument("--title", help="title of the report and plots")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -99,6 +105,27 @@ def _parse_weights(items: list[str]) -> dict[str, Path]:
             raise UhrsegError(f"--weights {item!r}: expected METHOD=FILE with METHOD in {', '.join(NETWORK_METHODS)}")
         out[method] = Path(path)
     return out
+
+
+def _redo(args: argparse.Namespace) -> list[str]:
+    return [m.strip() for m in args.redo.split(",") if m.strip()]
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The invocation as a reproducible command: without ``--redo``, which only says what this run recomputed."""
+    argv, out, skip = list(args.argv), [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--redo":
+            skip = True
+        elif not a.startswith("--redo="):
+            out.append(a)
+    return "uhrseg " + " ".join(shlex.quote(a) for a in out)
+
+
+def _redo_note(redo: list[str]) -> list[str]:
+    return [f"Computed again in this invocation (--redo): {', '.join(redo)}."] if redo else []
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,13 +168,13 @@ def run(args: argparse.Namespace) -> int:
     plan = EvaluationPlan(methods=methods, settings=settings, weights=weights, labels_dir=args.labels,
                           tolerance=args.tolerance, device=args.device, jobs=args.jobs)
     t0 = time.perf_counter()
-    pairs = run_evaluation(dataset, plan, args.out, progress=not args.quiet)
+    pairs = run_evaluation(dataset, plan, args.out, progress=not args.quiet, redo=_redo(args))
     wall = time.perf_counter() - t0
     summary = summarize(read_pairs(pairs))
     write_summary_csv(summary, args.out / "summary.csv")
     title = args.title or f"Superpixel benchmark on {dataset.label}"
     plot_curves(summary, args.out, title=title)
-    command = "uhrseg " + " ".join(shlex.quote(a) for a in args.argv)
+    command = _command(args)
     notes = [
         f"Dataset: {dataset.label}, {len(dataset.names)} images, every (image, ground truth) pair. "
         f"Metrics as in docs/metrics.md (Stutz et al. benchmark definitions); tolerance r = "
@@ -155,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         "Values are means over all pairs; 'BR (worst GT)' takes the worst ground truth per image first.",
         f"This invocation took {wall:.0f} s of wall time with --jobs {args.jobs} on {platform.machine()} "
         f"({platform.python_version()}); cells finished in earlier invocations are reused, not re-timed.",
+        *_redo_note(_redo(args)),
         "Plots: ![BR-BP](br_bp.png) ![metrics vs K](metrics_vs_k.png)",
     ]
     for m, why in skipped:
@@ -179,14 +207,14 @@ def _run_semantic(args: argparse.Namespace) -> int:
                         tolerance=args.tolerance if args.tolerance is not None else DEFAULT_BOUNDARY_TOLERANCE)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    rows = run_semantic_evaluation(dataset, plan, args.out, progress=not args.quiet)
+    rows = run_semantic_evaluation(dataset, plan, args.out, progress=not args.quiet, redo=_redo(args))
     wall = time.perf_counter() - t0
     table = dataset.class_table
     summary = summarize_semantic(rows, table, plan.tolerance, [s.label for s in specs])
     if args.examples > 0:
         write_examples(dataset, plan, dataset.names[: args.examples], args.out / "examples.png")
     title = args.title or f"Semantic segmentation on {dataset.label}"
-    command = "uhrseg " + " ".join(shlex.quote(a) for a in args.argv)
+    command = _command(args)
     ignored = ", ".join(table.names[i] for i in table.ignored) or "none"
     notes = [
         f"Dataset: {dataset.label}, {len(dataset.names)} images, {table.n_classes} classes; ignored in the "
@@ -197,6 +225,7 @@ def _run_semantic(args: argparse.Namespace) -> int:
         f"resolution; not decoding the file), mean over images, --jobs {args.jobs}, device {args.device}, "
         f"{platform.machine()}; peak RSS: largest over images, of the evaluating process. This invocation took "
         f"{wall:.0f} s; cells finished in earlier invocations are reused, not re-timed.",
+        *_redo_note(_redo(args)),
     ]
     write_semantic_report(summary, table, args.out, title=title, command=command, notes=notes)
     for r in summary:

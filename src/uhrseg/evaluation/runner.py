@@ -5,8 +5,11 @@ Label maps made elsewhere (``labels_dir``) are only made connected and contiguou
 label becomes its own superpixel, no merging).
 
 The run is resumable: rows are appended to ``OUT/runs/METHOD/SETTING.csv`` one image at a time (all of its
-ground truths in one write), and images already there are skipped when the run starts again. ``jobs > 1``
-spreads images over worker processes; each measures its own seconds and peak memory per image.
+ground truths in one write), and images already there are skipped when the run starts again. A folder that
+kept only its ``pairs.csv`` (the reports in ``docs/results/``) has its shards rebuilt from it first, so adding a
+method to a stored report runs only that method; ``redo`` names methods whose finished cells are dropped and
+computed again (new weights, changed code). ``jobs > 1`` spreads images over worker processes; each measures its
+own seconds and peak memory per image.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import math
 import multiprocessing
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..datasets.readers import read_label_map
+from ..errors import UhrsegError
 from ..grid.connectivity import enforce_connectivity
 from ..inference.predictor import METHODS, SuperpixelPredictor
 from ..memory import peak_rss_bytes, reset_peak_rss
@@ -236,6 +240,54 @@ def done_images(shard: Path, n_fields: int, image_column: int) -> set[str]:
     return {r[image_column] for r in rows[1:] if len(r) == n_fields}
 
 
+def prepare_shards(out_dir: Path, table: str, shard_of: Callable[[list[str]], Path], redo: Iterable[Path] = ()
+                   ) -> int:
+    """Make ``OUT/runs/`` hold the finished cells to reuse, before a run.
+
+    If ``OUT/runs/`` does not exist but ``OUT/TABLE`` does (a report kept without its shards, as the ones in
+    ``docs/results/``), the table's rows are split back into their shards, header first. Then the shards in
+    ``redo`` are deleted, so their cells run again.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The run's output folder.
+    table : str
+        File name of the concatenated table in ``out_dir`` (``pairs.csv``, ``per_image.csv``).
+    shard_of : callable
+        ``row (list of str) -> shard path`` under ``out_dir / "runs"``.
+    redo : iterable of Path
+        Shards to delete (missing ones are ignored).
+
+    Returns
+    -------
+    int
+        Number of shards rebuilt from the table (0 when ``runs/`` existed or there is no table).
+    """
+    runs, source = out_dir / "runs", out_dir / table
+    rebuilt = 0
+    if not runs.exists() and source.is_file():
+        groups: dict[Path, list[list[str]]] = {}
+        with open(source, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            for row in reader:
+                if header is not None and len(row) == len(header):
+                    groups.setdefault(shard_of(row), []).append(row)
+        for shard, rows in groups.items():
+            shard.parent.mkdir(parents=True, exist_ok=True)
+            tmp = shard.with_name(shard.name + ".part")
+            with open(tmp, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(header)
+                writer.writerows(rows)
+            os.replace(tmp, shard)
+        rebuilt = len(groups)
+    for shard in redo:
+        shard.unlink(missing_ok=True)
+    return rebuilt
+
+
 def run_shards(work: list[tuple[Path, list[tuple]]], worker, fields: list[str], jobs: int, progress: bool,
                describe=lambda task: "") -> None:
     """Run every task and append its CSV text to its shard as it finishes (the resumable core of the runner).
@@ -283,8 +335,12 @@ def run_shards(work: list[tuple[Path, list[tuple]]], worker, fields: list[str], 
             pool.join()
 
 
-def run_evaluation(dataset, plan: EvaluationPlan, out_dir: str | os.PathLike, progress: bool = True) -> Path:
+def run_evaluation(dataset, plan: EvaluationPlan, out_dir: str | os.PathLike, progress: bool = True,
+                   redo: Iterable[str] = ()) -> Path:
     """Run (or resume) every (method, setting, image) cell and write ``OUT/pairs.csv``.
+
+    Finished cells in ``OUT/runs/`` (or, when that folder is missing, in an existing ``OUT/pairs.csv``; see
+    :func:`prepare_shards`) are reused, except those of the methods in ``redo``.
 
     Parameters
     ----------
@@ -296,20 +352,39 @@ def run_evaluation(dataset, plan: EvaluationPlan, out_dir: str | os.PathLike, pr
         Output folder; ``runs/`` inside it holds the resumable shards.
     progress : bool
         Show a progress bar (images done, ETA).
+    redo : iterable of str
+        Method specs of ``plan.methods`` (``labels`` with ``plan.labels_dir``) whose finished cells are dropped.
 
     Returns
     -------
     Path
         ``OUT/pairs.csv`` with :data:`PAIR_FIELDS` columns, all shards of this plan concatenated.
+
+    Raises
+    ------
+    UhrsegError
+        If ``redo`` names a method that is not in the plan, or ``plan.tolerance`` is set and a finished cell to
+        reuse was scored at another tolerance.
     """
     out_dir = Path(out_dir)
     methods = ["labels"] if plan.labels_dir is not None else list(plan.methods)
     settings = [Setting()] if plan.labels_dir is not None else plan.settings  # Setting() = labels as given
+    redo = list(redo)
+    unknown = [m for m in redo if m not in methods]
+    if unknown:
+        raise UhrsegError(f"--redo: {', '.join(unknown)} not among the methods of this run ({', '.join(methods)})")
+    prepare_shards(out_dir, "pairs.csv", lambda row: out_dir / "runs" / row[0] / f"{row[1]}.csv",
+                   [p for m in redo for p in (out_dir / "runs" / m).glob("*.csv")])
     work: list[tuple[Path, list[tuple]]] = []
     for method in methods:
         for setting in settings:
             shard = out_dir / "runs" / method / f"{setting.name}.csv"
             done = done_images(shard, len(PAIR_FIELDS), 2)
+            if done and plan.tolerance is not None:
+                other = sorted({r["tolerance"] for r in read_pairs(shard)} - {plan.tolerance})
+                if other:
+                    raise UhrsegError(f"{shard}: finished cells were scored at tolerance {other} px, this run "
+                                     f"asks {plan.tolerance} px; use another output folder or redo {method}")
             work.append((shard, [(dataset, plan, method, setting, name) for name in dataset.names
                                  if name not in done]))
     run_shards(work, _evaluate_image, PAIR_FIELDS, plan.jobs, progress, lambda t: f"{t[2]} {t[3].name}")

@@ -4,7 +4,8 @@ Every model runs through :class:`uhrseg.SemanticPredictor`, exactly as users run
 labelled dataset. Per image, the shard ``OUT/runs/LABEL.csv`` gets one row with the seconds the predictor
 took, the peak RSS, the ``C x C`` confusion matrix and the boundary-IoU counts (integers, so the metrics of the
 whole dataset are exact sums; no prediction is kept). Images already in a shard are skipped when the command
-runs again.
+runs again; a folder that kept only its ``per_image.csv`` has its shards rebuilt from it, and ``redo`` drops
+the finished cells of the models it names (:func:`uhrseg.evaluation.runner.prepare_shards`).
 
 Outputs: ``per_image.csv``, ``summary.csv`` (per model: mIoU, pixel accuracy, frequency-weighted IoU, boundary
 IoU, seconds per image, peak RSS), ``per_class.csv``, ``per_class_iou.png``, ``examples.png`` (image, ground
@@ -31,7 +32,7 @@ from ..metrics.semantic import (
     boundary_iou_counts,
     confusion_matrix,
 )
-from .runner import done_images, run_shards
+from .runner import done_images, prepare_shards, run_shards
 
 __all__ = ["SEMANTIC_FIELDS", "ModelSpec", "SemanticPlan", "check_models", "parse_model_specs", "read_semantic_rows",
            "run_semantic_evaluation", "summarize_semantic", "write_examples", "write_semantic_report"]
@@ -234,7 +235,7 @@ def read_semantic_rows(path: str | os.PathLike) -> list[dict]:
 
 
 def run_semantic_evaluation(dataset, plan: SemanticPlan, out_dir: str | os.PathLike,
-                            progress: bool = True) -> list[dict]:
+                            progress: bool = True, redo=()) -> list[dict]:
     """Run (or resume) every (model, image) cell; write ``OUT/per_image.csv`` and return its rows.
 
     Parameters
@@ -247,14 +248,22 @@ def run_semantic_evaluation(dataset, plan: SemanticPlan, out_dir: str | os.PathL
         Output folder; ``runs/`` inside it holds the resumable shards.
     progress : bool
         Show a progress bar (images done, ETA).
+    redo : iterable of str
+        Labels of ``plan.models`` whose finished cells are dropped and computed again.
 
     Raises
     ------
     UhrsegError, uhrseg.errors.CheckpointError
-        As :func:`check_models`.
+        As :func:`check_models`; UhrsegError also when ``redo`` names a label that is not among the models.
     """
     out_dir = Path(out_dir)
+    labels = [spec.label for spec in plan.models]
+    unknown = [r for r in redo if r not in labels]
+    if unknown:
+        raise UhrsegError(f"--redo: {', '.join(unknown)} not among the models of this run ({', '.join(labels)})")
     check_models(plan, dataset.class_table, dataset.label)
+    prepare_shards(out_dir, "per_image.csv", lambda row: out_dir / "runs" / f"{_safe(row[0])}.csv",
+                   [out_dir / "runs" / f"{_safe(r)}.csv" for r in redo])
     work = []
     for spec in plan.models:
         shard = out_dir / "runs" / f"{_safe(spec.label)}.csv"
