@@ -222,6 +222,47 @@ def test_killed_run_resumes_to_the_same_weights(mini_bsds, tmp_path):
         assert (tmp_path / "split" / name).is_file()
 
 
+def test_batch_loader_draws_the_same_stream_with_any_number_of_workers(mini_bsds):
+    """The batch of step t depends only on (seed, t): 1 or 2 workers and the in-process draw agree exactly."""
+    from functools import partial
+    from operator import methodcaller
+
+    from uhrseg.training.loader import BatchLoader, draw_at
+    from uhrseg.training.trainer import _open_sampler
+
+    cfg = SamplingConfig(global_resize=192, crop=128, patch=128, upscale=4)
+    make, draw = partial(_open_sampler, ["bsds500:test"], str(mini_bsds), cfg), methodcaller("batch_arrays", 2)
+    local = make()
+    expected = [draw_at(local, draw, 7, step) for step in (3, 4, 5, 6)]
+    for workers in (1, 2):
+        with BatchLoader(make, draw, seed=7, start_step=3, workers=workers, ahead=3) as loader:
+            got = [loader.next() for _ in range(4)]
+        assert loader.step == 7
+        for a, b in zip(got, expected):
+            assert a.keys() == b.keys() == {"global", "patch"}
+            for branch in a:
+                for key in a[branch]:
+                    np.testing.assert_array_equal(a[branch][key], b[branch][key])
+    assert not np.array_equal(expected[0]["global"]["input"], expected[1]["global"]["input"]), "steps differ"
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        BatchLoader(make, draw, seed=0, start_step=0, workers=0)
+
+
+def test_killed_run_with_loader_workers_resumes_to_the_same_weights(mini_bsds, tmp_path):
+    cfg = tiny(mini_bsds, loader_workers=2)
+    train(cfg, tmp_path / "whole", progress=False)
+    train(cfg, tmp_path / "split", progress=False, stop_after=4)
+    train(cfg, tmp_path / "split", progress=False)
+    in_process = tiny(mini_bsds)
+    train(in_process, tmp_path / "local", progress=False)
+    a, b, c = (torch.load(tmp_path / d / "last.pt", weights_only=True) for d in ("whole", "split", "local"))
+    assert a["step"] == b["step"] == 6 and a["train_config"]["loader_workers"] == 2
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=1e-4, atol=1e-6)
+    key = "head.weight" if "head.weight" in a["state_dict"] else next(iter(a["state_dict"]))
+    assert not torch.allclose(a["state_dict"][key], c["state_dict"][key]), "another stream than in-process"
+
+
 def test_train_command_for_scn(mini_bsds, tmp_path, capsys):
     code = main(["train", "scn", "--data", "bsds500:test", "--bsds500-root", str(mini_bsds), "--val", "none",
                  "--out", str(tmp_path / "scn"), "--iterations", "2", "--batch-size", "1", "--crop", "64",

@@ -93,6 +93,9 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                     help="ablation: supervise the patch with its multi-class labels instead of the binary mask")
     sp.add_argument("--no-sr", action="store_true",
                     help="ablation: no super-resolution loss (PCNet's SR head; ISDNet's L_SR)")
+    sp.add_argument("--loader-workers", type=int, metavar="N",
+                    help="draw the batches ahead in N worker processes (default 0: in the training process); "
+                         "a GPU needs them, e.g. 4. The batch of step t is then seeded by (seed, t)")
     sp.add_argument("--head-norm", action="store_true",
                     help="pcnet: BatchNorm in the 4x head, as in the authors' code (with --init from weights "
                          "without it, the new norms start as the identity on the first batch)")
@@ -121,7 +124,8 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 
 
 _MAGNET_ONLY = ("backbone", "backbone_model", "scales")
-_SUPERPIXEL_ONLY = ("val_n_segments", "lr_step", "patch", "global_resize", "no_dpc", "no_ld", "multiclass_patch")
+_SUPERPIXEL_ONLY = ("val_n_segments", "lr_step", "patch", "global_resize", "no_dpc", "no_ld", "multiclass_patch",
+                    "loader_workers")
 _SEGMENTATION_ONLY = ("optimizer", "weight_decay", "warmup", "width", "deep_scale", "no_shallow",
                       "fusion", "no_sd", "no_aux", "no_ohem", "no_photometric")
 
@@ -154,8 +158,10 @@ def _scale_range(text: str) -> tuple[float, float]:
 
 
 def _superpixel_config(args: argparse.Namespace) -> TrainConfig:
-    extra = {k: getattr(args, k) for k in ("val_n_segments", "lr_step", "patch", "global_resize")
+    extra = {k: getattr(args, k) for k in ("val_n_segments", "lr_step", "patch", "global_resize", "loader_workers")
              if getattr(args, k) is not None}
+    if args.loader_workers is not None and args.loader_workers < 0:
+        raise UhrsegError(f"--loader-workers must be >= 0, got {args.loader_workers}")
     if args.scale_range is not None:
         if args.global_resize is not None:
             raise UhrsegError("--scale-range and --global-resize exclude each other")

@@ -1,6 +1,7 @@
 """Training: superpixel networks (losses, DPC sampling, resumable trainer) and segmentation networks (losses,
 augmented crops, resumable trainer), sharing the run-folder pieces of :mod:`uhrseg.training.common`."""
 
+from .loader import BatchLoader, draw_at
 from .losses import boundary_sr_loss, local_discrimination_loss, one_hot_labels, superpixel_loss
 from .sampling import SamplingConfig, TrainingSampler
 from .semantic_losses import segmentation_loss, structure_distillation_loss, super_resolution_loss
@@ -15,6 +16,7 @@ from .semantic_trainer import (
 from .trainer import TrainConfig, learning_rate, load_init, train, training_losses, validate
 
 __all__ = [
+    "BatchLoader",
     "SamplingConfig",
     "SemanticSampler",
     "SemanticSamplingConfig",
@@ -22,6 +24,7 @@ __all__ = [
     "TrainConfig",
     "TrainingSampler",
     "boundary_sr_loss",
+    "draw_at",
     "learning_rate",
     "load_init",
     "local_discrimination_loss",

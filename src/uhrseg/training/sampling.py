@@ -31,7 +31,7 @@ from scipy import ndimage
 from ..grid.boundaries import boundary_mask
 from ..inference.resize import resize_image
 
-__all__ = ["Sample", "SamplingConfig", "TrainingSampler", "check_scale_range"]
+__all__ = ["Sample", "SamplingConfig", "TrainingSampler", "batch_to_torch", "check_scale_range"]
 
 
 def check_scale_range(scale_range: tuple[float, float]) -> None:
@@ -258,13 +258,9 @@ class TrainingSampler:
                 lab = (lab == np.bincount(on_edges).argmax()).astype(np.int64)
         return self._finish(crop.astype(np.float32) / 255.0, lab, windows=False)
 
-    def batch(self, size: int, device: torch.device | str = "cpu") -> dict[str, dict[str, torch.Tensor]]:
-        """Draw ``size`` random pairs; returns ``{"global": tensors, "patch": tensors}`` (patch only with DPC).
-
-        Tensors per branch: ``input`` ``(B, 3, c/up, c/up)``, ``labels`` ``(B, c, c)`` int64, ``target``
-        ``(B, 3, c, c)``, ``band`` ``(B, c, c)`` bool, ``windows`` ``(N, 3)`` (batch index, y0, x0) and
-        ``window_mask`` ``(N, K, K)``.
-        """
+    def batch_arrays(self, size: int) -> dict[str, dict[str, np.ndarray]]:
+        """Draw ``size`` random pairs as NumPy arrays (what :meth:`batch` moves to torch; picklable, so worker
+        processes can draw them: :class:`uhrseg.training.loader.BatchLoader`)."""
         picks = self.rng.integers(len(self.pairs), size=size)
         branches: dict[str, list[Sample]] = {"global": [], "patch": []}
         for i in picks:
@@ -273,16 +269,31 @@ class TrainingSampler:
             branches["global"].append(self.global_sample(image, gts[g]))
             if self.config.dpc:
                 branches["patch"].append(self.patch_sample(image, gts[g]))
-        return {k: _collate(v, device) for k, v in branches.items() if v}
+        return {k: _collate(v) for k, v in branches.items() if v}
+
+    def batch(self, size: int, device: torch.device | str = "cpu") -> dict[str, dict[str, torch.Tensor]]:
+        """Draw ``size`` random pairs; returns ``{"global": tensors, "patch": tensors}`` (patch only with DPC).
+
+        Tensors per branch: ``input`` ``(B, 3, c/up, c/up)``, ``labels`` ``(B, c, c)`` int64, ``target``
+        ``(B, 3, c, c)``, ``band`` ``(B, c, c)`` bool, ``windows`` ``(N, 3)`` (batch index, y0, x0) and
+        ``window_mask`` ``(N, K, K)``.
+        """
+        return batch_to_torch(self.batch_arrays(size), device)
 
 
-def _collate(samples: list[Sample], device) -> dict[str, torch.Tensor]:
+def batch_to_torch(batch: dict[str, dict[str, np.ndarray]], device: torch.device | str = "cpu"
+                   ) -> dict[str, dict[str, torch.Tensor]]:
+    """The arrays of :meth:`TrainingSampler.batch_arrays` as tensors on ``device``."""
+    return {k: {name: torch.from_numpy(v).to(device) for name, v in branch.items()} for k, branch in batch.items()}
+
+
+def _collate(samples: list[Sample]) -> dict[str, np.ndarray]:
     windows = [np.concatenate([np.full((len(s.windows), 1), b), s.windows], axis=1) for b, s in enumerate(samples)]
     return {
-        "input": torch.from_numpy(np.stack([s.input for s in samples])).to(device),
-        "labels": torch.from_numpy(np.stack([s.labels for s in samples])).to(device),
-        "target": torch.from_numpy(np.stack([s.target for s in samples])).to(device),
-        "band": torch.from_numpy(np.stack([s.band for s in samples])).to(device),
-        "windows": torch.from_numpy(np.concatenate(windows).astype(np.int64)).to(device),
-        "window_mask": torch.from_numpy(np.concatenate([s.window_mask for s in samples])).to(device),
+        "input": np.stack([s.input for s in samples]),
+        "labels": np.stack([s.labels for s in samples]),
+        "target": np.stack([s.target for s in samples]),
+        "band": np.stack([s.band for s in samples]),
+        "windows": np.concatenate(windows).astype(np.int64),
+        "window_mask": np.concatenate([s.window_mask for s in samples]),
     }

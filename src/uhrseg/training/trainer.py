@@ -7,6 +7,8 @@ at a fixed superpixel count) and :func:`train` (the loop).
 Run folder ``OUT``: ``last.pt`` (model, optimiser, step, RNG states, log; written every ``checkpoint_every``
 steps and at the end, atomically), ``best.pt`` (the model with the best validation ASA + BR, in the packaged
 weights format), ``log.csv`` and ``curves.png``. Starting again on the same folder resumes from ``last.pt``.
+With ``loader_workers > 0`` the batches are drawn ahead in that many processes
+(:class:`uhrseg.training.loader.BatchLoader`), which a GPU needs to be kept busy.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
+from operator import methodcaller
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +32,9 @@ from ..models.checkpoint import load_model
 from ..models.nets import NetConfig, SuperpixelNet, build_model
 from .common import (RunState, check_precision, forward_at, hardware, open_run, parameter_groups, restore_run,
                      training_loop)
+from .loader import BatchLoader
 from .losses import boundary_sr_loss, local_discrimination_loss, superpixel_loss
-from .sampling import SamplingConfig, TrainingSampler
+from .sampling import SamplingConfig, TrainingSampler, batch_to_torch
 
 __all__ = ["TrainConfig", "learning_rate", "load_init", "train", "training_losses", "validate"]
 
@@ -45,7 +50,9 @@ class TrainConfig:
     :func:`load_init`. ``head_norm`` builds PCNet with BatchNorm in its 4x head (``NetConfig.head_norm``; forced
     off for SCN); a run whose ``init`` has those norms gets them without asking (:func:`train`). ``precision``
     (``"fp32"`` or ``"bf16"``) is the arithmetic of the forward pass
-    (:func:`uhrseg.training.common.mixed_precision`).
+    (:func:`uhrseg.training.common.mixed_precision`). ``loader_workers`` > 0 draws the batches in that many
+    worker processes, the batch of step ``t`` from a generator seeded with ``[seed, t]`` (another stream than
+    the in-process sampler's of ``0``; :mod:`uhrseg.training.loader`).
     """
 
     model: str = "pcnet"
@@ -82,8 +89,11 @@ class TrainConfig:
     checkpoint_every: int = 100
     val_every: int = 500
     log_every: int = 10
+    loader_workers: int = 0
 
     def __post_init__(self) -> None:
+        if self.loader_workers < 0:
+            raise ValueError(f"loader_workers must be >= 0, got {self.loader_workers}")
         if self.model == "scn":
             self.dpc = self.sr = self.ld = self.head_norm = False
         if self.scale_range is not None:  # a list after a checkpoint's JSON-like round trip
@@ -259,14 +269,30 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
                 "batch_size": cfg.batch_size, "crop": cfg.crop, "patch": cfg.patch,
                 "wall_seconds": round(run.wall, 1), "hardware": hardware(device), "train_config": asdict(cfg)}
 
-    return training_loop(
-        run_dir, run, model=model, optimizer=optimizer, rng=sampler.rng, train_config=asdict(cfg),
-        iterations=cfg.iterations, stop_after=stop_after, lr_at=lambda step: learning_rate(cfg, step),
-        losses_at=lambda: training_losses(model, sampler.batch(cfg.batch_size, device), cfg),
-        validate=(lambda: validate(model, val_set, val_names, cfg.val_n_segments, device)) if val_names else None,
-        score=lambda m: m["val_asa"] + m["val_br"],
-        validation_record=lambda m: {"split": cfg.val, "images": len(val_names), "n_segments": cfg.val_n_segments,
-                                     **m},
-        record=record, val_every=cfg.val_every, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
-        loss_keys=("total", "sem", "patch_sem", "sr", "ld"), val_keys=("val_asa", "val_br"), device=device,
-        progress=progress, desc=f"train {cfg.model}")
+    loader = None
+    if cfg.loader_workers:
+        loader = BatchLoader(partial(_open_sampler, cfg.data, cfg.bsds500_root, sampling),
+                             methodcaller("batch_arrays", cfg.batch_size), seed=cfg.seed, start_step=run.step,
+                             workers=cfg.loader_workers)
+    next_batch = ((lambda: batch_to_torch(loader.next(), device)) if loader is not None
+                  else (lambda: sampler.batch(cfg.batch_size, device)))
+    try:
+        return training_loop(
+            run_dir, run, model=model, optimizer=optimizer, rng=sampler.rng, train_config=asdict(cfg),
+            iterations=cfg.iterations, stop_after=stop_after, lr_at=lambda step: learning_rate(cfg, step),
+            losses_at=lambda: training_losses(model, next_batch(), cfg),
+            validate=(lambda: validate(model, val_set, val_names, cfg.val_n_segments, device)) if val_names else None,
+            score=lambda m: m["val_asa"] + m["val_br"],
+            validation_record=lambda m: {"split": cfg.val, "images": len(val_names), "n_segments": cfg.val_n_segments,
+                                         **m},
+            record=record, val_every=cfg.val_every, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
+            loss_keys=("total", "sem", "patch_sem", "sr", "ld"), val_keys=("val_asa", "val_br"), device=device,
+            progress=progress, desc=f"train {cfg.model}")
+    finally:
+        if loader is not None:
+            loader.close()
+
+
+def _open_sampler(data: list[str], bsds500_root: str, sampling: SamplingConfig) -> TrainingSampler:
+    """A worker's sampler (its generator is reseeded for every batch by the loader)."""
+    return TrainingSampler([open_dataset(s, bsds500_root) for s in data], sampling)
