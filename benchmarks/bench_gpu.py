@@ -174,15 +174,15 @@ def main() -> None:
             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
     print(json.dumps({"meta": meta}), flush=True)
     results: dict = {"meta": meta}
-    if "correctness" in sections:
-        results["correctness"] = correctness(device, args.bsds_images)
-    if "tiling" in sections:
-        results["tiling"] = tiling(device)
-    if "half" in sections and device.type == "cuda":
-        results["half"] = half_precision(device)
-    if "sizes" in sections:
-        results["sizes"] = sizes(device, args.sizes.split(","))
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    runs = {"correctness": lambda: correctness(device, args.bsds_images), "tiling": lambda: tiling(device),
+            "half": lambda: half_precision(device), "sizes": lambda: sizes(device, args.sizes.split(","))}
+    for name, section in runs.items():
+        if name not in sections or (name == "half" and device.type != "cuda"):
+            continue
+        results[name] = section()
+        tmp = args.out.with_name(args.out.name + ".part")  # written after every section: a run cut short keeps
+        tmp.write_text(json.dumps(results, indent=1) + "\n")  # what it measured
+        tmp.replace(args.out)
 
 
 if __name__ == "__main__":

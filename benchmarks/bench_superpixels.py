@@ -65,8 +65,13 @@ def prepare_images() -> dict[str, Path]:
                 tile = tile[:, ::-1] if (i // 2 + j) % 2 else tile  # mirrored every other pair: fewer repeats
                 mosaic[y : y + 2880, x : x + 5120] = tile[: h - y, : w - x]
         tmp = path.with_suffix(".part")
-        tifffile.imwrite(tmp, mosaic, tile=(512, 512), photometric="rgb", compression="jpeg",
-                         compressionargs={"level": 90}, bigtiff=True)
+        try:  # JPEG tiles need imagecodecs; the GPU machine's image may lack it (then uncompressed tiles)
+            import imagecodecs  # noqa: F401
+
+            codec = {"compression": "jpeg", "compressionargs": {"level": 90}}
+        except ImportError:
+            codec = {}
+        tifffile.imwrite(tmp, mosaic, tile=(512, 512), photometric="rgb", bigtiff=True, **codec)
         tmp.rename(path)
     return paths
 

@@ -246,6 +246,10 @@ def test_batch_loader_draws_the_same_stream_with_any_number_of_workers(mini_bsds
     assert not np.array_equal(expected[0]["global"]["input"], expected[1]["global"]["input"]), "steps differ"
     with pytest.raises(ValueError, match="workers must be >= 1"):
         BatchLoader(make, draw, seed=0, start_step=0, workers=0)
+    broken = partial(_open_sampler, ["bsds500:nosuch"], str(mini_bsds), cfg)  # fails in the worker
+    with BatchLoader(broken, draw, seed=0, start_step=0, workers=1) as loader:
+        with pytest.raises(RuntimeError, match="(?s)worker 0 failed:.*unknown BSDS500 split"):
+            loader.next()
 
 
 def test_killed_run_with_loader_workers_resumes_to_the_same_weights(mini_bsds, tmp_path):

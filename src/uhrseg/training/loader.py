@@ -14,16 +14,16 @@ started again reads the same batches from ``t`` on, with no generator state to s
 from __future__ import annotations
 
 import multiprocessing
-from collections import deque
+import queue
+import signal
+import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 __all__ = ["BatchLoader", "draw_at"]
-
-# Per worker process: the sampler it built once (in _start_worker) and the function that draws a batch with it.
-_WORKER: dict[str, Any] = {}
 
 
 def draw_at(sampler, draw: Callable[[Any], Any], seed: int, step: int) -> Any:
@@ -42,17 +42,26 @@ def draw_at(sampler, draw: Callable[[Any], Any], seed: int, step: int) -> Any:
     return draw(sampler)
 
 
-def _start_worker(make_sampler: Callable[[], Any], draw: Callable[[Any], Any]) -> None:
-    _WORKER["sampler"] = make_sampler()
-    _WORKER["draw"] = draw
-
-
-def _draw_in_worker(seed_step: tuple[int, int]) -> Any:
-    return draw_at(_WORKER["sampler"], _WORKER["draw"], *seed_step)
+def _worker_main(make_sampler: Callable[[], Any], draw: Callable[[Any], Any], seed: int, first_step: int,
+                 stride: int, out: "multiprocessing.Queue") -> None:
+    """A worker process: batches of steps ``first_step, first_step + stride, ...`` into ``out`` (bounded, so it
+    blocks when it is far enough ahead) until it is terminated; an error goes to ``out`` as its traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the training process, which stops the workers
+    try:
+        sampler = make_sampler()
+        step = first_step
+        while True:
+            out.put((step, draw_at(sampler, draw, seed, step)))
+            step += stride
+    except Exception:
+        out.put((None, traceback.format_exc()))
 
 
 class BatchLoader:
     """Batches for steps ``start_step, start_step + 1, ...`` drawn in worker processes, returned in step order.
+
+    Worker ``w`` of ``W`` draws the steps ``start_step + w + k W`` into its own bounded queue, so the order is
+    fixed and no worker runs more than ``ceil(ahead / W)`` batches ahead.
 
     Parameters
     ----------
@@ -72,30 +81,34 @@ class BatchLoader:
         Batches drawn in advance (default ``2 * workers``); each holds its arrays in memory until it is used
         (about 80 MB for the paper's recipe, so the default holds well under 1 GB with 4 workers).
     timeout : float
-        Seconds :meth:`next` waits for one batch before it gives up (a worker that died or hangs).
+        Seconds :meth:`next` waits for one batch before it gives up (a worker that hangs).
 
     Raises
     ------
     ValueError
         If ``workers < 1`` or ``ahead < 1``.
 
-    Use as a context manager (or call :meth:`close`) so the workers end with the run; an error raised in a
-    worker is raised again by :meth:`next`.
+    Use as a context manager (or call :meth:`close`) so the workers end with the run (they are daemonic, so
+    they also end with the training process).
     """
 
     def __init__(self, make_sampler: Callable[[], Any], draw: Callable[[Any], Any], *, seed: int,
                  start_step: int, workers: int, ahead: int | None = None, timeout: float = 600.0) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        self.ahead = 2 * workers if ahead is None else int(ahead)
-        if self.ahead < 1:
+        ahead = 2 * workers if ahead is None else int(ahead)
+        if ahead < 1:
             raise ValueError(f"ahead must be >= 1, got {ahead}")
         self.timeout = float(timeout)
-        self.seed, self.step = int(seed), int(start_step)  # step: the batch the next call of next() returns
-        self._submitted = self.step
-        self._pending: deque = deque()
+        self.seed, self.step, self._start = int(seed), int(start_step), int(start_step)
         ctx = multiprocessing.get_context("spawn")
-        self._pool = ctx.Pool(workers, initializer=_start_worker, initargs=(make_sampler, draw))
+        per_worker = -(-ahead // workers)
+        self._queues = [ctx.Queue(maxsize=per_worker) for _ in range(workers)]
+        self._workers = [ctx.Process(target=_worker_main, daemon=True, name=f"uhrseg-loader-{w}",
+                                     args=(make_sampler, draw, self.seed, self.step + w, workers, q))
+                         for w, q in enumerate(self._queues)]
+        for p in self._workers:
+            p.start()
 
     def next(self) -> Any:
         """The batch of the current step (waits for it), then the loader moves to the next step.
@@ -103,23 +116,37 @@ class BatchLoader:
         Raises
         ------
         RuntimeError
-            If the batch has not come within ``timeout`` seconds.
+            If the worker drawing it failed (its traceback is in the message), ended, or sent nothing within
+            ``timeout`` seconds.
         """
-        while len(self._pending) < self.ahead:
-            self._pending.append(self._pool.apply_async(_draw_in_worker, ((self.seed, self._submitted),)))
-            self._submitted += 1
-        try:
-            batch = self._pending.popleft().get(timeout=self.timeout)
-        except multiprocessing.TimeoutError:
-            raise RuntimeError(f"no training batch for step {self.step} from the loader's workers within "
-                               f"{self.timeout:g} s") from None
+        w = (self.step - self._start) % len(self._workers)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                step, batch = self._queues[w].get(timeout=min(5.0, max(0.01, deadline - time.monotonic())))
+                break
+            except queue.Empty:
+                if not self._workers[w].is_alive():
+                    raise RuntimeError(f"training batch loader: worker {w} ended with exit code "
+                                       f"{self._workers[w].exitcode}") from None
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(f"training batch loader: no batch for step {self.step} within "
+                                       f"{self.timeout:g} s") from None
+        if step is None:
+            raise RuntimeError(f"training batch loader: worker {w} failed:\n{batch}")
+        if step != self.step:  # cannot happen while each worker owns its steps; a guard against silent reordering
+            raise RuntimeError(f"training batch loader: got the batch of step {step} for step {self.step}")
         self.step += 1
         return batch
 
     def close(self) -> None:
         """Stop the workers (batches drawn ahead are dropped)."""
-        self._pool.terminate()
-        self._pool.join()
+        for p in self._workers:
+            p.terminate()
+        for p in self._workers:
+            p.join(timeout=10)
+        for q in self._queues:
+            q.close()
 
     def __enter__(self) -> "BatchLoader":
         return self

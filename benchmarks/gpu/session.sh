@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs ON THE DEVICE (the GPU machine), after benchmarks/gpu/stage.sh here. Two phases, one `run` call each:
+#   bash benchmarks/gpu/session.sh train SECONDS   # paper recipe: PCNet, SCN, PCNet without DPC, PCNet with
+#                                                  # multi-class patch labels, in parallel, for SECONDS of wall
+#   bash benchmarks/gpu/session.sh bench [SECTIONS] [SIZES]   # benchmarks/bench_gpu.py
+# Outputs under $OUT: one RUN.tar per training run (best and last weights as float16, log.csv, curves.png, the
+# log), results-gpu.json (written after each section), session.log.
+set -uo pipefail
+export PYTHONPATH="$PWD/src:$PWD/benchmarks" PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/session.log") 2>&1
+[ -e ../shared ] || ln -s "$PWD/gpu/shared" ../shared  # the datasets' default paths are ../shared/...
+# only what is missing (dependencies the image already satisfies are kept)
+python -m pip install -q --no-index --find-links gpu/wheels tqdm lazy_loader "zarr>=2.16" 2>&1 | tail -2
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+phase=${1:?train SECONDS or bench}
+case $phase in
+train)
+    seconds=${2:?seconds of training}
+    # DEVICE and TRAIN_EXTRA (appended, so they override) are for a dry run on a CPU, e.g. DEVICE=cpu
+    # TRAIN_EXTRA="--crop 128 --patch 128 --global-resize 192 --batch-size 2 --checkpoint-every 2 --val-images 1"
+    # shellcheck disable=SC2206
+    common=(--data bsds500:train --val bsds500:val --device "${DEVICE:-cuda}" --loader-workers 3
+            --checkpoint-every 100 --val-every 500 -q ${TRAIN_EXTRA:-})
+    declare -A runs=([pcnet]="pcnet" [scn]="scn" [pcnet-no-dpc]="pcnet --no-dpc"
+                     [pcnet-multiclass]="pcnet --multiclass-patch")
+    for name in "${!runs[@]}"; do
+        # shellcheck disable=SC2086
+        timeout -s INT "$seconds" python -m uhrseg train ${runs[$name]} "${common[@]}" --out "runs/gpu-$name" \
+            > "runs-gpu-$name.log" 2>&1 &
+    done
+    wait
+    for name in "${!runs[@]}"; do
+        d="runs/gpu-$name"
+        mkdir -p "pack/$name"
+        for w in best last; do
+            [ -f "$d/$w.pt" ] && python -c "from uhrseg.models import export_weights as e; e('$d/$w.pt', 'pack/$name/$w.pt')"
+        done
+        cp "$d/log.csv" "$d/curves.png" "runs-gpu-$name.log" "pack/$name/" 2>/dev/null
+        tail -n 3 "$d/log.csv" 2>/dev/null
+        tar -cf "$OUT/$name.tar" -C pack "$name"
+    done
+    ;;
+bench)
+    python benchmarks/bench_gpu.py --device "${DEVICE:-cuda}" --sections "${2:-correctness,tiling,half,sizes}" \
+        --sizes "${3:-1K,2.5K,5K,10K,20K}" --out "$OUT/results-gpu.json"
+    ;;
+*)
+    echo "session.sh: unknown phase $phase" >&2
+    exit 2
+    ;;
+esac
+ls -la "$OUT"
