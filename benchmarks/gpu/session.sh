@@ -6,15 +6,17 @@
 # Outputs under $OUT: one RUN.tar per training run (best and last weights as float16, log.csv, curves.png, the
 # log), results-gpu.json (written after each section), session.log.
 set -uo pipefail
-export PYTHONPATH="$PWD/src:$PWD/benchmarks" PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}  # the device's python3 holds its PyTorch (there may be no plain `python`)
+export PYTHONPATH="$PWD/src:$PWD/benchmarks:/tmp/site" PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/session.log") 2>&1
 [ -e ../shared ] || ln -s "$PWD/gpu/shared" ../shared  # the datasets' default paths are ../shared/...
-# only what is missing (dependencies the image already satisfies are kept)
-python -m pip install -q --no-index --find-links gpu/wheels tqdm lazy_loader "zarr>=2.16" 2>&1 | tail -2
+# what the image lacks, beside (not into) its environment: /tmp/site comes after ours on PYTHONPATH
+ls gpu/wheels/*.whl > /dev/null 2>&1 && $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --upgrade --target /tmp/site gpu/wheels/*.whl 2>&1 | tail -2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 phase=${1:?train SECONDS or bench}
 case $phase in
 train)
@@ -26,17 +28,21 @@ train)
             --checkpoint-every 100 --val-every 500 -q ${TRAIN_EXTRA:-})
     declare -A runs=([pcnet]="pcnet" [scn]="scn" [pcnet-no-dpc]="pcnet --no-dpc"
                      [pcnet-multiclass]="pcnet --multiclass-patch")
+    pids=()
     for name in "${!runs[@]}"; do
+        # SIGINT makes a run write last.pt and stop; KILL 60 s later if it has not ended
         # shellcheck disable=SC2086
-        timeout -s INT "$seconds" python -m uhrseg train ${runs[$name]} "${common[@]}" --out "runs/gpu-$name" \
+        timeout -s INT -k 60 "$seconds" $PY -m uhrseg train ${runs[$name]} "${common[@]}" --out "runs/gpu-$name" \
             > "runs-gpu-$name.log" 2>&1 &
+        pids+=($!)
     done
-    wait
+    # the PIDs, not a bare `wait`: that would also wait for the `tee` of the process substitution above
+    wait "${pids[@]}"
     for name in "${!runs[@]}"; do
         d="runs/gpu-$name"
         mkdir -p "pack/$name"
         for w in best last; do
-            [ -f "$d/$w.pt" ] && python -c "from uhrseg.models import export_weights as e; e('$d/$w.pt', 'pack/$name/$w.pt')"
+            [ -f "$d/$w.pt" ] && $PY -c "from uhrseg.models import export_weights as e; e('$d/$w.pt', 'pack/$name/$w.pt')"
         done
         cp "$d/log.csv" "$d/curves.png" "runs-gpu-$name.log" "pack/$name/" 2>/dev/null
         tail -n 3 "$d/log.csv" 2>/dev/null
@@ -44,7 +50,7 @@ train)
     done
     ;;
 bench)
-    python benchmarks/bench_gpu.py --device "${DEVICE:-cuda}" --sections "${2:-correctness,tiling,half,sizes}" \
+    $PY benchmarks/bench_gpu.py --device "${DEVICE:-cuda}" --sections "${2:-correctness,tiling,half,sizes}" \
         --sizes "${3:-1K,2.5K,5K,10K,20K}" --out "$OUT/results-gpu.json"
     ;;
 *)

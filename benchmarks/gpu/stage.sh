@@ -35,7 +35,9 @@ done
 # imagecodecs (28 MB): bench_superpixels then writes the 10K / 20K mosaics with uncompressed tiles.
 pip download -q --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux2014_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d gpu/wheels tqdm lazy_loader "zarr>=2.16"
-rm -f gpu/wheels/numpy-*.whl  # the device's numpy stays (torch was built against it)
+# keep only what the image lacks (device README, KINDS.md): its numpy (torch was built against it), tqdm,
+# lazy_loader, packaging, PyYAML and typing_extensions stay in use
+for w in numpy packaging pyyaml typing_extensions tqdm lazy_loader; do rm -f gpu/wheels/"$w"-*.whl; done
 git rm -r -q --cached $HEAVY
 tracked=$(git ls-files -z | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
 others=$(git ls-files -z --others --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
