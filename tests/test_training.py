@@ -324,14 +324,18 @@ def test_bf16_superpixel_losses_match_fp32(mini_bsds, tmp_path):
 
 
 def test_head_norm_init_starts_from_a_network_without_the_norms(mini_bsds, tmp_path):
-    """--head-norm from weights without the head's norms (the packaged pcnet-aerial.pt): the new norms start as
-    the identity (docs/pcnet.md s. 7)."""
+    """--head-norm from weights without the head's norms (the packaged pcnet.pt with its two head norms taken
+    out, i.e. trained weights of a network built without them): the new norms start as the identity
+    (docs/pcnet.md s. 7)."""
     from uhrseg.errors import CheckpointError
     from uhrseg.models import NetConfig, build_model
     from uhrseg.models.checkpoint import packaged_weights_path, save_checkpoint
     from uhrseg.training.trainer import load_init, training_losses
 
-    packaged = packaged_weights_path("pcnet-aerial")
+    plain = build_model("pcnet", NetConfig())
+    trained = load_model(packaged_weights_path("pcnet")).state_dict()
+    plain.load_state_dict({k: trained[k] for k in plain.state_dict()})
+    packaged = save_checkpoint(tmp_path / "no-norms.pt", plain)
     sampler = TrainingSampler([BSDS500(mini_bsds, "test")],
                               SamplingConfig(global_resize=384, crop=256, patch=256, upscale=4), seed=0)
     batch = sampler.batch(2)
