@@ -99,6 +99,11 @@ def test_stored_report_resumes_from_pairs_csv_and_redo_recomputes(mini_bsds, tmp
     report = (out / "report.md").read_text()
     assert "Computed again in this invocation (--redo): seeds." in report
     assert "--redo" not in report.split("```bash", 1)[1].split("```", 1)[0], "the command to reproduce"
+    shutil.rmtree(out / "runs")  # --redo on a stored report: its shards are rebuilt first, then dropped
+    assert main([*argv, "--methods", "slico,seeds,fh", "--redo", "fh"]) == 0, capsys.readouterr().err
+    third = {(r["method"], r["image"], r["gt"]): r for r in read_pairs(out / "pairs.csv")}
+    assert all(third[k]["seconds"] == again[k]["seconds"] for k in again if k[0] != "fh")
+    assert any(third[k]["seconds"] != again[k]["seconds"] for k in again if k[0] == "fh"), "stored fh cells reused"
 
     assert main([*argv, "--methods", "slico", "--redo", "lsc"]) == 2
     assert "--redo: lsc not among the methods of this run (slico)" in capsys.readouterr().err

@@ -246,7 +246,8 @@ def prepare_shards(out_dir: Path, table: str, shard_of: Callable[[list[str]], Pa
 
     If ``OUT/runs/`` does not exist but ``OUT/TABLE`` does (a report kept without its shards, as the ones in
     ``docs/results/``), the table's rows are split back into their shards, header first. Then the shards in
-    ``redo`` are deleted, so their cells run again.
+    ``redo`` are deleted, so their cells run again (after the rebuild, so that a redo of a stored report's
+    method does run again).
 
     Parameters
     ----------
@@ -257,7 +258,7 @@ def prepare_shards(out_dir: Path, table: str, shard_of: Callable[[list[str]], Pa
     shard_of : callable
         ``row (list of str) -> shard path`` under ``out_dir / "runs"``.
     redo : iterable of Path
-        Shards to delete (missing ones are ignored).
+        Shards to delete, or folders whose ``*.csv`` shards are all deleted (missing ones are ignored).
 
     Returns
     -------
@@ -283,8 +284,9 @@ def prepare_shards(out_dir: Path, table: str, shard_of: Callable[[list[str]], Pa
                 writer.writerows(rows)
             os.replace(tmp, shard)
         rebuilt = len(groups)
-    for shard in redo:
-        shard.unlink(missing_ok=True)
+    for target in redo:
+        for shard in (sorted(target.glob("*.csv")) if target.is_dir() else [target]):
+            shard.unlink(missing_ok=True)
     return rebuilt
 
 
@@ -374,7 +376,7 @@ def run_evaluation(dataset, plan: EvaluationPlan, out_dir: str | os.PathLike, pr
     if unknown:
         raise UhrsegError(f"--redo: {', '.join(unknown)} not among the methods of this run ({', '.join(methods)})")
     prepare_shards(out_dir, "pairs.csv", lambda row: out_dir / "runs" / row[0] / f"{row[1]}.csv",
-                   [p for m in redo for p in (out_dir / "runs" / m).glob("*.csv")])
+                   [out_dir / "runs" / m for m in redo])
     work: list[tuple[Path, list[tuple]]] = []
     for method in methods:
         for setting in settings:
