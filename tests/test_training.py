@@ -335,15 +335,15 @@ def test_head_norm_init_starts_from_a_network_without_the_norms(mini_bsds, tmp_p
     plain = build_model("pcnet", NetConfig())
     trained = load_model(packaged_weights_path("pcnet")).state_dict()
     plain.load_state_dict({k: trained[k] for k in plain.state_dict()})
-    packaged = save_checkpoint(tmp_path / "no-norms.pt", plain)
+    no_norms = save_checkpoint(tmp_path / "no-norms.pt", plain)
     sampler = TrainingSampler([BSDS500(mini_bsds, "test")],
                               SamplingConfig(global_resize=384, crop=256, patch=256, upscale=4), seed=0)
     batch = sampler.batch(2)
-    old = load_model(packaged)
+    old = load_model(no_norms)
     assert not old.config.head_norm
     new = build_model("pcnet", NetConfig(head_norm=True))
     assert new.config.head_norm and new.n_parameters() == old.n_parameters() + 2 * (256 + 16)
-    load_init(new, packaged, lambda: batch["global"]["input"])
+    load_init(new, no_norms, lambda: batch["global"]["input"])
     new.eval()
     with torch.no_grad():  # evaluation mode: the same association map on a real image the batch did not hold
         image = torch.from_numpy(BSDS500(mini_bsds, "test").image("100099")[:320, :480].copy()).permute(2, 0, 1)
