@@ -18,7 +18,7 @@ from uhrseg.grid.cells import neighbour_choice_to_cell_ids
 from uhrseg.grid.geometry import CellGrid, choice_to_cell_ids
 from uhrseg.inference.opencv_dnn import OpenCVNetwork, packaged_onnx_path
 from uhrseg.inference.predictor import resolve_backend, torch_may_see_gpu
-from uhrseg.inference.resize import network_input
+from uhrseg.inference.resize import network_input, network_inputs
 from uhrseg.inference.tiling import tile_plan
 from uhrseg.io import read_image
 from uhrseg.io.sources import ArraySource
@@ -65,9 +65,9 @@ def test_full_pipeline_agrees_with_torch_and_keeps_the_conventions(photo):
 def test_tiling_does_not_change_the_opencv_labels(photo):
     net = OpenCVNetwork.packaged("pcnet")
     grid = CellGrid(16 * 30, 16 * 48)
-    x = network_input(ArraySource(photo), grid.height // 4, grid.width // 4)
-    whole = net.cell_id_map(x, grid, tile=1024, strip_pixels=2**22)
-    tiled = net.cell_id_map(x, grid, tile=32, strip_pixels=3000)
+    x, guide = network_inputs(ArraySource(photo), grid, 4, guided=net.guide)
+    whole = net.cell_id_map(x, grid, tile=1024, strip_pixels=2**22, guide=guide)
+    tiled = net.cell_id_map(x, grid, tile=32, strip_pixels=3000, guide=guide)
     assert np.array_equal(whole, tiled)
     assert whole.min() >= 0 and whole.max() < grid.n_cells
 

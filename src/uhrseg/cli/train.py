@@ -99,6 +99,11 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     sp.add_argument("--head-norm", action="store_true",
                     help="pcnet: BatchNorm in the 4x head, as in the authors' code (with --init from weights "
                          "without it, the new norms start as the identity on the first batch)")
+    sp.add_argument("--guide", action="store_true",
+                    help="pcnet: the head also sees the image at the output resolution (our addition to the "
+                         "paper; with --init from weights without it, the guide branch starts at zero)")
+    sp.add_argument("--guide-lr-scale", type=float, metavar="F",
+                    help="pcnet --guide: learning-rate factor of the guide branch (default 1)")
 
     sg = p.add_argument_group("segmentation networks (isdnet, deeppath)")
     sg.add_argument("--optimizer", choices=("adamw", "sgd"), help="(default adamw)")
@@ -158,8 +163,8 @@ def _scale_range(text: str) -> tuple[float, float]:
 
 
 def _superpixel_config(args: argparse.Namespace) -> TrainConfig:
-    extra = {k: getattr(args, k) for k in ("val_n_segments", "lr_step", "patch", "global_resize", "loader_workers")
-             if getattr(args, k) is not None}
+    extra = {k: getattr(args, k) for k in ("val_n_segments", "lr_step", "patch", "global_resize", "loader_workers",
+                                           "guide_lr_scale") if getattr(args, k) is not None}
     if args.loader_workers is not None and args.loader_workers < 0:
         raise UhrsegError(f"--loader-workers must be >= 0, got {args.loader_workers}")
     if args.scale_range is not None:
@@ -168,7 +173,7 @@ def _superpixel_config(args: argparse.Namespace) -> TrainConfig:
         extra["scale_range"] = _scale_range(args.scale_range)
     return TrainConfig(model=args.model, bsds500_root=str(args.bsds500_root), dpc=not args.no_dpc,
                        sr=not args.no_sr, ld=not args.no_ld, binary_mask=not args.multiclass_patch,
-                       head_norm=args.head_norm, **_common(args), **extra)
+                       head_norm=args.head_norm, guide=args.guide, **_common(args), **extra)
 
 
 def _segmentation_config(args: argparse.Namespace) -> SemanticTrainConfig:

@@ -41,7 +41,7 @@ from .resize import (
 )
 from ..models.layers import transposed_conv_as_subpixel
 from ..models.nets import SuperpixelNet
-from .tiling import TRUNK_HALO, check_tiling, tile_plan
+from .tiling import TRUNK_HALO, check_tiling, guide_window, tile_plan
 
 
 __all__ = [
@@ -97,7 +97,8 @@ def synchronize(device: torch.device) -> None:
 
 
 def cell_id_map(model: SuperpixelNet, net_input: np.ndarray, grid: CellGrid, device: torch.device,
-                tile: int = DEFAULT_TILE, strip_pixels: int = DEFAULT_STRIP_PIXELS) -> np.ndarray:
+                tile: int = DEFAULT_TILE, strip_pixels: int = DEFAULT_STRIP_PIXELS,
+                guide: np.ndarray | None = None) -> np.ndarray:
     """Cell id of every network output pixel (the hard assignment of ``Q``), computed tile by tile.
 
     Parameters
@@ -117,6 +118,10 @@ def cell_id_map(model: SuperpixelNet, net_input: np.ndarray, grid: CellGrid, dev
         depend on it.
     strip_pixels : int
         Output pixels per head strip (memory of the head); the result does not depend on it.
+    guide : (h, w, 3) ndarray of float32 in [0, 1], optional
+        The image at the output resolution, for a model whose head takes it (``model.uses_guide``; see
+        :func:`uhrseg.inference.resize.network_inputs`). Each head strip gets the part its features cover
+        (:func:`uhrseg.inference.tiling.guide_window`), so the whole guide is never copied.
 
     Returns
     -------
@@ -126,7 +131,8 @@ def cell_id_map(model: SuperpixelNet, net_input: np.ndarray, grid: CellGrid, dev
     Raises
     ------
     ValueError
-        If ``tile`` or ``strip_pixels`` is smaller than 1, or the input does not match ``grid``.
+        If ``tile`` or ``strip_pixels`` is smaller than 1, the input does not match ``grid``, or ``guide`` is
+        missing for a guided model, given to another, or not ``(h, w, 3)``.
     """
     up, m = model.upscale, model.input_multiple
     tile = check_tiling(net_input.shape, (grid.height, grid.width), up, m, tile, strip_pixels)
@@ -137,6 +143,7 @@ def cell_id_map(model: SuperpixelNet, net_input: np.ndarray, grid: CellGrid, dev
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
     x = x.contiguous(memory_format=torch.channels_last)
     full_h, full_w = x.shape[2:]
+    _check_guide(model, guide, grid)
     ids = np.empty((grid.height, grid.width), np.int32)
     with torch.inference_mode():
         for t in tile_plan(in_h, in_w, full_h, full_w, tile, strip_pixels, up, TRUNK_HALO, model.head_halo):
@@ -144,12 +151,27 @@ def cell_id_map(model: SuperpixelNet, net_input: np.ndarray, grid: CellGrid, dev
             whole = window.shape[2:] == x.shape[2:]
             features = model.decode(window if whole else window.contiguous(memory_format=torch.channels_last))
             for s in t.strips:
-                logits = model.assoc_logits(features[:, :, s.features[0], s.features[1]])
+                g = None
+                if guide is not None:
+                    g = torch.from_numpy(guide_window(guide, *s.guide)).to(device)
+                    g = g.contiguous(memory_format=torch.channels_last)
+                logits = model.assoc_logits(features[:, :, s.features[0], s.features[1]], g)
                 choice = logits[:, :, s.crop[0], s.crop[1]].argmax(dim=1)[0]
                 cells = neighbour_choice_to_cell_ids(choice, grid, s.out[0].start, s.out[1].start)
                 ids[s.out] = cells.to(torch.int32).cpu().numpy()
             del features
     return ids
+
+
+def _check_guide(model: SuperpixelNet, guide: np.ndarray | None, grid: CellGrid) -> None:
+    """Raise ValueError unless ``guide`` is an ``(h, w, 3)`` image exactly when the model's head takes one."""
+    if not model.uses_guide:
+        if guide is not None:
+            raise ValueError(f"this {model.name} takes no guide image")
+        return
+    if guide is None or guide.shape != (grid.height, grid.width, 3):
+        got = None if guide is None else guide.shape
+        raise ValueError(f"this {model.name} needs a ({grid.height}, {grid.width}, 3) guide image, got {got}")
 
 
 def network_labels(
@@ -188,9 +210,9 @@ def network_labels(
     timings : NetworkTimings
         Seconds spent resizing, in the network, and sampling to full resolution.
     """
-    def cell_ids(x: np.ndarray, grid: CellGrid) -> np.ndarray:
-        ids = cell_id_map(model, x, grid, device, tile, strip_pixels)
+    def cell_ids(x: np.ndarray, grid: CellGrid, guide: np.ndarray | None) -> np.ndarray:
+        ids = cell_id_map(model, x, grid, device, tile, strip_pixels, guide)
         synchronize(device)
         return ids
 
-    return sampled_cell_ids(image, n_segments, model.cell_size, model.upscale, cell_ids)
+    return sampled_cell_ids(image, n_segments, model.cell_size, model.upscale, cell_ids, model.uses_guide)

@@ -5,9 +5,12 @@ Two graphs, so that the OpenCV backend tiles exactly as the torch backend does (
 * ``<name>.trunk.onnx``: ``(1, 3, H, W)`` float32 RGB in [0, 1] (``H, W`` multiples of 16) -> ``(1, C, H, W)``
   float32 decoder features (input mean subtraction included);
 * ``<name>.head.onnx``: ``(1, C, h, w)`` features -> ``(1, upscale h, upscale w)`` int64 index of the most
-  probable of the 9 neighbour cells (the argmax of ``Q``; the softmax does not change it and is left out);
+  probable of the 9 neighbour cells (the argmax of ``Q``; the softmax does not change it and is left out); for
+  a guided PCNet (``NetConfig.guide``) the head has a second input, ``guide``: ``(1, 3, upscale h, upscale w)``
+  float32 RGB in [0, 1];
 
-and ``<name>.onnx.json``: the model's geometry (``upscale``, ``cell_size``, ``input_multiple``, ``head_halo``),
+and ``<name>.onnx.json``: the model's geometry (``upscale``, ``cell_size``, ``input_multiple``, ``head_halo``,
+``guide``),
 the file names and the SHA-256 of the checkpoint they came from, so a stale export is detected
 (:meth:`uhrseg.inference.opencv_dnn.OpenCVNetwork.from_files`). The graphs come from
 :func:`uhrseg.inference.network.inference_model` (sub-pixel convolutions instead of transposed ones), in float32,
@@ -53,8 +56,8 @@ class _Head(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.model.assoc_logits(features).argmax(dim=1)
+    def forward(self, features: torch.Tensor, *guide: torch.Tensor) -> torch.Tensor:
+        return self.model.assoc_logits(features, *guide).argmax(dim=1)
 
 
 def _half_initializers(path: Path) -> None:
@@ -83,8 +86,8 @@ def _half_initializers(path: Path) -> None:
     onnx.save(graph_model, str(path))
 
 
-def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str,
-            output_axes: dict[int, str]) -> None:
+def _export(module: torch.nn.Module, examples: tuple[torch.Tensor, ...], path: Path, input_names: list[str],
+            output_name: str, output_axes: dict[int, str]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
@@ -92,10 +95,11 @@ def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, input_na
             warnings.simplefilter("ignore")
             # the TorchScript exporter: torch >= 2.5 takes `dynamo` (and defaults to the other exporter from 2.9)
             legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
-            torch.onnx.export(module, (example,), tmp, opset_version=ONNX_OPSET, do_constant_folding=False,
-                              input_names=[input_name], output_names=[output_name],
-                              dynamic_axes={input_name: {2: "height", 3: "width"}, output_name: output_axes},
-                              **legacy)
+            axes = {name: {2: f"{name}_height", 3: f"{name}_width"} for name in input_names[1:]}
+            axes[input_names[0]] = {2: "height", 3: "width"}
+            torch.onnx.export(module, examples, tmp, opset_version=ONNX_OPSET, do_constant_folding=False,
+                              input_names=input_names, output_names=[output_name],
+                              dynamic_axes={**axes, output_name: output_axes}, **legacy)
         _half_initializers(Path(tmp))
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
@@ -143,8 +147,12 @@ def export_onnx(weights: str | os.PathLike, directory: str | os.PathLike, name: 
     with torch.no_grad():
         features = model.trunk(image - model.input_mean)
     trunk, head = directory / f"{name}.trunk.onnx", directory / f"{name}.head.onnx"
-    _export(_Trunk(model).eval(), image, trunk, "image", "features", {2: "height", 3: "width"})
-    _export(_Head(model).eval(), features, head, "features", "choice", {1: "height", 2: "width"})
+    head_inputs, head_names = (features,), ["features"]
+    if model.uses_guide:
+        head_inputs += (torch.rand(1, 3, *(model.upscale * v for v in features.shape[2:])),)
+        head_names.append("guide")
+    _export(_Trunk(model).eval(), (image,), trunk, ["image"], "features", {2: "height", 3: "width"})
+    _export(_Head(model).eval(), head_inputs, head, head_names, "choice", {1: "height", 2: "width"})
     info = {
         "method": model.name,
         "source": weights.name,
@@ -155,6 +163,7 @@ def export_onnx(weights: str | os.PathLike, directory: str | os.PathLike, name: 
         "cell_size": int(model.cell_size),
         "input_multiple": int(m),
         "head_halo": int(model.head_halo),
+        "guide": bool(model.uses_guide),
         "opset": ONNX_OPSET,
         "torch": torch.__version__,
     }

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import WeightsNotFoundError
 from ..grid.geometry import CellGrid, choice_to_cell_ids
-from .tiling import TRUNK_HALO, check_tiling, tile_plan
+from .tiling import TRUNK_HALO, check_tiling, guide_window, tile_plan
 
 __all__ = ["AUTO_OPENCV_METHODS", "OPENCV_METHODS", "OpenCVNetwork", "file_sha256", "packaged_onnx_path"]
 
@@ -74,6 +74,10 @@ class OpenCVNetwork:
         Input sides are padded to multiples of this (16).
     head_halo : int
         Input rows and columns of context of a head strip.
+    trunk, head : cv2.dnn.Net
+        The two graphs.
+    guide : bool
+        The head also takes the image at the output resolution (a guided PCNet, ``NetConfig.guide``).
     """
 
     method: str
@@ -83,6 +87,7 @@ class OpenCVNetwork:
     head_halo: int
     trunk: "cv2.dnn.Net"
     head: "cv2.dnn.Net"
+    guide: bool = False
 
     @classmethod
     def from_files(cls, info_path: str | os.PathLike, weights: str | os.PathLike | None = None) -> "OpenCVNetwork":
@@ -106,7 +111,7 @@ class OpenCVNetwork:
             info = json.loads(info_path.read_text())
             net = cls(str(info["method"]), int(info["upscale"]), int(info["cell_size"]), int(info["input_multiple"]),
                       int(info["head_halo"]), cv2.dnn.readNetFromONNX(str(info_path.parent / info["trunk"])),
-                      cv2.dnn.readNetFromONNX(str(info_path.parent / info["head"])))
+                      cv2.dnn.readNetFromONNX(str(info_path.parent / info["head"])), bool(info.get("guide", False)))
             net.self_test()
         except (OSError, ValueError, KeyError, TypeError, cv2.error) as e:
             raise WeightsNotFoundError(f"{info_path}: not a usable ONNX export ({type(e).__name__}: {e})") from e
@@ -128,7 +133,8 @@ class OpenCVNetwork:
         m = self.input_multiple
         self.trunk.setInput(np.zeros((1, 3, 2 * m, 2 * m), np.float32))
         features = self.trunk.forward()
-        self.head.setInput(np.ascontiguousarray(features[:, :, :4, :4]))
+        self._set_head_inputs(np.ascontiguousarray(features[:, :, :4, :4]),
+                              np.zeros((1, 3, 4 * self.upscale, 4 * self.upscale), np.float32))
         choice = self.head.forward()
         if features.shape[2:] != (2 * m, 2 * m) or choice.shape[-2:] != (4 * self.upscale, 4 * self.upscale):
             raise ValueError(f"the graphs gave {features.shape} and {choice.shape} on a {2 * m} x {2 * m} input")
@@ -151,7 +157,15 @@ class OpenCVNetwork:
             raise WeightsNotFoundError(f"{packaged_onnx_path(method)}: holds {net.method}, not {method}")
         return net
 
-    def cell_id_map(self, net_input: np.ndarray, grid: CellGrid, tile: int, strip_pixels: int) -> np.ndarray:
+    def _set_head_inputs(self, features: np.ndarray, guide: np.ndarray | None) -> None:
+        if self.guide:
+            self.head.setInput(features, "features")
+            self.head.setInput(guide, "guide")
+        else:
+            self.head.setInput(features)
+
+    def cell_id_map(self, net_input: np.ndarray, grid: CellGrid, tile: int, strip_pixels: int,
+                    guide: np.ndarray | None = None) -> np.ndarray:
         """Cell id of every network output pixel, tile by tile, as :func:`uhrseg.inference.network.cell_id_map`.
 
         Parameters
@@ -162,6 +176,8 @@ class OpenCVNetwork:
             The output grid, ``h x w`` pixels.
         tile, strip_pixels : int
             Trunk tile core (input pixels) and head strip size (output pixels); memory bounds only.
+        guide : (h, w, 3) ndarray of float32 in [0, 1], optional
+            The image at the output resolution; required exactly when :attr:`guide`.
 
         Returns
         -------
@@ -172,9 +188,14 @@ class OpenCVNetwork:
         Raises
         ------
         ValueError
-            As :func:`uhrseg.inference.tiling.check_tiling`.
+            As :func:`uhrseg.inference.tiling.check_tiling`, or if ``guide`` is missing for a guided network,
+            given to another, or not ``(h, w, 3)``.
         """
         up, m = self.upscale, self.input_multiple
+        if (guide is not None) != self.guide or (guide is not None and guide.shape != (grid.height, grid.width, 3)):
+            raise ValueError(f"this {self.method} export {'needs' if self.guide else 'takes no'} a "
+                             f"({grid.height}, {grid.width}, 3) guide image, got "
+                             f"{None if guide is None else guide.shape}")
         tile = check_tiling(net_input.shape, (grid.height, grid.width), up, m, tile, strip_pixels)
         in_h, in_w = net_input.shape[:2]
         x = np.pad(net_input, ((0, -in_h % m), (0, -in_w % m), (0, 0)), mode="edge")
@@ -185,7 +206,8 @@ class OpenCVNetwork:
             self.trunk.setInput(np.ascontiguousarray(x[:, :, t.window[0], t.window[1]]))
             features = self.trunk.forward()
             for s in t.strips:
-                self.head.setInput(np.ascontiguousarray(features[:, :, s.features[0], s.features[1]]))
+                self._set_head_inputs(np.ascontiguousarray(features[:, :, s.features[0], s.features[1]]),
+                                      None if guide is None else guide_window(guide, *s.guide))
                 choice = self.head.forward()[0]
                 ids[s.out] = choice_to_cell_ids(choice[s.crop], grid, s.out[0].start, s.out[1].start)
             del features

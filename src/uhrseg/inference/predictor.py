@@ -41,7 +41,7 @@ from ..io.images import as_rgb, to_uint8
 from ..io.sources import ArraySource
 from ..stores import ArrayStore
 from .opencv_dnn import AUTO_OPENCV_METHODS, OPENCV_METHODS, OpenCVNetwork, packaged_onnx_path
-from .resize import AreaAccumulator, nearest_index, network_input, output_grid, sampled_cell_ids
+from .resize import AreaAccumulator, nearest_index, network_inputs, output_grid, sampled_cell_ids
 
 # torch (1.0-1.5 s to import) is imported where the torch backend needs it, so that the OpenCV backend and
 # the classical methods run without it.
@@ -387,7 +387,7 @@ class SuperpixelPredictor:
             return SuperpixelResult(labels, n, info.n_cells, info.timings)
         if self.network is not None:
             raw, grid, t = sampled_cell_ids(image, n, self.network.cell_size, self.network.upscale,
-                                            self._cell_id_map)
+                                            self._cell_id_map, self._guided)
             return SuperpixelResult(raw, n, grid.n_cells, dict(resize=t.resize, network=t.network, assign=t.assign))
         t0 = time.perf_counter()
         raw = classical_superpixels(to_uint8(image), n, self.method)
@@ -476,12 +476,13 @@ class SuperpixelPredictor:
             if preview is not None:
                 preview.add(y0, band)
 
-        x = network_input(source, grid.height // self.network.upscale, grid.width // self.network.upscale, on_band)
+        x, guide = network_inputs(source, grid, self.network.upscale, self._guided, on_band)
         timings["resize"] = time.perf_counter() - t0
 
         say("network")
         t0 = time.perf_counter()
-        ids = self._cell_id_map(x, grid)
+        ids = self._cell_id_map(x, grid, guide)
+        del guide
         timings["network"] = time.perf_counter() - t0
 
         say("connectivity")
@@ -520,13 +521,20 @@ class SuperpixelPredictor:
             rgb = np.clip(np.rint(preview.result() * 255.0), 0, 255).astype(np.uint8)
         return SourceResult(n, grid.n_cells, n_produced, timings, rgb)
 
-    def _cell_id_map(self, x: np.ndarray, grid: CellGrid) -> np.ndarray:
-        """The network's cell-id map of input ``x`` on ``grid``, on this predictor's backend."""
+    @property
+    def _guided(self) -> bool:
+        """Whether the network's head takes the guide image (a PCNet with ``NetConfig.guide``)."""
         if self.backend == "opencv":
-            return self.network.cell_id_map(x, grid, self.tile, self.strip_pixels)
+            return self.network.guide
+        return self.model is not None and self.model.uses_guide
+
+    def _cell_id_map(self, x: np.ndarray, grid: CellGrid, guide: np.ndarray | None = None) -> np.ndarray:
+        """The network's cell-id map of input ``x`` (and ``guide``) on ``grid``, on this predictor's backend."""
+        if self.backend == "opencv":
+            return self.network.cell_id_map(x, grid, self.tile, self.strip_pixels, guide)
         from .network import cell_id_map, synchronize
 
-        ids = cell_id_map(self.model, x, grid, self.device, self.tile, self.strip_pixels)
+        ids = cell_id_map(self.model, x, grid, self.device, self.tile, self.strip_pixels, guide)
         synchronize(self.device)
         return ids
 

@@ -21,7 +21,7 @@ from ..grid.geometry import CellGrid
 from ..io.sources import ArraySource
 
 __all__ = ["RESIZE_BAND_ROWS", "AreaAccumulator", "NetworkTimings", "grid_shape_for", "nearest_index",
-           "network_input", "output_grid", "resize_image", "sampled_cell_ids"]
+           "network_input", "network_inputs", "output_grid", "resize_image", "sampled_cell_ids"]
 
 #: Source rows per band when making the network input (fixed, so the result never depends on tiling).
 RESIZE_BAND_ROWS = 256
@@ -103,7 +103,10 @@ class AreaAccumulator:
     """Area-averaging resize of an image that arrives in bands of rows (shrinking along y).
 
     Each band is averaged along x with OpenCV ``INTER_AREA`` and its rows are added into the output rows they
-    overlap with their area weights, so memory is one band plus the output.
+    overlap with their area weights, so memory is one band plus the output. The weighted sums run in numpy's
+    own loops, not BLAS, whose result depends on its thread count in the last bit (a matrix product changed
+    26 000 of the 460 800 values of a guide image between 1 and 2 threads), so the result is the same on any
+    machine and in any worker.
 
     Parameters
     ----------
@@ -127,7 +130,13 @@ class AreaAccumulator:
         if self.width != self.source_width:
             band = cv2.resize(band, (self.width, y1 - y0), interpolation=cv2.INTER_AREA)
         first, weights = _area_weights(self.height, self.source_height, y0, y1)
-        self._out[first : first + weights.shape[0]] += weights @ band.reshape(y1 - y0, self.width * 3)
+        rows = band.reshape(y1 - y0, self.width * 3)
+        for j, w in enumerate(weights):
+            used = np.flatnonzero(w)
+            if used.size == 0:
+                continue
+            lo, hi = used[0], used[-1] + 1
+            self._out[first + j] += (w[lo:hi, None] * rows[lo:hi]).sum(axis=0)
 
     def result(self) -> np.ndarray:
         """The resized image, ``(height, width, 3)`` float32 in [0, 1]."""
@@ -171,6 +180,36 @@ def network_input(source, height: int, width: int, on_band=None) -> np.ndarray:
     return acc.result()
 
 
+def network_inputs(source, grid: CellGrid, upscale: int, guided: bool = False,
+                   on_band=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The network input for ``grid``, and for a guided network (``NetConfig.guide``) the guide image.
+
+    Parameters
+    ----------
+    source : image source
+        As in :func:`network_input`.
+    grid : CellGrid
+        The network's output grid (:func:`output_grid`), ``h x w`` output pixels.
+    upscale : int
+        Output pixels per input pixel (4 for PCNet).
+    guided : bool
+        Also make the guide: the source resized to ``(h, w)`` (:func:`network_input`); the network input is then
+        that guide area-averaged by ``upscale`` (as in training), so the source is read once.
+    on_band : callable, optional
+        As in :func:`network_input`.
+
+    Returns
+    -------
+    x : (h / upscale, w / upscale, 3) ndarray of float32 in [0, 1]
+    guide : (h, w, 3) ndarray of float32 in [0, 1], or None when not ``guided``
+        About 12 bytes per output pixel (3 KB per superpixel with 16 x 16 cells).
+    """
+    if not guided:
+        return network_input(source, grid.height // upscale, grid.width // upscale, on_band), None
+    guide = network_input(source, grid.height, grid.width, on_band)
+    return resize_image(guide, grid.height // upscale, grid.width // upscale), guide
+
+
 def nearest_index(n_out: int, n_in: int) -> np.ndarray:
     """Nearest source index for each of ``n_out`` output positions over ``n_in`` source positions.
 
@@ -205,8 +244,8 @@ class NetworkTimings:
 
 
 def sampled_cell_ids(image: np.ndarray, n_segments: int, cell_size: int, upscale: int,
-                     cell_ids: Callable[[np.ndarray, CellGrid], np.ndarray]) -> tuple[np.ndarray, CellGrid,
-                                                                                     NetworkTimings]:
+                     cell_ids: Callable[[np.ndarray, CellGrid, np.ndarray | None], np.ndarray],
+                     guided: bool = False) -> tuple[np.ndarray, CellGrid, NetworkTimings]:
     """A network's cell-id map sampled to the image's full resolution (nearest), before connectivity.
 
     Parameters
@@ -218,8 +257,11 @@ def sampled_cell_ids(image: np.ndarray, n_segments: int, cell_size: int, upscale
     cell_size, upscale : int
         The network's cell side (output pixels) and output pixels per input pixel.
     cell_ids : callable
-        ``cell_ids(net_input, grid)`` -> ``(h, w)`` int32 cell ids, on any backend
-        (:func:`uhrseg.inference.network.cell_id_map`, :meth:`uhrseg.inference.opencv_dnn.OpenCVNetwork.cell_id_map`).
+        ``cell_ids(net_input, grid, guide)`` -> ``(h, w)`` int32 cell ids, on any backend
+        (:func:`uhrseg.inference.network.cell_id_map`, :meth:`uhrseg.inference.opencv_dnn.OpenCVNetwork.cell_id_map`);
+        ``guide`` is None unless ``guided``.
+    guided : bool
+        The network's head takes the guide image (:func:`network_inputs`).
 
     Returns
     -------
@@ -233,9 +275,9 @@ def sampled_cell_ids(image: np.ndarray, n_segments: int, cell_size: int, upscale
     big_h, big_w = image.shape[:2]
     t0 = time.perf_counter()
     grid = output_grid(big_h, big_w, n_segments, cell_size)
-    x = network_input(ArraySource(image), grid.height // upscale, grid.width // upscale)
+    x, guide = network_inputs(ArraySource(image), grid, upscale, guided)
     t1 = time.perf_counter()
-    ids = cell_ids(x, grid)
+    ids = cell_ids(x, grid, guide)
     t2 = time.perf_counter()
     labels = ids.take(nearest_index(big_h, grid.height), axis=0).take(nearest_index(big_w, grid.width), axis=1)
     return labels, grid, NetworkTimings(t1 - t0, t2 - t1, time.perf_counter() - t2)

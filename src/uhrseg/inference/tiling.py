@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-__all__ = ["TRUNK_HALO", "Strip", "Tile", "check_tiling", "tile_plan"]
+import numpy as np
+
+__all__ = ["TRUNK_HALO", "Strip", "Tile", "check_tiling", "guide_window", "tile_plan"]
 
 #: Input pixels of context around each trunk tile. The trunk's receptive-field radius is 92 input pixels (5
 #: encoder stages of two 3x3 convolutions, strides 1-16, and 4 decoder steps), the head adds 2; rounded up
@@ -33,11 +35,16 @@ class Strip:
         Rows and columns of the head's output (output pixels) that belong to the strip.
     out : (slice, slice)
         Where those pixels go in the ``(h, w)`` output map.
+    guide : (slice, slice)
+        Rows and columns of the whole (padded) guide image at the output resolution that the strip's features
+        cover (output pixels; ``features`` times ``upscale``, in absolute coordinates), for a head that takes
+        one (``NetConfig.guide``).
     """
 
     features: tuple[slice, slice]
     crop: tuple[slice, slice]
     out: tuple[slice, slice]
+    guide: tuple[slice, slice]
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ def tile_plan(in_h: int, in_w: int, full_h: int, full_w: int, tile: int, strip_p
                     features=(slice(fy0 - wy0, fy1 - wy0), slice(fx0 - wx0, fx1 - wx0)),
                     crop=(slice((r0 - fy0) * up, (r1 - fy0) * up), slice((tx0 - fx0) * up, (tx1 - fx0) * up)),
                     out=(slice(r0 * up, r1 * up), slice(tx0 * up, tx1 * up)),
+                    guide=(slice(fy0 * up, fy1 * up), slice(fx0 * up, fx1 * up)),
                 ))
             yield Tile(window=(slice(wy0, wy1), slice(wx0, wx1)), strips=tuple(strips))
 
@@ -110,3 +118,28 @@ def check_tiling(input_shape: tuple[int, ...], grid_shape: tuple[int, int], upsc
     if (in_h * upscale, in_w * upscale) != tuple(grid_shape):
         raise ValueError(f"network input {in_h} x {in_w} does not match the {grid_shape[0]} x {grid_shape[1]} grid")
     return -(-tile // input_multiple) * input_multiple
+
+
+def guide_window(guide: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    """A head strip's part of the guide image (:attr:`Strip.guide`), as the network takes it.
+
+    Parameters
+    ----------
+    guide : (h, w, 3) ndarray of float32 in [0, 1]
+        The image at the output resolution (``NetConfig.guide``).
+    rows, cols : slice
+        :attr:`Strip.guide`: output pixels of the padded output, starting inside ``guide`` and possibly ending
+        past its bottom or right edge (the padding of the network input times ``upscale``).
+
+    Returns
+    -------
+    (1, 3, rows, cols) ndarray of float32
+        The window, edge-replicated past the guide's edges: what slicing the whole guide padded like the network
+        input would give, without a padded copy of the whole guide.
+    """
+    h, w = guide.shape[:2]
+    part = guide[rows.start:min(rows.stop, h), cols.start:min(cols.stop, w)]
+    pad_h, pad_w = rows.stop - rows.start - part.shape[0], cols.stop - cols.start - part.shape[1]
+    if pad_h or pad_w:
+        part = np.pad(part, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    return np.ascontiguousarray(part.transpose(2, 0, 1)[None], dtype=np.float32)

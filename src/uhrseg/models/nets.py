@@ -48,6 +48,14 @@ class NetConfig:
     head_norm : bool
         PCNet only: BatchNorm after the sub-pixel conv and after the embedding conv, as in the authors' code
         (``docs/pcnet.md`` section 7). False (the first packaged weights) leaves both convs unnormalised.
+    guide : bool
+        PCNet only, our addition to the paper: the head also sees the image at the output resolution (the
+        "guide"), through two 3x3 convs (``3 -> guide_channels -> D``) whose output is added to the embedding
+        conv's. The trunk still sees only the 1/4 image; the guide lets the head put boundaries on the
+        full-resolution edges it could only guess from the 1/4 input. The last guide conv starts at zero, so a
+        guided network made from unguided weights (:func:`uhrseg.training.load_init`) computes their function.
+    guide_channels : int
+        Channels of the guide branch's first conv (8).
     """
 
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
@@ -56,6 +64,8 @@ class NetConfig:
     negative_slope: float = 0.1
     input_mean: tuple[float, float, float] = field(default=BSDS500_MEAN)
     head_norm: bool = False
+    guide: bool = False
+    guide_channels: int = 8
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -107,6 +117,11 @@ class SuperpixelNet(nn.Module):
         return self.config.cell_size
 
     @property
+    def uses_guide(self) -> bool:
+        """Whether :meth:`assoc_logits` and :meth:`forward` need the guide image (``config.guide``, PCNet)."""
+        return False
+
+    @property
     def input_multiple(self) -> int:
         """Input sides must be multiples of this many pixels (16)."""
         return self.trunk.factor
@@ -135,11 +150,15 @@ class SuperpixelNet(nn.Module):
                              f"got {tuple(image.shape)}")
         return self.trunk(image - self.input_mean.to(image.dtype))
 
-    def assoc_logits(self, features: torch.Tensor) -> torch.Tensor:
-        """Association logits ``(B, 9, upscale H, upscale W)`` from decoder features ``(B, C, H, W)``."""
+    def assoc_logits(self, features: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        """Association logits ``(B, 9, upscale H, upscale W)`` from decoder features ``(B, C, H, W)``.
+
+        ``guide`` is the ``(B, 3, upscale H, upscale W)`` float RGB image in [0, 1] at the output resolution,
+        needed (and only accepted) when :attr:`uses_guide`.
+        """
         raise NotImplementedError
 
-    def forward(self, image: torch.Tensor) -> NetOutput:  # pragma: no cover - overridden
+    def forward(self, image: torch.Tensor, guide: torch.Tensor | None = None) -> NetOutput:  # pragma: no cover
         raise NotImplementedError
 
     def n_parameters(self) -> int:
@@ -165,10 +184,12 @@ class SCN(SuperpixelNet):
         self.assoc_head = nn.Conv2d(self.config.channels[0], 9, 3, padding=1)
         init_weights(self, self.config.negative_slope)
 
-    def assoc_logits(self, features: torch.Tensor) -> torch.Tensor:
+    def assoc_logits(self, features: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        _check_guide(self, features, guide)
         return self.assoc_head(features)
 
-    def forward(self, image: torch.Tensor) -> NetOutput:
+    def forward(self, image: torch.Tensor, guide: torch.Tensor | None = None) -> NetOutput:
+        _check_guide(self, image, guide)
         return NetOutput(torch.softmax(self.assoc_logits(self.decode(image)), dim=1), None, None)
 
 
@@ -179,11 +200,15 @@ class PCNet(SuperpixelNet):
     ``(B, C, 4H, 4W)``; a 3x3 conv gives the pixel embedding ``E`` ``(B, D, 4H, 4W)``; LeakyReLU and a 3x3 conv
     ``D -> 9`` give the association logits. With ``config.head_norm`` a BatchNorm follows the sub-pixel conv
     (before the shuffle) and the embedding conv, as in the authors' code. The SR head (1x1 conv ``C -> 3`` +
-    tanh on the SR feature) is used in training only. About 2.3 M parameters.
+    tanh on the SR feature) is used in training only. About 2.3 M parameters. With ``config.guide`` the
+    embedding also gets ``guide(G - mean)``, two 3x3 convs on the image ``G`` at the output resolution
+    (:class:`NetConfig`; not in the paper).
 
     Shape
     -----
-    - Input: ``(B, 3, H, W)`` float RGB in [0, 1] at 1/4 of the output resolution; ``H, W`` multiples of 16.
+    - Input: ``(B, 3, H, W)`` float RGB in [0, 1] at 1/4 of the output resolution; ``H, W`` multiples of 16;
+      with ``config.guide`` also the guide ``(B, 3, 4H, 4W)`` float RGB in [0, 1] (the image the input was
+      area-averaged from).
     - Output: :class:`NetOutput` with ``assoc`` ``(B, 9, 4H, 4W)``, ``embedding`` ``(B, D, 4H, 4W)`` and
       ``reconstruction`` ``(B, 3, 4H, 4W)`` in [-1, 1].
     """
@@ -209,16 +234,50 @@ class PCNet(SuperpixelNet):
         self.embed_norm = nn.BatchNorm2d(d) if norm else nn.Identity()
         self.assoc_head = nn.Sequential(nn.LeakyReLU(slope), nn.Conv2d(d, 9, 3, padding=1))
         self.sr_head = nn.Sequential(nn.Conv2d(c, 3, 1), nn.Tanh())
+        if self.config.guide:
+            g = self.config.guide_channels
+            self.guide = nn.Sequential(nn.Conv2d(3, g, 3, padding=1), nn.LeakyReLU(slope),
+                                       nn.Conv2d(g, d, 3, padding=1))
         init_weights(self, slope)
+        if self.config.guide:
+            nn.init.zeros_(self.guide[2].weight)
+            nn.init.zeros_(self.guide[2].bias)
 
-    def assoc_logits(self, features: torch.Tensor) -> torch.Tensor:
-        return self.assoc_head(self.embed_norm(self.embed(self.subpixel(features))))
+    @property
+    def uses_guide(self) -> bool:
+        return self.config.guide
 
-    def forward(self, image: torch.Tensor) -> NetOutput:
+    def _embedding(self, sr_feature: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
+        e = self.embed(sr_feature)
+        if self.config.guide:
+            e = e + self.guide(guide - self.input_mean.to(guide.dtype))
+        return self.embed_norm(e)
+
+    def assoc_logits(self, features: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        sr_feature = self.subpixel(features)
+        _check_guide(self, sr_feature, guide)
+        return self.assoc_head(self._embedding(sr_feature, guide))
+
+    def forward(self, image: torch.Tensor, guide: torch.Tensor | None = None) -> NetOutput:
         sr_feature = self.subpixel(self.decode(image))
-        embedding = self.embed_norm(self.embed(sr_feature))
+        _check_guide(self, sr_feature, guide)
+        embedding = self._embedding(sr_feature, guide)
         assoc = torch.softmax(self.assoc_head(embedding), dim=1)
         return NetOutput(assoc, embedding, self.sr_head(sr_feature))
+
+
+def _check_guide(model: SuperpixelNet, out: torch.Tensor, guide: torch.Tensor | None) -> None:
+    """Raise ValueError unless ``guide`` is given exactly when the model uses one, shaped ``(B, 3, h, w)`` like
+    the output-resolution tensor ``out`` (``(B, C, h, w)``)."""
+    if not model.uses_guide:
+        if guide is not None:
+            raise ValueError(f"this {model.name} takes no guide image (NetConfig.guide is off)")
+        return
+    if guide is None:
+        raise ValueError(f"this {model.name} needs the guide image at the output resolution (NetConfig.guide)")
+    want = (out.shape[0], 3, *out.shape[2:])
+    if tuple(guide.shape) != want:
+        raise ValueError(f"{model.name} guide must be {want} (the output resolution), got {tuple(guide.shape)}")
 
 
 #: Model registry: name -> class.

@@ -108,7 +108,7 @@ def mixed_precision(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def forward_at(model: torch.nn.Module, x: torch.Tensor, precision: str):
+def forward_at(model: torch.nn.Module, x: torch.Tensor, precision: str, *extra: torch.Tensor | None):
     """``model(x)`` inside :func:`mixed_precision`, with every floating tensor of the output cast to float32.
 
     Parameters
@@ -119,13 +119,15 @@ def forward_at(model: torch.nn.Module, x: torch.Tensor, precision: str):
         The input batch, float32, on the model's device.
     precision : {"fp32", "bf16"}
         See :func:`mixed_precision`.
+    *extra : torch.Tensor or None
+        More positional inputs of the model (PCNet's guide image).
 
     Returns
     -------
     The model's output, float32 (the losses then run in float32, outside autocast).
     """
     with mixed_precision(x.device, precision):
-        out = model(x)
+        out = model(x, *extra)
     if precision == "fp32":
         return out
 
@@ -217,7 +219,7 @@ def training_loop(run_dir: Path, run: RunState, *, model: torch.nn.Module, optim
     while run.step < end:
         t0 = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(run.step)
+            group["lr"] = lr_at(run.step) * group.get("lr_scale", 1.0)
         losses = losses_at()
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
@@ -255,11 +257,27 @@ def training_loop(run_dir: Path, run: RunState, *, model: torch.nn.Module, optim
     return run_dir / "best.pt" if (run_dir / "best.pt").is_file() else last
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on weights (tensors of 2 or more dimensions), none on biases, norms and scalars."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def parameter_groups(model: torch.nn.Module, weight_decay: float,
+                     lr_scales: dict[str, float] | None = None) -> list[dict]:
+    """Weight decay on weights (tensors of 2 or more dimensions), none on biases, norms and scalars.
+
+    ``lr_scales`` maps a submodule name (``"guide"``) to a learning-rate factor: its parameters get groups of
+    their own with ``lr_scale`` set, which :func:`training_loop` multiplies into the scheduled rate.
+    """
+    named = list(model.named_parameters())
+    scales = {name: next((v for k, v in (lr_scales or {}).items() if name == k or name.startswith(k + ".")), 1.0)
+              for name, _ in named}
+    groups = []
+    for scale in sorted({1.0, *scales.values()}):
+        for decayed in (True, False):
+            params = [p for n, p in named if scales[n] == scale and (p.ndim > 1) == decayed]
+            if scale != 1.0 and not params:
+                continue
+            group = {"params": params, "weight_decay": weight_decay if decayed else 0.0}
+            if scale != 1.0:
+                group["lr_scale"] = scale
+            groups.append(group)
+    return groups
 
 
 def hardware(device: torch.device) -> str:

@@ -48,7 +48,9 @@ class TrainConfig:
     SCN trains with the same code path with ``dpc``, ``sr`` and ``ld`` forced off. ``init`` names a checkpoint
     of the same model whose weights the run starts from (fine-tuning); it is read only at step 0, by
     :func:`load_init`. ``head_norm`` builds PCNet with BatchNorm in its 4x head (``NetConfig.head_norm``; forced
-    off for SCN); a run whose ``init`` has those norms gets them without asking (:func:`train`). ``precision``
+    off for SCN); a run whose ``init`` has those norms gets them without asking (:func:`train`); ``guide`` likewise
+    builds PCNet whose head also sees the image at the output resolution (``NetConfig.guide``), and
+    ``guide_lr_scale`` multiplies the learning rate of that guide branch (new layers on trained ones). ``precision``
     (``"fp32"`` or ``"bf16"``) is the arithmetic of the forward pass
     (:func:`uhrseg.training.common.mixed_precision`). ``loader_workers`` > 0 draws the batches in that many
     worker processes, the batch of step ``t`` from a generator seeded with ``[seed, t]`` (another stream than
@@ -76,6 +78,8 @@ class TrainConfig:
     ld: bool = True
     binary_mask: bool = True
     head_norm: bool = False
+    guide: bool = False
+    guide_lr_scale: float = 1.0
     ld_window: int = 5
     init: str | None = None
     sp_weight: float = 0.005
@@ -95,9 +99,11 @@ class TrainConfig:
         if self.loader_workers < 0:
             raise ValueError(f"loader_workers must be >= 0, got {self.loader_workers}")
         if self.model == "scn":
-            self.dpc = self.sr = self.ld = self.head_norm = False
+            self.dpc = self.sr = self.ld = self.head_norm = self.guide = False
         if self.scale_range is not None:  # a list after a checkpoint's JSON-like round trip
             self.scale_range = tuple(float(v) for v in self.scale_range)
+        if self.guide_lr_scale <= 0:
+            raise ValueError(f"guide_lr_scale must be > 0, got {self.guide_lr_scale}")
         if self.iterations < 1 or self.batch_size < 1:
             raise ValueError("iterations and batch_size must be >= 1")
         check_precision(self.precision)
@@ -112,11 +118,14 @@ def load_init(model: SuperpixelNet, path: str, first_inputs, source: SuperpixelN
     """Start ``model`` from the weights of the checkpoint ``path`` (fine-tuning, ``TrainConfig.init``).
 
     BatchNorm layers that ``model`` has and the checkpoint lacks (``NetConfig.head_norm`` on weights trained
-    without it) start as the identity: ``first_inputs()`` gives a ``(B, 3, h, w)`` float32 input batch, and in
+    without it) start as the identity: ``first_inputs()`` gives a ``(B, 3, h, w)`` float32 input batch (or the
+    tuple of the model's inputs: the batch and a guided PCNet's ``(B, 3, 4h, 4w)`` guide), and in
     training mode, one new norm at a time in forward order, the norm's weight is set to ``sqrt(var + eps)``
     and its bias to ``mean`` of its input on that batch (per channel), its running mean and variance to the
-    same ``mean`` and ``var``. The loaded network then computes the checkpoint's function in evaluation mode
-    on any input, and in training mode on that batch; the other norms' running statistics are left as loaded.
+    same ``mean`` and ``var``. A guide branch (``NetConfig.guide``) that the checkpoint lacks keeps its
+    initialisation, whose last conv is zero. The loaded network then computes the checkpoint's function in
+    evaluation mode on any input, and in training mode on that batch; the other norms' running statistics are
+    left as loaded.
     ``source`` is that checkpoint already loaded (:func:`uhrseg.models.load_model`), so it is not read twice.
 
     Raises
@@ -128,6 +137,8 @@ def load_init(model: SuperpixelNet, path: str, first_inputs, source: SuperpixelN
     source = source if source is not None else load_model(path, expected=model.name)
     missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
     modules = dict(model.named_modules())
+    if getattr(model.config, "guide", False) and not getattr(source.config, "guide", False):
+        missing = [key for key in missing if not key.startswith("guide.")]
     owners = {key.rsplit(".", 1)[0] for key in missing}
     if unexpected or any(not isinstance(modules.get(name), torch.nn.BatchNorm2d) for name in owners):
         raise CheckpointError(f"{path}: weights do not match the {model.name} model being trained "
@@ -138,6 +149,7 @@ def load_init(model: SuperpixelNet, path: str, first_inputs, source: SuperpixelN
     momenta = [m.momentum for m in norms]
     was_training = model.training
     batch = first_inputs()
+    batch = batch if isinstance(batch, tuple) else (batch,)
     model.train()
     try:
         for m in norms:
@@ -147,7 +159,7 @@ def load_init(model: SuperpixelNet, path: str, first_inputs, source: SuperpixelN
                 norm, seen = modules[name], []
                 hook = norm.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
                 try:
-                    model(batch)
+                    model(*batch)
                 finally:
                     hook.remove()
                 x = seen[0].float()
@@ -178,7 +190,7 @@ def training_losses(model: SuperpixelNet, batch: dict, cfg: TrainConfig) -> dict
     """
     out: dict[str, torch.Tensor] = {}
     g = batch["global"]
-    res = forward_at(model, g["input"], cfg.precision)
+    res = forward_at(model, g["input"], cfg.precision, *_guide(model, g))
     out["sem"], out["pos"] = superpixel_loss(res.assoc, g["labels"], model.cell_size, cfg.position_weight)
     total = cfg.sp_weight * (out["sem"] + out["pos"])
     if cfg.sr and res.reconstruction is not None:
@@ -189,7 +201,7 @@ def training_losses(model: SuperpixelNet, batch: dict, cfg: TrainConfig) -> dict
         total = total + cfg.ld_weight * out["ld"]
     if cfg.dpc and "patch" in batch:
         p = batch["patch"]
-        pres = forward_at(model, p["input"], cfg.precision)
+        pres = forward_at(model, p["input"], cfg.precision, *_guide(model, p))
         out["patch_sem"], out["patch_pos"] = superpixel_loss(pres.assoc, p["labels"], model.cell_size,
                                                              cfg.position_weight)
         patch = cfg.sp_weight * (out["patch_sem"] + out["patch_pos"])
@@ -199,6 +211,12 @@ def training_losses(model: SuperpixelNet, batch: dict, cfg: TrainConfig) -> dict
         total = total + cfg.patch_weight * patch
     out["total"] = total
     return out
+
+
+def _guide(model: SuperpixelNet, branch: dict) -> tuple[torch.Tensor, ...]:
+    """``(guide,)`` for a guided model: the branch's high-resolution image in [0, 1] (its SR target is the same
+    image in [-1, 1]); ``()`` otherwise."""
+    return ((branch["target"] + 1.0) * 0.5,) if model.uses_guide else ()
 
 
 def validate(model: SuperpixelNet, dataset, names: list[str], n_segments: int, device: torch.device) -> dict:
@@ -250,7 +268,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
     init = load_model(cfg.init, expected=cfg.model) if state is None and cfg.init else None
     if init is not None and init.config.head_norm and not cfg.head_norm:
         cfg = replace(cfg, head_norm=True)  # fine-tuning keeps the init's architecture (today's packaged pcnet.pt)
-    model = build_model(cfg.model, NetConfig(head_norm=cfg.head_norm)).to(device)
+    if init is not None and init.config.guide and not cfg.guide:
+        cfg = replace(cfg, guide=True)
+    model = build_model(cfg.model, NetConfig(head_norm=cfg.head_norm, guide=cfg.guide)).to(device)
     sampling = SamplingConfig(global_resize=cfg.global_resize, scale_range=cfg.scale_range, crop=cfg.crop,
                               patch=cfg.patch,
                               upscale=model.upscale, dpc=cfg.dpc, binary_mask=cfg.binary_mask,
@@ -258,9 +278,14 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
     sampler = TrainingSampler([open_dataset(s, cfg.bsds500_root) for s in cfg.data], sampling, seed=cfg.seed)
     val_set = open_dataset(cfg.val, cfg.bsds500_root) if cfg.val else None
     val_names = val_set.names[: cfg.val_images] if val_set is not None else []
-    optimizer = torch.optim.Adam(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
+    lr_scales = {"guide": cfg.guide_lr_scale} if cfg.guide and cfg.guide_lr_scale != 1.0 else None
+    optimizer = torch.optim.Adam(parameter_groups(model, cfg.weight_decay, lr_scales), lr=cfg.lr, betas=(0.9, 0.999))
     if init is not None:
-        load_init(model, cfg.init, lambda: sampler.batch(cfg.batch_size, device)["global"]["input"], init)
+        def first_inputs() -> tuple[torch.Tensor, ...]:
+            g = sampler.batch(cfg.batch_size, device)["global"]
+            return (g["input"], *_guide(model, g))
+
+        load_init(model, cfg.init, first_inputs, init)
     run = restore_run(state, model, optimizer, sampler.rng)
     model.train()
 
