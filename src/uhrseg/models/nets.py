@@ -155,6 +155,11 @@ class SuperpixelNet(nn.Module):
 
         ``guide`` is the ``(B, 3, upscale H, upscale W)`` float RGB image in [0, 1] at the output resolution,
         needed (and only accepted) when :attr:`uses_guide`.
+
+        Raises
+        ------
+        ValueError
+            If ``guide`` is missing for a guided model, given to another, or not of the output's size.
         """
         raise NotImplementedError
 
@@ -216,7 +221,8 @@ class PCNet(SuperpixelNet):
     name = "pcnet"
     upscale = 4
     # Input rows of context for one output strip: the sub-pixel conv (1 input row) and two 3x3 convs at the
-    # output resolution (2 output rows, i.e. 1 input row).
+    # output resolution (2 output rows, i.e. 1 input row); the guide branch's two convs and the association
+    # conv need 3 output rows, also within 1 input row.
     head_halo = 2
 
     def __init__(self, config: NetConfig | None = None) -> None:
