@@ -41,7 +41,7 @@ from .resize import (
 )
 from ..models.layers import transposed_conv_as_subpixel
 from ..models.nets import SuperpixelNet
-from .tiling import TRUNK_HALO, check_tiling, guide_window, tile_plan
+from .tiling import TRUNK_HALO, check_guide, check_tiling, guide_window, tile_plan
 
 
 __all__ = [
@@ -143,7 +143,7 @@ def cell_id_map(model: SuperpixelNet, net_input: np.ndarray, grid: CellGrid, dev
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
     x = x.contiguous(memory_format=torch.channels_last)
     full_h, full_w = x.shape[2:]
-    _check_guide(model, guide, grid)
+    check_guide(model.uses_guide, guide, (grid.height, grid.width), model.name)
     ids = np.empty((grid.height, grid.width), np.int32)
     with torch.inference_mode():
         for t in tile_plan(in_h, in_w, full_h, full_w, tile, strip_pixels, up, TRUNK_HALO, model.head_halo):
@@ -161,17 +161,6 @@ def cell_id_map(model: SuperpixelNet, net_input: np.ndarray, grid: CellGrid, dev
                 ids[s.out] = cells.to(torch.int32).cpu().numpy()
             del features
     return ids
-
-
-def _check_guide(model: SuperpixelNet, guide: np.ndarray | None, grid: CellGrid) -> None:
-    """Raise ValueError unless ``guide`` is an ``(h, w, 3)`` image exactly when the model's head takes one."""
-    if not model.uses_guide:
-        if guide is not None:
-            raise ValueError(f"this {model.name} takes no guide image")
-        return
-    if guide is None or guide.shape != (grid.height, grid.width, 3):
-        got = None if guide is None else guide.shape
-        raise ValueError(f"this {model.name} needs a ({grid.height}, {grid.width}, 3) guide image, got {got}")
 
 
 def network_labels(

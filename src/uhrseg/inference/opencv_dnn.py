@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import WeightsNotFoundError
 from ..grid.geometry import CellGrid, choice_to_cell_ids
-from .tiling import TRUNK_HALO, check_tiling, guide_window, tile_plan
+from .tiling import TRUNK_HALO, check_guide, check_tiling, guide_window, tile_plan
 
 __all__ = ["AUTO_OPENCV_METHODS", "OPENCV_METHODS", "OpenCVNetwork", "file_sha256", "packaged_onnx_path"]
 
@@ -192,10 +192,7 @@ class OpenCVNetwork:
             given to another, or not ``(h, w, 3)``.
         """
         up, m = self.upscale, self.input_multiple
-        if (guide is not None) != self.guide or (guide is not None and guide.shape != (grid.height, grid.width, 3)):
-            raise ValueError(f"this {self.method} export {'needs' if self.guide else 'takes no'} a "
-                             f"({grid.height}, {grid.width}, 3) guide image, got "
-                             f"{None if guide is None else guide.shape}")
+        check_guide(self.guide, guide, (grid.height, grid.width), f"{self.method} export")
         tile = check_tiling(net_input.shape, (grid.height, grid.width), up, m, tile, strip_pixels)
         in_h, in_w = net_input.shape[:2]
         x = np.pad(net_input, ((0, -in_h % m), (0, -in_w % m), (0, 0)), mode="edge")

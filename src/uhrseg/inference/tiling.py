@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["TRUNK_HALO", "Strip", "Tile", "check_tiling", "guide_window", "tile_plan"]
+__all__ = ["TRUNK_HALO", "Strip", "Tile", "check_guide", "check_tiling", "guide_window", "tile_plan"]
 
 #: Input pixels of context around each trunk tile. The trunk's receptive-field radius is 92 input pixels (5
 #: encoder stages of two 3x3 convolutions, strides 1-16, and 4 decoder steps), the head adds 2; rounded up
@@ -118,6 +118,21 @@ def check_tiling(input_shape: tuple[int, ...], grid_shape: tuple[int, int], upsc
     if (in_h * upscale, in_w * upscale) != tuple(grid_shape):
         raise ValueError(f"network input {in_h} x {in_w} does not match the {grid_shape[0]} x {grid_shape[1]} grid")
     return -(-tile // input_multiple) * input_multiple
+
+
+def check_guide(guided: bool, guide: np.ndarray | None, grid_shape: tuple[int, int], name: str) -> None:
+    """Check a guide image against a network (both backends).
+
+    Raises
+    ------
+    ValueError
+        Unless ``guide`` is an ``(h, w, 3)`` array for the ``(h, w)`` grid exactly when the network is ``guided``;
+        the message names the network ``name``.
+    """
+    h, w = grid_shape
+    if (guide is not None) != guided or (guide is not None and guide.shape != (h, w, 3)):
+        raise ValueError(f"this {name} {'needs' if guided else 'takes no'} a ({h}, {w}, 3) guide image, got "
+                         f"{None if guide is None else guide.shape}")
 
 
 def guide_window(guide: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
