@@ -323,6 +323,37 @@ def test_bf16_superpixel_losses_match_fp32(mini_bsds, tmp_path):
     assert state["step"] == 2 and state["train_config"]["precision"] == "bf16"
 
 
+def test_position_weight_scales_only_the_position_term(mini_bsds, tmp_path):
+    """--position-weight m (Eq. 3's m): the position term is proportional to m, the label term does not move,
+    and the CLI writes m into the run's config or rejects a negative one."""
+    from uhrseg.cli.main import main
+    from uhrseg.datasets.readers import open_dataset
+    from uhrseg.models import build_model
+    from uhrseg.training.sampling import SamplingConfig, TrainingSampler
+    from uhrseg.training.trainer import training_losses
+
+    torch.manual_seed(0)
+    model = build_model("pcnet").train()
+    sampling = SamplingConfig(global_resize=192, crop=128, patch=128, upscale=model.upscale, dpc=True,
+                              binary_mask=True, ld_window=5)
+    batch = TrainingSampler([open_dataset("bsds500:test", str(mini_bsds))], sampling, seed=0).batch(
+        2, torch.device("cpu"))
+    with torch.no_grad():
+        scn_m = training_losses(model, batch, tiny(mini_bsds))
+        small_m = training_losses(model, batch, tiny(mini_bsds, position_weight=0.001))
+    assert float(scn_m["pos"]) > 0
+    assert float(small_m["pos"]) == pytest.approx(float(scn_m["pos"]) / 3, rel=1e-5)
+    assert float(small_m["sem"]) == pytest.approx(float(scn_m["sem"]), rel=1e-6)
+    common = ["train", "pcnet", "--data", "bsds500:test", "--bsds500-root", str(mini_bsds), "--val", "none",
+              "--iterations", "1", "--batch-size", "2", "--crop", "128", "--patch", "128", "--global-resize", "192",
+              "--device", "cpu", "-q"]
+    assert main(common + ["--out", str(tmp_path / "m"), "--position-weight", "0.001"]) == 0
+    state = torch.load(tmp_path / "m" / "last.pt", weights_only=True)
+    assert state["train_config"]["position_weight"] == 0.001
+    assert main(common + ["--out", str(tmp_path / "bad"), "--position-weight", "-1"]) == 2
+    assert not (tmp_path / "bad" / "last.pt").exists()
+
+
 def test_head_norm_init_starts_from_a_network_without_the_norms(mini_bsds, tmp_path):
     """--head-norm from weights without the head's norms (the packaged pcnet.pt with its two head norms taken
     out, i.e. trained weights of a network built without them): the new norms start as the identity

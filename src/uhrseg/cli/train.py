@@ -104,6 +104,16 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                          "paper; with --init from weights without it, the guide branch starts at zero)")
     sp.add_argument("--guide-lr-scale", type=float, metavar="F",
                     help="pcnet --guide: learning-rate factor of the guide branch (default 1)")
+    sp.add_argument("--head-blocks", type=int, metavar="N",
+                    help="pcnet: N residual blocks of 3x3 convs between the embedding and the association conv "
+                         "(our addition to the paper; with --init from weights without them, they start as the "
+                         "identity) (default 0)")
+    sp.add_argument("--head-blocks-lr-scale", type=float, metavar="F",
+                    help="pcnet --head-blocks: learning-rate factor of the head blocks (default 1)")
+    sp.add_argument("--position-weight", type=float, metavar="M",
+                    help="weight m of the superpixel loss's position term (Eq. 3, scaled by m / S): smaller "
+                         "follows the labels' boundaries more, larger gives more compact superpixels "
+                         f"(default {TrainConfig.position_weight:g}, SCN's)")
 
     sg = p.add_argument_group("segmentation networks (isdnet, deeppath)")
     sg.add_argument("--optimizer", choices=("adamw", "sgd"), help="(default adamw)")
@@ -164,7 +174,8 @@ def _scale_range(text: str) -> tuple[float, float]:
 
 def _superpixel_config(args: argparse.Namespace) -> TrainConfig:
     extra = {k: getattr(args, k) for k in ("val_n_segments", "lr_step", "patch", "global_resize", "loader_workers",
-                                           "guide_lr_scale") if getattr(args, k) is not None}
+                                           "guide_lr_scale", "position_weight", "head_blocks",
+                                           "head_blocks_lr_scale") if getattr(args, k) is not None}
     if args.loader_workers is not None and args.loader_workers < 0:
         raise UhrsegError(f"--loader-workers must be >= 0, got {args.loader_workers}")
     if args.scale_range is not None:

@@ -56,6 +56,12 @@ class NetConfig:
         guided network made from unguided weights (:func:`uhrseg.training.load_init`) computes their function.
     guide_channels : int
         Channels of the guide branch's first conv (8).
+    head_blocks : int
+        PCNet only, our addition to the paper: residual blocks ``x + conv(LeakyReLU(conv(LeakyReLU(x))))`` (3x3
+        convs, ``D`` channels) between the embedding and the association conv, at the output resolution (0, the
+        paper's head). They give the head room to combine the trunk's and the guide's evidence nonlinearly. The
+        second conv of each starts at zero, so weights without the blocks load into a network with them
+        (:func:`uhrseg.training.load_init`) and compute their function.
     """
 
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
@@ -66,6 +72,7 @@ class NetConfig:
     head_norm: bool = False
     guide: bool = False
     guide_channels: int = 8
+    head_blocks: int = 0
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -220,10 +227,6 @@ class PCNet(SuperpixelNet):
 
     name = "pcnet"
     upscale = 4
-    # Input rows of context for one output strip: the sub-pixel conv (1 input row) and two 3x3 convs at the
-    # output resolution (2 output rows, i.e. 1 input row); the guide branch's two convs and the association
-    # conv need 3 output rows, also within 1 input row.
-    head_halo = 2
 
     def __init__(self, config: NetConfig | None = None) -> None:
         super().__init__(config)
@@ -238,6 +241,7 @@ class PCNet(SuperpixelNet):
         )
         self.embed = nn.Conv2d(c, d, 3, padding=1)
         self.embed_norm = nn.BatchNorm2d(d) if norm else nn.Identity()
+        self.head_blocks = nn.Sequential(*(HeadBlock(d, slope) for _ in range(self.config.head_blocks)))
         self.assoc_head = nn.Sequential(nn.LeakyReLU(slope), nn.Conv2d(d, 9, 3, padding=1))
         self.sr_head = nn.Sequential(nn.Conv2d(c, 3, 1), nn.Tanh())
         if self.config.guide:
@@ -248,6 +252,18 @@ class PCNet(SuperpixelNet):
         if self.config.guide:
             nn.init.zeros_(self.guide[2].weight)
             nn.init.zeros_(self.guide[2].bias)
+        for block in self.head_blocks:
+            nn.init.zeros_(block.conv_b.weight)
+            nn.init.zeros_(block.conv_b.bias)
+
+    @property
+    def head_halo(self) -> int:
+        # Input rows of context for one output strip: the sub-pixel conv needs 1 input row; after it, the
+        # embedding conv (1 output row), 2 rows per head block and the association conv (1 row) need
+        # 2 + 2 head_blocks output rows, i.e. ceil((2 + 2 head_blocks) / 4) input rows more. The guide branch
+        # reads the guide image itself, whose window spans the whole halo: its two convs, the blocks and the
+        # association conv (3 + 2 head_blocks output rows) always fit in that.
+        return 1 + -(-(2 + 2 * self.config.head_blocks) // self.upscale)
 
     @property
     def uses_guide(self) -> bool:
@@ -262,14 +278,28 @@ class PCNet(SuperpixelNet):
     def assoc_logits(self, features: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
         sr_feature = self.subpixel(features)
         _check_guide(self, sr_feature, guide)
-        return self.assoc_head(self._embedding(sr_feature, guide))
+        return self.assoc_head(self.head_blocks(self._embedding(sr_feature, guide)))
 
     def forward(self, image: torch.Tensor, guide: torch.Tensor | None = None) -> NetOutput:
         sr_feature = self.subpixel(self.decode(image))
         _check_guide(self, sr_feature, guide)
         embedding = self._embedding(sr_feature, guide)
-        assoc = torch.softmax(self.assoc_head(embedding), dim=1)
+        assoc = torch.softmax(self.assoc_head(self.head_blocks(embedding)), dim=1)
         return NetOutput(assoc, embedding, self.sr_head(sr_feature))
+
+
+class HeadBlock(nn.Module):
+    """Residual block of PCNet's head (``NetConfig.head_blocks``): ``x + conv_b(f(conv_a(f(x))))`` with ``f``
+    LeakyReLU and 3x3 convs keeping the ``channels``; ``(B, C, h, w) -> (B, C, h, w)``."""
+
+    def __init__(self, channels: int, negative_slope: float) -> None:
+        super().__init__()
+        self.act = nn.LeakyReLU(negative_slope)
+        self.conv_a = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv_b = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_b(self.act(self.conv_a(self.act(x))))
 
 
 def _check_guide(model: SuperpixelNet, out: torch.Tensor, guide: torch.Tensor | None) -> None:

@@ -50,7 +50,9 @@ class TrainConfig:
     :func:`load_init`. ``head_norm`` builds PCNet with BatchNorm in its 4x head (``NetConfig.head_norm``; forced
     off for SCN); a run whose ``init`` has those norms gets them without asking (:func:`train`); ``guide`` likewise
     builds PCNet whose head also sees the image at the output resolution (``NetConfig.guide``), and
-    ``guide_lr_scale`` multiplies the learning rate of that guide branch (new layers on trained ones). ``precision``
+    ``guide_lr_scale`` multiplies the learning rate of that guide branch (new layers on trained ones);
+    ``head_blocks`` adds residual blocks to PCNet's head (``NetConfig.head_blocks``; a run keeps its init's
+    blocks), whose learning rate ``head_blocks_lr_scale`` multiplies. ``precision``
     (``"fp32"`` or ``"bf16"``) is the arithmetic of the forward pass
     (:func:`uhrseg.training.common.mixed_precision`). ``loader_workers`` > 0 draws the batches in that many
     worker processes, the batch of step ``t`` from a generator seeded with ``[seed, t]`` (another stream than
@@ -80,6 +82,8 @@ class TrainConfig:
     head_norm: bool = False
     guide: bool = False
     guide_lr_scale: float = 1.0
+    head_blocks: int = 0
+    head_blocks_lr_scale: float = 1.0
     ld_window: int = 5
     init: str | None = None
     sp_weight: float = 0.005
@@ -100,10 +104,17 @@ class TrainConfig:
             raise ValueError(f"loader_workers must be >= 0, got {self.loader_workers}")
         if self.model == "scn":
             self.dpc = self.sr = self.ld = self.head_norm = self.guide = False
+            self.head_blocks = 0
         if self.scale_range is not None:  # a list after a checkpoint's JSON-like round trip
             self.scale_range = tuple(float(v) for v in self.scale_range)
         if self.guide_lr_scale <= 0:
             raise ValueError(f"guide_lr_scale must be > 0, got {self.guide_lr_scale}")
+        if self.head_blocks_lr_scale <= 0:
+            raise ValueError(f"head_blocks_lr_scale must be > 0, got {self.head_blocks_lr_scale}")
+        if self.head_blocks < 0:
+            raise ValueError(f"head_blocks must be >= 0, got {self.head_blocks}")
+        if self.position_weight < 0:
+            raise ValueError(f"position_weight must be >= 0, got {self.position_weight}")
         if self.iterations < 1 or self.batch_size < 1:
             raise ValueError("iterations and batch_size must be >= 1")
         check_precision(self.precision)
@@ -122,8 +133,8 @@ def load_init(model: SuperpixelNet, path: str, first_inputs, source: SuperpixelN
     tuple of the model's inputs: the batch and a guided PCNet's ``(B, 3, 4h, 4w)`` guide), and in
     training mode, one new norm at a time in forward order, the norm's weight is set to ``sqrt(var + eps)``
     and its bias to ``mean`` of its input on that batch (per channel), its running mean and variance to the
-    same ``mean`` and ``var``. A guide branch (``NetConfig.guide``) that the checkpoint lacks keeps its
-    initialisation, whose last conv is zero. The loaded network then computes the checkpoint's function in
+    same ``mean`` and ``var``. A guide branch (``NetConfig.guide``) or head blocks (``NetConfig.head_blocks``)
+    that the checkpoint lacks keep their initialisation, whose last conv is zero. The loaded network then computes the checkpoint's function in
     evaluation mode on any input, and in training mode on that batch; the other norms' running statistics are
     left as loaded.
     ``source`` is that checkpoint already loaded (:func:`uhrseg.models.load_model`), so it is not read twice.
@@ -139,6 +150,8 @@ def load_init(model: SuperpixelNet, path: str, first_inputs, source: SuperpixelN
     modules = dict(model.named_modules())
     if getattr(model.config, "guide", False) and not getattr(source.config, "guide", False):
         missing = [key for key in missing if not key.startswith("guide.")]
+    # head blocks the checkpoint lacks keep their initialisation (identity: the second conv is zero)
+    missing = [key for key in missing if not key.startswith("head_blocks.")]
     owners = {key.rsplit(".", 1)[0] for key in missing}
     if unexpected or any(not isinstance(modules.get(name), torch.nn.BatchNorm2d) for name in owners):
         raise CheckpointError(f"{path}: weights do not match the {model.name} model being trained "
@@ -270,7 +283,10 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
         cfg = replace(cfg, head_norm=True)  # fine-tuning keeps the init's architecture (today's packaged pcnet.pt)
     if init is not None and init.config.guide and not cfg.guide:
         cfg = replace(cfg, guide=True)
-    model = build_model(cfg.model, NetConfig(head_norm=cfg.head_norm, guide=cfg.guide)).to(device)
+    if init is not None and init.config.head_blocks > cfg.head_blocks:
+        cfg = replace(cfg, head_blocks=init.config.head_blocks)
+    model = build_model(cfg.model, NetConfig(head_norm=cfg.head_norm, guide=cfg.guide,
+                                             head_blocks=cfg.head_blocks)).to(device)
     sampling = SamplingConfig(global_resize=cfg.global_resize, scale_range=cfg.scale_range, crop=cfg.crop,
                               patch=cfg.patch,
                               upscale=model.upscale, dpc=cfg.dpc, binary_mask=cfg.binary_mask,
@@ -278,7 +294,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
     sampler = TrainingSampler([open_dataset(s, cfg.bsds500_root) for s in cfg.data], sampling, seed=cfg.seed)
     val_set = open_dataset(cfg.val, cfg.bsds500_root) if cfg.val else None
     val_names = val_set.names[: cfg.val_images] if val_set is not None else []
-    lr_scales = {"guide": cfg.guide_lr_scale} if cfg.guide and cfg.guide_lr_scale != 1.0 else None
+    lr_scales = {name: scale for name, scale, used in (("guide", cfg.guide_lr_scale, cfg.guide),
+                                                      ("head_blocks", cfg.head_blocks_lr_scale, cfg.head_blocks > 0))
+                 if used and scale != 1.0} or None
     optimizer = torch.optim.Adam(parameter_groups(model, cfg.weight_decay, lr_scales), lr=cfg.lr, betas=(0.9, 0.999))
     if init is not None:
         def first_inputs() -> tuple[torch.Tensor, ...]:

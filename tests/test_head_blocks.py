@@ -1,0 +1,117 @@
+"""PCNet with residual blocks in its head (``NetConfig.head_blocks``), on real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import BSDS
+from uhrseg.datasets.readers import BSDS500
+from uhrseg.grid import CellGrid
+from uhrseg.inference import cell_id_map, grid_shape_for
+from uhrseg.inference.network import inference_model
+from uhrseg.inference.resize import network_inputs
+from uhrseg.io import ArraySource, read_image
+from uhrseg.models import NetConfig, PCNet, build_model, load_model, save_checkpoint
+from uhrseg.models.checkpoint import packaged_weights_path
+from uhrseg.training.sampling import SamplingConfig, TrainingSampler
+from uhrseg.training.trainer import TrainConfig, load_init, training_losses
+
+
+def with_blocks(n_blocks: int, std: float = 0.05) -> PCNet:
+    """The packaged PCNet with ``n_blocks`` head blocks whose second conv is seeded noise (so they act)."""
+    packaged = load_model(packaged_weights_path("pcnet"))
+    model = build_model("pcnet", NetConfig(**{**packaged.config.__dict__, "head_blocks": n_blocks}))
+    missing, unexpected = model.load_state_dict(packaged.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("head_blocks.") for k in missing)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for block in model.head_blocks:
+            torch.nn.init.normal_(block.conv_b.weight, std=std)
+    return model.float().eval()
+
+
+@pytest.fixture(scope="module")
+def blocks_ckpt(tmp_path_factory):
+    return save_checkpoint(tmp_path_factory.mktemp("blocks") / "blocks.pt", with_blocks(2), training={"note": "test"})
+
+
+def test_head_halo_counts_the_blocks():
+    """Each block's two 3x3 convs need 2 more output rows of context: 1 input row for the sub-pixel conv, then
+    2 + 2 N output rows at 4 per input row."""
+    assert [PCNet(NetConfig(head_blocks=n)).head_halo for n in range(5)] == [2, 2, 3, 3, 4]
+    assert build_model("scn").head_halo == 1
+    x = torch.rand(1, 3, 32, 48)
+    assert PCNet(NetConfig(head_blocks=2)).eval()(x).assoc.shape == (1, 9, 128, 192)
+
+
+def test_blocks_start_as_the_identity_then_learn():
+    """--head-blocks N --init pcnet.pt: the zero second convs keep the packaged association map; one training
+    step on real crops moves them."""
+    packaged = load_model(packaged_weights_path("pcnet")).float().eval()
+    data = BSDS500(BSDS, "val")
+    batch = TrainingSampler([data], SamplingConfig(global_resize=384, crop=128, patch=128, upscale=4),
+                            seed=0).batch(2)
+    g = batch["global"]
+    new = build_model("pcnet", NetConfig(**{**packaged.config.__dict__, "head_blocks": 2}))
+    load_init(new, str(packaged_weights_path("pcnet")), lambda: (g["input"], (g["target"] + 1) * 0.5))
+    assert all(torch.count_nonzero(b.conv_b.weight) == 0 for b in new.head_blocks)
+    image = torch.from_numpy(BSDS500(BSDS, "test").image("100007")[:320, :448].copy()).permute(2, 0, 1)[None]
+    big = image.float() / 255
+    small = torch.nn.functional.interpolate(big, size=(80, 112), mode="area")
+    new.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(new(small, big).assoc, packaged(small, big).assoc, rtol=0, atol=1e-6)
+    new.train()
+    losses = training_losses(new, batch, TrainConfig(guide=True, head_blocks=2))
+    losses["total"].backward()
+    assert all(b.conv_b.weight.grad.abs().sum() > 0 for b in new.head_blocks)
+    with pytest.raises(ValueError, match="head_blocks"):
+        TrainConfig(head_blocks=-1)
+    with pytest.raises(ValueError, match="head_blocks_lr_scale"):
+        TrainConfig(head_blocks_lr_scale=0.0)
+
+
+def test_tiled_equals_untiled_with_head_blocks(photo_path):
+    """The head strips carry two blocks' extra context (head_halo 3): tiled == untiled on a real photo. With the
+    halo of the paper's head (2) the strip seams show, so the test can see a missing row of context."""
+    photo = read_image(photo_path)
+    trained = with_blocks(2)
+    model = inference_model(trained)
+    n_rows, n_cols = grid_shape_for(*photo.shape[:2], 3000)
+    grid = CellGrid(16 * n_rows, 16 * n_cols)
+    x, guide = network_inputs(ArraySource(photo), grid, 4, guided=True)
+    cpu = torch.device("cpu")
+    whole = cell_id_map(model, x, grid, cpu, tile=10**6, strip_pixels=2**30, guide=guide)
+    for tile, strip in ((48, 3000), (128, 2**19)):
+        tiled = cell_id_map(model, x, grid, cpu, tile=tile, strip_pixels=strip, guide=guide)
+        assert np.array_equal(tiled, whole), f"tile {tile}: {np.count_nonzero(tiled != whole)} pixels differ"
+
+    class ShortHalo(PCNet):
+        head_halo = 2  # the paper's head: two output rows short for the second block
+
+    short = ShortHalo(trained.config)
+    short.load_state_dict(trained.state_dict())
+    short = inference_model(short.eval())
+    seams = cell_id_map(short, x, grid, cpu, tile=48, strip_pixels=3000, guide=guide)
+    assert np.count_nonzero(seams != whole) > 0
+
+
+def test_export_with_head_blocks_runs_in_opencv(blocks_ckpt, tmp_path):
+    """The head graph holds the blocks and its JSON their halo; OpenCV's labels match torch's, tiled or not."""
+    import json
+
+    from uhrseg.inference.onnx_export import export_onnx
+    from uhrseg.inference.opencv_dnn import OpenCVNetwork
+
+    image = read_image(BSDS / "images" / "test" / "100007.jpg")
+    info = export_onnx(blocks_ckpt, tmp_path)
+    assert json.loads(info.read_text())["head_halo"] == 3
+    net = OpenCVNetwork.from_files(info, weights=blocks_ckpt)
+    grid = CellGrid(16 * 20, 16 * 30)
+    x, guide = network_inputs(ArraySource(image), grid, 4, guided=True)
+    ids_torch = cell_id_map(inference_model(load_model(blocks_ckpt)), x, grid, torch.device("cpu"), guide=guide)
+    whole = net.cell_id_map(x, grid, 512, 2**19, guide)
+    assert float((whole != ids_torch).mean()) <= 1e-4
+    assert np.array_equal(net.cell_id_map(x, grid, 32, 3000, guide), whole)
