@@ -106,7 +106,7 @@ def test_guided_init_from_unguided_weights_computes_their_function_then_learns(t
     held-out image; one training step on real crops makes the guide branch non-zero."""
     trained = load_model(packaged_weights_path("pcnet")).state_dict()  # guided since 2026-12-05: take its
     plain = build_model("pcnet", NetConfig(head_norm=True))             # weights without the guide branch
-    plain.load_state_dict({k: v for k, v in trained.items() if not k.startswith("guide.")})
+    plain.load_state_dict({k: v for k, v in trained.items() if not k.startswith(("guide.", "head_blocks."))})
     packaged = save_checkpoint(tmp_path / "unguided.pt", plain)
     old = load_model(packaged)
     assert not old.uses_guide

@@ -46,16 +46,20 @@ def test_head_halo_counts_the_blocks():
     assert PCNet(NetConfig(head_blocks=2)).eval()(x).assoc.shape == (1, 9, 128, 192)
 
 
-def test_blocks_start_as_the_identity_then_learn():
-    """--head-blocks N --init pcnet.pt: the zero second convs keep the packaged association map; one training
-    step on real crops moves them."""
-    packaged = load_model(packaged_weights_path("pcnet")).float().eval()
+def test_blocks_start_as_the_identity_then_learn(tmp_path):
+    """--head-blocks N --init FILE from trained weights without blocks (the packaged PCNet's, blocks taken out):
+    the zero second convs keep that network's association map; one training step on real crops moves them."""
+    trained = load_model(packaged_weights_path("pcnet"))
+    plain = build_model("pcnet", NetConfig(**{**trained.config.__dict__, "head_blocks": 0}))
+    plain.load_state_dict({k: v for k, v in trained.state_dict().items() if not k.startswith("head_blocks.")})
+    no_blocks = save_checkpoint(tmp_path / "no-blocks.pt", plain)
+    packaged = load_model(no_blocks).float().eval()
     data = BSDS500(BSDS, "val")
     batch = TrainingSampler([data], SamplingConfig(global_resize=384, crop=128, patch=128, upscale=4),
                             seed=0).batch(2)
     g = batch["global"]
     new = build_model("pcnet", NetConfig(**{**packaged.config.__dict__, "head_blocks": 2}))
-    load_init(new, str(packaged_weights_path("pcnet")), lambda: (g["input"], (g["target"] + 1) * 0.5))
+    load_init(new, str(no_blocks), lambda: (g["input"], (g["target"] + 1) * 0.5))
     assert all(torch.count_nonzero(b.conv_b.weight) == 0 for b in new.head_blocks)
     image = torch.from_numpy(BSDS500(BSDS, "test").image("100007")[:320, :448].copy()).permute(2, 0, 1)[None]
     big = image.float() / 255

@@ -214,7 +214,8 @@ class PCNet(SuperpixelNet):
     (before the shuffle) and the embedding conv, as in the authors' code. The SR head (1x1 conv ``C -> 3`` +
     tanh on the SR feature) is used in training only. About 2.3 M parameters. With ``config.guide`` the
     embedding also gets ``guide(G - mean)``, two 3x3 convs on the image ``G`` at the output resolution
-    (:class:`NetConfig`; not in the paper).
+    (:class:`NetConfig`; not in the paper); with ``config.head_blocks`` that many :class:`HeadBlock` sit between
+    the embedding and the association conv (also ours).
 
     Shape
     -----
