@@ -85,6 +85,49 @@ def assert_superpixel_labels(labels: np.ndarray, shape: tuple[int, int]) -> int:
     return k
 
 
+def guided_export_matches_torch(ckpt: Path, out_dir: Path):
+    """Export a guided PCNet checkpoint to ONNX and run it in OpenCV on a real BSDS500 image: asserts its cell ids
+    match torch's (near-ties aside) and its tiled run equals its untiled one; returns ``(info, net, x, grid)``."""
+    from uhrseg.grid import CellGrid
+    from uhrseg.inference import cell_id_map
+    from uhrseg.inference.network import inference_model
+    from uhrseg.inference.onnx_export import export_onnx
+    from uhrseg.inference.opencv_dnn import OpenCVNetwork
+    from uhrseg.inference.resize import network_inputs
+    from uhrseg.io import ArraySource
+    from uhrseg.models import load_model
+
+    image = read_image(bsds_image_path())
+    info = export_onnx(ckpt, out_dir)
+    net = OpenCVNetwork.from_files(info, weights=ckpt)
+    grid = CellGrid(16 * 20, 16 * 30)
+    x, guide = network_inputs(ArraySource(image), grid, 4, guided=True)
+    ids_torch = cell_id_map(inference_model(load_model(ckpt)), x, grid, torch.device("cpu"), guide=guide)
+    whole = net.cell_id_map(x, grid, 512, 2**19, guide)
+    assert float((whole != ids_torch).mean()) <= 1e-4
+    assert np.array_equal(net.cell_id_map(x, grid, 32, 3000, guide), whole)
+    return info, net, x, grid
+
+
+def guided_ids_tiled_equal_untiled(model, photo: np.ndarray, n_segments: int = 3000):
+    """Cell-id maps of a guided PCNet (inference model) on a real photo, untiled and with two tile/strip sizes;
+    asserts the tiled maps equal the untiled one and returns ``(x, grid, guide, whole)``."""
+    from uhrseg.grid import CellGrid
+    from uhrseg.inference import cell_id_map, grid_shape_for
+    from uhrseg.inference.resize import network_inputs
+    from uhrseg.io import ArraySource
+
+    n_rows, n_cols = grid_shape_for(*photo.shape[:2], n_segments)
+    grid = CellGrid(16 * n_rows, 16 * n_cols)
+    x, guide = network_inputs(ArraySource(photo), grid, 4, guided=True)
+    cpu = torch.device("cpu")
+    whole = cell_id_map(model, x, grid, cpu, tile=10**6, strip_pixels=2**30, guide=guide)
+    for tile, strip in ((48, 3000), (128, 2**19)):
+        tiled = cell_id_map(model, x, grid, cpu, tile=tile, strip_pixels=strip, guide=guide)
+        assert np.array_equal(tiled, whole), f"tile {tile}: {np.count_nonzero(tiled != whole)} pixels differ"
+    return x, grid, guide, whole
+
+
 @pytest.fixture(scope="session")
 def mini_bsds(tmp_path_factory) -> Path:
     """A 3-image BSDS500 test split in the official layout (links to the real files)."""

@@ -8,10 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import BSDS
+from conftest import BSDS, guided_export_matches_torch, guided_ids_tiled_equal_untiled
 from uhrseg.datasets.readers import BSDS500
 from uhrseg.grid import CellGrid
-from uhrseg.inference import SuperpixelPredictor, cell_id_map, grid_shape_for, network_labels
+from uhrseg.inference import SuperpixelPredictor, cell_id_map, network_labels
 from uhrseg.inference.resize import network_input, network_inputs
 from uhrseg.inference.tiling import guide_window
 from uhrseg.io import ArraySource, read_image
@@ -67,14 +67,8 @@ def test_guided_cell_id_map_is_identical_for_any_tile_size(photo_path):
     photo = read_image(photo_path)
     model = SuperpixelPredictor("pcnet", device="cpu").model
     assert model.uses_guide
-    n_rows, n_cols = grid_shape_for(*photo.shape[:2], 3000)
-    grid = CellGrid(16 * n_rows, 16 * n_cols)
-    x, guide = network_inputs(ArraySource(photo), grid, 4, guided=True)
+    x, grid, guide, whole = guided_ids_tiled_equal_untiled(model, photo)
     cpu = torch.device("cpu")
-    whole = cell_id_map(model, x, grid, cpu, tile=10**6, strip_pixels=2**30, guide=guide)
-    for tile, strip in ((48, 3000), (128, 2**19)):
-        tiled = cell_id_map(model, x, grid, cpu, tile=tile, strip_pixels=strip, guide=guide)
-        assert np.array_equal(tiled, whole), f"tile {tile}: {np.count_nonzero(tiled != whole)} pixels differ"
     blurred = np.ascontiguousarray(np.repeat(np.repeat(x, 4, axis=0), 4, axis=1))  # the guide without its detail
     other = cell_id_map(model, x, grid, cpu, guide=blurred)
     assert 0.001 < (other != whole).mean() < 0.2, "the guide must move boundaries, not replace the network"
@@ -148,20 +142,8 @@ def test_network_labels_of_a_guided_model_on_a_real_image(guided_ckpt):
 
 def test_export_of_a_guided_checkpoint_runs_in_opencv(guided_ckpt, tmp_path):
     """The head graph takes the guide as a second input; OpenCV's labels match torch's, tiled or not."""
-    from uhrseg.inference.network import inference_model
-    from uhrseg.inference.onnx_export import export_onnx
-    from uhrseg.inference.opencv_dnn import OpenCVNetwork
-
-    image = read_image(BSDS / "images" / "test" / "100007.jpg")
-    info = export_onnx(guided_ckpt, tmp_path)
-    net = OpenCVNetwork.from_files(info, weights=guided_ckpt)
+    _, net, x, grid = guided_export_matches_torch(guided_ckpt, tmp_path)
     assert net.guide
-    grid = CellGrid(16 * 20, 16 * 30)
-    x, guide = network_inputs(ArraySource(image), grid, 4, guided=True)
-    ids_torch = cell_id_map(inference_model(load_model(guided_ckpt)), x, grid, torch.device("cpu"), guide=guide)
-    whole = net.cell_id_map(x, grid, 512, 2**19, guide)
-    assert float((whole != ids_torch).mean()) <= 1e-4
-    assert np.array_equal(net.cell_id_map(x, grid, 32, 3000, guide), whole)
     with pytest.raises(ValueError, match="needs a"):
         net.cell_id_map(x, grid, 512, 2**19)
 

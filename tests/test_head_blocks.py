@@ -6,13 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BSDS
+from conftest import BSDS, guided_export_matches_torch, guided_ids_tiled_equal_untiled
 from uhrseg.datasets.readers import BSDS500
-from uhrseg.grid import CellGrid
-from uhrseg.inference import cell_id_map, grid_shape_for
+from uhrseg.inference import cell_id_map
 from uhrseg.inference.network import inference_model
-from uhrseg.inference.resize import network_inputs
-from uhrseg.io import ArraySource, read_image
+from uhrseg.io import read_image
 from uhrseg.models import NetConfig, PCNet, build_model, load_model, save_checkpoint
 from uhrseg.models.checkpoint import packaged_weights_path
 from uhrseg.training.sampling import SamplingConfig, TrainingSampler
@@ -82,15 +80,7 @@ def test_tiled_equals_untiled_with_head_blocks(photo_path):
     halo of the paper's head (2) the strip seams show, so the test can see a missing row of context."""
     photo = read_image(photo_path)
     trained = with_blocks(2)
-    model = inference_model(trained)
-    n_rows, n_cols = grid_shape_for(*photo.shape[:2], 3000)
-    grid = CellGrid(16 * n_rows, 16 * n_cols)
-    x, guide = network_inputs(ArraySource(photo), grid, 4, guided=True)
-    cpu = torch.device("cpu")
-    whole = cell_id_map(model, x, grid, cpu, tile=10**6, strip_pixels=2**30, guide=guide)
-    for tile, strip in ((48, 3000), (128, 2**19)):
-        tiled = cell_id_map(model, x, grid, cpu, tile=tile, strip_pixels=strip, guide=guide)
-        assert np.array_equal(tiled, whole), f"tile {tile}: {np.count_nonzero(tiled != whole)} pixels differ"
+    x, grid, guide, whole = guided_ids_tiled_equal_untiled(inference_model(trained), photo)
 
     class ShortHalo(PCNet):
         head_halo = 2  # the paper's head: two output rows short for the second block
@@ -98,7 +88,7 @@ def test_tiled_equals_untiled_with_head_blocks(photo_path):
     short = ShortHalo(trained.config)
     short.load_state_dict(trained.state_dict())
     short = inference_model(short.eval())
-    seams = cell_id_map(short, x, grid, cpu, tile=48, strip_pixels=3000, guide=guide)
+    seams = cell_id_map(short, x, grid, torch.device("cpu"), tile=48, strip_pixels=3000, guide=guide)
     assert np.count_nonzero(seams != whole) > 0
 
 
@@ -106,16 +96,5 @@ def test_export_with_head_blocks_runs_in_opencv(blocks_ckpt, tmp_path):
     """The head graph holds the blocks and its JSON their halo; OpenCV's labels match torch's, tiled or not."""
     import json
 
-    from uhrseg.inference.onnx_export import export_onnx
-    from uhrseg.inference.opencv_dnn import OpenCVNetwork
-
-    image = read_image(BSDS / "images" / "test" / "100007.jpg")
-    info = export_onnx(blocks_ckpt, tmp_path)
-    assert json.loads(info.read_text())["head_halo"] == 3
-    net = OpenCVNetwork.from_files(info, weights=blocks_ckpt)
-    grid = CellGrid(16 * 20, 16 * 30)
-    x, guide = network_inputs(ArraySource(image), grid, 4, guided=True)
-    ids_torch = cell_id_map(inference_model(load_model(blocks_ckpt)), x, grid, torch.device("cpu"), guide=guide)
-    whole = net.cell_id_map(x, grid, 512, 2**19, guide)
-    assert float((whole != ids_torch).mean()) <= 1e-4
-    assert np.array_equal(net.cell_id_map(x, grid, 32, 3000, guide), whole)
+    info, net, _, _ = guided_export_matches_torch(blocks_ckpt, tmp_path)
+    assert json.loads(info.read_text())["head_halo"] == 3 and net.head_halo == 3
