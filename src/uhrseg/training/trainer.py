@@ -134,9 +134,9 @@ def load_init(model: SuperpixelNet, path: str, first_inputs, source: SuperpixelN
     training mode, one new norm at a time in forward order, the norm's weight is set to ``sqrt(var + eps)``
     and its bias to ``mean`` of its input on that batch (per channel), its running mean and variance to the
     same ``mean`` and ``var``. A guide branch (``NetConfig.guide``) or head blocks (``NetConfig.head_blocks``)
-    that the checkpoint lacks keep their initialisation, whose last conv is zero. The loaded network then computes the checkpoint's function in
-    evaluation mode on any input, and in training mode on that batch; the other norms' running statistics are
-    left as loaded.
+    that the checkpoint lacks keep their initialisation, whose last conv is zero. The loaded network then
+    computes the checkpoint's function in evaluation mode on any input, and in training mode on that batch; the
+    other norms' running statistics are left as loaded.
     ``source`` is that checkpoint already loaded (:func:`uhrseg.models.load_model`), so it is not read twice.
 
     Raises
