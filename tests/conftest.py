@@ -85,6 +85,19 @@ def assert_superpixel_labels(labels: np.ndarray, shape: tuple[int, int]) -> int:
     return k
 
 
+def packaged_pcnet_without(path: Path, **config) -> Path:
+    """The packaged PCNet's trained weights in a network built with ``config`` changed (e.g. ``guide=False``,
+    ``head_blocks=0``), the parts it lacks left out; saved to ``path`` as a checkpoint, which is returned."""
+    from uhrseg.models import NetConfig, build_model, load_model
+    from uhrseg.models.checkpoint import packaged_weights_path
+
+    trained = load_model(packaged_weights_path("pcnet"))
+    plain = build_model("pcnet", NetConfig(**{**trained.config.__dict__, **config}))
+    keep = plain.state_dict().keys()
+    plain.load_state_dict({k: v for k, v in trained.state_dict().items() if k in keep})
+    return save_checkpoint(path, plain)
+
+
 def guided_export_matches_torch(ckpt: Path, out_dir: Path):
     """Export a guided PCNet checkpoint to ONNX and run it in OpenCV on a real BSDS500 image: asserts its cell ids
     match torch's (near-ties aside) and its tiled run equals its untiled one; returns ``(info, net, x, grid)``."""

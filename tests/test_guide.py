@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import BSDS, guided_export_matches_torch, guided_ids_tiled_equal_untiled
+from conftest import BSDS, guided_export_matches_torch, guided_ids_tiled_equal_untiled, packaged_pcnet_without
 from uhrseg.datasets.readers import BSDS500
 from uhrseg.grid import CellGrid
 from uhrseg.inference import SuperpixelPredictor, cell_id_map, network_labels
@@ -16,7 +16,6 @@ from uhrseg.inference.resize import network_input, network_inputs
 from uhrseg.inference.tiling import guide_window
 from uhrseg.io import ArraySource, read_image
 from uhrseg.models import NetConfig, PCNet, build_model, load_model, save_checkpoint
-from uhrseg.models.checkpoint import packaged_weights_path
 from uhrseg.stores import FileStore
 from uhrseg.training.sampling import SamplingConfig, TrainingSampler
 from uhrseg.training.trainer import TrainConfig, load_init, training_losses
@@ -98,10 +97,8 @@ def test_guided_predictor_streamed_equals_in_memory(photo_path, guided_ckpt, tmp
 def test_guided_init_from_unguided_weights_computes_their_function_then_learns(tmp_path):
     """--guide --init pcnet.pt: the zero last guide conv keeps the packaged network's association map on a
     held-out image; one training step on real crops makes the guide branch non-zero."""
-    trained = load_model(packaged_weights_path("pcnet")).state_dict()  # guided since 2026-12-05: take its
-    plain = build_model("pcnet", NetConfig(head_norm=True))             # weights without the guide branch
-    plain.load_state_dict({k: v for k, v in trained.items() if not k.startswith(("guide.", "head_blocks."))})
-    packaged = save_checkpoint(tmp_path / "unguided.pt", plain)
+    # the packaged PCNet is guided since 2026-12-05: take its weights without the guide branch (and head blocks)
+    packaged = packaged_pcnet_without(tmp_path / "unguided.pt", guide=False, head_blocks=0)
     old = load_model(packaged)
     assert not old.uses_guide
     data = BSDS500(BSDS, "val")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BSDS, guided_export_matches_torch, guided_ids_tiled_equal_untiled
+from conftest import BSDS, guided_export_matches_torch, guided_ids_tiled_equal_untiled, packaged_pcnet_without
 from uhrseg.datasets.readers import BSDS500
 from uhrseg.inference import cell_id_map
 from uhrseg.inference.network import inference_model
@@ -47,10 +47,7 @@ def test_head_halo_counts_the_blocks():
 def test_blocks_start_as_the_identity_then_learn(tmp_path):
     """--head-blocks N --init FILE from trained weights without blocks (the packaged PCNet's, blocks taken out):
     the zero second convs keep that network's association map; one training step on real crops moves them."""
-    trained = load_model(packaged_weights_path("pcnet"))
-    plain = build_model("pcnet", NetConfig(**{**trained.config.__dict__, "head_blocks": 0}))
-    plain.load_state_dict({k: v for k, v in trained.state_dict().items() if not k.startswith("head_blocks.")})
-    no_blocks = save_checkpoint(tmp_path / "no-blocks.pt", plain)
+    no_blocks = packaged_pcnet_without(tmp_path / "no-blocks.pt", head_blocks=0)
     packaged = load_model(no_blocks).float().eval()
     data = BSDS500(BSDS, "val")
     batch = TrainingSampler([data], SamplingConfig(global_resize=384, crop=128, patch=128, upscale=4),
