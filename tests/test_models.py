@@ -187,8 +187,8 @@ def test_aerial_weights_are_packaged_by_name():
     assert record["data"] == ["../shared/datasets/semantic-drone/train"]
     assert record["train_config"]["init"].endswith("pcnet.pt") and record["iterations"] == 750
     assert tuple(record["train_config"]["scale_range"]) == (0.2, 0.45)
-    config = predictor.model.config  # fine-tuned from the head-block pcnet.pt of 2026-12-05
-    assert config.head_norm and config.guide and config.head_blocks == 1
+    config = predictor.model.config  # fine-tuned from the three-head-block pcnet.pt of 2026-12-05
+    assert config.head_norm and config.guide and config.head_blocks == 3
     test = record["test"]  # semantic-drone test at K = 600, r = 1 (docs/results/semantic-drone-aerial)
     assert test["refined"]["asa"] > 0.93 and test["refined"]["br"] > 0.54
     with pytest.raises(WeightsNotFoundError):
