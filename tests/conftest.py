@@ -85,17 +85,23 @@ def assert_superpixel_labels(labels: np.ndarray, shape: tuple[int, int]) -> int:
     return k
 
 
-def packaged_pcnet_without(path: Path, **config) -> Path:
+def packaged_pcnet_as(**config) -> PCNet:
     """The packaged PCNet's trained weights in a network built with ``config`` changed (e.g. ``guide=False``,
-    ``head_blocks=0``), the parts it lacks left out; saved to ``path`` as a checkpoint, which is returned."""
+    ``head_blocks=0`` or more head blocks than it has): parts the new network lacks are left out, parts the
+    packaged file lacks keep their initialisation. Only guide-branch and head-block weights may differ."""
     from uhrseg.models import NetConfig, build_model, load_model
     from uhrseg.models.checkpoint import packaged_weights_path
 
     trained = load_model(packaged_weights_path("pcnet"))
-    plain = build_model("pcnet", NetConfig(**{**trained.config.__dict__, **config}))
-    keep = plain.state_dict().keys()
-    plain.load_state_dict({k: v for k, v in trained.state_dict().items() if k in keep})
-    return save_checkpoint(path, plain)
+    model = build_model("pcnet", NetConfig(**{**trained.config.__dict__, **config}))
+    missing, unexpected = model.load_state_dict(trained.state_dict(), strict=False)
+    assert all(k.startswith(("guide.", "head_blocks.")) for k in missing + unexpected), (missing, unexpected)
+    return model
+
+
+def packaged_pcnet_without(path: Path, **config) -> Path:
+    """:func:`packaged_pcnet_as` saved to ``path`` as a checkpoint, which is returned."""
+    return save_checkpoint(path, packaged_pcnet_as(**config))
 
 
 def guided_export_matches_torch(ckpt: Path, out_dir: Path):

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BSDS, guided_export_matches_torch, guided_ids_tiled_equal_untiled, packaged_pcnet_without
+from conftest import (BSDS, guided_export_matches_torch, guided_ids_tiled_equal_untiled, packaged_pcnet_as,
+                      packaged_pcnet_without)
 from uhrseg.datasets.readers import BSDS500
 from uhrseg.inference import cell_id_map
 from uhrseg.inference.network import inference_model
 from uhrseg.io import read_image
 from uhrseg.models import NetConfig, PCNet, build_model, load_model, save_checkpoint
-from uhrseg.models.checkpoint import packaged_weights_path
 from uhrseg.training.sampling import SamplingConfig, TrainingSampler
 from uhrseg.training.trainer import TrainConfig, load_init, training_losses
 
@@ -20,10 +20,7 @@ from uhrseg.training.trainer import TrainConfig, load_init, training_losses
 def with_blocks(n_blocks: int, std: float = 0.05) -> PCNet:
     """The packaged PCNet with ``n_blocks`` head blocks (its own first ones, then new ones) whose second convs are
     seeded noise (so they act)."""
-    packaged = load_model(packaged_weights_path("pcnet"))
-    model = build_model("pcnet", NetConfig(**{**packaged.config.__dict__, "head_blocks": n_blocks}))
-    missing, unexpected = model.load_state_dict(packaged.state_dict(), strict=False)
-    assert all(k.startswith("head_blocks.") for k in missing + unexpected)
+    model = packaged_pcnet_as(head_blocks=n_blocks)
     torch.manual_seed(3)
     with torch.no_grad():
         for block in model.head_blocks:
