@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs ON THE DEVICE (the GPU machine), after benchmarks/gpu/stage.sh here. Two phases, one `run` call each:
 #   bash benchmarks/gpu/session.sh train SECONDS   # paper recipe: PCNet, SCN, PCNet without DPC, PCNet with
-#                                                  # multi-class patch labels, and PCNet with our --guide (the
-#                                                  # packaged network's design), in parallel, for SECONDS of wall
+#                                                  # multi-class patch labels, and PCNet as packaged (BatchNorm in
+#                                                  # the 4x head, our --guide and 3 head blocks), in parallel, for
+#                                                  # SECONDS of wall
 #   bash benchmarks/gpu/session.sh bench [SECTIONS] [SIZES]   # benchmarks/bench_gpu.py
 # Outputs under $OUT: one RUN.tar per training run (best and last weights as float16, log.csv, curves.png, the
 # log), results-gpu.json (written after each section), session.log.
@@ -28,7 +29,7 @@ train)
     common=(--data bsds500:train --val bsds500:val --device "${DEVICE:-cuda}" --loader-workers 3
             --checkpoint-every 100 --val-every 500 -q ${TRAIN_EXTRA:-})
     declare -A runs=([pcnet]="pcnet" [scn]="scn" [pcnet-no-dpc]="pcnet --no-dpc"
-                     [pcnet-multiclass]="pcnet --multiclass-patch" [pcnet-guide]="pcnet --guide")
+                     [pcnet-multiclass]="pcnet --multiclass-patch" [pcnet-ours]="pcnet --head-norm --guide --head-blocks 3")
     pids=()
     for name in "${!runs[@]}"; do
         # SIGINT makes a run write last.pt and stop; KILL 60 s later if it has not ended
