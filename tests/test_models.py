@@ -198,10 +198,12 @@ def test_aerial_weights_are_packaged_by_name():
 def test_default_pcnet_and_refinement_on_held_out_images():
     """The packaged PCNet (1800 iterations on BSDS500 train + val, then 1750 + 3250 + 1750 + 2500 on train only,
     the last with BatchNorm in the 4x head, then 500 + 1750 with the guide branch, then 2500 with one head block,
-    then 2500 with a second and 2500 with a third head block)
+    then 2500 with a second and 2500 with a third head block, then 2500 more without a new block)
     with the default refinement (8 passes, m 10, lambda 100, tuned on val): on the first 16 BSDS500 test images,
-    which no run trained on, the refinement adds more than 0.12 to the network's own BR (0.126 on them) and does
-    not lower ASA (measured on all 200 test images at n = 600: BR 0.732 -> 0.876, ASA 0.9565 -> 0.962)."""
+    which no run trained on, the default's BR is above 0.85 (0.870 on them), the refinement adds more than 0.10 to
+    the network's own BR (0.745 -> 0.870; the gain shrinks as the network improves: 0.130 with two head blocks)
+    and it does not lower ASA (measured on all 200 test images at n = 600: BR 0.735 -> 0.877, ASA 0.9566 ->
+    0.962)."""
     from conftest import BSDS
     from uhrseg import SuperpixelPredictor
     from uhrseg.datasets import BSDS500
@@ -209,7 +211,7 @@ def test_default_pcnet_and_refinement_on_held_out_images():
 
     default = SuperpixelPredictor("pcnet", device="cpu")
     record = default.model.training_record
-    assert record["iterations"] == 2500 and "two-head-block pcnet.pt" in record["starting_point"]
+    assert record["iterations"] == 2500 and "three-head-block pcnet.pt" in record["starting_point"]
     assert default.model.config.head_norm and tuple(record["train_config"]["scale_range"]) == (0.8, 1.4)
     assert default.model.config.guide and default.model.config.head_blocks == 3
     assert record["train_config"]["head_blocks_lr_scale"] == 10.0 and default.model.head_halo == 3
@@ -225,4 +227,4 @@ def test_default_pcnet_and_refinement_on_held_out_images():
                 scores[key].append((boundary_recall_precision(labels[key], gt)[0],
                                     achievable_segmentation_accuracy(labels[key], gt)))
     (raw_br, raw_asa), (br, asa) = np.mean(scores["raw"], axis=0), np.mean(scores["default"], axis=0)
-    assert br > raw_br + 0.12 and asa >= raw_asa, (raw_br, br, raw_asa, asa)
+    assert br > 0.85 and br > raw_br + 0.10 and asa >= raw_asa, (raw_br, br, raw_asa, asa)
