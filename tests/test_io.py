@@ -80,6 +80,24 @@ def test_larger_than_pillow_bomb_limit(tmp_path):
     assert Image.MAX_IMAGE_PIXELS is not None, "the global limit must be restored"
 
 
+def test_pixel_limit_is_restored_after_overlapping_reads():
+    """Two reads whose blocks overlap (A enters, B enters, A leaves, B leaves, as with the CLI's decode thread):
+    the limit stays lifted while either runs and comes back when both have left. A save / restore per read
+    left it lifted for good, which made a later test fail on ``2 * Image.MAX_IMAGE_PIXELS``."""
+    from uhrseg.io.images import _pillow_without_pixel_limit
+
+    limit = Image.MAX_IMAGE_PIXELS
+    assert limit is not None
+    a, b = _pillow_without_pixel_limit(), _pillow_without_pixel_limit()
+    a.__enter__()
+    b.__enter__()
+    assert Image.MAX_IMAGE_PIXELS is None
+    a.__exit__(None, None, None)
+    assert Image.MAX_IMAGE_PIXELS is None, "lifted while B still reads"
+    b.__exit__(None, None, None)
+    assert Image.MAX_IMAGE_PIXELS == limit
+
+
 def _png_with_size(width, height):
     def chunk(tag, data):
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)

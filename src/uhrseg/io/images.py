@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -27,15 +28,30 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
+# Pillow's decompression-bomb limit is one global of its module; reads in several threads (the CLI decodes the
+# next image while the network runs) share it: the first block to enter saves and lifts it, the last to leave
+# puts it back. A plain save / restore per block could leave it lifted (A saves N, B saves None, A restores N,
+# B restores None) or restore it under a read still running.
+_PIXEL_LIMIT_LOCK = threading.Lock()
+_pixel_limit_state = {"blocks": 0, "saved": None}
+
+
 @contextlib.contextmanager
 def _pillow_without_pixel_limit():
-    """Lift Pillow's decompression-bomb limit inside the block and restore it afterwards."""
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
+    """Lift Pillow's decompression-bomb limit inside the block and restore it when the last block of any thread
+    has left (thread-safe)."""
+    with _PIXEL_LIMIT_LOCK:
+        if _pixel_limit_state["blocks"] == 0:
+            _pixel_limit_state["saved"] = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _pixel_limit_state["blocks"] += 1
     try:
         yield
     finally:
-        Image.MAX_IMAGE_PIXELS = saved
+        with _PIXEL_LIMIT_LOCK:
+            _pixel_limit_state["blocks"] -= 1
+            if _pixel_limit_state["blocks"] == 0:
+                Image.MAX_IMAGE_PIXELS = _pixel_limit_state["saved"]
 
 
 def _pillow_to_array(im: Image.Image) -> np.ndarray:
