@@ -74,6 +74,9 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--checkpoint-every", type=int, metavar="N", help="write last.pt every N iterations")
     p.add_argument("--val-every", type=int, metavar="N", help="validate every N iterations")
     p.add_argument("--stop-after", type=int, metavar="N", help="stop after N iterations in this call (resumable)")
+    p.add_argument("--extend-to", type=int, metavar="N",
+                   help="pcnet and scn: raise the run in OUT to N iterations in all and go on from its last.pt, "
+                        "keeping its optimiser state and learning-rate schedule (for a run still improving)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--scale-range", metavar="LO,HI",
                    help="random scale of the crops, 1 = full resolution (segmentation default 0.5,2.0; pcnet and "
@@ -140,7 +143,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 
 _MAGNET_ONLY = ("backbone", "backbone_model", "scales")
 _SUPERPIXEL_ONLY = ("val_n_segments", "lr_step", "patch", "global_resize", "no_dpc", "no_ld", "multiclass_patch",
-                    "loader_workers")
+                    "loader_workers", "extend_to")
 _SEGMENTATION_ONLY = ("optimizer", "weight_decay", "warmup", "width", "deep_scale", "no_shallow",
                       "fusion", "no_sd", "no_aux", "no_ohem", "no_photometric")
 
@@ -242,12 +245,16 @@ def run(args: argparse.Namespace) -> int:
         raise UhrsegError(f"{', '.join(wrong)} applies only to {kind}")
     if segmentation and args.model == "deeppath" and (args.no_shallow or args.fusion or args.no_sd or args.no_sr):
         raise UhrsegError("deeppath has no shallow path, fusion, SR or SD loss to switch off")
+    if args.extend_to is not None and not (args.out / "last.pt").is_file():
+        raise UhrsegError(f"--extend-to: {args.out / 'last.pt'} does not exist; there is no run to extend")
     if (args.out / "last.pt").is_file():
-        print(f"uhrseg: resuming from {args.out / 'last.pt'} (its stored recipe is used)", file=sys.stderr)
+        extended = f", extended to {args.extend_to} iterations" if args.extend_to is not None else ""
+        print(f"uhrseg: resuming from {args.out / 'last.pt'} (its stored recipe is used{extended})", file=sys.stderr)
     if segmentation:
         best = train_semantic(_segmentation_config(args), args.out, progress=not args.quiet,
                               stop_after=args.stop_after)
     else:
-        best = train(_superpixel_config(args), args.out, progress=not args.quiet, stop_after=args.stop_after)
+        best = train(_superpixel_config(args), args.out, progress=not args.quiet, stop_after=args.stop_after,
+                     extend_to=args.extend_to)
     print(f"uhrseg: {best}", file=sys.stderr)
     return 0

@@ -249,7 +249,8 @@ def validate(model: SuperpixelNet, dataset, names: list[str], n_segments: int, d
     return {"val_asa": float(np.mean(asa)), "val_br": float(np.mean(br)), "val_k": float(np.mean(k))}
 
 
-def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, stop_after: int | None = None) -> Path:
+def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, stop_after: int | None = None,
+          extend_to: int | None = None) -> Path:
     """Train (or resume) a model; returns the path of ``best.pt`` (``last.pt`` when there is no validation).
 
     Parameters
@@ -262,9 +263,16 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
         Show a progress bar with the loss, iterations per minute and ETA.
     stop_after : int, optional
         Stop after this many iterations in this call (for tests and time-sliced CPU runs); resumable.
+    extend_to : int, optional
+        Raise the stored run's iteration count to this many and go on from ``last.pt`` with its optimiser
+        state, random generators and learning-rate schedule (``lr * gamma ** (step // lr_step)`` continues),
+        as if the run had been started with this count; later resumes keep the new count. For a run whose
+        curves still rise: unlike a new run with ``init``, Adam's moments are not started again.
 
     Raises
     ------
+    ValueError
+        If ``extend_to`` is given without a ``run_dir/last.pt`` or is below the run's stored iterations.
     uhrseg.datasets.DatasetError
         If a dataset cannot be opened.
     uhrseg.errors.WeightsNotFoundError, uhrseg.errors.CheckpointError
@@ -275,6 +283,12 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
     run_dir, state = open_run(run_dir)
     if state is not None:
         cfg = TrainConfig.from_dict(state["train_config"])
+    if extend_to is not None:
+        if state is None:
+            raise ValueError(f"extend_to: {run_dir / 'last.pt'} does not exist; there is no run to extend")
+        if extend_to < cfg.iterations:
+            raise ValueError(f"extend_to {extend_to} is below the {cfg.iterations} iterations of {run_dir}")
+        cfg = replace(cfg, iterations=extend_to)
     device = resolve_device(cfg.device)
     check_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
