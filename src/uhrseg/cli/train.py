@@ -245,8 +245,6 @@ def run(args: argparse.Namespace) -> int:
         raise UhrsegError(f"{', '.join(wrong)} applies only to {kind}")
     if segmentation and args.model == "deeppath" and (args.no_shallow or args.fusion or args.no_sd or args.no_sr):
         raise UhrsegError("deeppath has no shallow path, fusion, SR or SD loss to switch off")
-    if args.extend_to is not None and not (args.out / "last.pt").is_file():
-        raise UhrsegError(f"--extend-to: {args.out / 'last.pt'} does not exist; there is no run to extend")
     if (args.out / "last.pt").is_file():
         extended = f", extended to {args.extend_to} iterations" if args.extend_to is not None else ""
         print(f"uhrseg: resuming from {args.out / 'last.pt'} (its stored recipe is used{extended})", file=sys.stderr)

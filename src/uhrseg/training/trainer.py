@@ -280,12 +280,12 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
     """
     from ..inference.predictor import resolve_device
 
+    if extend_to is not None and not (Path(run_dir) / "last.pt").is_file():  # before open_run makes the folder
+        raise ValueError(f"extend_to: {Path(run_dir) / 'last.pt'} does not exist; there is no run to extend")
     run_dir, state = open_run(run_dir)
     if state is not None:
         cfg = TrainConfig.from_dict(state["train_config"])
     if extend_to is not None:
-        if state is None:
-            raise ValueError(f"extend_to: {run_dir / 'last.pt'} does not exist; there is no run to extend")
         if extend_to < cfg.iterations:
             raise ValueError(f"extend_to {extend_to} is below the {cfg.iterations} iterations of {run_dir}")
         cfg = replace(cfg, iterations=extend_to)
