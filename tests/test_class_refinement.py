@@ -194,7 +194,7 @@ def test_refine_classes_command_on_another_tools_class_map(tmp_path, drone_frame
     assert summary["input"] == "class map" and summary["n_superpixels"] > 1500
 
 
-@pytest.mark.parametrize("case", ["size", "palette", "nan", "stride"])
+@pytest.mark.parametrize("case", ["size", "palette", "nan", "stride", "confidence", "n-segments"])
 def test_refine_classes_bad_inputs(tmp_path, capsys, case, drone_frame):
     image = drone_frame[0]
     img_path = DRONE / "test" / "images" / f"{open_semantic_dataset(DRONE / 'test').names[0]}.jpg"
@@ -214,13 +214,20 @@ def test_refine_classes_bad_inputs(tmp_path, capsys, case, drone_frame):
         path = tmp_path / "p.npy"
         np.save(path, np.full((24, 125, 188), np.nan, np.float32))
         want = "NaN"
+    elif case in ("confidence", "n-segments"):  # were accepted: NaN kept no pixel, 0 fell back to H W / 512
+        path = tmp_path / "p.npy"
+        np.save(path, np.full((24, 125, 188), 1 / 24, np.float32))
+        args[3:4] = ["slic"]
+        args += ["--confidence", "nan"] if case == "confidence" else ["--n-segments", "0"]
+        want = "confidence must be a number >= 0" if case == "confidence" else "n_segments must be >= 1"
     else:
         path = tmp_path / "p.npy"
         np.save(path, np.full((24, 100, 100), 1 / 24, np.float32))
         want = "do not fit"
     assert main(args + ["--classes", str(path)]) == 2
     err = capsys.readouterr().err
-    assert want in err and str(path) in err and len(err.strip().splitlines()) == 1
+    assert want in err and len(err.strip().splitlines()) == 1
+    assert str(path) in err or case in ("confidence", "n-segments")  # flag errors name the flag's value
     assert not (tmp_path / "out").exists()
 
 

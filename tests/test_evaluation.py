@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import DRONE
 from uhrseg.cli import main
 from uhrseg.datasets import BSDS500
 from uhrseg.evaluation import (
@@ -214,6 +215,15 @@ def test_evaluate_command_errors(mini_bsds, tmp_path, capsys):
     assert main([*base, "--dataset", "bsds500:test", "--weights", "pcnet=" + str(tmp_path / "x.pt"),
                  "--methods", "pcnet"]) == 2
     assert "x.pt: weights file not found" in capsys.readouterr().err
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("keep me")
+    for task, rest in (("superpixels", ["--dataset", "bsds500:test"]),
+                       ("semantic", ["--dataset", str(DRONE / "test"), "--models", "isdnet:drone"])):
+        # was a FileExistsError traceback from mkdir
+        assert main(["evaluate", "--bsds500-root", str(mini_bsds), "--out", str(not_a_folder), "-q",
+                     "--task", task, *rest]) == 2
+        assert f"{not_a_folder}: output path exists and is not a folder" in capsys.readouterr().err
+    assert not_a_folder.read_text() == "keep me"
 
 
 def test_method_specs_with_refinement():

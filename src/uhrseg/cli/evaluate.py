@@ -31,6 +31,7 @@ from ..evaluation import (
     write_summary_csv,
 )
 from ..inference import METHODS, NETWORK_METHODS, SuperpixelPredictor
+from ..io.outputs import prepare_output_dir
 from ..metrics.semantic import DEFAULT_BOUNDARY_TOLERANCE
 
 DESCRIPTION = """\
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"uhrseg: skipping {m}: no packaged weights yet (pass --weights {m}=FILE)", file=sys.stderr)
         if not methods:
             raise UhrsegError("no method left to evaluate")
-    args.out.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(args.out)
     plan = EvaluationPlan(methods=methods, settings=settings, weights=weights, labels_dir=args.labels,
                           tolerance=args.tolerance, device=args.device, jobs=args.jobs)
     t0 = time.perf_counter()
@@ -205,7 +206,7 @@ def _run_semantic(args: argparse.Namespace) -> int:
         raise UhrsegError(str(e)) from None
     plan = SemanticPlan(models=specs, device=args.device, jobs=args.jobs,
                         tolerance=args.tolerance if args.tolerance is not None else DEFAULT_BOUNDARY_TOLERANCE)
-    args.out.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(args.out)
     t0 = time.perf_counter()
     rows = run_semantic_evaluation(dataset, plan, args.out, progress=not args.quiet, redo=_redo(args))
     wall = time.perf_counter() - t0

@@ -70,10 +70,11 @@ def run(args: argparse.Namespace) -> int:
     """Execute the sub-command; returns the exit code."""
     from ..datasets.readers import read_label_map
     from ..io import commit_files, prepare_output_dir, read_image, render_class_overlay, write_class_png, write_png
-    from ..semantic import infer_stride, refine_with_superpixels
+    from ..semantic import ClassRefinement, infer_stride, refine_with_superpixels
     from .common import check_targets
 
     t0 = time.perf_counter()
+    refinement = ClassRefinement(n_segments=args.n_segments, confidence=args.confidence)  # flags checked first
     image = read_image(args.image)
     height, width = image.shape[:2]
     probabilities = None
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             raise UhrsegError(f"--superpixels {args.superpixels!r}: neither a label file nor a method "
                               f"({', '.join(METHODS)})")
         method = args.superpixels
-        labels = superpixels(image, args.n_segments or max(1, height * width // 512), method=method)
+        labels = superpixels(image, refinement.segments_for(height, width), method=method)
     t_sp = time.perf_counter() - t_sp
     t_ref = time.perf_counter()
     refined = refine_with_superpixels(probabilities if probabilities is not None else classes, labels,

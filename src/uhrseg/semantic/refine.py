@@ -57,11 +57,16 @@ class ClassRefinement:
         Superpixels asked for (default ``H W / 512``, about 2900 on a 1500 x 1000 frame: the best of 1500, 3000
         and 6000 on 5 Semantic Drone ``more`` frames).
     confidence : float
-        Pixels whose own top-1 probability is at least this keep their class (> 1: none do).
+        Pixels whose own top-1 probability is at least this keep their class (0: all do, > 1: none do).
     radius : int
         Guided filter: window radius in pixels (2: the best of 2, 4, 8 and 16 on the same frames).
     eps : float
         Guided filter: regularisation (the image is in [0, 1]; 1e-4 was better than 1e-3).
+
+    Raises
+    ------
+    ValueError
+        An unknown ``method``, ``n_segments < 1``, ``confidence`` below 0 or NaN, ``radius < 1`` or ``eps <= 0``.
     """
 
     method: str = "superpixels"
@@ -76,6 +81,9 @@ class ClassRefinement:
             raise ValueError(f"unknown refinement {self.method!r}; choose one of {', '.join(REFINEMENTS)}")
         if self.n_segments is not None and self.n_segments < 1:
             raise ValueError(f"n_segments must be >= 1, got {self.n_segments}")
+        if not self.confidence >= 0:  # also NaN, which would keep no pixel without saying so
+            raise ValueError(f"confidence must be a number >= 0 (0: every pixel keeps its class, above 1: none "
+                             f"does), got {self.confidence}")
         if self.radius < 1 or self.eps <= 0:
             raise ValueError("the guided filter needs radius >= 1 and eps > 0")
 
