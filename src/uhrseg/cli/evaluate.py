@@ -64,8 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                         "with class_dict.csv), or a DeepGlobe split with images/ and masks/ (superpixels: "
                         "its class map is the ground truth)")
     p.add_argument("--models", metavar="LIST",
-                   help="semantic: comma-separated [LABEL=]MODEL[:WEIGHTS], MODEL isdnet or deeppath, WEIGHTS "
-                        "drone, deepglobe or a checkpoint (e.g. isdnet:drone,base=deeppath:runs/base/last.pt)")
+                   help="semantic: comma-separated [LABEL=]MODEL[:WEIGHTS][@KEY=VALUE], MODEL isdnet, deeppath, magnet "
+                        "or magnet-fast, WEIGHTS drone, deepglobe or a checkpoint, KEY=VALUE MagNet settings "
+                        "(e.g. isdnet:drone,base=deeppath:runs/base/last.pt,mg=magnet:drone@scales=2)")
     p.add_argument("--examples", type=int, default=3, metavar="N",
                    help="semantic: images shown in examples.png (default 3)")
     p.add_argument("--bsds500-root", type=Path, default=Path("../shared/datasets/BSDS500"), metavar="DIR",
@@ -178,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     command = _command(args)
     notes = [
         f"Dataset: {dataset.label}, {len(dataset.names)} images, every (image, ground truth) pair. "
-        f"Metrics as in docs/metrics.md (Stutz et al. benchmark definitions); tolerance r = "
+        f"Metrics as defined in uhrseg.metrics.superpixel (Stutz et al. benchmark definitions); tolerance r = "
         f"{args.tolerance if args.tolerance is not None else 'round(0.0025 x diagonal)'} px. "
         "Values are means over all pairs; 'BR (worst GT)' takes the worst ground truth per image first.",
         f"This invocation took {wall:.0f} s of wall time with --jobs {args.jobs} on {platform.machine()} "

@@ -76,8 +76,9 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                    help="what runs pcnet/scn: torch, or opencv (the packaged weights' ONNX export with OpenCV's "
                         "DNN module, CPU only; skips the 1-1.5 s torch import); auto = opencv for the packaged "
                         "pcnet weights on the CPU, else torch (default auto)")
-    p.add_argument("--weights", type=Path, metavar="FILE",
-                   help="pcnet/scn checkpoint to use instead of the packaged weights")
+    p.add_argument("--weights", type=Path, metavar="FILE|NAME",
+                   help="pcnet/scn checkpoint to use instead of the packaged weights, or a packaged name "
+                        "(pcnet-aerial: PCNet fine-tuned on aerial frames)")
     p.add_argument("-o", "--out", type=Path, default=Path("uhrseg-out"), metavar="DIR",
                    help="output folder, created if needed (default ./uhrseg-out)")
     p.add_argument("--label-format", default="auto", choices=LABEL_FORMATS,

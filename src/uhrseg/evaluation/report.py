@@ -1,6 +1,6 @@
 """Summaries, plots and the Markdown report of a benchmark run (``pairs.csv`` -> ``summary.csv``, PNGs, report).
 
-Two summaries, as the field uses them (``docs/metrics.md``):
+Two summaries, as the field uses them (definitions in :mod:`uhrseg.metrics.superpixel`):
 
 * ``mean``: plain mean over all (image, ground truth) pairs (SSN, SCN and PCNet curves);
 * ``worst``: per image the worst ground truth (min BR, BP, ASA, EV; max UE), then the mean over images (the

@@ -221,7 +221,14 @@ class SourceResult:
 
 
 def _weights_file(weights: str | os.PathLike) -> Path:
-    """A checkpoint path, or the name of extra weights shipped in the package (e.g. ``"pcnet-aerial"``)."""
+    """A checkpoint path, or the name of extra weights shipped in the package (e.g. ``"pcnet-aerial"``).
+
+    Raises
+    ------
+    WeightsNotFoundError
+        A bare name (no folder, no suffix) that is neither a file nor a packaged superpixel network; the message
+        lists the packaged names.
+    """
     from ..models.checkpoint import packaged_weights_path
 
     path = Path(weights)
@@ -229,6 +236,8 @@ def _weights_file(weights: str | os.PathLike) -> Path:
         packaged = packaged_weights_path(path.name)
         if packaged.is_file():
             return packaged
+        names = sorted(p.stem for p in packaged.parent.glob("*.pt") if p.stem.startswith(("pcnet", "scn")))
+        raise WeightsNotFoundError(f"{path}: neither a weights file nor a packaged name ({', '.join(names)})")
     return path
 
 

@@ -1,6 +1,6 @@
 """The standard superpixel metrics, as the superpixel benchmark of Stutz et al. computes them.
 
-Definitions (``docs/metrics.md``; Stutz, Hermans, Leibe, "Superpixels: An Evaluation of the State-of-the-Art",
+Definitions (Stutz, Hermans, Leibe, "Superpixels: An Evaluation of the State-of-the-Art",
 CVIU 2018, arXiv:1612.01601), for a superpixel label map ``S`` and a ground-truth segmentation ``G`` of
 ``N = H W`` pixels:
 
