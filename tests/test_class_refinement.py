@@ -192,6 +192,7 @@ def test_refine_classes_command_on_another_tools_class_map(tmp_path, drone_frame
     assert (refined == other).mean() > 0.8  # the majority of each superpixel, mostly the same classes
     summary = json.loads((out / "summary.json").read_text())
     assert summary["input"] == "class map" and summary["n_superpixels"] > 1500
+    assert f"refined over {summary['n_superpixels']} superpixels -> {out}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case", ["size", "palette", "nan", "stride", "confidence", "n-segments"])

@@ -179,7 +179,7 @@ def test_never_overwrites_an_input(tmp_path, capsys):
     Image.open(first).save(victim)
     before = victim.read_bytes()
     code, err = run_cli(capsys, first, victim, "-n", 100, "-m", "slico", "--out", tmp_path)
-    assert code == 2 and "would overwrite an input image" in err
+    assert code == 2 and "would overwrite an input file" in err
     assert victim.read_bytes() == before
     assert not (tmp_path / "a_labels.png").exists()
 

@@ -161,7 +161,7 @@ def test_outputs_never_overwrite_inputs_and_bad_folders(tmp_path, capsys, isdnet
     sibling = tmp_path / "x.png"
     sibling.write_bytes(before)
     code, err = run_segment(capsys, sibling, image, "--weights", isdnet_ckpt, "--out", tmp_path)
-    assert code == 2 and "would overwrite an input image" in err
+    assert code == 2 and "would overwrite an input file" in err
     assert image.read_bytes() == before
     (tmp_path / "file").write_text("")
     code, err = run_segment(capsys, FRAME, "--weights", isdnet_ckpt, "--out", tmp_path / "file")

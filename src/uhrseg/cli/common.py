@@ -132,7 +132,7 @@ def check_targets(path: Path, outputs, inputs: set[Path]) -> None:
     """
     for target in outputs:
         if Path(target).resolve() in inputs:
-            raise UhrsegError(f"{path}: output {target} would overwrite an input image; choose another --out")
+            raise UhrsegError(f"{path}: output {target} would overwrite an input file; choose another --out")
 
 
 def process_batch(images: list[Path], out: Path, process: Callable[[Path, str, set[Path], tqdm], dict],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -152,4 +153,5 @@ def run(args: argparse.Namespace) -> int:
                "peak_rss_bytes": peak_rss_bytes()}
     text = json.dumps(summary, indent=2)
     commit_files({args.out / "summary.json": lambda p: p.write_text(text + "\n")})
+    print(f"uhrseg: {args.image} refined over {summary['n_superpixels']} superpixels -> {args.out}", file=sys.stderr)
     return 0
