@@ -3,8 +3,8 @@
 For every image the network's connected labels are computed once (``refine_iterations=0``); each setting of
 ``(passes, compactness m, smoothness lambda)`` of :func:`uhrseg.grid.refine_boundaries` is then applied to
 them and scored against every ground truth with the benchmark's metrics (BR and BP at the tolerance
-``--tolerance``, default ``round(0.0025 x diagonal)``, ASA; ``docs/metrics.md``). The means over all (image, ground truth) pairs go
-to ``OUT.csv`` and the BR-BP plane to ``OUT.png`` (one point per setting, the current defaults marked).
+``--tolerance``, default ``round(0.0025 x diagonal)``, ASA; :mod:`uhrseg.metrics.superpixel`). The means over
+all (image, ground truth) pairs go to ``OUT.csv`` and the BR-BP plane to ``OUT.png`` (one point per setting, the current defaults marked).
 
 Usage::
 
@@ -39,7 +39,7 @@ _PREDICTORS: dict = {}
 
 def _score_image(task: tuple) -> tuple[str, list[list[float]]]:
     """Worker: one image -> per setting [sum BR, sum BP, sum ASA, sum K, pairs]."""
-    spec, root, weights, n_segments, settings, tolerance, name = task
+    spec, root, method, weights, n_segments, settings, tolerance, name = task
     import torch
 
     from uhrseg.datasets.readers import open_dataset
@@ -50,9 +50,9 @@ def _score_image(task: tuple) -> tuple[str, list[list[float]]]:
     torch.set_num_threads(1)
     dataset = open_dataset(spec, root)
     image, gts = dataset.image(name), dataset.ground_truths(name)
-    if weights not in _PREDICTORS:
-        _PREDICTORS[weights] = SuperpixelPredictor("pcnet", device="cpu", weights=weights, refine_iterations=0)
-    predictor = _PREDICTORS[weights]
+    if (method, weights) not in _PREDICTORS:
+        _PREDICTORS[method, weights] = SuperpixelPredictor(method, device="cpu", weights=weights, refine_iterations=0)
+    predictor = _PREDICTORS[method, weights]
     raw = predictor.predict(image, n_segments)
     rows = []
     for passes, m, lam in settings:
@@ -73,7 +73,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="bsds500:val")
     parser.add_argument("--bsds500-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"
                                                       / "BSDS500"))
-    parser.add_argument("--weights", default=None, help="PCNet checkpoint (default: the packaged pcnet.pt)")
+    parser.add_argument("--method", default="pcnet", choices=("pcnet", "scn"), help="the network (default pcnet)")
+    parser.add_argument("--weights", default=None, help="its checkpoint (default: the packaged one)")
     parser.add_argument("--n-segments", type=int, default=600)
     parser.add_argument("--passes", default="4,8")
     parser.add_argument("--compactness", default="2.5,5,10")
@@ -97,7 +98,7 @@ def main() -> None:
     settings = [(0, 0.0, 0.0)] + list(itertools.product([int(v) for v in _floats(args.passes)],
                                                         _floats(args.compactness), _floats(args.smoothness)))
     names = open_dataset(args.dataset, args.bsds500_root).names[: args.images]
-    tasks = [(args.dataset, args.bsds500_root, args.weights, args.n_segments, settings, args.tolerance, n)
+    tasks = [(args.dataset, args.bsds500_root, args.method, args.weights, args.n_segments, settings, args.tolerance, n)
              for n in names]
     totals = np.zeros((len(settings), 5))
     t0 = time.perf_counter()
