@@ -193,6 +193,13 @@ def test_refine_classes_command_on_another_tools_class_map(tmp_path, drone_frame
     summary = json.loads((out / "summary.json").read_text())
     assert summary["input"] == "class map" and summary["n_superpixels"] > 1500
     assert f"refined over {summary['n_superpixels']} superpixels -> {out}" in capsys.readouterr().err
+    assert "class_names" not in summary  # a plain PNG of ids has no names
+    named = tmp_path / "named"
+    assert main(["refine-classes", str(img_path), "--classes", str(classes_path), "--superpixels", "slic",
+                 "--palette", "deepglobe", "--out", str(named)]) == 0
+    summary = json.loads((named / "summary.json").read_text())
+    deepglobe = ["urban_land", "agriculture_land", "rangeland", "forest_land", "water", "barren_land", "unknown"]
+    assert summary["class_names"] == deepglobe[: int(other.max()) + 1]  # one name per class id of the map
 
 
 @pytest.mark.parametrize("case", ["size", "palette", "nan", "stride", "confidence", "n-segments"])

@@ -44,7 +44,8 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.set_defaults(run=run)
 
 
-def _palette(args: argparse.Namespace, classes_path: Path) -> list[tuple[int, int, int]] | None:
+def _palette(args: argparse.Namespace, classes_path: Path):
+    """``(colours, names)`` from --palette, else the PNG's own palette (names None), else ``(None, None)``."""
     if args.palette is None:
         if classes_path.suffix.lower() == ".png":
             from PIL import Image
@@ -53,18 +54,19 @@ def _palette(args: argparse.Namespace, classes_path: Path) -> list[tuple[int, in
                 if im.mode == "P":
                     flat = im.getpalette() or []
                     used = int(np.asarray(im).max()) + 1
-                    return [tuple(flat[3 * i : 3 * i + 3]) for i in range(min(len(flat) // 3, max(used, 1)))]
-        return None
+                    return [tuple(flat[3 * i : 3 * i + 3]) for i in range(min(len(flat) // 3, max(used, 1)))], None
+        return None, None
     if args.palette in ("drone", "deepglobe"):  # the class table stored in the packaged ISDNet, no model built
         from ..datasets.classes import ClassTable
         from ..inference.semantic import semantic_weights_path
         from ..models.checkpoint import read_checkpoint
 
-        return list(ClassTable.from_dict(read_checkpoint(semantic_weights_path("isdnet", args.palette))["classes"])
-                    .colours)
+        table = ClassTable.from_dict(read_checkpoint(semantic_weights_path("isdnet", args.palette))["classes"])
+        return list(table.colours), list(table.names)
     from ..datasets.classes import read_class_table
 
-    return list(read_class_table(args.palette).colours)
+    table = read_class_table(args.palette)
+    return list(table.colours), list(table.names)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             raise UhrsegError(f"{args.classes}: class ids must be in 0..255 (255 = no vote), got "
                               f"{classes.min()}..{classes.max()}")
     n_classes = probabilities.shape[0] if probabilities is not None else int(classes[classes != 255].max(initial=0)) + 1
-    palette = _palette(args, args.classes)
+    palette, class_names = _palette(args, args.classes)
     if palette is not None and n_classes > len(palette):
         raise UhrsegError(f"{args.classes}: {n_classes} classes, but the palette has {len(palette)} colours")
     if palette is None:
@@ -148,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
                "width": width, "height": height, "n_superpixels": int(labels.max()) + 1,
                "outputs": [str(p) for p in written],
                "class_fractions": {str(i): round(int(c) / refined.size, 6) for i, c in enumerate(counts)},
+               **({"class_names": class_names[:n_classes]} if class_names else {}),
                "seconds": {"superpixels": round(t_sp, 4), "refine": round(t_ref, 4),
                            "total": round(time.perf_counter() - t0, 4)},
                "peak_rss_bytes": peak_rss_bytes()}
