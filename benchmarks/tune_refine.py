@@ -4,7 +4,8 @@ For every image the network's connected labels are computed once (``refine_itera
 ``(passes, compactness m, smoothness lambda)`` of :func:`uhrseg.grid.refine_boundaries` is then applied to
 them and scored against every ground truth with the benchmark's metrics (BR and BP at the tolerance
 ``--tolerance``, default ``round(0.0025 x diagonal)``, ASA; :mod:`uhrseg.metrics.superpixel`). The means over
-all (image, ground truth) pairs go to ``OUT.csv`` and the BR-BP plane to ``OUT.png`` (one point per setting, the current defaults marked).
+all (image, ground truth) pairs go to ``OUT.csv`` and the BR-BP plane to ``OUT.png`` (one point per setting,
+the current defaults marked).
 
 Usage::
 
