@@ -236,7 +236,7 @@ def _weights_file(weights: str | os.PathLike) -> Path:
         packaged = packaged_weights_path(path.name)
         if packaged.is_file():
             return packaged
-        names = sorted(p.stem for p in packaged.parent.glob("*.pt") if p.stem.startswith(("pcnet", "scn")))
+        names = sorted(p.stem for p in packaged.parent.glob("*.pt") if p.stem.startswith(NETWORK_METHODS))
         raise WeightsNotFoundError(f"{path}: neither a weights file nor a packaged name ({', '.join(names)})")
     return path
 
