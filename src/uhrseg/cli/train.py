@@ -113,6 +113,16 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                          "identity) (default 0)")
     sp.add_argument("--head-blocks-lr-scale", type=float, metavar="F",
                     help="pcnet --head-blocks: learning-rate factor of the head blocks (default 1)")
+    sp.add_argument("--revive-channels", action="store_true",
+                    help="with --init: restart the channels of Q (neighbour cells) that the init's network no "
+                         "longer uses (mean mass < 1e-3); the packaged pcnet.pt before 2026-12-05 used only the "
+                         "top and centre cells")
+    sp.add_argument("--teacher", metavar="FILE",
+                    help="pcnet: also fit the association map Q of this trained SCN checkpoint on each crop "
+                         "(knowledge distillation, per-pixel KL; our addition to the paper), e.g. a copy of the "
+                         "packaged scn.pt")
+    sp.add_argument("--teacher-weight", type=float, metavar="W",
+                    help=f"pcnet --teacher: weight of the KL term (default {TrainConfig.teacher_weight:g})")
     sp.add_argument("--position-weight", type=float, metavar="M",
                     help="weight m of the superpixel loss's position term (Eq. 3, scaled by m / S): smaller "
                          "follows the labels' boundaries more, larger gives more compact superpixels "
@@ -143,7 +153,8 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 
 _MAGNET_ONLY = ("backbone", "backbone_model", "scales")
 _SUPERPIXEL_ONLY = ("val_n_segments", "lr_step", "patch", "global_resize", "no_dpc", "no_ld", "multiclass_patch",
-                    "loader_workers", "extend_to")
+                    "loader_workers", "extend_to", "teacher", "teacher_weight",
+                    "revive_channels")
 _SEGMENTATION_ONLY = ("optimizer", "weight_decay", "warmup", "width", "deep_scale", "no_shallow",
                       "fusion", "no_sd", "no_aux", "no_ohem", "no_photometric")
 
@@ -178,7 +189,7 @@ def _scale_range(text: str) -> tuple[float, float]:
 def _superpixel_config(args: argparse.Namespace) -> TrainConfig:
     extra = {k: getattr(args, k) for k in ("val_n_segments", "lr_step", "patch", "global_resize", "loader_workers",
                                            "guide_lr_scale", "position_weight", "head_blocks",
-                                           "head_blocks_lr_scale") if getattr(args, k) is not None}
+                                           "head_blocks_lr_scale", "teacher", "teacher_weight") if getattr(args, k) is not None}
     if args.loader_workers is not None and args.loader_workers < 0:
         raise UhrsegError(f"--loader-workers must be >= 0, got {args.loader_workers}")
     if args.scale_range is not None:
@@ -187,7 +198,8 @@ def _superpixel_config(args: argparse.Namespace) -> TrainConfig:
         extra["scale_range"] = _scale_range(args.scale_range)
     return TrainConfig(model=args.model, bsds500_root=str(args.bsds500_root), dpc=not args.no_dpc,
                        sr=not args.no_sr, ld=not args.no_ld, binary_mask=not args.multiclass_patch,
-                       head_norm=args.head_norm, guide=args.guide, **_common(args), **extra)
+                       head_norm=args.head_norm, guide=args.guide, revive_channels=args.revive_channels,
+                       **_common(args), **extra)
 
 
 def _segmentation_config(args: argparse.Namespace) -> SemanticTrainConfig:

@@ -94,11 +94,15 @@ class NetOutput(NamedTuple):
         ``(B, D, h, w)`` pixel embedding ``E`` (PCNet), else None.
     reconstruction : torch.Tensor or None
         ``(B, 3, h, w)`` super-resolved image in ``[-1, 1]`` (PCNet's SR head), else None.
+    logits : torch.Tensor or None
+        ``(B, 9, h, w)`` float logits whose softmax is ``assoc`` (for losses that need ``log Q`` where ``Q``
+        underflows, :func:`uhrseg.training.losses.association_distillation_loss`).
     """
 
     assoc: torch.Tensor
     embedding: torch.Tensor | None
     reconstruction: torch.Tensor | None
+    logits: torch.Tensor | None = None
 
 
 class SuperpixelNet(nn.Module):
@@ -202,7 +206,8 @@ class SCN(SuperpixelNet):
 
     def forward(self, image: torch.Tensor, guide: torch.Tensor | None = None) -> NetOutput:
         _check_guide(self, image, guide)
-        return NetOutput(torch.softmax(self.assoc_logits(self.decode(image)), dim=1), None, None)
+        logits = self.assoc_logits(self.decode(image))
+        return NetOutput(torch.softmax(logits, dim=1), None, None, logits)
 
 
 class PCNet(SuperpixelNet):
@@ -285,8 +290,8 @@ class PCNet(SuperpixelNet):
         sr_feature = self.subpixel(self.decode(image))
         _check_guide(self, sr_feature, guide)
         embedding = self._embedding(sr_feature, guide)
-        assoc = torch.softmax(self.assoc_head(self.head_blocks(embedding)), dim=1)
-        return NetOutput(assoc, embedding, self.sr_head(sr_feature))
+        logits = self.assoc_head(self.head_blocks(embedding))
+        return NetOutput(torch.softmax(logits, dim=1), embedding, self.sr_head(sr_feature), logits)
 
 
 class HeadBlock(nn.Module):

@@ -2,7 +2,7 @@
 augmented crops, resumable trainer), sharing the run-folder pieces of :mod:`uhrseg.training.common`."""
 
 from .loader import BatchLoader, draw_at
-from .losses import boundary_sr_loss, local_discrimination_loss, one_hot_labels, superpixel_loss
+from .losses import association_distillation_loss, boundary_sr_loss, local_discrimination_loss, one_hot_labels, superpixel_loss
 from .sampling import SamplingConfig, TrainingSampler
 from .semantic_losses import segmentation_loss, structure_distillation_loss, super_resolution_loss
 from .semantic_sampling import SemanticSampler, SemanticSamplingConfig
@@ -16,6 +16,7 @@ from .semantic_trainer import (
 from .trainer import TrainConfig, learning_rate, load_init, train, training_losses, validate
 
 __all__ = [
+    "association_distillation_loss",
     "BatchLoader",
     "SamplingConfig",
     "SemanticSampler",

@@ -7,6 +7,8 @@
   boundary band ``B``, divided by ``|B|``.
 * :func:`local_discrimination_loss`: Eq. 6-8 as corrected in pcnet.md: in ``K x K`` windows on two-label
   boundaries of the pixel embedding ``E``, maximise the between-class distance over the within-class scatter.
+* :func:`association_distillation_loss`: not in the paper; the mean per-pixel KL divergence from a teacher's
+  association map (a trained SCN on the same crop) to the student's (knowledge distillation, Hinton et al. 2015).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 
 from ..grid.cells import NEIGHBOUR_OFFSETS, CellGrid, pixel_positions
 
-__all__ = ["boundary_sr_loss", "local_discrimination_loss", "one_hot_labels", "superpixel_loss"]
+__all__ = ["association_distillation_loss", "boundary_sr_loss", "local_discrimination_loss", "one_hot_labels", "superpixel_loss"]
 
 
 def one_hot_labels(labels: torch.Tensor, n_classes: int | None = None) -> torch.Tensor:
@@ -181,3 +183,38 @@ def local_discrimination_loss(embedding: torch.Tensor, windows: torch.Tensor, wi
     within = ((((e - mu_f[:, None]) ** 2).sum(-1) * f[..., 0]).sum(1)
               + (((e - mu_g[:, None]) ** 2).sum(-1) * g[..., 0]).sum(1))
     return -(between / (within + eps)).mean()
+
+
+def association_distillation_loss(logits: torch.Tensor, teacher_assoc: torch.Tensor) -> torch.Tensor:
+    """Mean over pixels of ``KL(Q_teacher(p, .) || Q(p, .))``, in nats (knowledge distillation of ``Q``).
+
+    Not in the PCNet paper: a dense target for PCNet's association map ``Q`` from a network that sees the full
+    resolution (a trained SCN fed the same crop), where the superpixel loss (Eq. 1-3) only says which labels a
+    cell's pixels share. Both maps index the same 9 neighbour cells of the same ``S x S`` grid. Computed from
+    the student's logits (``log Q`` by log-softmax), so the gradient on them, ``(Q - Q_teacher) / n_pixels``,
+    does not vanish on a channel whose mass has underflowed: the teacher can bring back a neighbour cell the
+    student has stopped using (:mod:`uhrseg.training.revive`).
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        ``(B, 9, h, w)`` float student logits (``Q`` is their softmax over dim 1); gradients flow through them.
+    teacher_assoc : torch.Tensor
+        ``(B, 9, h, w)`` float teacher ``Q`` of the same shape (treated as a constant).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar ``>= 0`` (up to rounding); 0 when the maps are equal.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or the maps are not ``(B, 9, h, w)``.
+    """
+    if logits.shape != teacher_assoc.shape or logits.ndim != 4 or logits.shape[1] != 9:
+        raise ValueError(f"association maps must both be (B, 9, h, w), got {tuple(logits.shape)} and "
+                         f"{tuple(teacher_assoc.shape)}")
+    t = teacher_assoc.detach().float()
+    log_t = torch.log(t.clamp_min(1e-30))
+    return (t * (log_t - torch.log_softmax(logits.float(), dim=1))).sum(dim=1).mean()

@@ -33,7 +33,8 @@ from ..models.nets import NetConfig, SuperpixelNet, build_model
 from .common import (RunState, check_precision, forward_at, hardware, open_run, parameter_groups, restore_run,
                      training_loop)
 from .loader import BatchLoader
-from .losses import boundary_sr_loss, local_discrimination_loss, superpixel_loss
+from .losses import association_distillation_loss, boundary_sr_loss, local_discrimination_loss, superpixel_loss
+from .revive import revive_association_channels
 from .sampling import SamplingConfig, TrainingSampler, batch_to_torch
 
 __all__ = ["TrainConfig", "learning_rate", "load_init", "train", "training_losses", "validate"]
@@ -52,7 +53,12 @@ class TrainConfig:
     builds PCNet whose head also sees the image at the output resolution (``NetConfig.guide``), and
     ``guide_lr_scale`` multiplies the learning rate of that guide branch (new layers on trained ones);
     ``head_blocks`` adds residual blocks to PCNet's head (``NetConfig.head_blocks``; a run keeps its init's
-    blocks), whose learning rate ``head_blocks_lr_scale`` multiplies. ``precision``
+    blocks), whose learning rate ``head_blocks_lr_scale`` multiplies. ``teacher`` names a trained SCN checkpoint
+    (PCNet only; not in the paper): both branches then also add ``teacher_weight`` times the mean per-pixel KL
+    divergence from the teacher's ``Q`` on the same crop to the student's
+    (:func:`uhrseg.training.losses.association_distillation_loss`; the patch's inside ``patch_weight``).
+    ``revive_channels`` restarts, after loading ``init``, the channels of ``Q`` that the init no longer uses
+    (:func:`uhrseg.training.revive.revive_association_channels`). ``precision``
     (``"fp32"`` or ``"bf16"``) is the arithmetic of the forward pass
     (:func:`uhrseg.training.common.mixed_precision`). ``loader_workers`` > 0 draws the batches in that many
     worker processes, the batch of step ``t`` from a generator seeded with ``[seed, t]`` (another stream than
@@ -86,6 +92,9 @@ class TrainConfig:
     head_blocks_lr_scale: float = 1.0
     ld_window: int = 5
     init: str | None = None
+    teacher: str | None = None
+    revive_channels: bool = False
+    teacher_weight: float = 100.0
     sp_weight: float = 0.005
     position_weight: float = 0.003
     sr_weight: float = 1.0
@@ -113,6 +122,12 @@ class TrainConfig:
             raise ValueError(f"head_blocks_lr_scale must be > 0, got {self.head_blocks_lr_scale}")
         if self.head_blocks < 0:
             raise ValueError(f"head_blocks must be >= 0, got {self.head_blocks}")
+        if self.teacher is not None and self.model != "pcnet":
+            raise ValueError(f"teacher applies to pcnet only, not {self.model}")
+        if self.revive_channels and not self.init:
+            raise ValueError("revive_channels needs init (the weights whose unused channels are restarted)")
+        if self.teacher_weight < 0:
+            raise ValueError(f"teacher_weight must be >= 0, got {self.teacher_weight}")
         if self.position_weight < 0:
             raise ValueError(f"position_weight must be >= 0, got {self.position_weight}")
         if self.iterations < 1 or self.batch_size < 1:
@@ -192,20 +207,28 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * cfg.lr_gamma ** (step // cfg.lr_step)
 
 
-def training_losses(model: SuperpixelNet, batch: dict, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+def training_losses(model: SuperpixelNet, batch: dict, cfg: TrainConfig,
+                    teacher: SuperpixelNet | None = None) -> dict[str, torch.Tensor]:
     """Forward the global (and patch) branch and return every loss term plus ``total``.
+
+    ``teacher`` is the loaded ``cfg.teacher`` network (an SCN in eval mode, on the model's device), fed each
+    branch's image at the output resolution without gradients.
 
     Returns
     -------
     dict of str to scalar torch.Tensor
-        ``sem``, ``pos`` (global superpixel terms), ``sr``, ``ld``, ``patch_sem``, ``patch_pos``, ``patch_sr``
-        (those that apply) and ``total`` (weighted as in :class:`TrainConfig`).
+        ``sem``, ``pos`` (global superpixel terms), ``sr``, ``ld``, ``kd`` (teacher), ``patch_sem``,
+        ``patch_pos``, ``patch_sr``, ``patch_kd`` (those that apply) and ``total`` (weighted as in
+        :class:`TrainConfig`).
     """
     out: dict[str, torch.Tensor] = {}
     g = batch["global"]
     res = forward_at(model, g["input"], cfg.precision, *_guide(model, g))
     out["sem"], out["pos"] = superpixel_loss(res.assoc, g["labels"], model.cell_size, cfg.position_weight)
     total = cfg.sp_weight * (out["sem"] + out["pos"])
+    if teacher is not None:
+        out["kd"] = association_distillation_loss(res.logits, _teacher_assoc(teacher, g, cfg.precision))
+        total = total + cfg.teacher_weight * out["kd"]
     if cfg.sr and res.reconstruction is not None:
         out["sr"] = boundary_sr_loss(res.reconstruction, g["target"], g["band"])
         total = total + cfg.sr_weight * out["sr"]
@@ -218,6 +241,9 @@ def training_losses(model: SuperpixelNet, batch: dict, cfg: TrainConfig) -> dict
         out["patch_sem"], out["patch_pos"] = superpixel_loss(pres.assoc, p["labels"], model.cell_size,
                                                              cfg.position_weight)
         patch = cfg.sp_weight * (out["patch_sem"] + out["patch_pos"])
+        if teacher is not None:
+            out["patch_kd"] = association_distillation_loss(pres.logits, _teacher_assoc(teacher, p, cfg.precision))
+            patch = patch + cfg.teacher_weight * out["patch_kd"]
         if cfg.sr and pres.reconstruction is not None:
             out["patch_sr"] = boundary_sr_loss(pres.reconstruction, p["target"], p["band"])
             patch = patch + cfg.sr_weight * out["patch_sr"]
@@ -230,6 +256,12 @@ def _guide(model: SuperpixelNet, branch: dict) -> tuple[torch.Tensor, ...]:
     """``(guide,)`` for a guided model: the branch's high-resolution image in [0, 1] (its SR target is the same
     image in [-1, 1]); ``()`` otherwise."""
     return ((branch["target"] + 1.0) * 0.5,) if model.uses_guide else ()
+
+
+def _teacher_assoc(teacher: SuperpixelNet, branch: dict, precision: str) -> torch.Tensor:
+    """The teacher's ``(B, 9, h, w)`` ``Q`` on the branch's image at the output resolution, without gradients."""
+    with torch.no_grad():
+        return forward_at(teacher, (branch["target"] + 1.0) * 0.5, precision).assoc
 
 
 def validate(model: SuperpixelNet, dataset, names: list[str], n_segments: int, device: torch.device) -> dict:
@@ -293,6 +325,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
     check_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     init = load_model(cfg.init, expected=cfg.model) if state is None and cfg.init else None
+    teacher = load_model(cfg.teacher, expected="scn").to(device).eval() if cfg.teacher else None
+    if teacher is not None:
+        teacher.requires_grad_(False)
     if init is not None and init.config.head_norm and not cfg.head_norm:
         cfg = replace(cfg, head_norm=True)  # fine-tuning keeps the init's architecture (today's packaged pcnet.pt)
     if init is not None and init.config.guide and not cfg.guide:
@@ -318,6 +353,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
             return (g["input"], *_guide(model, g))
 
         load_init(model, cfg.init, first_inputs, init)
+        if cfg.revive_channels:
+            revived = revive_association_channels(model, first_inputs())
+            print(f"uhrseg: revived association channels {revived or 'none (all in use)'}", file=sys.stderr)
     run = restore_run(state, model, optimizer, sampler.rng)
     model.train()
 
@@ -337,13 +375,13 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
         return training_loop(
             run_dir, run, model=model, optimizer=optimizer, rng=sampler.rng, train_config=asdict(cfg),
             iterations=cfg.iterations, stop_after=stop_after, lr_at=lambda step: learning_rate(cfg, step),
-            losses_at=lambda: training_losses(model, next_batch(), cfg),
+            losses_at=lambda: training_losses(model, next_batch(), cfg, teacher),
             validate=(lambda: validate(model, val_set, val_names, cfg.val_n_segments, device)) if val_names else None,
             score=lambda m: m["val_asa"] + m["val_br"],
             validation_record=lambda m: {"split": cfg.val, "images": len(val_names), "n_segments": cfg.val_n_segments,
                                          **m},
             record=record, val_every=cfg.val_every, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
-            loss_keys=("total", "sem", "patch_sem", "sr", "ld"), val_keys=("val_asa", "val_br"), device=device,
+            loss_keys=("total", "sem", "patch_sem", "sr", "ld", "kd"), val_keys=("val_asa", "val_br"), device=device,
             progress=progress, desc=f"train {cfg.model}")
     finally:
         if loader is not None:
