@@ -179,6 +179,40 @@ def test_packaged_weights_are_trained(name, mini_bsds):
     assert asa > grid_asa + 0.01 and br > grid_br + 0.1, (asa, br, grid_asa, grid_br)
 
 
+def _neighbour_moves(name: str, weights: str | None = None) -> tuple[float, float]:
+    """Shares of output pixels whose hard assignment leaves their own cell's row / column (3 real BSDS500 val
+    images at n = 600)."""
+    from uhrseg.datasets import BSDS500
+    from uhrseg.inference.network import cell_id_map
+    from uhrseg.inference.resize import network_inputs, output_grid
+    from uhrseg.io.sources import ArraySource
+
+    model = load_model(packaged_weights_path(weights or name))
+    ds = BSDS500("../shared/datasets/BSDS500", "val")
+    rows = cols = 0.0
+    for image_name in ds.names[:3]:
+        image = ds.image(image_name)
+        grid = output_grid(image.shape[0], image.shape[1], 600, model.cell_size)
+        x, guide = network_inputs(ArraySource(image), grid, model.upscale, model.uses_guide)
+        ids = cell_id_map(model, x, grid, torch.device("cpu"), guide=guide)
+        ys, xs = np.mgrid[: grid.height, : grid.width]
+        rows += float(np.mean(ids // grid.n_cols != ys // grid.cell_size)) / 3
+        cols += float(np.mean(ids % grid.n_cols != xs // grid.cell_size)) / 3
+    return rows, cols
+
+
+@pytest.mark.parametrize("name, weights", [("pcnet", None), ("scn", None),
+                                           pytest.param("pcnet", "pcnet-aerial", marks=pytest.mark.xfail(
+                                               strict=True, reason="fine-tuned from a pcnet.pt that used the top "
+                                                                   "and centre cells only; not retrained yet"))])
+def test_packaged_networks_move_boundaries_both_ways(name, weights):
+    """The hard assignment must use neighbour cells in both directions: a network that only ever picks the cell
+    above or its own (the packaged pcnet.pt until 2026-12-05) keeps every vertical superpixel boundary on a grid
+    line. Each direction takes at least 5 % of the pixels (a grid would take 0 %)."""
+    rows, cols = _neighbour_moves(name, weights)
+    assert rows > 0.05 and cols > 0.05, (rows, cols)
+
+
 def test_aerial_weights_are_packaged_by_name():
     from uhrseg import SuperpixelPredictor
 
@@ -199,12 +233,13 @@ def test_aerial_weights_are_packaged_by_name():
 def test_default_pcnet_and_refinement_on_held_out_images():
     """The packaged PCNet (1800 iterations on BSDS500 train + val, then 1750 + 3250 + 1750 + 2500 on train only,
     the last with BatchNorm in the 4x head, then 500 + 1750 with the guide branch, then 2500 with one head block,
-    then 2500 with a second and 2500 with a third head block, then 2500 more without a new block)
+    then 2500 with a second and 2500 with a third head block, then 2500 more without a new block, then 1600 with
+    its unused neighbour channels restarted and the packaged SCN as a teacher)
     with the default refinement (8 passes, m 10, lambda 100, tuned on val): on the first 16 BSDS500 test images,
-    which no run trained on, the default's BR is above 0.85 (0.870 on them), the refinement adds more than 0.10 to
-    the network's own BR (0.745 -> 0.870; the gain shrinks as the network improves: 0.130 with two head blocks)
-    and it does not lower ASA (measured on all 200 test images at n = 600: BR 0.735 -> 0.877, ASA 0.9566 ->
-    0.962)."""
+    which no run trained on, the default's BR is above 0.85 (0.871 on them), the refinement adds more than 0.08 to
+    the network's own BR (0.778 -> 0.871; the gain shrinks as the network improves: 0.125 with the previous
+    file, whose own labels moved only horizontal boundaries) and it does not lower ASA (measured on all 200 test
+    images at n = 600: BR 0.767 -> 0.880, ASA 0.9582 -> 0.9632)."""
     from conftest import BSDS
     from uhrseg import SuperpixelPredictor
     from uhrseg.datasets import BSDS500
@@ -212,7 +247,8 @@ def test_default_pcnet_and_refinement_on_held_out_images():
 
     default = SuperpixelPredictor("pcnet", device="cpu")
     record = default.model.training_record
-    assert record["iterations"] == 2500 and "three-head-block pcnet.pt" in record["starting_point"]
+    assert record["iterations"] == 1600 and "only the top and centre" in record["starting_point"]
+    assert record["train_config"]["teacher"] == "src/uhrseg/weights/scn.pt" and record["train_config"]["revive_channels"]
     assert default.model.config.head_norm and tuple(record["train_config"]["scale_range"]) == (0.8, 1.4)
     assert default.model.config.guide and default.model.config.head_blocks == 3
     assert record["train_config"]["head_blocks_lr_scale"] == 10.0 and default.model.head_halo == 3
@@ -228,4 +264,4 @@ def test_default_pcnet_and_refinement_on_held_out_images():
                 scores[key].append((boundary_recall_precision(labels[key], gt)[0],
                                     achievable_segmentation_accuracy(labels[key], gt)))
     (raw_br, raw_asa), (br, asa) = np.mean(scores["raw"], axis=0), np.mean(scores["default"], axis=0)
-    assert br > 0.85 and br > raw_br + 0.10 and asa >= raw_asa, (raw_br, br, raw_asa, asa)
+    assert br > 0.85 and br > raw_br + 0.08 and asa >= raw_asa, (raw_br, br, raw_asa, asa)
