@@ -86,7 +86,10 @@ def test_bad_image_gives_error_exit_2_and_no_files(tmp_path, capsys, kind):
     code, err = run_cli(capsys, path, "--method", "slic", "--out", out)
     assert code == 2
     assert f"uhrseg: error: {path}: " in err and message in err
-    assert files_in(out) == []
+    assert not out.exists() and "removed the empty folder" in err  # the folder made for the outputs goes too
+    out.mkdir()  # a folder the user made stays, even when empty
+    code, err = run_cli(capsys, path, "--method", "slic", "--out", out)
+    assert code == 2 and out.is_dir() and files_in(out) == [] and "0 of 1 images written to" in err
 
 
 def test_batch_goes_on_after_a_bad_file(tmp_path, capsys):

@@ -206,6 +206,9 @@ def test_semantic_evaluation_report_and_resume(tmp_path, capsys, mini_drone, isd
     assert code == 2 and "weights for 24 classes" in err and "has 7" in err
     assert main(["evaluate", "--task", "semantic", "--dataset", str(mini_drone), "--out", str(tmp_path / "m")]) == 2
     assert "--task semantic needs --models" in capsys.readouterr().err
+    assert main(["evaluate", "--task", "semantic", "--dataset", str(mini_drone), "--models", "isdnet:drone",
+                 "--examples", "-1", "--out", str(tmp_path / "e")]) == 2
+    assert "--examples must be >= 0" in capsys.readouterr().err and not (tmp_path / "e").exists()
 
 
 def test_packaged_drone_weights_on_real_test_frames(mini_drone):

@@ -136,12 +136,13 @@ def check_targets(path: Path, outputs, inputs: set[Path]) -> None:
 
 
 def process_batch(images: list[Path], out: Path, process: Callable[[Path, str, set[Path], tqdm], dict],
-                  summary: dict, desc: str, quiet: bool) -> int:
+                  summary: dict, desc: str, quiet: bool, created_out: bool = False) -> int:
     """Run ``process(path, stem, inputs, bar)`` for every image, report failures, write ``summary.json``.
 
     Each image's errors (:class:`uhrseg.errors.UhrsegError`, ``ValueError``, ``MemoryError``) are printed as one
     line naming the file, and the batch goes on. ``summary.json`` (``summary`` plus ``images`` and
-    ``failed``) is written atomically when at least one image succeeded.
+    ``failed``) is written atomically when at least one image succeeded. When none did and ``created_out``
+    (this command made ``out``), the folder is removed again if it is still empty.
 
     Returns
     -------
@@ -161,16 +162,22 @@ def process_batch(images: list[Path], out: Path, process: Callable[[Path, str, s
             failed.append({"file": str(path), "error": message})
             tqdm.write(f"uhrseg: error: {message}", file=sys.stderr)
     bar.close()
-    return finish_batch(out, summary, done, failed, len(images))
+    return finish_batch(out, summary, done, failed, len(images), created_out)
 
 
-def finish_batch(out: Path, summary: dict, done: list[dict], failed: list[dict], n_images: int) -> int:
+def finish_batch(out: Path, summary: dict, done: list[dict], failed: list[dict], n_images: int,
+                 created_out: bool = False) -> int:
     """Write ``summary.json`` (when an image succeeded), report the count and the failures; returns the exit
-    code (0, or 2 when any image failed)."""
+    code (0, or 2 when any image failed). With no image done, an empty ``out`` this command created is removed."""
     if done:
         text = json.dumps({**summary, "images": done, "failed": failed}, indent=2)
         commit_files({out / "summary.json": lambda p: p.write_text(text + "\n")})
-    print(f"uhrseg: {len(done)} of {n_images} images written to {out}", file=sys.stderr)
+    if not done and created_out and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+        print(f"uhrseg: 0 of {n_images} images written; removed the empty folder {out} made for them",
+              file=sys.stderr)
+    else:
+        print(f"uhrseg: {len(done)} of {n_images} images written to {out}", file=sys.stderr)
     if failed:
         print(f"uhrseg: {len(failed)} failed:", file=sys.stderr)
         for f in failed:

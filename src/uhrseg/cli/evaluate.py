@@ -68,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                         "or magnet-fast, WEIGHTS drone, deepglobe or a checkpoint, KEY=VALUE MagNet settings "
                         "(e.g. isdnet:drone,base=deeppath:runs/base/last.pt,mg=magnet:drone@scales=2)")
     p.add_argument("--examples", type=int, default=3, metavar="N",
-                   help="semantic: images shown in examples.png (default 3)")
+                   help="semantic: images shown in examples.png (default 3; 0 for none)")
     p.add_argument("--bsds500-root", type=Path, default=Path("../shared/datasets/BSDS500"), metavar="DIR",
                    help="BSDS500 in its official layout (default ../shared/datasets/BSDS500)")
     p.add_argument("--methods", default="slic,slico,seeds,lsc,fh", metavar="LIST",
@@ -200,6 +200,8 @@ def _run_semantic(args: argparse.Namespace) -> int:
         raise UhrsegError("--task semantic needs --models, e.g. --models isdnet:drone")
     if args.jobs < 1:
         raise UhrsegError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.examples < 0:
+        raise UhrsegError(f"--examples must be >= 0 (0: no examples.png), got {args.examples}")
     dataset = open_semantic_dataset(args.dataset)
     try:
         specs = parse_model_specs(args.models)

@@ -281,8 +281,9 @@ def run(args: argparse.Namespace) -> int:
         return run_on_ray(__name__, args, images, desc)
     opener = ImageOpener(images)  # the first image decodes while torch and the network load
     process, summary = prepare(args, opener)  # before the folder: bad weights make none
+    created_out = not args.out.exists()
     prepare_output_dir(args.out)
-    return process_batch(images, args.out, process, summary, desc, args.quiet)
+    return process_batch(images, args.out, process, summary, desc, args.quiet, created_out)
 
 
 def prepare(args: argparse.Namespace, opener: ImageOpener):

@@ -234,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
         raise UhrsegError(f"--preview-side must be >= 16 pixels, got {args.preview_side}")
     images = [Path(p) for p in args.images]
     args.exports = parse_exports(args.export)
+    created_out = not args.out.exists()
     prepare_output_dir(args.out)
     if args.refine is not None and args.refine < 0:
         raise UhrsegError(f"--refine must be >= 0, got {args.refine}")
@@ -250,7 +251,8 @@ def run(args: argparse.Namespace) -> int:
         return run_on_ray(__name__, args, images, f"{args.method} n={args.n_segments}")
     opener = ImageOpener(images)  # the first image decodes while torch, numba and the network load
     process, summary = prepare(args, opener)
-    return process_batch(images, args.out, process, summary, f"{args.method} n={args.n_segments}", args.quiet)
+    return process_batch(images, args.out, process, summary, f"{args.method} n={args.n_segments}", args.quiet,
+                         created_out)
 
 
 def prepare(args: argparse.Namespace, opener: ImageOpener):

@@ -118,7 +118,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # the weights-only unpickler raises many types on garbage (IndexError, KeyError, ...)
-        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated?): {e}".splitlines()[0]) from e
+        # torch's first sentence says what failed; the rest is advice for torch.load (weights_only=False) that
+        # does not apply to a weights file handed to uhrseg
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0].rstrip(".")
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated?): {reason}") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") not in FORMATS:
         raise CheckpointError(f"{path}: not a uhrseg checkpoint (no {' or '.join(map(repr, FORMATS))} format tag)")
     if ckpt.get("format_version") != FORMAT_VERSION:
