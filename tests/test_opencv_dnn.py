@@ -22,6 +22,7 @@ from uhrseg.inference.resize import network_input, network_inputs
 from uhrseg.inference.tiling import tile_plan
 from uhrseg.io import read_image
 from uhrseg.io.sources import ArraySource
+from uhrseg.metrics.superpixel import achievable_segmentation_accuracy
 from uhrseg.models.checkpoint import packaged_weights_path
 
 from conftest import PHOTOS, assert_superpixel_labels
@@ -60,7 +61,10 @@ def test_full_pipeline_agrees_with_torch_and_keeps_the_conventions(photo):
     pt = SuperpixelPredictor("pcnet", device="cpu", backend="torch").predict(photo, 2000)
     assert_superpixel_labels(cv, photo.shape[:2])
     assert abs(int(cv.max()) - int(pt.max())) <= 0.005 * pt.max()
-    assert float((cv != pt).mean()) <= 1e-4
+    # The same partition up to near-ties of the argmax (float32 rounding of two backends): at most 1 pixel in
+    # 10 000 lies in another superpixel (each torch superpixel matched to the OpenCV one it overlaps most;
+    # 2.9e-5 with the pcnet.pt of 2026-12-05, seventh session). The label numbers may shift after such a pixel.
+    assert 1.0 - achievable_segmentation_accuracy(pt, cv) <= 1e-4
 
 
 def test_tiling_does_not_change_the_opencv_labels(photo):
