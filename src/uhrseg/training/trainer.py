@@ -94,7 +94,7 @@ class TrainConfig:
     init: str | None = None
     teacher: str | None = None
     revive_channels: bool = False
-    teacher_weight: float = 100.0
+    teacher_weight: float = 300.0
     sp_weight: float = 0.005
     position_weight: float = 0.003
     sr_weight: float = 1.0
