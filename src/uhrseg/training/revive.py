@@ -46,7 +46,8 @@ def revive_association_channels(model: SuperpixelNet, inputs: tuple[torch.Tensor
     """Give the channels of ``Q`` whose mean mass is below ``floor`` a start again.
 
     Each dead channel's association conv (the last conv of the head) gets the mean weights of the live
-    channels, and one shared bias, found by bisection on ``inputs`` (evaluation mode), such that the dead
+    channels, and one shared bias, found by bisection on the logits of one forward pass over ``inputs``
+    (evaluation mode), such that the dead
     channels together hold a mean mass of ``dead_mass``. Their logits then follow the live ones (about
     ``log(dead_mass / n_dead)`` below their log-sum-exp), so the hard assignment barely changes at first, and
     their gradients are no longer near 0. Live channels keep their weights.
@@ -82,14 +83,28 @@ def revive_association_channels(model: SuperpixelNet, inputs: tuple[torch.Tensor
     if not live:
         raise ValueError("every association channel is dead; train from scratch instead")
     conv = [m for m in model.assoc_head.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(*inputs).logits.float()  # (B, 9, h, w), one forward pass
+    finally:
+        model.train(was_training)
     with torch.no_grad():
-        conv.weight[dead] = conv.weight[live].mean(dim=0, keepdim=True)
-        bias_live = float(conv.bias[live].mean())
-        lo, hi = bias_live - 40.0, bias_live + 10.0
+        # The conv is linear: with the live channels' mean weights, a dead channel's logit is the mean of the live
+        # logits less their mean bias, plus its own bias b; find b on these logits, without running the model again.
+        bias_live = conv.bias[live].float()
+        base = (logits[:, live] - bias_live.view(1, -1, 1, 1)).mean(dim=1, keepdim=True)
+        live_logits = logits[:, live]
+
+        def mass(b: float) -> float:
+            dead_logits = (base + b).expand(-1, len(dead), -1, -1)
+            return float(torch.softmax(torch.cat([live_logits, dead_logits], 1), 1)[:, len(live):].sum(1).mean())
+
+        lo, hi = float(bias_live.mean()) - 40.0, float(bias_live.mean()) + 10.0
         for _ in range(40):  # the dead channels' mass rises with their bias
             mid = 0.5 * (lo + hi)
-            conv.bias[dead] = mid
-            mass = float(association_usage(model, inputs)[dead].sum())
-            lo, hi = (mid, hi) if mass < dead_mass else (lo, mid)
+            lo, hi = (mid, hi) if mass(mid) < dead_mass else (lo, mid)
+        conv.weight[dead] = conv.weight[live].mean(dim=0, keepdim=True)
         conv.bias[dead] = 0.5 * (lo + hi)
     return dead

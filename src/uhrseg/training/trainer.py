@@ -252,16 +252,22 @@ def training_losses(model: SuperpixelNet, batch: dict, cfg: TrainConfig,
     return out
 
 
+def _output_image(branch: dict) -> torch.Tensor:
+    """The branch's ``(B, 3, h, w)`` image at the output resolution in [0, 1] (its SR target is the same image in
+    [-1, 1])."""
+    return (branch["target"] + 1.0) * 0.5
+
+
 def _guide(model: SuperpixelNet, branch: dict) -> tuple[torch.Tensor, ...]:
-    """``(guide,)`` for a guided model: the branch's high-resolution image in [0, 1] (its SR target is the same
-    image in [-1, 1]); ``()`` otherwise."""
-    return ((branch["target"] + 1.0) * 0.5,) if model.uses_guide else ()
+    """``(guide,)`` for a guided model: the branch's output-resolution image (:func:`_output_image`); ``()``
+    otherwise."""
+    return (_output_image(branch),) if model.uses_guide else ()
 
 
 def _teacher_assoc(teacher: SuperpixelNet, branch: dict, precision: str) -> torch.Tensor:
     """The teacher's ``(B, 9, h, w)`` ``Q`` on the branch's image at the output resolution, without gradients."""
     with torch.no_grad():
-        return forward_at(teacher, (branch["target"] + 1.0) * 0.5, precision).assoc
+        return forward_at(teacher, _output_image(branch), precision).assoc
 
 
 def validate(model: SuperpixelNet, dataset, names: list[str], n_segments: int, device: torch.device) -> dict:
