@@ -154,6 +154,17 @@ def test_wrong_or_missing_weights(tmp_path, capsys, pcnet_random_ckpt):
         assert files_in(tmp_path / name) == []
 
 
+def test_bad_refinement_flags_fail_before_any_worker_starts(tmp_path, capsys):
+    """--confidence and --n-segments are checked in the command itself, so a Ray run fails at once (not in each
+    worker) and no output folder is made."""
+    code, err = run_segment(capsys, FRAME, "--refine", "superpixels", "--confidence", "-1", "--ray",
+                            "--out", tmp_path / "a")
+    assert code == 2 and "--refine superpixels: confidence must be a number >= 0" in err
+    code, err = run_segment(capsys, FRAME, "--refine", "superpixels", "--n-segments", "0", "--out", tmp_path / "b")
+    assert code == 2 and "n_segments must be >= 1, got 0" in err
+    assert files_in(tmp_path / "a") == [] and not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_outputs_never_overwrite_inputs_and_bad_folders(tmp_path, capsys, isdnet_ckpt):
     image = tmp_path / "x_overlay.jpg"
     Image.fromarray(read_image(FRAME)[:128, :128]).save(image)

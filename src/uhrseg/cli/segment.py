@@ -275,6 +275,7 @@ def run(args: argparse.Namespace) -> int:
     if args.refine is not None and args.superpixels not in METHODS:
         raise UhrsegError(f"--superpixels {args.superpixels!r}: choose one of {', '.join(METHODS)}")
     desc = f"{args.model} {Path(str(args.weights)).stem}"
+    _refinement(args)  # bad --confidence or --n-segments fail here, not in every Ray worker
     if args.ray is not None:
         from ..distributed import run_on_ray
 
@@ -286,15 +287,25 @@ def run(args: argparse.Namespace) -> int:
     return process_batch(images, args.out, process, summary, desc, args.quiet, created_out)
 
 
+def _refinement(args: argparse.Namespace):
+    """The ``ClassRefinement`` the flags ask for, or None without ``--refine``; raises UhrsegError on bad flags."""
+    if args.refine is None:
+        return None
+    from ..semantic import ClassRefinement
+
+    try:
+        return ClassRefinement(args.refine, superpixels=args.superpixels, n_segments=args.n_segments,
+                               confidence=args.confidence)
+    except ValueError as e:
+        raise UhrsegError(f"--refine {args.refine}: {e}") from None
+
+
 def prepare(args: argparse.Namespace, opener: ImageOpener):
     """Build the predictor once; returns ``(process(path, stem, inputs, bar) -> summary entry, summary header)``,
     used by the local batch loop and by each Ray worker (:mod:`uhrseg.distributed`)."""
     from ..inference.semantic import SemanticPredictor
-    from ..semantic import ClassRefinement
 
-    refine = None if args.refine is None else ClassRefinement(args.refine, superpixels=args.superpixels,
-                                                                n_segments=args.n_segments,
-                                                                confidence=args.confidence)
+    refine = _refinement(args)
     predictor = SemanticPredictor(args.model, weights=args.weights, device=args.device, mode=args.mode,
                                   tile=args.tile, scales=args.scales, refine=refine)
     summary = {"model": predictor.name, "weights": str(predictor.weights), "device": str(predictor.device),
