@@ -168,6 +168,9 @@ def test_train_command_for_the_baseline_and_its_errors(mini_drone, tmp_path, cap
     assert model.training_record["iterations"] == 2 and model.config.deep_scale == 4
     code = main(["train", "isdnet", "--data", str(mini_drone), "--out", str(tmp_path / "x"), "--no-dpc", "-q"])
     assert code == 2 and "--no-dpc applies only to superpixel networks" in capsys.readouterr().err
+    code = main(["train", "isdnet", "--data", str(mini_drone), "--out", str(tmp_path / "x"), "--guide-channels", "32",
+                 "--head-blocks", "2", "-q"])
+    assert code == 2 and "--guide-channels, --head-blocks applies only to superpixel networks" in capsys.readouterr().err
     code = main(["train", "deeppath", "--data", str(mini_drone), "--out", str(tmp_path / "x"), "--fusion", "add"])
     assert code == 2 and "deeppath has no shallow path" in capsys.readouterr().err
     code = main(["train", "isdnet", "--out", str(tmp_path / "x")])

@@ -105,6 +105,9 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     sp.add_argument("--guide", action="store_true",
                     help="pcnet: the head also sees the image at the output resolution (our addition to the "
                          "paper; with --init from weights without it, the guide branch starts at zero)")
+    sp.add_argument("--guide-channels", type=int, metavar="N",
+                    help="pcnet --guide: width of the guide branch's first conv (default 8; from a narrower --init "
+                         "the new channels start with zero weight in the second conv)")
     sp.add_argument("--guide-lr-scale", type=float, metavar="F",
                     help="pcnet --guide: learning-rate factor of the guide branch (default 1)")
     sp.add_argument("--head-blocks", type=int, metavar="N",
@@ -154,7 +157,8 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 _MAGNET_ONLY = ("backbone", "backbone_model", "scales")
 _SUPERPIXEL_ONLY = ("val_n_segments", "lr_step", "patch", "global_resize", "no_dpc", "no_ld", "multiclass_patch",
                     "loader_workers", "extend_to", "teacher", "teacher_weight",
-                    "revive_channels")
+                    "revive_channels", "head_norm", "guide", "guide_channels", "guide_lr_scale", "head_blocks",
+                    "head_blocks_lr_scale", "position_weight")
 _SEGMENTATION_ONLY = ("optimizer", "weight_decay", "warmup", "width", "deep_scale", "no_shallow",
                       "fusion", "no_sd", "no_aux", "no_ohem", "no_photometric")
 
@@ -188,7 +192,7 @@ def _scale_range(text: str) -> tuple[float, float]:
 
 def _superpixel_config(args: argparse.Namespace) -> TrainConfig:
     extra = {k: getattr(args, k) for k in ("val_n_segments", "lr_step", "patch", "global_resize", "loader_workers",
-                                           "guide_lr_scale", "position_weight", "head_blocks",
+                                           "guide_lr_scale", "guide_channels", "position_weight", "head_blocks",
                                            "head_blocks_lr_scale", "teacher", "teacher_weight") if getattr(args, k) is not None}
     if args.loader_workers is not None and args.loader_workers < 0:
         raise UhrsegError(f"--loader-workers must be >= 0, got {args.loader_workers}")

@@ -52,7 +52,8 @@ class TrainConfig:
     off for SCN); a run whose ``init`` has those norms gets them without asking (:func:`train`); ``guide`` likewise
     builds PCNet whose head also sees the image at the output resolution (``NetConfig.guide``), and
     ``guide_lr_scale`` multiplies the learning rate of that guide branch (new layers on trained ones);
-    ``head_blocks`` adds residual blocks to PCNet's head (``NetConfig.head_blocks``; a run keeps its init's
+    ``guide_channels`` is the width of the guide branch's first conv (``NetConfig.guide_channels``; a run keeps
+    a wider init's, and widens a narrower one as :func:`load_init` says); ``head_blocks`` adds residual blocks to PCNet's head (``NetConfig.head_blocks``; a run keeps its init's
     blocks), whose learning rate ``head_blocks_lr_scale`` multiplies. ``teacher`` names a trained SCN checkpoint
     (PCNet only; not in the paper): both branches then also add ``teacher_weight`` times the mean per-pixel KL
     divergence from the teacher's ``Q`` on the same crop to the student's
@@ -88,6 +89,7 @@ class TrainConfig:
     head_norm: bool = False
     guide: bool = False
     guide_lr_scale: float = 1.0
+    guide_channels: int = 8
     head_blocks: int = 0
     head_blocks_lr_scale: float = 1.0
     ld_window: int = 5
@@ -122,6 +124,8 @@ class TrainConfig:
             raise ValueError(f"head_blocks_lr_scale must be > 0, got {self.head_blocks_lr_scale}")
         if self.head_blocks < 0:
             raise ValueError(f"head_blocks must be >= 0, got {self.head_blocks}")
+        if self.guide_channels < 1:
+            raise ValueError(f"guide_channels must be >= 1, got {self.guide_channels}")
         if self.teacher is not None and self.model != "pcnet":
             raise ValueError(f"teacher applies to pcnet only, not {self.model}")
         if self.revive_channels and not self.init:
@@ -140,6 +144,23 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+def _widened_guide(model: SuperpixelNet, source: SuperpixelNet) -> dict[str, torch.Tensor]:
+    """``source``'s state dict, its guide branch widened to ``model``'s (:func:`load_init`)."""
+    state = source.state_dict()
+    wide, narrow = getattr(model.config, "guide_channels", 0), getattr(source.config, "guide_channels", 0)
+    if not (getattr(model.config, "guide", False) and getattr(source.config, "guide", False)) or wide <= narrow:
+        return state
+    own = model.state_dict()
+    for key in ("guide.0.weight", "guide.0.bias"):
+        grown = own[key].clone()
+        grown[:narrow] = state[key]
+        state[key] = grown
+    grown = torch.zeros_like(own["guide.2.weight"])
+    grown[:, :narrow] = state["guide.2.weight"]
+    state["guide.2.weight"] = grown
+    return state
+
+
 def load_init(model: SuperpixelNet, path: str, first_inputs, source: SuperpixelNet | None = None) -> None:
     """Start ``model`` from the weights of the checkpoint ``path`` (fine-tuning, ``TrainConfig.init``).
 
@@ -149,7 +170,9 @@ def load_init(model: SuperpixelNet, path: str, first_inputs, source: SuperpixelN
     training mode, one new norm at a time in forward order, the norm's weight is set to ``sqrt(var + eps)``
     and its bias to ``mean`` of its input on that batch (per channel), its running mean and variance to the
     same ``mean`` and ``var``. A guide branch (``NetConfig.guide``) or head blocks (``NetConfig.head_blocks``)
-    that the checkpoint lacks keep their initialisation, whose last conv is zero. The loaded network then
+    that the checkpoint lacks keep their initialisation, whose last conv is zero. A guide branch wider than the
+    checkpoint's (``NetConfig.guide_channels``) takes the checkpoint's first-conv channels as its first ones and
+    keeps its initialisation for the others, whose weights in the second conv start at zero. The loaded network then
     computes the checkpoint's function in evaluation mode on any input, and in training mode on that batch; the
     other norms' running statistics are left as loaded.
     ``source`` is that checkpoint already loaded (:func:`uhrseg.models.load_model`), so it is not read twice.
@@ -161,7 +184,7 @@ def load_init(model: SuperpixelNet, path: str, first_inputs, source: SuperpixelN
         other than the missing norms.
     """
     source = source if source is not None else load_model(path, expected=model.name)
-    missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+    missing, unexpected = model.load_state_dict(_widened_guide(model, source), strict=False)
     modules = dict(model.named_modules())
     if getattr(model.config, "guide", False) and not getattr(source.config, "guide", False):
         missing = [key for key in missing if not key.startswith("guide.")]
@@ -340,7 +363,10 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
         cfg = replace(cfg, guide=True)
     if init is not None and init.config.head_blocks > cfg.head_blocks:
         cfg = replace(cfg, head_blocks=init.config.head_blocks)
+    if init is not None and init.config.guide and init.config.guide_channels > cfg.guide_channels:
+        cfg = replace(cfg, guide_channels=init.config.guide_channels)
     model = build_model(cfg.model, NetConfig(head_norm=cfg.head_norm, guide=cfg.guide,
+                                             guide_channels=cfg.guide_channels,
                                              head_blocks=cfg.head_blocks)).to(device)
     sampling = SamplingConfig(global_resize=cfg.global_resize, scale_range=cfg.scale_range, crop=cfg.crop,
                               patch=cfg.patch,
