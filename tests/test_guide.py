@@ -127,24 +127,27 @@ def test_guided_init_from_unguided_weights_computes_their_function_then_learns(t
 
 
 def test_widened_guide_from_the_packaged_pcnet_computes_its_function_then_learns():
-    """--guide-channels 24 --init pcnet.pt: the packaged file's 8 guide channels become the first 8 of 24, the
-    16 new ones start with zero weight in the second conv, so the wider network computes the packaged one's
-    association map on a held-out image; one training step on real crops gives the new channels weight."""
+    """--guide-channels (packaged width + 16) --init pcnet.pt: the packaged file's guide channels become the
+    first ones, the 16 new ones start with zero weight in the second conv, so the wider network computes the
+    packaged one's association map on a held-out image; one training step on real crops gives the new channels
+    weight. (The packaged file itself was made this way, 8 -> 32 -> 64 channels.)"""
     from uhrseg.models import packaged_weights_path
 
     packaged = packaged_weights_path("pcnet")
     old = load_model(packaged).eval()
-    assert old.config.guide and old.config.guide_channels == 8
+    narrow = old.config.guide_channels
+    wide = narrow + 16
+    assert old.config.guide and narrow == 64
     data = BSDS500(BSDS, "val")
     sampler = TrainingSampler([data], SamplingConfig(global_resize=384, crop=128, patch=128, upscale=4), seed=0)
     batch = sampler.batch(2)
     g = batch["global"]
-    config = NetConfig(**{**old.config.to_dict(), "guide_channels": 24})
-    new = build_model("pcnet", NetConfig.from_dict(config.to_dict()))
+    new = build_model("pcnet", NetConfig.from_dict({**old.config.to_dict(), "guide_channels": wide}))
     load_init(new, str(packaged), lambda: (g["input"], (g["target"] + 1) * 0.5))
-    assert new.guide[0].weight.shape == (24, 3, 3, 3) and new.guide[2].weight.shape == (16, 24, 3, 3)
-    torch.testing.assert_close(new.guide[0].weight[:8], old.guide[0].weight, rtol=0, atol=0)
-    assert torch.count_nonzero(new.guide[2].weight[:, 8:]) == 0 and torch.count_nonzero(new.guide[0].weight[8:]) > 0
+    assert new.guide[0].weight.shape == (wide, 3, 3, 3) and new.guide[2].weight.shape == (16, wide, 3, 3)
+    torch.testing.assert_close(new.guide[0].weight[:narrow], old.guide[0].weight, rtol=0, atol=0)
+    assert torch.count_nonzero(new.guide[2].weight[:, narrow:]) == 0
+    assert torch.count_nonzero(new.guide[0].weight[narrow:]) > 0
     image = torch.from_numpy(BSDS500(BSDS, "test").image("100007")[:320, :448].copy()).permute(2, 0, 1)[None]
     big = image.float() / 255
     small = torch.nn.functional.interpolate(big, size=(80, 112), mode="area")
@@ -152,9 +155,9 @@ def test_widened_guide_from_the_packaged_pcnet_computes_its_function_then_learns
     with torch.no_grad():
         torch.testing.assert_close(new(small, big).assoc, old(small, big).assoc, rtol=0, atol=1e-5)
     new.train()
-    losses = training_losses(new, batch, TrainConfig(guide=True, guide_channels=24))
+    losses = training_losses(new, batch, TrainConfig(guide=True, guide_channels=wide))
     losses["total"].backward()
-    assert new.guide[2].weight.grad[:, 8:].abs().sum() > 0
+    assert new.guide[2].weight.grad[:, narrow:].abs().sum() > 0
     with pytest.raises(ValueError, match="guide_channels must be >= 1"):
         TrainConfig(guide=True, guide_channels=0)
 
