@@ -24,6 +24,14 @@ def bsds_image_path(name: str = "100007", split: str = "test") -> Path:
     return path
 
 
+def guided_input_pair() -> tuple[torch.Tensor, torch.Tensor]:
+    """A held-out BSDS500 test image (100007, cropped to 320 x 448) as a guided PCNet's inputs: the 1/4 input
+    ``(1, 3, 80, 112)`` (area average) and the guide ``(1, 3, 320, 448)``, float32 in [0, 1]."""
+    image = torch.from_numpy(read_image(bsds_image_path())[:320, :448].copy()).permute(2, 0, 1)[None]
+    big = image.float() / 255
+    return torch.nn.functional.interpolate(big, size=(80, 112), mode="area"), big
+
+
 @pytest.fixture(scope="session")
 def bsds_image() -> np.ndarray:
     """A real BSDS500 test image, (321, 481, 3) uint8."""

@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import BSDS, guided_export_matches_torch, guided_ids_tiled_equal_untiled, packaged_pcnet_without
+from conftest import (BSDS, guided_export_matches_torch, guided_ids_tiled_equal_untiled, guided_input_pair,
+                      packaged_pcnet_without)
 from uhrseg.datasets.readers import BSDS500
 from uhrseg.grid import CellGrid
 from uhrseg.inference import SuperpixelPredictor, cell_id_map, network_labels
@@ -148,9 +149,7 @@ def test_widened_guide_from_the_packaged_pcnet_computes_its_function_then_learns
     torch.testing.assert_close(new.guide[0].weight[:narrow], old.guide[0].weight, rtol=0, atol=0)
     assert torch.count_nonzero(new.guide[2].weight[:, narrow:]) == 0
     assert torch.count_nonzero(new.guide[0].weight[narrow:]) > 0
-    image = torch.from_numpy(BSDS500(BSDS, "test").image("100007")[:320, :448].copy()).permute(2, 0, 1)[None]
-    big = image.float() / 255
-    small = torch.nn.functional.interpolate(big, size=(80, 112), mode="area")
+    small, big = guided_input_pair()
     new.eval()
     with torch.no_grad():
         torch.testing.assert_close(new(small, big).assoc, old(small, big).assoc, rtol=0, atol=1e-5)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import (BSDS, guided_export_matches_torch, guided_ids_tiled_equal_untiled, packaged_pcnet_as,
-                      packaged_pcnet_without)
+from conftest import (BSDS, guided_export_matches_torch, guided_ids_tiled_equal_untiled, guided_input_pair,
+                      packaged_pcnet_as, packaged_pcnet_without)
 from uhrseg.datasets.readers import BSDS500
 from uhrseg.inference import cell_id_map
 from uhrseg.inference.network import inference_model
@@ -54,9 +54,7 @@ def test_blocks_start_as_the_identity_then_learn(tmp_path):
     new = build_model("pcnet", NetConfig(**{**packaged.config.__dict__, "head_blocks": 2}))
     load_init(new, str(no_blocks), lambda: (g["input"], (g["target"] + 1) * 0.5))
     assert all(torch.count_nonzero(b.conv_b.weight) == 0 for b in new.head_blocks)
-    image = torch.from_numpy(BSDS500(BSDS, "test").image("100007")[:320, :448].copy()).permute(2, 0, 1)[None]
-    big = image.float() / 255
-    small = torch.nn.functional.interpolate(big, size=(80, 112), mode="area")
+    small, big = guided_input_pair()
     new.eval()
     with torch.no_grad():
         torch.testing.assert_close(new(small, big).assoc, packaged(small, big).assoc, rtol=0, atol=1e-6)
