@@ -53,8 +53,8 @@ class TrainConfig:
     builds PCNet whose head also sees the image at the output resolution (``NetConfig.guide``), and
     ``guide_lr_scale`` multiplies the learning rate of that guide branch (new layers on trained ones);
     ``guide_channels`` is the width of the guide branch's first conv (``NetConfig.guide_channels``; a run keeps
-    a wider init's, and widens a narrower one as :func:`load_init` says); ``head_blocks`` adds residual blocks to PCNet's head (``NetConfig.head_blocks``; a run keeps its init's
-    blocks), whose learning rate ``head_blocks_lr_scale`` multiplies. ``teacher`` names a trained SCN checkpoint
+    a wider init's, and widens a narrower one as :func:`load_init` says); ``head_blocks`` adds residual blocks
+    to PCNet's head (``NetConfig.head_blocks``; a run keeps its init's blocks), whose learning rate ``head_blocks_lr_scale`` multiplies. ``teacher`` names a trained SCN checkpoint
     (PCNet only; not in the paper): both branches then also add ``teacher_weight`` times the mean per-pixel KL
     divergence from the teacher's ``Q`` on the same crop to the student's
     (:func:`uhrseg.training.losses.association_distillation_loss`; the patch's inside ``patch_weight``).
@@ -172,8 +172,8 @@ def load_init(model: SuperpixelNet, path: str, first_inputs, source: SuperpixelN
     same ``mean`` and ``var``. A guide branch (``NetConfig.guide``) or head blocks (``NetConfig.head_blocks``)
     that the checkpoint lacks keep their initialisation, whose last conv is zero. A guide branch wider than the
     checkpoint's (``NetConfig.guide_channels``) takes the checkpoint's first-conv channels as its first ones and
-    keeps its initialisation for the others, whose weights in the second conv start at zero. The loaded network then
-    computes the checkpoint's function in evaluation mode on any input, and in training mode on that batch; the
+    keeps its initialisation for the others, whose weights in the second conv start at zero. The loaded network
+    then computes the checkpoint's function in evaluation mode on any input, and in training mode on that batch; the
     other norms' running statistics are left as loaded.
     ``source`` is that checkpoint already loaded (:func:`uhrseg.models.load_model`), so it is not read twice.
 
