@@ -193,7 +193,8 @@ def _scale_range(text: str) -> tuple[float, float]:
 def _superpixel_config(args: argparse.Namespace) -> TrainConfig:
     extra = {k: getattr(args, k) for k in ("val_n_segments", "lr_step", "patch", "global_resize", "loader_workers",
                                            "guide_lr_scale", "guide_channels", "position_weight", "head_blocks",
-                                           "head_blocks_lr_scale", "teacher", "teacher_weight") if getattr(args, k) is not None}
+                                           "head_blocks_lr_scale", "teacher", "teacher_weight")
+             if getattr(args, k) is not None}
     if args.loader_workers is not None and args.loader_workers < 0:
         raise UhrsegError(f"--loader-workers must be >= 0, got {args.loader_workers}")
     if args.scale_range is not None:

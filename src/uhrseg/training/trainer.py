@@ -54,8 +54,9 @@ class TrainConfig:
     ``guide_lr_scale`` multiplies the learning rate of that guide branch (new layers on trained ones);
     ``guide_channels`` is the width of the guide branch's first conv (``NetConfig.guide_channels``; a run keeps
     a wider init's, and widens a narrower one as :func:`load_init` says); ``head_blocks`` adds residual blocks
-    to PCNet's head (``NetConfig.head_blocks``; a run keeps its init's blocks), whose learning rate ``head_blocks_lr_scale`` multiplies. ``teacher`` names a trained SCN checkpoint
-    (PCNet only; not in the paper): both branches then also add ``teacher_weight`` times the mean per-pixel KL
+    to PCNet's head (``NetConfig.head_blocks``; a run keeps its init's blocks), whose learning rate
+    ``head_blocks_lr_scale`` multiplies. ``teacher`` names a trained SCN checkpoint (PCNet only; not in the
+    paper): both branches then also add ``teacher_weight`` times the mean per-pixel KL
     divergence from the teacher's ``Q`` on the same crop to the student's
     (:func:`uhrseg.training.losses.association_distillation_loss`; the patch's inside ``patch_weight``).
     ``revive_channels`` restarts, after loading ``init``, the channels of ``Q`` that the init no longer uses
