@@ -236,8 +236,6 @@ def run(args: argparse.Namespace) -> int:
         raise UhrsegError(f"--preview-side must be >= 16 pixels, got {args.preview_side}")
     images = [Path(p) for p in args.images]
     args.exports = parse_exports(args.export)
-    created_out = not args.out.exists()
-    prepare_output_dir(args.out)
     if args.refine is not None and args.refine < 0:
         raise UhrsegError(f"--refine must be >= 0, got {args.refine}")
     if args.refine_smoothness < 0 or args.refine_compactness < 0:
@@ -247,6 +245,8 @@ def run(args: argparse.Namespace) -> int:
         raise UhrsegError(f"--tile must be >= 1, got {args.tile}")
     if args.stream and args.method not in ("pcnet", "scn"):
         raise UhrsegError(f"--stream needs pcnet or scn; {args.method} works on the whole image in memory")
+    created_out = not args.out.exists()
+    prepare_output_dir(args.out)  # after the flag checks: a bad flag leaves no folder behind
     if args.ray is not None:
         from ..distributed import run_on_ray
 
