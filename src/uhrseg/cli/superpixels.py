@@ -246,13 +246,14 @@ def run(args: argparse.Namespace) -> int:
     if args.stream and args.method not in ("pcnet", "scn"):
         raise UhrsegError(f"--stream needs pcnet or scn; {args.method} works on the whole image in memory")
     created_out = not args.out.exists()
-    prepare_output_dir(args.out)  # after the flag checks: a bad flag leaves no folder behind
     if args.ray is not None:
+        prepare_output_dir(args.out)  # after the flag checks: a bad flag leaves no folder behind
         from ..distributed import run_on_ray
 
         return run_on_ray(__name__, args, images, f"{args.method} n={args.n_segments}")
     opener = ImageOpener(images)  # the first image decodes while torch, numba and the network load
     process, summary = prepare(args, opener)
+    prepare_output_dir(args.out)  # after the flag checks and the network: bad flags or weights leave no folder
     return process_batch(images, args.out, process, summary, f"{args.method} n={args.n_segments}", args.quiet,
                          created_out)
 
