@@ -111,3 +111,49 @@ def test_teacher_adds_a_kd_term_to_both_branches(mini_bsds, tmp_path, scn_ckpt):
 def test_revive_channels_needs_init(mini_bsds):
     with pytest.raises(ValueError, match="init"):
         TrainConfig(data=["bsds500:test"], bsds500_root=str(mini_bsds), revive_channels=True)
+
+
+def test_refined_teacher_moves_the_target_to_the_refined_boundaries(mini_bsds, tmp_path):
+    """``--teacher-refine``: on real crops, the packaged SCN's Q becomes a target whose hard labels are the
+    refined labels wherever the refined cell is one of the pixel's 9 neighbour cells (all but a few per cent of
+    the moved pixels; the others keep the teacher's Q), that keeps the teacher's soft Q where nothing moved,
+    sums to 1 per pixel and moves a real share of the pixels. The CLI records the flag and refuses it without
+    --teacher."""
+    from uhrseg.grid.cells import CellGrid, hard_assignment, neighbour_cell_ids
+    from uhrseg.grid.refine import refine_boundaries
+    from uhrseg.training.refined_teacher import refined_association
+
+    teacher = load_model(packaged_weights_path("scn")).eval()
+    g = _real_batch(teacher)["global"]
+    image = (g["target"] + 1.0) * 0.5
+    with torch.no_grad():
+        q = teacher(image).assoc
+    target = refined_association(q, image, teacher.cell_size)
+    assert target.shape == q.shape and target.dtype == torch.float32
+    assert torch.allclose(target.sum(1), torch.ones_like(target[:, 0]), atol=1e-5)
+    before, after = hard_assignment(q, teacher.cell_size), hard_assignment(target, teacher.cell_size)
+    pixels = image.permute(0, 2, 3, 1).numpy()
+    cells = neighbour_cell_ids(CellGrid(*q.shape[2:], teacher.cell_size))
+    for b in range(q.shape[0]):
+        refined = torch.from_numpy(refine_boundaries(pixels[b].copy(), before[b].numpy())).long()
+        near = (cells == refined[None]).any(0)
+        assert torch.equal(after[b][near], refined[near])
+        assert torch.equal(after[b][~near], before[b][~near])
+        assert int((~near).sum()) < 0.1 * int((refined != before[b]).sum())
+    moved = before != after
+    assert 0.01 < float(moved.float().mean()) < 0.5
+    assert torch.equal(target.permute(0, 2, 3, 1)[~moved], q.permute(0, 2, 3, 1)[~moved])
+    on_new_cell = (target * (cells[None] == after[:, None])).sum(1)  # the mass on the channels naming it
+    assert torch.allclose(on_new_cell[moved], torch.ones_like(on_new_cell[moved]))  # hard where moved
+    with pytest.raises(ValueError, match="teacher"):
+        TrainConfig(data=["bsds500:test"], bsds500_root=str(mini_bsds), teacher_refine=True)
+    with pytest.raises(ValueError, match="same size"):
+        refined_association(q, image[:, :, :-1], teacher.cell_size)
+    args = ["train", "pcnet", "--data", "bsds500:test", "--bsds500-root", str(mini_bsds), "--val", "none",
+            "--iterations", "1", "--batch-size", "2", "--crop", "128", "--patch", "128", "--device", "cpu", "-q"]
+    assert main([*args, "--out", str(tmp_path / "rt"), "--teacher", str(packaged_weights_path("scn")),
+                 "--teacher-refine"]) == 0
+    record = load_model(tmp_path / "rt" / "last.pt", expected="pcnet").training_record
+    assert record["train_config"]["teacher_refine"] is True
+    assert main([*args, "--out", str(tmp_path / "no"), "--teacher-refine"]) == 2
+    assert not (tmp_path / "no").exists()

@@ -126,6 +126,10 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                          "packaged scn.pt")
     sp.add_argument("--teacher-weight", type=float, metavar="W",
                     help=f"pcnet --teacher: weight of the KL term (default {TrainConfig.teacher_weight:g})")
+    sp.add_argument("--teacher-refine", action="store_true",
+                    help="pcnet --teacher: fit the teacher's Q with its boundaries moved by the full-resolution "
+                         "refinement (the default passes, m and lambda), so the network learns to put its own "
+                         "boundaries where the refinement would (our addition)")
     sp.add_argument("--position-weight", type=float, metavar="M",
                     help="weight m of the superpixel loss's position term (Eq. 3, scaled by m / S): smaller "
                          "follows the labels' boundaries more, larger gives more compact superpixels "
@@ -156,7 +160,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 
 _MAGNET_ONLY = ("backbone", "backbone_model", "scales")
 _SUPERPIXEL_ONLY = ("val_n_segments", "lr_step", "patch", "global_resize", "no_dpc", "no_ld", "multiclass_patch",
-                    "loader_workers", "extend_to", "teacher", "teacher_weight",
+                    "loader_workers", "extend_to", "teacher", "teacher_weight", "teacher_refine",
                     "revive_channels", "head_norm", "guide", "guide_channels", "guide_lr_scale", "head_blocks",
                     "head_blocks_lr_scale", "position_weight")
 _SEGMENTATION_ONLY = ("optimizer", "weight_decay", "warmup", "width", "deep_scale", "no_shallow",
@@ -204,6 +208,7 @@ def _superpixel_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(model=args.model, bsds500_root=str(args.bsds500_root), dpc=not args.no_dpc,
                        sr=not args.no_sr, ld=not args.no_ld, binary_mask=not args.multiclass_patch,
                        head_norm=args.head_norm, guide=args.guide, revive_channels=args.revive_channels,
+                       teacher_refine=args.teacher_refine,
                        **_common(args), **extra)
 
 

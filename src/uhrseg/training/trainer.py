@@ -35,6 +35,7 @@ from .common import (RunState, check_precision, forward_at, hardware, open_run, 
 from .loader import BatchLoader
 from .losses import association_distillation_loss, boundary_sr_loss, local_discrimination_loss, superpixel_loss
 from .revive import revive_association_channels
+from .refined_teacher import refined_association
 from .sampling import SamplingConfig, TrainingSampler, batch_to_torch
 
 __all__ = ["TrainConfig", "learning_rate", "load_init", "train", "training_losses", "validate"]
@@ -59,6 +60,8 @@ class TrainConfig:
     paper): both branches then also add ``teacher_weight`` times the mean per-pixel KL
     divergence from the teacher's ``Q`` on the same crop to the student's
     (:func:`uhrseg.training.losses.association_distillation_loss`; the patch's inside ``patch_weight``).
+    ``teacher_refine`` first moves the teacher's ``Q`` to its full-resolution refined boundaries (the package's
+    default refinement; :func:`uhrseg.training.refined_teacher.refined_association`).
     ``revive_channels`` restarts, after loading ``init``, the channels of ``Q`` that the init no longer uses
     (:func:`uhrseg.training.revive.revive_association_channels`). ``precision``
     (``"fp32"`` or ``"bf16"``) is the arithmetic of the forward pass
@@ -98,6 +101,7 @@ class TrainConfig:
     teacher: str | None = None
     revive_channels: bool = False
     teacher_weight: float = 300.0
+    teacher_refine: bool = False
     sp_weight: float = 0.005
     position_weight: float = 0.003
     sr_weight: float = 1.0
@@ -131,6 +135,8 @@ class TrainConfig:
             raise ValueError(f"teacher applies to pcnet only, not {self.model}")
         if self.revive_channels and not self.init:
             raise ValueError("revive_channels needs init (the weights whose unused channels are restarted)")
+        if self.teacher_refine and self.teacher is None:
+            raise ValueError("teacher_refine needs teacher (the SCN whose refined Q is the target)")
         if self.teacher_weight < 0:
             raise ValueError(f"teacher_weight must be >= 0, got {self.teacher_weight}")
         if self.position_weight < 0:
@@ -251,7 +257,7 @@ def training_losses(model: SuperpixelNet, batch: dict, cfg: TrainConfig,
     out["sem"], out["pos"] = superpixel_loss(res.assoc, g["labels"], model.cell_size, cfg.position_weight)
     total = cfg.sp_weight * (out["sem"] + out["pos"])
     if teacher is not None:
-        out["kd"] = association_distillation_loss(res.logits, _teacher_assoc(teacher, g, cfg.precision))
+        out["kd"] = association_distillation_loss(res.logits, _teacher_assoc(teacher, g, cfg))
         total = total + cfg.teacher_weight * out["kd"]
     if cfg.sr and res.reconstruction is not None:
         out["sr"] = boundary_sr_loss(res.reconstruction, g["target"], g["band"])
@@ -266,7 +272,7 @@ def training_losses(model: SuperpixelNet, batch: dict, cfg: TrainConfig,
                                                              cfg.position_weight)
         patch = cfg.sp_weight * (out["patch_sem"] + out["patch_pos"])
         if teacher is not None:
-            out["patch_kd"] = association_distillation_loss(pres.logits, _teacher_assoc(teacher, p, cfg.precision))
+            out["patch_kd"] = association_distillation_loss(pres.logits, _teacher_assoc(teacher, p, cfg))
             patch = patch + cfg.teacher_weight * out["patch_kd"]
         if cfg.sr and pres.reconstruction is not None:
             out["patch_sr"] = boundary_sr_loss(pres.reconstruction, p["target"], p["band"])
@@ -288,10 +294,13 @@ def _guide(model: SuperpixelNet, branch: dict) -> tuple[torch.Tensor, ...]:
     return (_output_image(branch),) if model.uses_guide else ()
 
 
-def _teacher_assoc(teacher: SuperpixelNet, branch: dict, precision: str) -> torch.Tensor:
-    """The teacher's ``(B, 9, h, w)`` ``Q`` on the branch's image at the output resolution, without gradients."""
+def _teacher_assoc(teacher: SuperpixelNet, branch: dict, cfg: TrainConfig) -> torch.Tensor:
+    """The teacher's ``(B, 9, h, w)`` ``Q`` on the branch's image at the output resolution, without gradients;
+    with ``cfg.teacher_refine`` moved to the refined boundaries (:func:`refined_association`)."""
+    image = _output_image(branch)
     with torch.no_grad():
-        return forward_at(teacher, _output_image(branch), precision).assoc
+        assoc = forward_at(teacher, image, cfg.precision).assoc
+    return refined_association(assoc, image, teacher.cell_size) if cfg.teacher_refine else assoc
 
 
 def validate(model: SuperpixelNet, dataset, names: list[str], n_segments: int, device: torch.device) -> dict:
