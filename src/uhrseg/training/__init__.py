@@ -3,6 +3,7 @@ augmented crops, resumable trainer), sharing the run-folder pieces of :mod:`uhrs
 
 from .loader import BatchLoader, draw_at
 from .losses import association_distillation_loss, boundary_sr_loss, local_discrimination_loss, one_hot_labels, superpixel_loss
+from .refined_teacher import refined_association
 from .sampling import SamplingConfig, TrainingSampler
 from .semantic_losses import segmentation_loss, structure_distillation_loss, super_resolution_loss
 from .semantic_sampling import SemanticSampler, SemanticSamplingConfig
@@ -31,6 +32,7 @@ __all__ = [
     "local_discrimination_loss",
     "one_hot_labels",
     "poly_learning_rate",
+    "refined_association",
     "segmentation_loss",
     "semantic_losses",
     "structure_distillation_loss",
