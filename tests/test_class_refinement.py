@@ -253,3 +253,16 @@ def test_segment_command_with_superpixel_refinement(tmp_path, capsys):
     assert 0.9 < (refined == unrefined).mean() < 1.0  # the same classes, moved onto the superpixels' edges
     assert main(["segment", str(image), "--n-segments", "100", "--out", str(tmp_path / "o2")]) == 2
     assert "apply to --refine superpixels" in capsys.readouterr().err
+
+
+def test_bridge_superpixels_use_their_own_smoothness():
+    """Network superpixels made to sharpen a class map are refined at the bridge's lambda (100), below the
+    superpixel commands' (150); it can be set, and a negative one is refused."""
+    from uhrseg.defaults import DEFAULT_BRIDGE_SMOOTHNESS, DEFAULT_SMOOTHNESS
+
+    assert DEFAULT_BRIDGE_SMOOTHNESS == 100.0 < DEFAULT_SMOOTHNESS
+    predictor = ClassRefinement().superpixel_predictor("cpu")
+    assert predictor.method == "pcnet" and predictor.refine_smoothness == 100.0
+    assert ClassRefinement(smoothness=40.0).superpixel_predictor("cpu").refine_smoothness == 40.0
+    with pytest.raises(ValueError, match="smoothness"):
+        ClassRefinement(smoothness=-1.0)

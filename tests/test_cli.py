@@ -132,7 +132,7 @@ def test_default_method_is_the_packaged_pcnet(tmp_path, capsys):
     assert code == 0, err
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["method"] == "pcnet" and summary["weights"] == "packaged" and summary["refine_iterations"] == 8
-    assert (summary["refine_compactness"], summary["refine_smoothness"]) == (2.5, 125.0)
+    assert (summary["refine_compactness"], summary["refine_smoothness"]) == (2.5, 150.0)
     image = summary["images"][0]
     assert 0.8 * 600 <= image["n_produced"] <= 1.2 * 600, image
 

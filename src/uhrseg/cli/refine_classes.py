@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -124,13 +125,14 @@ def run(args: argparse.Namespace) -> int:
             raise UhrsegError(f"{sp_path}: superpixel labels must be >= 0")
         method = None
     else:
-        from ..inference.predictor import METHODS, superpixels
+        from ..inference.predictor import METHODS
 
         if args.superpixels not in METHODS:
             raise UhrsegError(f"--superpixels {args.superpixels!r}: neither a label file nor a method "
                               f"({', '.join(METHODS)})")
         method = args.superpixels
-        labels = superpixels(image, refinement.segments_for(height, width), method=method)
+        labels = replace(refinement, superpixels=method).superpixel_predictor().predict(
+            image, refinement.segments_for(height, width))
     t_sp = time.perf_counter() - t_sp
     t_ref = time.perf_counter()
     refined = refine_with_superpixels(probabilities if probabilities is not None else classes, labels,

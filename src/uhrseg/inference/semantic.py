@@ -52,7 +52,7 @@ from ..models.segmenters import ISDNet
 from ..stores import ArrayStore, FileStore
 from .magnet import MagNetSettings, run_magnet
 from .network import synchronize
-from .predictor import SuperpixelPredictor, resolve_device
+from .predictor import resolve_device
 from .resize import AreaAccumulator, _unit_scale
 
 __all__ = ["DEFAULT_ONE_PASS_PIXELS", "DEFAULT_SEMANTIC_TILE", "MAGNET_MODELS", "MIN_IMAGE_SIDE", "MODES",
@@ -287,7 +287,7 @@ class SemanticPredictor:
         self.refine = refine
         self.superpixel_predictor = None
         if refine is not None and refine.method == "superpixels":
-            self.superpixel_predictor = SuperpixelPredictor(refine.superpixels, device=str(self.device))
+            self.superpixel_predictor = refine.superpixel_predictor(str(self.device))
         variant = model if isinstance(model, str) and model in MAGNET_MODELS else "magnet"
         if isinstance(model, (ISDNet, MagNet)):
             net = model

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..defaults import REFINEMENTS
+from ..defaults import DEFAULT_BRIDGE_SMOOTHNESS, REFINEMENTS
 from ..grid.pooling import (
     assign_superpixel_classes,
     superpixel_probability_sums,
@@ -62,11 +62,16 @@ class ClassRefinement:
         Guided filter: window radius in pixels (2: the best of 2, 4, 8 and 16 on the same frames).
     eps : float
         Guided filter: regularisation (the image is in [0, 1]; 1e-4 was better than 1e-3).
+    smoothness : float
+        ``lambda`` of the full-resolution boundary refinement of network superpixels (PCNet, SCN) made for
+        ``superpixels`` (:data:`uhrseg.defaults.DEFAULT_BRIDGE_SMOOTHNESS`, 100: below the superpixel commands'
+        default, since a class boundary the superpixels miss is lost and extra ones cost nothing).
 
     Raises
     ------
     ValueError
-        An unknown ``method``, ``n_segments < 1``, ``confidence`` below 0 or NaN, ``radius < 1`` or ``eps <= 0``.
+        An unknown ``method``, ``n_segments < 1``, ``confidence`` below 0 or NaN, ``radius < 1``, ``eps <= 0``
+        or ``smoothness < 0``.
     """
 
     method: str = "superpixels"
@@ -75,6 +80,7 @@ class ClassRefinement:
     confidence: float = 0.9
     radius: int = 2
     eps: float = 1e-4
+    smoothness: float = DEFAULT_BRIDGE_SMOOTHNESS
 
     def __post_init__(self) -> None:
         if self.method not in REFINEMENTS:
@@ -86,6 +92,21 @@ class ClassRefinement:
                              f"does), got {self.confidence}")
         if self.radius < 1 or self.eps <= 0:
             raise ValueError("the guided filter needs radius >= 1 and eps > 0")
+        if not self.smoothness >= 0:
+            raise ValueError(f"smoothness must be >= 0, got {self.smoothness}")
+
+    def superpixel_predictor(self, device: str = "auto"):
+        """The :class:`uhrseg.SuperpixelPredictor` of ``superpixels`` on ``device``, its refinement at
+        ``smoothness``.
+
+        Raises
+        ------
+        ValueError, uhrseg.errors.WeightsNotFoundError, uhrseg.errors.CheckpointError
+            As :class:`uhrseg.SuperpixelPredictor`.
+        """
+        from ..inference.predictor import SuperpixelPredictor
+
+        return SuperpixelPredictor(self.superpixels, device=device, refine_smoothness=self.smoothness)
 
     def segments_for(self, height: int, width: int) -> int:
         """Superpixels to ask for on an ``H x W`` image."""
@@ -346,9 +367,7 @@ def _labels_for(superpixel_labels, image, height: int, width: int, refinement: C
     if superpixel_labels is None:
         if image is None:
             raise ValueError("superpixel refinement needs superpixel_labels or the image")
-        from ..inference.predictor import superpixels
-
-        superpixel_labels = superpixels(image, refinement.segments_for(height, width), method=refinement.superpixels)
+        superpixel_labels = refinement.superpixel_predictor().predict(image, refinement.segments_for(height, width))
     labels = np.ascontiguousarray(superpixel_labels, np.int32)
     if labels.shape[:2] != (height, width):
         raise ValueError(f"superpixel labels of {labels.shape[1]} x {labels.shape[0]} do not match the "
