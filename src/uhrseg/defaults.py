@@ -34,8 +34,9 @@ DEFAULT_COMPACTNESS = 2.5
 DEFAULT_SMOOTHNESS = 150.0
 #: ``lambda`` of the network superpixels' refinement when they sharpen a class map (``ClassRefinement``): there
 #: a class boundary missing from the superpixels is lost while extra superpixel boundaries cost nothing, so
-#: recall matters more than precision (on 3 Semantic Drone test frames the packaged PCNet's boundary IoU at
-#: r = 1 after ISDNet was 0.0230 at 100 against 0.0219 at 150; ``docs/results/semantic-drone-refine-r1/``).
+#: recall matters more than precision. On the first 5 Semantic Drone ``more`` frames (not the test split), ISDNet
+#: then the packaged PCNet, boundary IoU at r = 1: 0.0265 at 100 against 0.0262 at 150 and 0.0259 at 125 (50:
+#: 0.0267, with 0.15 points less mIoU); ``docs/results/refine-tuning/report.md``.
 DEFAULT_BRIDGE_SMOOTHNESS = 100.0
 #: Label map encodings: ``auto`` is a 16-bit PNG when the ids fit in 16 bits, else a (Big)TIFF.
 LABEL_FORMATS = ("auto", "png", "tiff", "npy")
