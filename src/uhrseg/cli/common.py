@@ -79,8 +79,10 @@ def export_writers(out: Path, stem: str, exports: tuple[str, ...], labels, sourc
 class ImageOpener:
     """Opens the batch's images (:func:`uhrseg.io.open_image`), the first one in a background thread.
 
-    Made before the command loads torch, numba and the model: decoding the first image (about 0.3 s for a
-    5K JPEG; Pillow releases the GIL while it decodes) then overlaps that start-up instead of following it.
+    Made before the command loads torch, numba and the model: decoding the first image (0.3-0.55 s for a 5K
+    JPEG on the 2-core CPU; Pillow releases the GIL while it decodes, and :func:`uhrseg.io.read_image` hands it
+    the whole file in one call so that the imports do not hold it up) then overlaps that start-up instead of
+    following it.
     Later images are opened when they are processed, so at most one decoded image waits in memory.
 
     Parameters
