@@ -30,7 +30,7 @@ DEFAULT_COMPACTNESS = 2.5
 #: ``lambda`` of the refinement's distance: cost per 8-neighbour of another superpixel, squared 8-bit Lab units.
 #: 150 since the packaged PCNet of 2026-12-06 (ninth session): on BSDS500 val at n = 600 the setting with the most
 #: BP whose BR still leads every classical method's by 0.01 and whose BP is no lower than any of theirs
-#: (``docs/results/refine-tuning/``; 125 before).
+#: (``docs/results/refine-tuning/``; 125 before); the same rule picks 150 for the tenth session's file.
 DEFAULT_SMOOTHNESS = 150.0
 #: ``lambda`` of the network superpixels' refinement when they sharpen a class map (``ClassRefinement``): there
 #: a class boundary missing from the superpixels is lost while extra superpixel boundaries cost nothing, so

@@ -100,8 +100,8 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                         f"(default {DEFAULT_REFINE_ITERATIONS} for pcnet and scn, 0 for classical methods)")
     p.add_argument("--refine-smoothness", type=float, default=DEFAULT_SMOOTHNESS, metavar="LAMBDA",
                    help="refinement's cost per 8-neighbour in another superpixel: lower follows more edges "
-                        "(higher BR, lower BP; BSDS500 val n=600, 8 passes, m 2.5, packaged pcnet: 100 gives BR "
-                        f"0.875 / BP 0.107, 150 gives 0.858 / 0.112, 175 gives 0.851 / 0.114) "
+                        "(higher BR, lower BP; BSDS500 val n=600, 8 passes, m 2.5, packaged pcnet: 125 gives BR "
+                        f"0.866 / BP 0.110, 150 gives 0.858 / 0.113, 175 gives 0.851 / 0.114) "
                         f"(default {DEFAULT_SMOOTHNESS:g})")
     p.add_argument("--refine-compactness", type=float, default=DEFAULT_COMPACTNESS, metavar="M",
                    help="refinement's weight of the distance to the centroid: higher keeps superpixels compact "
