@@ -132,9 +132,12 @@ def test_default_method_is_the_packaged_pcnet(tmp_path, capsys):
     assert code == 0, err
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["method"] == "pcnet" and summary["weights"] == "packaged" and summary["refine_iterations"] == 8
-    assert (summary["refine_compactness"], summary["refine_smoothness"]) == (2.5, 150.0)
+    assert (summary["refine_compactness"], summary["refine_smoothness"]) == (2.5, "auto")
     image = summary["images"][0]
     assert 0.8 * 600 <= image["n_produced"] <= 1.2 * 600, image
+    # 481 x 321 at n = 600: PCNet's output grid is 480 x 320, so the labels are hardly upsampled and lambda is
+    # the BSDS500-tuned 150 times (321 * 481 / (320 * 480)) ** (-1/6)
+    assert image["refine_smoothness"] == pytest.approx(150.0 * (321 * 481 / (320 * 480)) ** (-1 / 6))
 
 
 def test_mismatched_weights(tmp_path, capsys, scn_ckpt):
@@ -251,6 +254,7 @@ def test_refinement_settings_are_recorded_and_checked(tmp_path, capsys):
     assert code == 0, err
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert (summary["refine_compactness"], summary["refine_smoothness"]) == (5.0, 100.0)
+    assert summary["images"][0]["refine_smoothness"] == 100.0  # as given, whatever the upsampling
     code, err = run_cli(capsys, bsds_image_path(), "--refine-smoothness", "-1", "--out", tmp_path / "bad")
     assert code == 2 and "--refine-smoothness and --refine-compactness must be >= 0" in err
     assert files_in(tmp_path / "bad") == []

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import uhrseg
-from conftest import BSDS, assert_superpixel_labels
+from conftest import BSDS, DEEPGLOBE, assert_superpixel_labels
 from uhrseg.classical import CLASSICAL_METHODS
 from uhrseg.grid import CellGrid, refine_boundaries
 from uhrseg.inference import grid_shape_for, network_labels, resize_image, resolve_device
@@ -38,7 +38,9 @@ def test_networks_refine_their_boundaries_by_default(bsds_image, pcnet_grid_ckpt
     assert refined.refine_iterations == 8 and uhrseg.SuperpixelPredictor("slic").refine_iterations == 0
     base = raw.run(bsds_image, 600)
     result = refined.run(bsds_image, 600)
-    np.testing.assert_array_equal(result.labels, refine_boundaries(bsds_image, base.labels))
+    lam = refined.smoothness_for(*bsds_image.shape[:2], 600)
+    assert result.refine_smoothness == lam and 149.5 < lam <= 150.0  # labels upsampled 1.003 times
+    np.testing.assert_array_equal(result.labels, refine_boundaries(bsds_image, base.labels, smoothness=lam))
     assert result.n_produced == base.n_produced and "refine" in result.timings
     assert 0.02 < (result.labels != base.labels).mean() < 0.3
     with pytest.raises(ValueError, match="refine_iterations"):
@@ -68,6 +70,30 @@ def test_refinement_smoothness_moves_along_the_br_bp_curve(pcnet_grid_ckpt):
     assert scores[50.0][1] < scores[200.0][1]  # BP
     with pytest.raises(ValueError, match="refine_compactness and refine_smoothness"):
         uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, refine_smoothness=-1)
+
+
+def test_default_smoothness_falls_with_the_upsampling_on_a_satellite_tile(pcnet_grid_ckpt):
+    """On a 2448 x 2448 DeepGlobe tile at n = 600 the network's labels are upsampled 6.4 times, so the default
+    lambda is 150 / 6.4 ** (1/3) = 81: the predictor applies exactly that, and it recovers more of the
+    annotated land-cover boundaries than the BSDS500 value 150 would, at r = 1."""
+    from uhrseg.datasets.readers import open_dataset
+    from uhrseg.defaults import resolution_smoothness
+    from uhrseg.metrics import boundary_recall_precision
+
+    data = open_dataset(str(DEEPGLOBE / "test"))
+    name = data.names[0]
+    image, gt = data.image(name), data.ground_truths(name)[0]
+    assert image.shape[:2] == (2448, 2448)
+    base = uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, device="cpu",
+                                      refine_iterations=0).predict(image, 600)
+    result = uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, device="cpu").run(image, 600)
+    lam = resolution_smoothness(np.sqrt(2448 * 2448 / (384 * 400)))
+    assert result.refine_smoothness == pytest.approx(lam) and 80.0 < lam < 82.0
+    np.testing.assert_array_equal(result.labels, refine_boundaries(image, base, smoothness=lam))
+    fixed = refine_boundaries(image, base, smoothness=150.0)
+    (br_auto, bp_auto), (br_fixed, bp_fixed) = (boundary_recall_precision(labels, gt, tolerance=1)
+                                                for labels in (result.labels, fixed))
+    assert br_auto > br_fixed + 0.01 and bp_auto > 0.5 * bp_fixed
 
 
 def test_strip_size_does_not_change_the_labels(bsds_image, pcnet_random_ckpt):

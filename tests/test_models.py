@@ -256,7 +256,12 @@ def test_default_pcnet_and_refinement_on_held_out_images():
     assert default.model.config.head_norm and tuple(record["train_config"]["scale_range"]) == (0.8, 1.4)
     assert default.model.config.guide and default.model.config.head_blocks == 3
     assert record["train_config"]["head_blocks_lr_scale"] == 10.0 and default.model.head_halo == 3
-    assert (default.refine_iterations, default.refine_compactness, default.refine_smoothness) == (8, 2.5, 150.0)
+    assert (default.refine_iterations, default.refine_compactness, default.refine_smoothness) == (8, 2.5, None)
+    # lambda follows the upsampling of the labels: 150 on BSDS500 at n = 600 (grid 480 x 320 for 481 x 321),
+    # 150 / 6.375 ** (1/3) on a 2448 x 2448 DeepGlobe tile (grid 400 x 384), 150 / 2 when upsampled 8 times
+    assert default.smoothness_for(321, 481, 600) == pytest.approx(149.87, abs=0.01)
+    assert default.smoothness_for(2448, 2448, 600) == pytest.approx(150.0 / (2448**2 / (400 * 384)) ** (1 / 6))
+    assert default.smoothness_for(16 * 8 * 30, 16 * 8 * 40, 1200) == pytest.approx(75.0)
     raw = SuperpixelPredictor("pcnet", device="cpu", refine_iterations=0)
     ds = BSDS500(BSDS, "test")
     scores = {"raw": [], "default": []}

@@ -145,3 +145,23 @@ def test_warm_up_loads_the_kernels_the_pipeline_calls():
     out = subprocess.run([sys.executable, "-c", _WARM_UP_CHECK, str(bsds_image_path())], capture_output=True,
                          text=True, check=True).stdout.strip()
     assert out == "same"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0.01, 1.0), st.floats(1.0, 1000.0), st.floats(1.0, 100.0), st.floats(0.0, 1000.0))
+def test_resolution_smoothness_is_the_cube_root_law(below, f, ratio, smoothness):
+    """lambda is unchanged up to f = 1, then falls as f ** -1/3: never rises with f, halves when f grows 8x."""
+    from uhrseg.defaults import resolution_smoothness
+
+    assert resolution_smoothness(below, smoothness) == smoothness
+    assert resolution_smoothness(f * ratio, smoothness) <= resolution_smoothness(f, smoothness)
+    assert resolution_smoothness(8.0 * f, smoothness) == pytest.approx(resolution_smoothness(f, smoothness) / 2.0)
+    assert resolution_smoothness(f) == pytest.approx(150.0 * f ** (-1.0 / 3.0))
+
+
+@pytest.mark.parametrize("upsampling, smoothness", [(0.0, 150.0), (-1.0, 150.0), (float("nan"), 150.0), (2.0, -1.0)])
+def test_resolution_smoothness_bad_input(upsampling, smoothness):
+    from uhrseg.defaults import resolution_smoothness
+
+    with pytest.raises(ValueError, match="upsampling must be > 0 and smoothness >= 0"):
+        resolution_smoothness(upsampling, smoothness)

@@ -32,6 +32,48 @@ DEFAULT_COMPACTNESS = 2.5
 #: BP whose BR still leads every classical method's by 0.01 and whose BP is no lower than any of theirs
 #: (``docs/results/refine-tuning/``; 125 before); the same rule picks 150 for the tenth session's file.
 DEFAULT_SMOOTHNESS = 150.0
+#: How the default ``lambda`` falls as the network's labels are upsampled to the image: ``lambda = 150 f ** -1/3``
+#: for ``f`` image pixels per network-output pixel (:func:`resolution_smoothness`). Since 2026-12-06 (eleventh
+#: session). The colour term of the refinement compares single pixels, and at a finer resolution neighbouring
+#: pixels differ less (mean squared 4-neighbour difference in 8-bit Lab: BSDS500 val 369, Semantic Drone test 181,
+#: DeepGlobe test 67), so a fixed ``lambda`` smooths high-resolution images more than BSDS500's. Chosen on splits
+#: outside the reports' test sets, at n = 600 with the tenth session's ``pcnet.pt``: on the 8 DeepGlobe train tiles
+#: (f 6.4, lambda 81) BR / BP / ASA 0.304 / 0.0318 / 0.9438 -> 0.374 / 0.0306 / 0.9419, which turns OpenCV SLIC's
+#: lead on BR there (0.311) into PCNet's, ASA still above SEEDS's 0.9405; on 30 Semantic Drone ``more/`` frames
+#: (f 3.1, lambda 103) 0.517 / 0.114 / 0.9329 -> 0.549 / 0.110 / 0.9331 (``docs/results/refine-tuning/``). BSDS500
+#: at n = 600 has f = 1.003 and keeps 149.9.
+SMOOTHNESS_UPSAMPLING_EXPONENT = 1.0 / 3.0
+
+
+def resolution_smoothness(upsampling: float, smoothness: float = DEFAULT_SMOOTHNESS) -> float:
+    """The refinement's default ``lambda`` for network labels upsampled ``upsampling`` times to the image.
+
+    ``smoothness * max(1, upsampling) ** -SMOOTHNESS_UPSAMPLING_EXPONENT`` (see
+    :data:`SMOOTHNESS_UPSAMPLING_EXPONENT` for why and how it was chosen).
+
+    Parameters
+    ----------
+    upsampling : float
+        Image pixels per network-output pixel along each axis, ``sqrt(H W / (h w))`` for an ``H x W`` image and
+        an ``h x w`` output grid (about ``sqrt(H W / n) / 16`` for PCNet at ``n`` superpixels).
+    smoothness : float
+        ``lambda`` at the network's own resolution, squared 8-bit Lab units per 8-neighbour.
+
+    Returns
+    -------
+    float
+        ``lambda`` for the image, squared 8-bit Lab units per 8-neighbour.
+
+    Raises
+    ------
+    ValueError
+        If ``upsampling`` is not positive or ``smoothness`` is negative.
+    """
+    if not upsampling > 0 or smoothness < 0:
+        raise ValueError(f"upsampling must be > 0 and smoothness >= 0, got {upsampling} and {smoothness}")
+    return smoothness * max(1.0, upsampling) ** -SMOOTHNESS_UPSAMPLING_EXPONENT
+
+
 #: ``lambda`` of the network superpixels' refinement when they sharpen a class map (``ClassRefinement``): there
 #: a class boundary missing from the superpixels is lost while extra superpixel boundaries cost nothing, so
 #: recall matters more than precision. On the first 5 Semantic Drone ``more`` frames (not the test split), ISDNet

@@ -98,11 +98,12 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--refine", type=int, metavar="N",
                    help="passes of full-resolution boundary refinement after the connectivity step "
                         f"(default {DEFAULT_REFINE_ITERATIONS} for pcnet and scn, 0 for classical methods)")
-    p.add_argument("--refine-smoothness", type=float, default=DEFAULT_SMOOTHNESS, metavar="LAMBDA",
+    p.add_argument("--refine-smoothness", type=float, default=None, metavar="LAMBDA",
                    help="refinement's cost per 8-neighbour in another superpixel: lower follows more edges "
                         "(higher BR, lower BP; BSDS500 val n=600, 8 passes, m 2.5, packaged pcnet: 125 gives BR "
-                        f"0.866 / BP 0.110, 150 gives 0.858 / 0.113, 175 gives 0.851 / 0.114) "
-                        f"(default {DEFAULT_SMOOTHNESS:g})")
+                        "0.866 / BP 0.110, 150 gives 0.858 / 0.113, 175 gives 0.851 / 0.114) "
+                        f"(default: {DEFAULT_SMOOTHNESS:g} f^-1/3 for network labels upsampled f times to the image, "
+                        "e.g. about 100 for n=5000 on a 5K photo; the value used is in summary.json)")
     p.add_argument("--refine-compactness", type=float, default=DEFAULT_COMPACTNESS, metavar="M",
                    help="refinement's weight of the distance to the centroid: higher keeps superpixels compact "
                         f"(default {DEFAULT_COMPACTNESS:g})")
@@ -161,6 +162,7 @@ def _process(predictor: SuperpixelPredictor, opener: ImageOpener, path: Path, st
         "n_requested": result.n_requested,
         "n_cells": result.n_cells,
         "n_produced": n_produced,
+        "refine_smoothness": result.refine_smoothness,
         "streamed": False,
         "georeferenced": geo is not None,
         "seconds": {k: round(v, 4) for k, v in timings.items()},
@@ -221,6 +223,7 @@ def _process_streamed(predictor: SuperpixelPredictor, source, path: Path, stem: 
         "n_requested": result.n_requested,
         "n_cells": result.n_cells,
         "n_produced": n_produced,
+        "refine_smoothness": result.refine_smoothness,
         "streamed": True,
         "georeferenced": geo is not None,
         "seconds": {k: round(v, 4) for k, v in timings.items()},
@@ -238,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
     args.exports = parse_exports(args.export)
     if args.refine is not None and args.refine < 0:
         raise UhrsegError(f"--refine must be >= 0, got {args.refine}")
-    if args.refine_smoothness < 0 or args.refine_compactness < 0:
+    if (args.refine_smoothness is not None and args.refine_smoothness < 0) or args.refine_compactness < 0:
         raise UhrsegError(f"--refine-smoothness and --refine-compactness must be >= 0, got {args.refine_smoothness} "
                           f"and {args.refine_compactness}")
     if args.tile < 1:
@@ -275,6 +278,6 @@ def prepare(args: argparse.Namespace, opener: ImageOpener):
         "n_segments": args.n_segments,
         "refine_iterations": predictor.refine_iterations,
         "refine_compactness": predictor.refine_compactness,
-        "refine_smoothness": predictor.refine_smoothness,
+        "refine_smoothness": "auto" if predictor.refine_smoothness is None else predictor.refine_smoothness,
     }
     return (lambda path, stem, inputs, bar: _process(predictor, opener, path, stem, args, inputs, bar)), summary

@@ -22,6 +22,7 @@ from ..defaults import (
     BACKENDS,
     DEFAULT_COMPACTNESS,
     DEFAULT_SMOOTHNESS,
+    resolution_smoothness,
     DEFAULT_STRIP_PIXELS,
     DEFAULT_TILE,
     METHODS,
@@ -185,12 +186,16 @@ class SuperpixelResult:
     timings : dict of str to float
         Seconds per stage (``resize``, ``network``, ``assign`` for networks, ``segment`` for classical
         methods, then ``connectivity`` and ``refine``).
+    refine_smoothness : float or None
+        ``lambda`` the boundary refinement used (:meth:`SuperpixelPredictor.smoothness_for`), None when it did
+        not run.
     """
 
     labels: np.ndarray
     n_requested: int
     n_cells: int
     timings: dict[str, float] = field(default_factory=dict)
+    refine_smoothness: float | None = None
 
     @property
     def n_produced(self) -> int:
@@ -211,6 +216,9 @@ class SourceResult:
         ``network``, ``connectivity``, ``upsample``, ``refine``.
     preview : (h, w, 3) ndarray of uint8 or None
         The image area-averaged to the asked preview size, made during the same pass over the source.
+    refine_smoothness : float or None
+        ``lambda`` the boundary refinement used (:meth:`SuperpixelPredictor.smoothness_for`), None when it did
+        not run.
     """
 
     n_requested: int
@@ -218,6 +226,7 @@ class SourceResult:
     n_produced: int
     timings: dict[str, float] = field(default_factory=dict)
     preview: np.ndarray | None = None
+    refine_smoothness: float | None = None
 
 
 def _weights_file(weights: str | os.PathLike) -> Path:
@@ -270,12 +279,16 @@ class SuperpixelPredictor:
         Passes of full-resolution boundary refinement (:func:`uhrseg.grid.refine_boundaries`) after the
         connectivity step. Default: 8 for the networks, whose labels come from a coarser grid, and 0 (off)
         for the classical methods, which already work at full resolution.
-    refine_compactness, refine_smoothness : float
-        ``m`` and ``lambda`` of the refinement's distance (:func:`uhrseg.grid.refine_boundaries`; defaults 10
-        and 100, chosen with the 8 passes on BSDS500 val for the packaged PCNet). A smaller ``lambda`` moves
-        along the BR-BP curve towards recall: on BSDS500 val at n = 600 with 8 passes, ``lambda = 100``
-        gives BR 0.863 / BP 0.104, 200 gives 0.830 / 0.111 and 50 gives 0.889 / 0.097
-        (``docs/results/refine-tuning/``).
+    refine_compactness : float
+        ``m`` of the refinement's distance (:func:`uhrseg.grid.refine_boundaries`; default
+        :data:`uhrseg.defaults.DEFAULT_COMPACTNESS`, 2.5, chosen with the 8 passes on BSDS500 val for the
+        packaged PCNet, ``docs/results/refine-tuning/``).
+    refine_smoothness : float, optional
+        ``lambda`` of the refinement's distance, squared 8-bit Lab units per 8-neighbour, used as given for every
+        image. Default (None): it depends on the image, 150 at the network's own resolution and less as its
+        labels are upsampled more (:meth:`smoothness_for`, :func:`uhrseg.defaults.resolution_smoothness`). A
+        smaller ``lambda`` moves along the BR-BP curve towards recall: on BSDS500 val at n = 600 with 8 passes,
+        the tenth session's PCNet has BR 0.866 / BP 0.110 at 125, 0.858 / 0.113 at 150 and 0.851 / 0.114 at 175.
     tile : int
         Trunk tile core in network-input pixels (:func:`uhrseg.inference.cell_id_map`): bounds the trunk's
         memory; the labels do not depend on it.
@@ -314,7 +327,7 @@ class SuperpixelPredictor:
     def __init__(self, method: str = "pcnet", *, device: str = "auto", backend: str = "torch",
                  weights: str | os.PathLike | None = None,
                  strip_pixels: int = DEFAULT_STRIP_PIXELS, refine_iterations: int | None = None,
-                 refine_compactness: float = DEFAULT_COMPACTNESS, refine_smoothness: float = DEFAULT_SMOOTHNESS,
+                 refine_compactness: float = DEFAULT_COMPACTNESS, refine_smoothness: float | None = None,
                  tile: int = DEFAULT_TILE, band_rows: int = DEFAULT_BAND_ROWS) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -323,11 +336,11 @@ class SuperpixelPredictor:
         if refine_iterations < 0:
             raise ValueError(f"refine_iterations must be >= 0, got {refine_iterations}")
         self.refine_iterations = int(refine_iterations)
-        if refine_compactness < 0 or refine_smoothness < 0:
+        if refine_compactness < 0 or (refine_smoothness is not None and refine_smoothness < 0):
             raise ValueError(f"refine_compactness and refine_smoothness must be >= 0, got {refine_compactness} and "
                              f"{refine_smoothness}")
         self.refine_compactness = float(refine_compactness)
-        self.refine_smoothness = float(refine_smoothness)
+        self.refine_smoothness = None if refine_smoothness is None else float(refine_smoothness)
         if strip_pixels < 1 or tile < 1 or band_rows < 1:
             raise ValueError(f"strip_pixels, tile and band_rows must be >= 1, got {strip_pixels}, {tile}, {band_rows}")
         self.method = method
@@ -364,6 +377,32 @@ class SuperpixelPredictor:
             if backend not in BACKENDS:
                 raise ValueError(f"unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
 
+    def smoothness_for(self, height: int, width: int, n_segments: int) -> float:
+        """``lambda`` of the boundary refinement for an ``height x width`` image at ``n_segments``.
+
+        The ``refine_smoothness`` given to the constructor if any; else, for the networks,
+        :func:`uhrseg.defaults.resolution_smoothness` of the upsampling from the network's output grid
+        (:func:`uhrseg.inference.resize.output_grid`) to the image, and for the classical methods, which work
+        at full resolution, :data:`uhrseg.defaults.DEFAULT_SMOOTHNESS`.
+
+        Returns
+        -------
+        float
+            Squared 8-bit Lab units per 8-neighbour.
+
+        Raises
+        ------
+        ValueError
+            If ``n_segments`` is out of range for the image.
+        """
+        if self.refine_smoothness is not None:
+            return self.refine_smoothness
+        if self.network is None:
+            return DEFAULT_SMOOTHNESS
+        n = validate_n_segments(n_segments, (height, width))
+        grid = output_grid(height, width, n, self.network.cell_size)
+        return resolution_smoothness(float(np.sqrt(height * width / (grid.height * grid.width))))
+
     def run(self, image: np.ndarray, n_segments: int, *, connectivity: bool = True) -> SuperpixelResult:
         """Compute superpixels and report the timings.
 
@@ -393,7 +432,7 @@ class SuperpixelPredictor:
             labels = np.empty(image.shape[:2], np.int32)
             lab = ArrayStore(np.empty(image.shape, np.uint8)) if self.refine_iterations else None
             info = self.run_source(ArraySource(image), n, ArrayStore(labels), lab)
-            return SuperpixelResult(labels, n, info.n_cells, info.timings)
+            return SuperpixelResult(labels, n, info.n_cells, info.timings, info.refine_smoothness)
         if self.network is not None:
             raw, grid, t = sampled_cell_ids(image, n, self.network.cell_size, self.network.upscale,
                                             self._cell_id_map, self._guided)
@@ -409,12 +448,13 @@ class SuperpixelPredictor:
         else:
             labels = raw.astype(np.int32, copy=False)
         timings["connectivity"] = time.perf_counter() - t0
+        smoothness = None
         if connectivity and self.refine_iterations:
             t0 = time.perf_counter()
-            labels = refine_boundaries(image, labels, self.refine_iterations, self.refine_compactness,
-                                       self.refine_smoothness)
+            smoothness = self.smoothness_for(*image.shape[:2], n)
+            labels = refine_boundaries(image, labels, self.refine_iterations, self.refine_compactness, smoothness)
             timings["refine"] = time.perf_counter() - t0
-        return SuperpixelResult(labels, n, n_cells, timings)
+        return SuperpixelResult(labels, n, n_cells, timings, smoothness)
 
     def run_source(self, source, n_segments: int, labels, lab=None, *,
                    preview_shape: tuple[int, int] | None = None, progress=None) -> SourceResult:
@@ -519,16 +559,18 @@ class SuperpixelPredictor:
         del small
         timings["upsample"] = time.perf_counter() - t0
 
+        smoothness = None
         if self.refine_iterations:
             say("refine")
             t0 = time.perf_counter()
-            refine_store(lab, labels, n_produced, self.refine_iterations, self.refine_compactness,
-                         self.refine_smoothness, band_rows=self.band_rows)
+            smoothness = self.smoothness_for(big_h, big_w, n)
+            refine_store(lab, labels, n_produced, self.refine_iterations, self.refine_compactness, smoothness,
+                         band_rows=self.band_rows)
             timings["refine"] = time.perf_counter() - t0
         rgb = None
         if preview is not None:
             rgb = np.clip(np.rint(preview.result() * 255.0), 0, 255).astype(np.uint8)
-        return SourceResult(n, grid.n_cells, n_produced, timings, rgb)
+        return SourceResult(n, grid.n_cells, n_produced, timings, rgb, smoothness)
 
     @property
     def _guided(self) -> bool:
