@@ -129,7 +129,9 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def plot(args: argparse.Namespace, rows: list[dict]) -> None:
-    """BR against BP, one point per setting (the default in red), and the ``--compare`` methods as crosses."""
+    """BR against BP, one point per setting (in red the default for labels not upsampled, ``f <= 1``: on larger
+    images the default lambda is lower, :func:`uhrseg.defaults.resolution_smoothness`), and the ``--compare``
+    methods as crosses."""
     from uhrseg.defaults import DEFAULT_REFINE_ITERATIONS
     from uhrseg.grid.refine import DEFAULT_COMPACTNESS, DEFAULT_SMOOTHNESS
 
@@ -144,7 +146,7 @@ def plot(args: argparse.Namespace, rows: list[dict]) -> None:
         passes, m, lam, x, y = int(r["passes"]), r["compactness"], r["smoothness"], r["bp"], r["br"]
         label = "raw" if passes == 0 else f"{passes}/{m:g}/{lam:g}"
         is_default = (passes, m, lam) == (DEFAULT_REFINE_ITERATIONS, DEFAULT_COMPACTNESS, DEFAULT_SMOOTHNESS)
-        ax.annotate(label + (" (default)" if is_default else ""), (x, y), fontsize=6,
+        ax.annotate(label + (" (default at f <= 1)" if is_default else ""), (x, y), fontsize=6,
                     color="tab:red" if is_default else "black")
     if args.compare is not None:
         with open(args.compare, newline="") as f:

@@ -22,11 +22,11 @@ from ..defaults import (
     BACKENDS,
     DEFAULT_COMPACTNESS,
     DEFAULT_SMOOTHNESS,
-    resolution_smoothness,
     DEFAULT_STRIP_PIXELS,
     DEFAULT_TILE,
     METHODS,
     NETWORK_METHODS,
+    resolution_smoothness,
 )
 from ..errors import WeightsNotFoundError
 from ..grid.connectivity import connectivity_bounds, enforce_connectivity
