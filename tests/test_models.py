@@ -218,7 +218,7 @@ def test_aerial_weights_are_packaged_by_name():
     predictor = SuperpixelPredictor("pcnet", device="cpu", weights="pcnet-aerial")
     record = predictor.model.training_record
     assert record["data"] == ["../shared/datasets/semantic-drone/train"]
-    assert "4e07818b" in record["starting_point"] and record["iterations"] == 750  # the tenth session's pcnet.pt
+    assert "4e07818b" in record["starting_point"] and record["iterations"] == 1250  # the tenth session's pcnet.pt
     assert tuple(record["train_config"]["scale_range"]) == (0.2, 0.45)
     config = predictor.model.config
     assert config.head_norm and config.guide and config.guide_channels == 64 and config.head_blocks == 3
