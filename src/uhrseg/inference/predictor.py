@@ -395,12 +395,17 @@ class SuperpixelPredictor:
         ValueError
             If ``n_segments`` is out of range for the image.
         """
+        if self.refine_smoothness is not None or self.network is None:
+            return self._smoothness_on(height, width, None)
+        n = validate_n_segments(n_segments, (height, width))
+        return self._smoothness_on(height, width, output_grid(height, width, n, self.network.cell_size))
+
+    def _smoothness_on(self, height: int, width: int, grid: CellGrid | None) -> float:
+        """:meth:`smoothness_for` once the network's output ``grid`` is known (None for the classical methods)."""
         if self.refine_smoothness is not None:
             return self.refine_smoothness
-        if self.network is None:
+        if grid is None:
             return DEFAULT_SMOOTHNESS
-        n = validate_n_segments(n_segments, (height, width))
-        grid = output_grid(height, width, n, self.network.cell_size)
         return resolution_smoothness(float(np.sqrt(height * width / (grid.height * grid.width))))
 
     def run(self, image: np.ndarray, n_segments: int, *, connectivity: bool = True) -> SuperpixelResult:
@@ -563,7 +568,7 @@ class SuperpixelPredictor:
         if self.refine_iterations:
             say("refine")
             t0 = time.perf_counter()
-            smoothness = self.smoothness_for(big_h, big_w, n)
+            smoothness = self._smoothness_on(big_h, big_w, grid)  # the grid above: not computed again
             refine_store(lab, labels, n_produced, self.refine_iterations, self.refine_compactness, smoothness,
                          band_rows=self.band_rows)
             timings["refine"] = time.perf_counter() - t0
