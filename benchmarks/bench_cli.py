@@ -3,8 +3,9 @@
 Runs, each in a fresh process, nothing else on the CPU:
 
 * ``uhrseg superpixels volna-5120x2880.jpg -n 5000`` (PCNet, packaged weights, every option at its default:
-  the OpenCV backend on a CPU-only machine, labels PNG, JPEG overlay and preview), the same with
-  ``--backend torch``, with ``--overlay png``, and with ``--method slic``;
+  the OpenCV backend on a CPU-only machine, 1.5 n grid cells merged to n, labels PNG, JPEG overlay and
+  preview), the same with ``--oversegmentation 1`` (the grid of n cells), with ``--backend torch``, with
+  ``--overlay png``, and with ``--method slic``;
 * ``python -c "import torch"`` and a bare interpreter, for the share of start-up that is not ours;
 * the README demo (``uhrseg superpixels "$(uhrseg example-image)" --n-segments 2000``) twice with an empty
   numba cache (``NUMBA_CACHE_DIR``): the first run compiles the kernels, as after a fresh install; the second
@@ -60,6 +61,8 @@ def main() -> None:
         "python -c pass": ([sys.executable, "-c", "pass"], args.repeats),
         "python -c 'import torch'": ([sys.executable, "-c", "import torch"], args.repeats),
         "pcnet 5K n=5000 (jpg overlay)": ([uhrseg, "superpixels", str(PHOTO), "-n", "5000", "-q"], args.repeats),
+        "pcnet 5K n=5000 --oversegmentation 1": ([uhrseg, "superpixels", str(PHOTO), "-n", "5000", "-q",
+                                                  "--oversegmentation", "1"], args.repeats),
         "pcnet 5K n=5000 --backend torch": ([uhrseg, "superpixels", str(PHOTO), "-n", "5000", "-q",
                                              "--backend", "torch"], args.repeats),
         "pcnet 5K n=5000 --overlay png": ([uhrseg, "superpixels", str(PHOTO), "-n", "5000", "-q",

@@ -68,8 +68,9 @@ def test_network_with_preview_and_formats(tmp_path, capsys, photo_path, pcnet_gr
     assert labels.shape == (1600, 2560) and labels.dtype == np.int32
     assert Image.open(tmp_path / f"{stem}_preview.jpg").size == (2048, 1280)
     entry = json.loads((tmp_path / "summary.json").read_text())["images"][0]
-    assert entry["n_produced"] == labels.max() + 1 == entry["n_cells"]
-    assert set(entry["seconds"]) >= {"resize", "network", "connectivity", "upsample", "refine"}
+    # the grid has 1.5 x 2000 cells (the default oversegmentation), merged back to exactly 2000
+    assert entry["n_produced"] == labels.max() + 1 == 2000 and entry["n_cells"] >= 3000
+    assert set(entry["seconds"]) >= {"resize", "network", "connectivity", "merge", "upsample", "refine"}
 
 
 def test_tiff_label_format(tmp_path, capsys):
@@ -133,10 +134,19 @@ def test_default_method_is_the_packaged_pcnet(tmp_path, capsys):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["method"] == "pcnet" and summary["weights"] == "packaged" and summary["refine_iterations"] == 8
     assert (summary["refine_compactness"], summary["refine_smoothness"]) == (2.5, "auto")
+    assert summary["oversegmentation"] == 1.5
     image = summary["images"][0]
-    assert 0.8 * 600 <= image["n_produced"] <= 1.2 * 600, image
-    # 481 x 321 at n = 600: PCNet's output grid is 480 x 320, so the labels are hardly upsampled and lambda is
-    # the BSDS500-tuned 150 times (321 * 481 / (320 * 480)) ** (-1/6)
+    assert image["n_produced"] == 600, image  # 900 cells merged back to exactly n
+    # 481 x 321 at 900 cells: PCNet's output grid is 576 x 400, finer than the image, so the labels are not
+    # upsampled and lambda is the BSDS500-tuned 150
+    assert image["refine_smoothness"] == 150.0
+    code, err = run_cli(capsys, bsds_image_path(), "--n-segments", "600", "--oversegmentation", "1",
+                        "--out", tmp_path / "grid")
+    assert code == 0, err
+    image = json.loads((tmp_path / "grid" / "summary.json").read_text())["images"][0]
+    assert 0.8 * 600 <= image["n_produced"] <= 1.2 * 600 and image["n_produced"] != 600, image
+    # 600 cells: the output grid is 480 x 320, so the labels are hardly upsampled and lambda is 150 times
+    # (321 * 481 / (320 * 480)) ** (-1/6)
     assert image["refine_smoothness"] == pytest.approx(150.0 * (321 * 481 / (320 * 480)) ** (-1 / 6))
 
 
@@ -258,3 +268,7 @@ def test_refinement_settings_are_recorded_and_checked(tmp_path, capsys):
     code, err = run_cli(capsys, bsds_image_path(), "--refine-smoothness", "-1", "--out", tmp_path / "bad")
     assert code == 2 and "--refine-smoothness and --refine-compactness must be >= 0" in err
     assert files_in(tmp_path / "bad") == []
+    for bad in (("--oversegmentation", "0.5"), ("--oversegmentation", "2", "-m", "slic")):
+        code, err = run_cli(capsys, bsds_image_path(), *bad, "--out", tmp_path / "bad")
+        assert code == 2 and "--oversegmentation is for pcnet and scn and must be >= 1" in err, err
+        assert not (tmp_path / "bad").exists() or files_in(tmp_path / "bad") == []

@@ -215,6 +215,11 @@ def test_evaluate_command_errors(mini_bsds, tmp_path, capsys):
     assert main([*base, "--dataset", "bsds500:test", "--weights", "pcnet=" + str(tmp_path / "x.pt"),
                  "--methods", "pcnet"]) == 2
     assert "x.pt: weights file not found" in capsys.readouterr().err
+    for spec, message in (("pcnet:oversegment=0.5", "pcnet:oversegment=0.5: oversegmentation must be >= 1"),
+                          ("slic:oversegment=1", "method 'slic' takes no oversegmentation")):
+        assert main([*base, "--dataset", "bsds500:test", "--methods", spec]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before any output
     not_a_folder = tmp_path / "a-file"
     not_a_folder.write_text("keep me")
     for task, rest in (("superpixels", ["--dataset", "bsds500:test"]),
@@ -234,8 +239,10 @@ def test_method_specs_with_refinement():
     assert parse_method_spec("slic:refine=3") == ("slic", {"refine_iterations": 3})
     assert parse_method_spec("pcnet:refine=8:smoothness=100:compactness=2.5") == (
         "pcnet", {"refine_iterations": 8, "refine_smoothness": 100.0, "refine_compactness": 2.5})
+    assert parse_method_spec("pcnet:refine=0:oversegment=1") == ("pcnet", {"refine_iterations": 0,
+                                                                           "oversegmentation": 1.0})
     for bad in ("nope", "pcnet:refine", "pcnet:refine=-1", "pcnet:iters=2", "pcnet:refine=1.5",
-                "pcnet:smoothness=-3", "pcnet:smoothness=x"):
+                "pcnet:smoothness=-3", "pcnet:smoothness=x", "pcnet:oversegment=-1"):
         with pytest.raises(ValueError):
             parse_method_spec(bad)
 

@@ -17,8 +17,8 @@ from uhrseg.models import load_model
 def test_grid_network_gives_the_grid_cells_at_full_resolution(bsds_image, pcnet_grid_ckpt):
     """A network that assigns every pixel to its own cell must return the cell grid, mapped to H x W."""
     h, w = bsds_image.shape[:2]
-    result = uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, device="cpu",
-                                        refine_iterations=0).run(bsds_image, 600)
+    result = uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, device="cpu", refine_iterations=0,
+                                        oversegmentation=1).run(bsds_image, 600)
     n_rows, n_cols = grid_shape_for(h, w, 600)
     assert (n_rows, n_cols) == (20, 30)
     assert result.n_cells == 600
@@ -84,9 +84,10 @@ def test_default_smoothness_falls_with_the_upsampling_on_a_satellite_tile(pcnet_
     name = data.names[0]
     image, gt = data.image(name), data.ground_truths(name)[0]
     assert image.shape[:2] == (2448, 2448)
-    base = uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, device="cpu",
-                                      refine_iterations=0).predict(image, 600)
-    result = uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, device="cpu").run(image, 600)
+    base = uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, device="cpu", refine_iterations=0,
+                                      oversegmentation=1).predict(image, 600)
+    result = uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, device="cpu",
+                                        oversegmentation=1).run(image, 600)
     lam = resolution_smoothness(np.sqrt(2448 * 2448 / (384 * 400)))
     assert result.refine_smoothness == pytest.approx(lam) and 80.0 < lam < 82.0
     np.testing.assert_array_equal(result.labels, refine_boundaries(image, base, smoothness=lam))

@@ -235,11 +235,12 @@ def test_default_pcnet_and_refinement_on_held_out_images():
     then 2500 with a second and 2500 with a third head block, then 2500 more without a new block, then 1600 with
     its unused neighbour channels restarted and the packaged SCN as a teacher, then 1000 + 1000 with the guide
     widened from 8 to 32 and to 64 channels, then 1000 + 1000 with the teacher's Q moved to its refined
-    boundaries) with the default refinement (8 passes, m 2.5, lambda 150, tuned on val): on the first 16 BSDS500
-    test images, which no run trained on, the default's BR is above 0.85 (0.864), the refinement adds more than
-    0.05 to the network's own BR (0.807 -> 0.864; the gain shrinks as the network improves: 0.125 with the file
-    whose own labels moved only horizontal boundaries, 0.081 with the eighth session's file at lambda 125, 0.063
-    with the ninth's at 150) and it does not lower ASA (0.9702 -> 0.9724)."""
+    boundaries) with the default refinement (8 passes, m 2.5, lambda 150, tuned on val) and oversegmentation (1.5
+    n cells merged back to n): on the first 16 BSDS500 test images, which no run trained on, the default's BR is
+    above 0.85 (0.873; 0.864 refined without the merge), the two add more than 0.05 to the network's own BR (0.807
+    -> 0.873; the refinement's gain shrinks as the network improves: 0.125 with the file whose own labels moved
+    only horizontal boundaries, 0.081 with the eighth session's file at lambda 125, 0.063 with the ninth's at 150)
+    and they do not lower ASA (0.9702 -> 0.9730)."""
     from conftest import BSDS
     from uhrseg import SuperpixelPredictor
     from uhrseg.datasets import BSDS500
@@ -254,12 +255,15 @@ def test_default_pcnet_and_refinement_on_held_out_images():
     assert default.model.config.guide and default.model.config.head_blocks == 3
     assert record["train_config"]["head_blocks_lr_scale"] == 10.0 and default.model.head_halo == 3
     assert (default.refine_iterations, default.refine_compactness, default.refine_smoothness) == (8, 2.5, None)
-    # lambda follows the upsampling of the labels: 150 on BSDS500 at n = 600 (grid 480 x 320 for 481 x 321),
-    # 150 / 6.375 ** (1/3) on a 2448 x 2448 DeepGlobe tile (grid 400 x 384), 150 / 2 when upsampled 8 times
-    assert default.smoothness_for(321, 481, 600) == pytest.approx(149.87, abs=0.01)
-    assert default.smoothness_for(2448, 2448, 600) == pytest.approx(150.0 / (2448**2 / (400 * 384)) ** (1 / 6))
-    assert default.smoothness_for(16 * 8 * 30, 16 * 8 * 40, 1200) == pytest.approx(75.0)
-    raw = SuperpixelPredictor("pcnet", device="cpu", refine_iterations=0)
+    # lambda follows the upsampling of the labels from the grid of 1.5 n cells (the default oversegmentation): 150
+    # on BSDS500 at n = 600 (grid 576 x 400 for 481 x 321: not upsampled), 150 / 5.1 ** (1/3) on a 2448 x 2448
+    # DeepGlobe tile (grid 480 x 480); with oversegmentation 1, 150 / 2 when upsampled 8 times
+    assert default.oversegmentation == 1.5
+    assert default.smoothness_for(321, 481, 600) == 150.0
+    assert default.smoothness_for(2448, 2448, 600) == pytest.approx(150.0 / 5.1 ** (1 / 3))
+    grid = SuperpixelPredictor("pcnet", device="cpu", oversegmentation=1)
+    assert grid.smoothness_for(16 * 8 * 30, 16 * 8 * 40, 1200) == pytest.approx(75.0)
+    raw = SuperpixelPredictor("pcnet", device="cpu", refine_iterations=0, oversegmentation=1)
     ds = BSDS500(BSDS, "test")
     scores = {"raw": [], "default": []}
     for name in ds.names[:16]:

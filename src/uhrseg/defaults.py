@@ -44,6 +44,16 @@ DEFAULT_SMOOTHNESS = 150.0
 #: at n = 600 has f = 1.003 and keeps 149.9.
 SMOOTHNESS_UPSAMPLING_EXPONENT = 1.0 / 3.0
 
+#: How many more cells than asked a superpixel network makes before the most similar adjacent superpixels are
+#: merged back to ``n_segments`` (:func:`uhrseg.grid.merge_superpixels`, Ward's cost on 8-bit CIELAB). 1.5 since
+#: 2026-12-06 (twelfth session); 1 turns merging off (the papers' networks). Chosen at n = 600 with the tenth
+#: session's ``pcnet.pt`` on splits outside the reports' test sets (BR / BP / ASA, ``docs/results/refine-tuning/``):
+#: BSDS500 val 0.858 / 0.1125 / 0.9639 -> 0.869 / 0.1166 / 0.9649 (2: 0.875 / 0.1180 / 0.9645); 30 Semantic Drone
+#: ``more/`` frames 0.549 / 0.1095 / 0.9331 -> 0.565 / 0.1150 / 0.9395 (SEEDS 0.9393 at K 620; 2: ASA 0.9424); 8
+#: DeepGlobe train tiles 0.374 / 0.0306 / 0.9419 -> 0.381 / 0.0316 / 0.9438 (2: ASA 0.9417). The network's time
+#: grows with the cells it makes: about 1.5x at 1.5.
+DEFAULT_OVERSEGMENTATION = 1.5
+
 
 def resolution_smoothness(upsampling: float, smoothness: float = DEFAULT_SMOOTHNESS) -> float:
     """The refinement's default ``lambda`` for network labels upsampled ``upsampling`` times to the image.

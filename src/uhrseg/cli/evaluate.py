@@ -147,23 +147,29 @@ def run(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
         try:
-            parse_method_spec(m)
+            method, options = parse_method_spec(m)
+            if method not in NETWORK_METHODS:  # cheap to build: checks the options before any work starts
+                SuperpixelPredictor(method, **options)
         except ValueError as e:
-            raise UhrsegError(str(e)) from None
+            raise UhrsegError(f"{m}: {e}") from None
     if args.labels is not None and not args.labels.is_dir():
         raise UhrsegError(f"{args.labels}: label folder not found")
     skipped = []
     if args.labels is None:
         for spec in [m for m in methods if parse_method_spec(m)[0] in NETWORK_METHODS]:
-            m = parse_method_spec(spec)[0]
-            try:  # load once here, so a missing checkpoint is reported before any work starts
-                SuperpixelPredictor(m, device=args.device, weights=weights.get(m))
+            m, options = parse_method_spec(spec)
+            try:  # load once here, so a missing checkpoint or a bad option is reported before any work starts
+                SuperpixelPredictor(m, device=args.device, weights=weights.get(m), **options)
             except WeightsNotFoundError as e:
                 if m in weights:
                     raise
                 skipped.append((spec, str(e)))
                 methods.remove(spec)
                 print(f"uhrseg: skipping {m}: no packaged weights yet (pass --weights {m}=FILE)", file=sys.stderr)
+            except UhrsegError:
+                raise
+            except ValueError as e:
+                raise UhrsegError(f"{spec}: {e}") from None
         if not methods:
             raise UhrsegError("no method left to evaluate")
     prepare_output_dir(args.out)

@@ -139,27 +139,29 @@ class EvaluationPlan:
 
 
 _SPEC_OPTIONS = {"refine": ("refine_iterations", int), "compactness": ("refine_compactness", float),
-                 "smoothness": ("refine_smoothness", float)}
+                 "smoothness": ("refine_smoothness", float), "oversegment": ("oversegmentation", float)}
 
 
 def parse_method_spec(spec: str) -> tuple[str, dict]:
-    """Split an evaluation method spec ``METHOD[:refine=N][:compactness=M][:smoothness=L]``.
+    """Split an evaluation method spec ``METHOD[:refine=N][:compactness=M][:smoothness=L][:oversegment=R]``.
 
-    ``refine=N`` sets the passes of full-resolution boundary refinement (0 = the raw network labels),
-    ``compactness`` and ``smoothness`` its ``m`` and ``lambda`` (:func:`uhrseg.grid.refine_boundaries`); what is
-    not given keeps the method's default (see :class:`uhrseg.SuperpixelPredictor`). The spec is the row label.
+    ``refine=N`` sets the passes of full-resolution boundary refinement (0: none), ``compactness`` and
+    ``smoothness`` its ``m`` and ``lambda`` (:func:`uhrseg.grid.refine_boundaries`), ``oversegment`` the factor
+    of extra cells merged away (``oversegmentation``; 1: none, so ``pcnet:refine=0:oversegment=1`` is the
+    network's own labels); what is not given keeps the method's default (see :class:`uhrseg.SuperpixelPredictor`).
+    The spec is the row label.
 
     Returns
     -------
     (str, dict)
         The method and the :class:`uhrseg.SuperpixelPredictor` keyword arguments the options set
-        (``refine_iterations``, ``refine_compactness``, ``refine_smoothness``).
+        (``refine_iterations``, ``refine_compactness``, ``refine_smoothness``, ``oversegmentation``).
 
     Raises
     ------
     ValueError
         If the method is unknown, an option is not one of these, or a value is not a number >= 0 (an integer
-        for ``refine``).
+        for ``refine``; ``oversegment`` below 1 is refused when the predictor is made).
     """
     method, *options = spec.split(":")
     if method not in METHODS:
@@ -168,7 +170,8 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
     for option in options:
         key, eq, value = option.partition("=")
         if key not in _SPEC_OPTIONS or not eq:
-            raise ValueError(f"method spec {spec!r}: expected METHOD[:refine=N][:compactness=M][:smoothness=L]")
+            raise ValueError(f"method spec {spec!r}: expected METHOD[:refine=N][:compactness=M][:smoothness=L]"
+                             "[:oversegment=R]")
         name, kind = _SPEC_OPTIONS[key]
         try:
             number = kind(value)

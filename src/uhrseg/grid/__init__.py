@@ -1,5 +1,5 @@
 """Superpixel grid operations: the S x S cell grid, soft pooling and reconstruction through the association
-map Q, hard assignment, connectivity enforcement and full-resolution boundary refinement."""
+map Q, hard assignment, connectivity enforcement, merging and full-resolution boundary refinement."""
 
 import lazy_loader
 
@@ -10,5 +10,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
     "cells": ["hard_assignment", "neighbour_cell_ids", "pixel_positions", "pool_features", "reconstruct_features"],
     "geometry": ["CENTRE", "CellGrid", "NEIGHBOUR_OFFSETS", "choice_to_cell_ids"],
     "connectivity": ["connectivity_bounds", "enforce_connectivity"],
+    "merge": ["merge_superpixels"],
     "refine": ["lab8", "refine_boundaries", "refine_store"],
 })

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..defaults import DEFAULT_BRIDGE_SMOOTHNESS, REFINEMENTS
+from ..defaults import DEFAULT_BRIDGE_SMOOTHNESS, NETWORK_METHODS, REFINEMENTS
 from ..grid.pooling import (
     assign_superpixel_classes,
     superpixel_probability_sums,
@@ -97,7 +97,9 @@ class ClassRefinement:
 
     def superpixel_predictor(self, device: str = "auto"):
         """The :class:`uhrseg.SuperpixelPredictor` of ``superpixels`` on ``device``, its refinement at
-        ``smoothness``.
+        ``smoothness``; network superpixels on the grid of ``n`` cells (``oversegmentation=1``): the merge of the
+        superpixel commands' default joins similar neighbours, and here a class boundary between two of them
+        would be lost (the bridge's settings and results predate the merge).
 
         Raises
         ------
@@ -106,7 +108,9 @@ class ClassRefinement:
         """
         from ..inference.predictor import SuperpixelPredictor
 
-        return SuperpixelPredictor(self.superpixels, device=device, refine_smoothness=self.smoothness)
+        network = self.superpixels in NETWORK_METHODS
+        return SuperpixelPredictor(self.superpixels, device=device, refine_smoothness=self.smoothness,
+                                   oversegmentation=1.0 if network else None)
 
     def segments_for(self, height: int, width: int) -> int:
         """Superpixels to ask for on an ``H x W`` image."""

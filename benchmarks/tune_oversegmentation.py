@@ -1,0 +1,103 @@
+"""BR, BP, ASA and K of a superpixel network at several oversegmentation factors, on a labelled split.
+
+``oversegmentation = R`` makes ``round(R n)`` grid cells and merges the most similar adjacent superpixels back to
+``n`` before the refinement (:class:`uhrseg.SuperpixelPredictor`, :func:`uhrseg.grid.merge_superpixels`); 1 is
+the papers' grid. Every other setting is the predictor's default. Means over all (image, ground truth) pairs go
+to ``OUT.csv``.
+
+Usage::
+
+    python benchmarks/tune_oversegmentation.py --dataset bsds500:val --factors 1,1.5,2 --jobs 2 \\
+        --out docs/results/refine-tuning/oversegmentation-bsds500-val
+    python benchmarks/tune_oversegmentation.py --dataset ../shared/datasets/semantic-drone/more --images 30 \\
+        --tolerance 1 --factors 1,1.25,1.5,2 --out docs/results/refine-tuning/oversegmentation-drone-more
+
+Use splits the weights were not trained on and that the reports do not test on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+
+def _score_image(task: tuple) -> list[list[float]]:
+    """Worker: one image -> per factor [sum BR, sum BP, sum ASA, K, pairs]."""
+    spec, root, method, weights, n_segments, factors, tolerance, name = task
+    import torch
+
+    from uhrseg import SuperpixelPredictor
+    from uhrseg.datasets.readers import open_dataset
+    from uhrseg.metrics.superpixel import achievable_segmentation_accuracy, boundary_recall_precision
+
+    torch.set_num_threads(1)
+    dataset = open_dataset(spec, root)
+    image, gts = dataset.image(name), dataset.ground_truths(name)
+    h, w = image.shape[:2]
+    r = tolerance if tolerance is not None else max(1, round(0.0025 * np.hypot(h, w)))
+    rows = []
+    for factor in factors:
+        labels = SuperpixelPredictor(method, device="cpu", weights=weights,
+                                     oversegmentation=factor).predict(image, n_segments)
+        sums = [0.0, 0.0, 0.0, float(labels.max() + 1), 0.0]
+        for gt in gts:
+            br, bp = boundary_recall_precision(labels, gt, r)
+            sums[0] += br
+            sums[1] += bp
+            sums[2] += achievable_segmentation_accuracy(labels, gt)
+            sums[4] += 1
+        rows.append(sums)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="bsds500:val")
+    parser.add_argument("--bsds500-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"
+                                                      / "BSDS500"))
+    parser.add_argument("--method", default="pcnet", choices=("pcnet", "scn"))
+    parser.add_argument("--weights", default=None, help="checkpoint or packaged name (default: the packaged one)")
+    parser.add_argument("--n-segments", type=int, default=600)
+    parser.add_argument("--factors", default="1,1.5,2", help="comma-separated oversegmentation factors >= 1")
+    parser.add_argument("--tolerance", type=int, default=None, metavar="PX",
+                        help="boundary tolerance r (default round(0.0025 x diagonal); the high-resolution reports use 1)")
+    parser.add_argument("--images", type=int, default=None, help="first N images only")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True, help="output stem: OUT.csv")
+    args = parser.parse_args()
+
+    from uhrseg.datasets.readers import open_dataset
+
+    factors = [float(v) for v in args.factors.split(",") if v.strip()]
+    names = open_dataset(args.dataset, args.bsds500_root).names[: args.images]
+    tasks = [(args.dataset, args.bsds500_root, args.method, args.weights, args.n_segments, factors, args.tolerance,
+              n) for n in names]
+    totals = np.zeros((len(factors), 5))
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for i, rows in enumerate(pool.map(_score_image, tasks, chunksize=1), 1):
+            totals += np.asarray(rows)
+            print(f"\r{i}/{len(names)} images, {time.perf_counter() - t0:.0f} s", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    pairs = totals[0, 4]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".csv.part")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["oversegmentation", "br", "bp", "asa", "mean_k", "images", "pairs"])
+        for factor, row in zip(factors, totals):
+            writer.writerow([factor, f"{row[0] / pairs:.4f}", f"{row[1] / pairs:.4f}", f"{row[2] / pairs:.4f}",
+                             f"{row[3] / len(names):.1f}", len(names), int(pairs)])
+    os.replace(tmp, args.out.with_suffix(".csv"))
+    print(args.out.with_suffix(".csv").read_text())
+
+
+if __name__ == "__main__":
+    main()

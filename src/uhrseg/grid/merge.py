@@ -1,0 +1,158 @@
+"""Merging adjacent superpixels down to a requested count (Ward's criterion on the region adjacency graph).
+
+A grid method spends its superpixels evenly: a flat lawn gets as many as a street full of people. Asking the
+network for more cells than wanted and then merging the most similar neighbours moves superpixels from flat
+regions to detailed ones, which is what the irregular classical methods (SEEDS, Felzenszwalb) gain by
+construction. Measured with the packaged PCNet at K = 600 (``docs/results/refine-tuning/``, section "Asking for
+more cells and merging"): on 30 semantic-drone ``more/`` frames ASA went from 0.9331 to 0.9395 with BR and BP both
+up, and on BSDS500 val and DeepGlobe train BR, BP and ASA all rose.
+
+Method: agglomerative merging of a region adjacency graph (Beucher's and Haris et al.'s hierarchical region
+merging; the cost is Ward's, "Hierarchical grouping to optimize an objective function", JASA 1963). Two adjacent
+superpixels ``i``, ``j`` with ``n_i``, ``n_j`` pixels and mean features ``c_i``, ``c_j`` cost
+
+    ``d(i, j) = n_i n_j / (n_i + n_j) ||c_i - c_j||^2``,
+
+the increase of the within-superpixel sum of squared feature deviations that merging them causes. The cheapest
+pair is merged until ``n_segments`` remain (ties: the smaller label pair first, so the result is deterministic).
+Ward's cost grows with size, so large regions stop absorbing their neighbours. A merged superpixel is the union
+of adjacent 4-connected ones, so it stays 4-connected.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+__all__ = ["merge_superpixels"]
+
+# Rows of the label map per band of the accumulation pass (temporaries: about 40 bytes per pixel of a band).
+_BAND_ROWS = 256
+
+
+def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
+                      row_weights: np.ndarray | None = None, col_weights: np.ndarray | None = None) -> np.ndarray:
+    """Merge the most similar adjacent superpixels (Ward's cost) until ``n_segments`` remain.
+
+    Parameters
+    ----------
+    labels : (H, W) ndarray of int
+        Superpixel labels, 0-based and contiguous (``K = labels.max() + 1``), e.g. after
+        :func:`uhrseg.grid.enforce_connectivity`.
+    features : (H, W) or (H, W, C) ndarray of float or int
+        What "similar" means: per-pixel features, e.g. 8-bit CIELAB (:func:`uhrseg.grid.lab8`).
+    n_segments : int
+        Superpixels wanted; ``>= 1``. When ``K <= n_segments`` nothing is merged (a copy of ``labels`` as int32
+        is returned).
+    row_weights, col_weights : (H,) and (W,) ndarray of float, optional
+        Image pixels each row and column of the map stands for (a label map on a coarser grid than the image,
+        as in :func:`uhrseg.grid.enforce_connectivity`); the sizes ``n_i`` and means are weighted by
+        ``row_weights[y] * col_weights[x]``. Default: 1 per pixel.
+
+    Returns
+    -------
+    (H, W) ndarray of int32
+        ``min(K, n_segments)`` labels, 0-based and contiguous, numbered in the order of the smallest input label
+        each contains (so superpixels that were not merged keep their relative order). Each output superpixel is
+        a union of adjacent input superpixels, so 4-connected input superpixels give 4-connected output ones.
+        Fewer than ``n_segments`` remain only when the adjacency graph has more components than that.
+
+    Raises
+    ------
+    ValueError
+        If ``labels`` is not 2-D, ``features`` or the weights do not match its shape, or ``n_segments < 1``.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be (H, W), got shape {labels.shape}")
+    features = np.asarray(features)
+    if features.shape[:2] != labels.shape or features.ndim not in (2, 3):
+        raise ValueError(f"features {features.shape} do not match labels {labels.shape}")
+    if n_segments < 1:
+        raise ValueError(f"n_segments must be >= 1, got {n_segments}")
+    height, width = labels.shape
+    row_weights = np.ones(height) if row_weights is None else np.asarray(row_weights, np.float64)
+    col_weights = np.ones(width) if col_weights is None else np.asarray(col_weights, np.float64)
+    if row_weights.shape != (height,) or col_weights.shape != (width,):
+        raise ValueError(f"row_weights {row_weights.shape} and col_weights {col_weights.shape} do not match labels "
+                         f"{labels.shape}")
+    k = int(labels.max()) + 1 if labels.size else 0
+    if k <= n_segments:
+        return labels.astype(np.int32)
+
+    # Sizes, feature sums and the region adjacency graph (label pairs of 4-neighbours), in bands of rows so that
+    # the temporaries stay small next to the map (the streamed path merges maps of tens of millions of pixels).
+    features = features.reshape(height, width, -1)
+    n_features = features.shape[2]
+    count = np.zeros(k)
+    sums = np.zeros((k, n_features))
+    codes = []
+    for y0 in range(0, height, _BAND_ROWS):
+        y1 = min(height, y0 + _BAND_ROWS)
+        band = labels[y0:y1]
+        flat = band.ravel()
+        weight = (row_weights[y0:y1, None] * col_weights[None, :]).ravel()
+        count += np.bincount(flat, weight, minlength=k)
+        for c in range(n_features):
+            sums[:, c] += np.bincount(flat, weight * features[y0:y1, :, c].ravel(), minlength=k)
+        above = labels[max(0, y0 - 1):y1]  # the band with the row above it, for the vertical pairs
+        right = band[:, :-1] != band[:, 1:]
+        down = above[:-1] != above[1:]
+        a = np.concatenate([band[:, :-1][right], above[:-1][down]]).astype(np.int64)
+        b = np.concatenate([band[:, 1:][right], above[1:][down]]).astype(np.int64)
+        codes.append(np.unique(np.minimum(a, b) * k + np.maximum(a, b)))
+    means = sums / np.maximum(count, 1e-300)[:, None]
+    edges = np.unique(np.concatenate(codes))
+    lo, hi = edges // k, edges % k
+    d = means[lo] - means[hi]
+    costs = np.einsum("ij,ij->i", d, d) * count[lo] * count[hi] / (count[lo] + count[hi])
+
+    # The merging loop works on Python lists: per-pair numpy calls would cost more than the arithmetic.
+    lo_list, hi_list = lo.tolist(), hi.tolist()
+    source, target = np.concatenate([lo, hi]), np.concatenate([hi, lo])
+    order = np.argsort(source, kind="stable")
+    starts = np.searchsorted(source[order], np.arange(k + 1))
+    targets = target[order].tolist()
+    neighbours = [set(targets[starts[i]:starts[i + 1]]) for i in range(k)]
+    n_pix = count.tolist()
+    mean = means.tolist()
+
+    def cost(i: int, j: int) -> float:
+        return (sum((p - q) * (p - q) for p, q in zip(mean[i], mean[j]))
+                * n_pix[i] * n_pix[j] / (n_pix[i] + n_pix[j]))
+
+    # Lazy deletion: an entry is stale once either end has merged since it was pushed (its version changed).
+    version = [0] * k
+    heap = list(zip(costs.tolist(), lo_list, hi_list, [0] * len(lo_list), [0] * len(lo_list)))
+    heapq.heapify(heap)
+    parent = np.arange(k)
+    alive = k
+    while alive > n_segments and heap:
+        _, i, j, vi, vj = heapq.heappop(heap)
+        if version[i] != vi or version[j] != vj or parent[i] != i or parent[j] != j:
+            continue
+        parent[j] = i  # i < j: the merged superpixel keeps the smaller label
+        total = n_pix[i] + n_pix[j]
+        mean[i] = [(p * n_pix[i] + q * n_pix[j]) / total for p, q in zip(mean[i], mean[j])]
+        n_pix[i] = total
+        version[i] += 1
+        for m in neighbours[j]:
+            neighbours[m].discard(j)
+            if m != i:
+                neighbours[m].add(i)
+                neighbours[i].add(m)
+        neighbours[i].discard(j)
+        neighbours[j] = set()
+        for m in neighbours[i]:
+            pair = (i, m) if i < m else (m, i)
+            heapq.heappush(heap, (cost(*pair), pair[0], pair[1], version[pair[0]], version[pair[1]]))
+        alive -= 1
+    root = parent
+    while True:
+        up = root[root]
+        if np.array_equal(up, root):
+            break
+        root = up
+    _, relabel = np.unique(root, return_inverse=True)
+    return relabel.astype(np.int32)[labels]
