@@ -22,6 +22,7 @@ of adjacent 4-connected ones, so it stays 4-connected.
 from __future__ import annotations
 
 import heapq
+from math import dist
 
 import numpy as np
 
@@ -91,11 +92,15 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
     for y0 in range(0, height, _BAND_ROWS):
         y1 = min(height, y0 + _BAND_ROWS)
         band = labels[y0:y1]
+        # Runs of one label in raster order: summed with reduceat first, so the scattered adds are per run.
         flat = band.ravel()
+        starts = np.flatnonzero(np.concatenate([[True], flat[1:] != flat[:-1]]))
+        runs = flat[starts]
         weight = (row_weights[y0:y1, None] * col_weights[None, :]).ravel()
-        count += np.bincount(flat, weight, minlength=k)
+        count += np.bincount(runs, np.add.reduceat(weight, starts), minlength=k)
         for c in range(n_features):
-            sums[:, c] += np.bincount(flat, weight * features[y0:y1, :, c].ravel(), minlength=k)
+            sums[:, c] += np.bincount(runs, np.add.reduceat(weight * features[y0:y1, :, c].ravel(), starts),
+                                      minlength=k)
         above = labels[max(0, y0 - 1):y1]  # the band with the row above it, for the vertical pairs
         right = band[:, :-1] != band[:, 1:]
         down = above[:-1] != above[1:]
@@ -119,8 +124,7 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
     mean = means.tolist()
 
     def cost(i: int, j: int) -> float:
-        return (sum((p - q) * (p - q) for p, q in zip(mean[i], mean[j]))
-                * n_pix[i] * n_pix[j] / (n_pix[i] + n_pix[j]))
+        return dist(mean[i], mean[j]) ** 2 * n_pix[i] * n_pix[j] / (n_pix[i] + n_pix[j])
 
     # Lazy deletion: an entry is stale once either end has merged since it was pushed (its version changed).
     version = [0] * k

@@ -570,6 +570,14 @@ class SuperpixelPredictor:
         ids = self._cell_id_map(x, grid, guide if self._guided else None)
         del x
         timings["network"] = time.perf_counter() - t0
+        colour = None
+        t0 = time.perf_counter()
+        if merging:  # the merge's colours: 8-bit CIELAB (a quarter of the float guide), made band by band
+            colour = np.empty(guide.shape, np.uint8)
+            for y0 in range(0, guide.shape[0], self.band_rows):
+                colour[y0:y0 + self.band_rows] = lab8(guide[y0:y0 + self.band_rows])
+        del guide
+        t_colour = time.perf_counter() - t0
 
         say("connectivity")
         t0 = time.perf_counter()
@@ -589,12 +597,11 @@ class SuperpixelPredictor:
         if merging:
             say("merge")
             t0 = time.perf_counter()
-            colour = lab8(guide if len(used_rows) == grid.height and len(used_cols) == grid.width
-                          else guide[np.ix_(used_rows, used_cols)])
+            if len(used_rows) < grid.height or len(used_cols) < grid.width:
+                colour = colour[np.ix_(used_rows, used_cols)]
             small = merge_superpixels(small, colour, n, row_weights, col_weights)
-            del colour
-            timings["merge"] = time.perf_counter() - t0
-        del guide
+            timings["merge"] = t_colour + time.perf_counter() - t0
+        del colour
         n_produced = int(small.max()) + 1
 
         say("upsample")
