@@ -18,14 +18,9 @@ Use splits the weights were not trained on and that the reports do not test on.
 from __future__ import annotations
 
 import argparse
-import csv
-import os
-import sys
-import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
+from _scoring import pair_sums, summed_over_images, write_means  # benchmarks/_scoring.py
 
 
 def _score_image(task: tuple) -> list[list[float]]:
@@ -35,26 +30,13 @@ def _score_image(task: tuple) -> list[list[float]]:
 
     from uhrseg import SuperpixelPredictor
     from uhrseg.datasets.readers import open_dataset
-    from uhrseg.metrics.superpixel import achievable_segmentation_accuracy, boundary_recall_precision
 
     torch.set_num_threads(1)
     dataset = open_dataset(spec, root)
     image, gts = dataset.image(name), dataset.ground_truths(name)
-    h, w = image.shape[:2]
-    r = tolerance if tolerance is not None else max(1, round(0.0025 * np.hypot(h, w)))
-    rows = []
-    for factor in factors:
-        labels = SuperpixelPredictor(method, device="cpu", weights=weights,
-                                     oversegmentation=factor).predict(image, n_segments)
-        sums = [0.0, 0.0, 0.0, float(labels.max() + 1), 0.0]
-        for gt in gts:
-            br, bp = boundary_recall_precision(labels, gt, r)
-            sums[0] += br
-            sums[1] += bp
-            sums[2] += achievable_segmentation_accuracy(labels, gt)
-            sums[4] += 1
-        rows.append(sums)
-    return rows
+    return [pair_sums(SuperpixelPredictor(method, device="cpu", weights=weights,
+                                          oversegmentation=factor).predict(image, n_segments), gts, tolerance)
+            for factor in factors]
 
 
 def main() -> None:
@@ -79,24 +61,8 @@ def main() -> None:
     names = open_dataset(args.dataset, args.bsds500_root).names[: args.images]
     tasks = [(args.dataset, args.bsds500_root, args.method, args.weights, args.n_segments, factors, args.tolerance,
               n) for n in names]
-    totals = np.zeros((len(factors), 5))
-    t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for i, rows in enumerate(pool.map(_score_image, tasks, chunksize=1), 1):
-            totals += np.asarray(rows)
-            print(f"\r{i}/{len(names)} images, {time.perf_counter() - t0:.0f} s", end="", file=sys.stderr)
-    print(file=sys.stderr)
-    pairs = totals[0, 4]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".csv.part")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["oversegmentation", "br", "bp", "asa", "mean_k", "images", "pairs"])
-        for factor, row in zip(factors, totals):
-            writer.writerow([factor, f"{row[0] / pairs:.4f}", f"{row[1] / pairs:.4f}", f"{row[2] / pairs:.4f}",
-                             f"{row[3] / len(names):.1f}", len(names), int(pairs)])
-    os.replace(tmp, args.out.with_suffix(".csv"))
-    print(args.out.with_suffix(".csv").read_text())
+    totals = summed_over_images(_score_image, tasks, args.jobs, len(factors))
+    write_means(args.out, ["oversegmentation"], [(f,) for f in factors], totals, len(names))
 
 
 if __name__ == "__main__":

@@ -23,12 +23,9 @@ import argparse
 import csv
 import itertools
 import os
-import sys
-import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
+from _scoring import pair_sums, summed_over_images, write_means  # benchmarks/_scoring.py
 
 
 def _floats(text: str) -> list[float]:
@@ -40,14 +37,13 @@ _PREDICTORS: dict = {}
 
 
 def _score_image(task: tuple) -> tuple[str, list[list[float]]]:
-    """Worker: one image -> per setting [sum BR, sum BP, sum ASA, sum K, pairs]."""
+    """Worker: one image -> per setting [sum BR, sum BP, sum ASA, K, pairs]."""
     spec, root, method, weights, n_segments, settings, tolerance, name = task
     import torch
 
     from uhrseg.datasets.readers import open_dataset
     from uhrseg.grid.refine import refine_boundaries
     from uhrseg.inference.predictor import SuperpixelPredictor
-    from uhrseg.metrics.superpixel import achievable_segmentation_accuracy, boundary_recall_precision
 
     torch.set_num_threads(1)
     dataset = open_dataset(spec, root)
@@ -59,15 +55,8 @@ def _score_image(task: tuple) -> tuple[str, list[list[float]]]:
     rows = []
     for passes, m, lam in settings:
         labels = refine_boundaries(image, raw, int(passes), m, lam) if passes else raw
-        sums = [0.0, 0.0, 0.0, float(labels.max() + 1), 0.0]
-        for gt in gts:
-            br, bp = boundary_recall_precision(labels, gt, tolerance)
-            sums[0] += br
-            sums[1] += bp
-            sums[2] += achievable_segmentation_accuracy(labels, gt)
-            sums[4] += 1
-        rows.append(sums)
-    return name, rows
+        rows.append(pair_sums(labels, gts, tolerance))
+    return rows
 
 
 def main() -> None:
@@ -102,24 +91,8 @@ def main() -> None:
     names = open_dataset(args.dataset, args.bsds500_root).names[: args.images]
     tasks = [(args.dataset, args.bsds500_root, args.method, args.weights, args.n_segments, settings, args.tolerance, n)
              for n in names]
-    totals = np.zeros((len(settings), 5))
-    t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for i, (name, rows) in enumerate(pool.map(_score_image, tasks, chunksize=1), 1):
-            totals += np.asarray(rows)
-            print(f"\r{i}/{len(names)} images, {time.perf_counter() - t0:.0f} s", end="", file=sys.stderr)
-    print(file=sys.stderr)
-    pairs = totals[0, 4]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".csv.part")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["passes", "compactness", "smoothness", "br", "bp", "asa", "mean_k", "pairs"])
-        for (passes, m, lam), row in zip(settings, totals):
-            writer.writerow([passes, m, lam, f"{row[0] / pairs:.4f}", f"{row[1] / pairs:.4f}",
-                             f"{row[2] / pairs:.4f}", f"{row[3] / len(names):.1f}", int(pairs)])
-    os.replace(tmp, args.out.with_suffix(".csv"))
-    print(args.out.with_suffix(".csv").read_text())
+    totals = summed_over_images(_score_image, tasks, args.jobs, len(settings))
+    write_means(args.out, ["passes", "compactness", "smoothness"], settings, totals, len(names))
     plot(args, read_rows(args.out.with_suffix(".csv")))
 
 
