@@ -12,8 +12,9 @@ Sections, each printed as it finishes and written to ``--out`` (JSON):
 4. **sizes**: 1K to 20K (the images of ``bench_superpixels.py``), PCNet and SCN: the network stage with the
    default tiles and untiled (one trunk tile, one head strip: the memory the paper's claim is about, "SCN fails
    above about 3.5K on 11 GB, PCNet reaches 5K"), seconds and peak GPU memory (``max_memory_allocated``), out
-   of memory recorded as such; and the whole in-memory pipeline (connectivity and refinement on the CPU) for
-   sizes up to 10K.
+   of memory recorded as such, on the grid of n cells as in the papers; and the whole in-memory pipeline with
+   the predictor's defaults (1.5 n cells merged back to n since the twelfth session; connectivity, merge and
+   refinement on the CPU) for sizes up to 10K.
 
 ``--device cpu`` runs the same code on the CPU (no memory column, no autocast section), to check the script
 where no GPU is lent. Usage::
@@ -36,7 +37,7 @@ from bench_superpixels import PHOTOS, prepare_images
 from uhrseg import SuperpixelPredictor
 from uhrseg.grid.geometry import CellGrid
 from uhrseg.inference.network import cell_id_map
-from uhrseg.inference.resize import grid_shape_for, network_input
+from uhrseg.inference.resize import grid_shape_for, network_inputs
 from uhrseg.io import open_image, read_image
 from uhrseg.io.sources import ArraySource, TiffSource
 
@@ -66,10 +67,12 @@ def load(path: Path) -> np.ndarray:
     return source.read_rows(0, source.shape[0]) if isinstance(source, TiffSource) else source.array
 
 
-def network_input_for(image: np.ndarray, n: int, upscale: int) -> tuple[np.ndarray, CellGrid]:
+def network_input_for(image: np.ndarray, n: int, model) -> tuple[np.ndarray, np.ndarray | None, CellGrid]:
+    """The network input, the guide image (None for an unguided network) and the grid of n cells."""
     rows, cols = grid_shape_for(image.shape[0], image.shape[1], n)
     grid = CellGrid(rows * 16, cols * 16)
-    return network_input(ArraySource(image), grid.height // upscale, grid.width // upscale), grid
+    x, guide = network_inputs(ArraySource(image), grid, model.upscale, model.uses_guide)
+    return x, guide, grid
 
 
 def correctness(device: torch.device, bsds_images: int) -> list[dict]:
@@ -97,9 +100,9 @@ def tiling(device: torch.device) -> list[dict]:
     rows = []
     for method in ("pcnet", "scn"):
         model = SuperpixelPredictor(method, device=str(device), backend="torch").model
-        x, grid = network_input_for(image, 5000, model.upscale)
-        whole = cell_id_map(model, x, grid, device, UNTILED, UNTILED)
-        tiled = cell_id_map(model, x, grid, device, 128, 2**16)
+        x, guide, grid = network_input_for(image, 5000, model)
+        whole = cell_id_map(model, x, grid, device, UNTILED, UNTILED, guide)
+        tiled = cell_id_map(model, x, grid, device, 128, 2**16, guide)
         rows.append({"method": method, "differ": int((whole != tiled).sum()), "pixels": int(whole.size)})
         print(json.dumps({"tiling": rows[-1]}), flush=True)
     return rows
@@ -132,14 +135,14 @@ def sizes(device: torch.device, labels: list[str]) -> list[dict]:
         for method in ("pcnet", "scn"):
             predictor = SuperpixelPredictor(method, device=str(device), backend="torch")
             predictor.run(image[:256, :256], 64)  # warm-up
-            x, grid = network_input_for(image, n, predictor.model.upscale)
+            x, guide, grid = network_input_for(image, n, predictor.model)
             row = {"size": label, "height": image.shape[0], "width": image.shape[1], "n": n, "method": method}
             for name, tile, strip in (("tiled", 512, 2**19), ("untiled", UNTILED, UNTILED)):
                 peak_reset(device)
                 try:
                     sync(device)
                     t0 = time.perf_counter()
-                    cell_id_map(predictor.model, x, grid, device, tile, strip)
+                    cell_id_map(predictor.model, x, grid, device, tile, strip, guide)
                     sync(device)
                     row[f"network_{name}_s"] = round(time.perf_counter() - t0, 4)
                     row[f"network_{name}_peak_mb"] = peak_mb(device)
