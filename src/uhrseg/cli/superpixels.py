@@ -54,7 +54,7 @@ A file that cannot be processed is reported and skipped; the exit code is then 2
 Images of more than 134 million pixels (or any image with --stream) run through pcnet/scn
 streamed: a TIFF/BigTIFF input is read band by band, the label map and a CIELAB copy live in
 temporary files in DIR, and STEM_labels.tif is written as a tiled int32 BigTIFF. Memory then
-grows with --n-segments (about 1 KB per superpixel), not with the image. Streamed images get
+grows with --n-segments (about 1.5 KB of grid per superpixel), not with the image. Streamed images get
 the preview but no full-resolution overlay."""
 
 #: Images with more pixels than this are streamed (network methods).
