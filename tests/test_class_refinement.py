@@ -266,3 +266,28 @@ def test_bridge_superpixels_use_their_own_smoothness():
     assert ClassRefinement(smoothness=40.0).superpixel_predictor("cpu").refine_smoothness == 40.0
     with pytest.raises(ValueError, match="smoothness"):
         ClassRefinement(smoothness=-1.0)
+
+
+def test_bridge_superpixels_keep_the_grid_unless_asked_to_merge(tmp_path, capsys):
+    """The bridge's network superpixels are made on the grid of n cells (its settings predate the merge); the merge
+    of the superpixel commands can be asked for, only for network superpixels, in the API, `segment`,
+    `refine-classes` and evaluation specs."""
+    from uhrseg.evaluation.semantic import parse_model_specs
+
+    assert ClassRefinement().superpixel_predictor("cpu").oversegmentation == 1.0
+    assert ClassRefinement(oversegmentation=1.5).superpixel_predictor("cpu").oversegmentation == 1.5
+    for bad in ({"oversegmentation": 0.5}, {"superpixels": "slic", "oversegmentation": 1.5}):
+        with pytest.raises(ValueError, match="oversegmentation must be >= 1"):
+            ClassRefinement(**bad)
+    spec = parse_model_specs("isdnet:drone@refine=superpixels@oversegment=1.5")[0]
+    assert ("oversegment", "1.5") in spec.options
+    image = str(DRONE / "test" / "images" / sorted(p.name for p in (DRONE / "test" / "images").iterdir())[0])
+    assert main(["segment", image, "--oversegmentation", "1.5", "--out", str(tmp_path / "o"), "-q"]) == 2
+    assert "--oversegmentation apply to --refine superpixels" in capsys.readouterr().err
+    assert main(["segment", image, "--refine", "superpixels", "--superpixels", "slic", "--oversegmentation", "1.5",
+                 "--out", str(tmp_path / "o"), "-q"]) == 2
+    assert "oversegmentation must be >= 1, and 1 for classical superpixels" in capsys.readouterr().err
+    assert main(["refine-classes", image, "--classes", image, "--superpixels", "slic", "--oversegmentation", "2",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--oversegmentation applies to --superpixels pcnet or scn" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

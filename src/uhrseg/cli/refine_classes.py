@@ -35,6 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--superpixels", required=True, metavar="FILE|METHOD",
                    help="superpixel labels of the image's size, or a method (pcnet, slic, seeds, ...)")
     p.add_argument("--n-segments", type=int, metavar="N", help="superpixels for a METHOD (default H W / 512)")
+    p.add_argument("--oversegmentation", type=float, default=1.0, metavar="R",
+                   help="for pcnet/scn: make R times N grid cells and merge the most similar neighbours back to N "
+                        "(default 1)")
     p.add_argument("--palette", metavar="NAME|FILE",
                    help="class colours: drone, deepglobe or a class_dict.csv (default: the PNG's own palette, "
                         "else grey levels)")
@@ -78,7 +81,13 @@ def run(args: argparse.Namespace) -> int:
     from .common import check_targets
 
     t0 = time.perf_counter()
-    refinement = ClassRefinement(n_segments=args.n_segments, confidence=args.confidence)  # flags checked first
+    if args.oversegmentation != 1 and args.superpixels not in ("pcnet", "scn"):
+        raise UhrsegError(f"--oversegmentation applies to --superpixels pcnet or scn, not {args.superpixels}")
+    try:  # flags checked first
+        refinement = ClassRefinement(n_segments=args.n_segments, confidence=args.confidence,
+                                     oversegmentation=args.oversegmentation)
+    except ValueError as e:
+        raise UhrsegError(str(e)) from None
     image = read_image(args.image)
     height, width = image.shape[:2]
     probabilities = None
@@ -148,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     written = commit_files(outputs)
     counts = np.bincount(refined.ravel(), minlength=n_classes)
     summary = {"image": str(args.image), "classes": str(args.classes), "superpixels": str(args.superpixels),
+               "oversegmentation": args.oversegmentation,
                "input": "probabilities" if probabilities is not None else "class map",
                "width": width, "height": height, "n_superpixels": int(labels.max()) + 1,
                "outputs": [str(p) for p in written],

@@ -63,7 +63,7 @@ def _scales(value: str) -> int | tuple[float, ...]:
 #: Settings a MagNet model spec may carry (``@key=value``) and their types.
 MAGNET_OPTIONS = {"scales": _scales, "selection": str, "points": float, "fast_patches": int}
 #: Settings of the full-resolution refinement any model spec may carry (:class:`uhrseg.semantic.ClassRefinement`).
-REFINE_OPTIONS = {"refine": str, "superpixels": str, "n": int, "confidence": float}
+REFINE_OPTIONS = {"refine": str, "superpixels": str, "n": int, "confidence": float, "oversegment": float}
 
 
 def parse_model_specs(text: str) -> list[ModelSpec]:
@@ -74,7 +74,7 @@ def parse_model_specs(text: str) -> list[ModelSpec]:
     (a count, or the factors themselves as ``0.25/0.5/1``; ``@scales=0.25`` is the backbone alone at the coarsest
     scale), ``selection`` (``both``, ``running``, ``refined``), ``points``, ``fast_patches``. Any model:
     ``refine`` (``none``, ``bilinear``, ``guided``, ``superpixels``), ``superpixels`` (the method), ``n`` (their
-    count) and ``confidence`` (:class:`uhrseg.semantic.ClassRefinement`), e.g.
+    count), ``confidence`` and ``oversegment`` (:class:`uhrseg.semantic.ClassRefinement`), e.g.
     ``isdnet:drone@refine=superpixels@n=4000``.
 
     Raises
@@ -161,7 +161,8 @@ def _predictor(spec: ModelSpec, plan: SemanticPlan):
 
             refine = ClassRefinement(given["refine"], superpixels=given.get("superpixels", "pcnet"),
                                      n_segments=int(given["n"]) if "n" in given else None,
-                                     confidence=float(given.get("confidence", 0.9)))
+                                     confidence=float(given.get("confidence", 0.9)),
+                                     oversegmentation=float(given.get("oversegment", 1.0)))
         if spec.model in ("magnet", "magnet-fast"):
             from ..inference.magnet import MagNetSettings
 
