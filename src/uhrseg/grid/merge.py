@@ -126,17 +126,19 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
     def cost(i: int, j: int) -> float:
         return dist(mean[i], mean[j]) ** 2 * n_pix[i] * n_pix[j] / (n_pix[i] + n_pix[j])
 
-    # Lazy deletion: an entry is stale once either end has merged since it was pushed (its version changed).
+    # Lazy deletion: an entry is stale once either end has changed since it was pushed (its version moved on; a
+    # superpixel merged into another gets version -1, which no entry carries).
     version = [0] * k
     heap = list(zip(costs.tolist(), lo_list, hi_list, [0] * len(lo_list), [0] * len(lo_list)))
     heapq.heapify(heap)
-    parent = np.arange(k)
+    parent = list(range(k))
     alive = k
     while alive > n_segments and heap:
         _, i, j, vi, vj = heapq.heappop(heap)
-        if version[i] != vi or version[j] != vj or parent[i] != i or parent[j] != j:
+        if version[i] != vi or version[j] != vj:
             continue
         parent[j] = i  # i < j: the merged superpixel keeps the smaller label
+        version[j] = -1
         total = n_pix[i] + n_pix[j]
         mean[i] = [(p * n_pix[i] + q * n_pix[j]) / total for p, q in zip(mean[i], mean[j])]
         n_pix[i] = total
@@ -152,7 +154,7 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
             pair = (i, m) if i < m else (m, i)
             heapq.heappush(heap, (cost(*pair), pair[0], pair[1], version[pair[0]], version[pair[1]]))
         alive -= 1
-    root = parent
+    root = np.asarray(parent)
     while True:
         up = root[root]
         if np.array_equal(up, root):
