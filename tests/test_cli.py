@@ -241,7 +241,7 @@ def test_shared_names_match_the_registries():
     assert defaults.CLASSICAL_METHOD_NAMES == tuple(CLASSICAL_METHODS)
     assert METHODS == defaults.METHODS
     assert defaults.SEMANTIC_MODELS == tuple(SEGMENTERS) + defaults.MAGNET_MODELS
-    assert (DEFAULT_STRIP_PIXELS, DEFAULT_TILE, DEFAULT_REFINE_ITERATIONS) == (2**19, 512, 8)
+    assert (DEFAULT_STRIP_PIXELS, DEFAULT_TILE, DEFAULT_REFINE_ITERATIONS) == (2**18, 512, 8)
 
 
 def test_command_line_parses_without_loading_torch_or_numba():
@@ -256,6 +256,21 @@ def test_command_line_parses_without_loading_torch_or_numba():
     ])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"{uhrseg.__version__} []"
+
+
+def test_numba_loads_in_the_warm_up_thread():
+    """numba's import and start-up (0.5 s) belong to the predictor's background warm-up, not to its import or
+    construction on the thread that goes on to decode and resize the image."""
+    code = "\n".join([
+        "import sys, threading",
+        "import uhrseg.inference.predictor as p",
+        "print('numba' in sys.modules)",
+        "predictor = p.SuperpixelPredictor('pcnet', backend='opencv')",
+        "predictor._warm_up.join()",
+        "print('numba' in sys.modules)",
+    ])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True"]
 
 
 def test_refinement_settings_are_recorded_and_checked(tmp_path, capsys):

@@ -70,6 +70,37 @@ def test_exif_orientation_is_applied(tmp_path, rgb):
     assert np.abs(img.astype(int) - expected).mean() < 3
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_jpeg_pixels_and_orientation_are_pillows(tmp_path, rgb, orientation):
+    """JPEGs are decoded by OpenCV when they can be: the pixels and all eight EXIF orientations must be exactly
+    what Pillow (with ``ImageOps.exif_transpose``) gives, and so must a grayscale JPEG and one with bytes after its
+    end-of-image marker (which Pillow decodes)."""
+    from PIL import ImageOps
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(rgb).save(tmp_path / "o.jpg", exif=exif, quality=90)
+    with Image.open(tmp_path / "o.jpg") as im:
+        expected = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    np.testing.assert_array_equal(read_image(tmp_path / "o.jpg"), expected)
+    if orientation == 1:
+        Image.fromarray(rgb[:, :, 1]).save(tmp_path / "gray.jpg", quality=90)
+        gray = np.asarray(Image.open(tmp_path / "gray.jpg"))
+        np.testing.assert_array_equal(read_image(tmp_path / "gray.jpg"), np.dstack([gray] * 3))
+        (tmp_path / "trailing.jpg").write_bytes((tmp_path / "o.jpg").read_bytes() + b"camera data")
+        np.testing.assert_array_equal(read_image(tmp_path / "trailing.jpg"), expected)
+
+
+def test_real_jpegs_decode_as_pillow_decodes_them():
+    """A 5K photograph and a drone frame (the datasets' JPEGs), against Pillow's decoder."""
+    from conftest import SHARED
+
+    for path in (SHARED / "datasets" / "photos" / "volna-5120x2880.jpg",
+                 sorted((SHARED / "datasets" / "semantic-drone" / "test").rglob("*.jpg"))[0]):
+        with Image.open(path) as im:
+            np.testing.assert_array_equal(read_image(path), np.asarray(im.convert("RGB")))
+
+
 def test_larger_than_pillow_bomb_limit(tmp_path):
     """An image twice Pillow's decompression-bomb limit (179 M pixels), which Pillow alone refuses."""
     side = 13500

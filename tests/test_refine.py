@@ -100,6 +100,70 @@ def test_topology_is_preserved(h, w, seed, n_seeds, iterations, smoothness):
     assert n_components(out) == [1] * k
 
 
+def reference_refinement(lab: np.ndarray, labels: np.ndarray, iterations: int, compactness: float,
+                         smoothness: float) -> np.ndarray:
+    """The refinement as its docstring states it, in plain Python: every pixel is visited in raster order
+    (forward, then backward, alternating) and tested at its turn for a 4-neighbour in another superpixel."""
+    from uhrseg.grid.refine import _CAN_LEAVE, _RING_DX, _RING_DY
+
+    labels = labels.astype(np.int32).copy()
+    h, w = labels.shape
+    k = int(labels.max()) + 1
+    acc = np.zeros((k, 6))
+    for y in range(h):
+        for x in range(w):
+            acc[labels[y, x]] += (*lab[y, x].astype(float), y, x, 1.0)
+    weight = (compactness / np.sqrt(h * w / k)) ** 2
+    for it in range(iterations):
+        order = [(y, x) for y in range(h) for x in range(w)]
+        moved = 0
+        for y, x in reversed(order) if it % 2 else order:
+            own = labels[y, x]
+            four = [labels[y + dy, x + dx] for dy, dx in ((-1, 0), (0, -1), (0, 1), (1, 0))
+                    if 0 <= y + dy < h and 0 <= x + dx < w]
+            if all(v == own for v in four) or acc[own, 5] <= 1.0:
+                continue
+            ring = [labels[y + dy, x + dx] if 0 <= y + dy < h and 0 <= x + dx < w else -1
+                    for dy, dx in zip(_RING_DY, _RING_DX)]
+            candidates = list(dict.fromkeys(v for v in four if v != own)) + [own]
+            best, best_d = own, np.inf
+            for c in candidates:
+                mean = acc[c, :5] / acc[c, 5]
+                d = float(np.sum((lab[y, x] - mean[:3]) ** 2) + weight * ((y - mean[3]) ** 2 + (x - mean[4]) ** 2))
+                d += smoothness * sum(1 for v in ring if v >= 0 and v != c)
+                if d < best_d or (d == best_d and c == own):
+                    best, best_d = c, d
+            inside = sum(1 << j for j, v in enumerate(ring) if v == own)
+            if best != own and _CAN_LEAVE[inside]:
+                labels[y, x] = best
+                row = np.array([*lab[y, x].astype(float), y, x, 1.0])
+                acc[own] -= row
+                acc[best] += row
+                moved += 1
+        if moved == 0:
+            break
+    return labels
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    h=st.integers(2, 20), w=st.integers(2, 20), seed=st.integers(0, 2**31 - 1), n_seeds=st.integers(2, 10),
+    iterations=st.integers(1, 4), smoothness=st.sampled_from([0.0, 60.0]), compactness=st.sampled_from([0.0, 4.0]),
+)
+def test_kernel_matches_the_plain_refinement(h, w, seed, n_seeds, iterations, smoothness, compactness):
+    """The kernel visits only the pixels it marks as boundary pixels row by row (and the next pixel of a sweep
+    after a move); the labels must be those of visiting every pixel, on any map, image and settings."""
+    from uhrseg.grid.colour import lab8
+
+    rng = np.random.default_rng(seed)
+    raw = np.kron(rng.integers(0, n_seeds, size=(h // 2 + 1, w // 2 + 1)), np.ones((2, 2), np.int32))[:h, :w]
+    labels = enforce_connectivity(raw.astype(np.int32), 0, None)
+    image = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    out = refine_boundaries(image, labels, iterations=iterations, compactness=compactness, smoothness=smoothness)
+    want = reference_refinement(lab8(image).astype(np.float64), labels, iterations, compactness, smoothness)
+    np.testing.assert_array_equal(out, want)
+
+
 def test_t4_table_is_the_simple_point_test_for_every_neighbourhood():
     """The kernel's T4 table against a direct count: for each of the 256 ways a pixel's 8 neighbours can lie
     in its own superpixel, it may leave exactly when those neighbours form one 4-connected piece that touches a

@@ -17,8 +17,9 @@ METHODS = NETWORK_METHODS + CLASSICAL_METHOD_NAMES
 #: Inference backends of the superpixel networks: ``torch`` (any weights, CPU or CUDA), ``opencv`` (the packaged
 #: PCNet and SCN through their ONNX export with OpenCV's DNN module, CPU, no torch import), and ``auto``.
 BACKENDS = ("auto", "torch", "opencv")
-#: Output pixels per strip of a superpixel network's head.
-DEFAULT_STRIP_PIXELS = 2**19
+#: Output pixels per strip of a superpixel network's head (2**18 since 2026-12-06: the same time as 2**19 with the
+#: CLI's allocator settings, :func:`uhrseg.memory.tune_allocator`, and half the memory for the head's layers).
+DEFAULT_STRIP_PIXELS = 2**18
 #: Trunk tile of a superpixel network, network-input pixels.
 DEFAULT_TILE = 512
 #: Passes of the full-resolution boundary refinement used by the network methods (chosen with the compactness

@@ -1,12 +1,51 @@
-"""Peak resident memory of this process (Linux ``/proc``; ``resource`` elsewhere)."""
+"""Peak resident memory of this process (Linux ``/proc``; ``resource`` elsewhere), and the allocator settings
+of the image commands."""
 
 from __future__ import annotations
 
+import ctypes
 import resource
 import sys
 from pathlib import Path
 
-__all__ = ["peak_rss_bytes", "reset_peak_rss"]
+__all__ = ["peak_rss_bytes", "reset_peak_rss", "tune_allocator"]
+
+# mallopt(3) parameters (glibc's malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -2, -3, -8
+#: glibc malloc settings of :func:`tune_allocator`: parameter -> value (bytes, or arenas).
+ALLOCATOR_SETTINGS = {
+    _M_MMAP_THRESHOLD: 2**30,  # blocks below 1 GiB come from the heap, not from a fresh mmap each time
+    _M_TRIM_THRESHOLD: 2**31 - 1,  # freed heap memory is kept for the next block, not returned to the system
+    _M_TOP_PAD: 2**28,  # the heap grows 256 MiB at a time (address space; pages are touched when used)
+    _M_ARENA_MAX: 1,  # one heap for all threads, so that a block freed by one thread serves the next
+}
+
+
+def tune_allocator() -> bool:
+    """Make glibc's malloc reuse freed memory for the large, short-lived blocks of an image pipeline.
+
+    By default glibc serves every block above its mmap threshold (128 KiB, rising to at most 32 MiB) with a
+    fresh ``mmap`` and unmaps it when freed, so each new band, strip or network layer output of tens of MB is
+    faulted in page by page again. :data:`ALLOCATOR_SETTINGS` keep such blocks on the heap and the heap's pages
+    in the process. Measured for ``uhrseg superpixels`` on the 5K photograph (n = 5000, 2-core CPU, median of 5,
+    2026-12-06): 2.72 against 2.99 s per command, half the system time, and a lower peak RSS; the labels do
+    not change. The commands call it before they read their first image (``uhrseg superpixels``); the Python
+    API never does, since it sets process-wide state.
+
+    Returns
+    -------
+    bool
+        True when every setting was accepted (glibc on Linux); False elsewhere (no ``mallopt``) or where glibc
+        refused one, with the allocator's defaults left for the rest.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter runs on
+    except (OSError, AttributeError):  # pragma: no cover - a C library without mallopt
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return all([mallopt(param, value) == 1 for param, value in ALLOCATOR_SETTINGS.items()])
 
 
 def reset_peak_rss() -> bool:

@@ -27,15 +27,35 @@ class ArrayStore:
     """
 
     def __init__(self, array: np.ndarray) -> None:
-        self.array = array
+        self._array: np.ndarray | None = array
+        self._shape, self._dtype = tuple(array.shape), array.dtype
+
+    @classmethod
+    def empty(cls, shape: tuple[int, ...], dtype) -> "ArrayStore":
+        """A store of a new, uninitialised array (as ``np.empty``) that is allocated when first used.
+
+        A pipeline that makes its output store before it runs a network can then fill it with memory the network
+        has freed (already in the process, with :func:`uhrseg.memory.tune_allocator`) instead of pages that are
+        faulted in afresh: 0.03 against 0.03-0.16 s to upsample the 5K photograph's labels (59 MB).
+        """
+        store = cls.__new__(cls)
+        store._array, store._shape, store._dtype = None, tuple(int(n) for n in shape), np.dtype(dtype)
+        return store
+
+    @property
+    def array(self) -> np.ndarray:
+        """The whole array (allocated now if it was not yet)."""
+        if self._array is None:
+            self._array = np.empty(self._shape, self._dtype)
+        return self._array
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self.array.shape
+        return self._shape
 
     @property
     def dtype(self) -> np.dtype:
-        return self.array.dtype
+        return self._dtype
 
     def read(self, y0: int, y1: int) -> np.ndarray:
         """Rows ``[y0, y1)`` as a view ``(y1 - y0, W, ...)``."""

@@ -8,11 +8,13 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from ..errors import UhrsegError
 from ..io import commit_files, open_image
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 __all__ = ["ImageOpener", "add_ray_options", "check_targets", "error_message", "export_writers", "output_stems",
            "finish_batch", "parse_exports", "process_batch"]
@@ -151,6 +153,8 @@ def process_batch(images: list[Path], out: Path, process: Callable[[Path, str, s
     int
         The exit code: 0, or 2 when any image failed.
     """
+    from tqdm import tqdm  # here, not at the top: the first image decodes while it loads
+
     inputs = {p.resolve() for p in images}
     done: list[dict] = []
     failed: list[dict] = []

@@ -11,7 +11,6 @@ import os
 import sys
 
 from .. import __version__
-from ..data import example_image_path
 from ..errors import UhrsegError
 
 #: Sub-command -> (its module in ``uhrseg.cli``, one-line help). A command imports only its own module, and
@@ -46,6 +45,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def _print_example_image(args: argparse.Namespace) -> int:
+    from ..data import example_image_path
+
     print(example_image_path())
     return 0
 

@@ -35,7 +35,7 @@ from ..io import (
 )
 from ..io.geo import NODATA_LABEL, mask_nodata_labels, read_georeference
 from ..io.sources import ArraySource, TiffSource
-from ..memory import peak_rss_bytes, reset_peak_rss
+from ..memory import peak_rss_bytes, reset_peak_rss, tune_allocator
 from ..stores import ArrayStore, FileStore
 from .common import ImageOpener, add_ray_options, check_targets, export_writers, parse_exports, process_batch
 
@@ -263,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
         from ..distributed import run_on_ray
 
         return run_on_ray(__name__, args, images, f"{args.method} n={args.n_segments}")
+    tune_allocator()  # glibc: large blocks reused from the heap, not mapped and faulted in afresh
     opener = ImageOpener(images)  # the first image decodes while torch, numba and the network load
     process, summary = prepare(args, opener)
     prepare_output_dir(args.out)  # after the flag checks and the network: bad flags or weights leave no folder

@@ -11,5 +11,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
     "geometry": ["CENTRE", "CellGrid", "NEIGHBOUR_OFFSETS", "choice_to_cell_ids"],
     "connectivity": ["connectivity_bounds", "enforce_connectivity"],
     "merge": ["merge_superpixels"],
-    "refine": ["lab8", "refine_boundaries", "refine_store"],
+    "colour": ["lab8"],
+    "refine": ["refine_boundaries", "refine_store"],
 })

@@ -6,7 +6,8 @@ measured in a fresh process with a warm cache, against about 5 ms for each furth
 pipeline nothing needs a kernel until the connectivity step, so :class:`uhrseg.SuperpixelPredictor` starts
 :func:`start_warm_up` before it resizes the image and runs the network (work done in OpenCV and torch, which
 release the GIL), and joins the thread before the connectivity step. The labels do not depend on it: it only
-moves when the kernels are loaded.
+moves when the kernels are loaded. The thread also makes OpenCV's first CIELAB conversion and area resize,
+which cost 30-40 ms each in a new process, on a few pixels, before the pipeline reads its first band.
 """
 
 from __future__ import annotations
@@ -19,14 +20,24 @@ __all__ = ["start_warm_up", "warm_up_kernels"]
 
 
 def warm_up_kernels() -> None:
-    """Call the connectivity and refinement kernels once on 2 x 2 inputs of the dtypes the pipeline uses.
+    """Call the connectivity and refinement kernels once on 2 x 2 inputs of the dtypes the pipeline uses, and
+    OpenCV's CIELAB conversion and area resize on a few pixels.
 
     The inputs have the pipeline's dtypes and layouts (int32 cell ids and labels, int64 weights, uint8
     CIELAB, C-contiguous), so the kernels loaded (or compiled, with an empty cache) are the ones the
     pipeline calls. Safe to call from any thread and any number of times (numba serialises compilation).
     """
+    import cv2
+
+    from .colour import lab8
+
+    # First, as the pipeline needs them first: OpenCV's first 8-bit CIELAB conversion builds its tables (30 ms)
+    # and its first area resize starts its threads (40 ms)
+    lab8(np.zeros((1, 1, 3), np.uint8))
+    cv2.resize(np.zeros((3, 5, 3), np.float32), (2, 2), interpolation=cv2.INTER_AREA)
+
     from ..stores import ArrayStore
-    from .connectivity import enforce_connectivity
+    from .connectivity import enforce_connectivity  # imports numba
     from .refine import refine_store
 
     ids = np.array([[0, 0], [1, 1]], np.int32)

@@ -22,6 +22,7 @@ from ..defaults import (
     BACKENDS,
     DEFAULT_COMPACTNESS,
     DEFAULT_OVERSEGMENTATION,
+    DEFAULT_REFINE_ITERATIONS,
     DEFAULT_SMOOTHNESS,
     DEFAULT_STRIP_PIXELS,
     DEFAULT_TILE,
@@ -30,15 +31,9 @@ from ..defaults import (
     resolution_smoothness,
 )
 from ..errors import WeightsNotFoundError
-from ..grid.connectivity import connectivity_bounds, enforce_connectivity
+from ..grid.colour import lab8
 from ..grid.geometry import CellGrid
 from ..grid.merge import merge_superpixels
-from ..grid.refine import (
-    DEFAULT_REFINE_ITERATIONS,
-    lab8,
-    refine_boundaries,
-    refine_store,
-)
 from ..grid.warmup import start_warm_up
 from ..io.images import as_rgb, to_uint8
 from ..io.sources import ArraySource
@@ -386,8 +381,9 @@ class SuperpixelPredictor:
                 model = (load_model(_weights_file(weights), expected=method) if weights is not None
                          else load_packaged_model(method))
                 self.model = self.network = inference_model(model.to(self.device))
-            # numba's one-time start-up and the kernels' cache loads (0.4 s) run in the background while the
-            # caller reads its image and the network runs; run_source waits for them before the connectivity step
+            # numba's import, its one-time start-up and the kernels' cache loads (0.5 s) run in the background
+            # while the caller reads its image and the network runs; run_source waits for them before the
+            # connectivity step
             self._warm_up = start_warm_up()
         else:
             if weights is not None:
@@ -459,14 +455,17 @@ class SuperpixelPredictor:
         n = validate_n_segments(n_segments, image.shape)
         timings: dict[str, float] = {}
         if self.network is not None and connectivity:
-            labels = np.empty(image.shape[:2], np.int32)
+            labels = ArrayStore.empty(image.shape[:2], np.int32)  # allocated after the network has run
             lab = ArrayStore(np.empty(image.shape, np.uint8)) if self.refine_iterations else None
-            info = self.run_source(ArraySource(image), n, ArrayStore(labels), lab)
-            return SuperpixelResult(labels, n, info.n_cells, info.timings, info.refine_smoothness)
+            info = self.run_source(ArraySource(image), n, labels, lab)
+            return SuperpixelResult(labels.array, n, info.n_cells, info.timings, info.refine_smoothness)
         if self.network is not None:
             raw, grid, t = sampled_cell_ids(image, n, self.network.cell_size, self.network.upscale,
                                             self._cell_id_map, self._guided)
             return SuperpixelResult(raw, n, grid.n_cells, dict(resize=t.resize, network=t.network, assign=t.assign))
+        from ..grid.connectivity import connectivity_bounds, enforce_connectivity
+        from ..grid.refine import refine_boundaries
+
         t0 = time.perf_counter()
         raw = classical_superpixels(to_uint8(image), n, self.method)
         timings["segment"] = time.perf_counter() - t0
@@ -582,6 +581,9 @@ class SuperpixelPredictor:
         say("connectivity")
         t0 = time.perf_counter()
         self._warm_up.join()
+        from ..grid.connectivity import connectivity_bounds, enforce_connectivity
+        from ..grid.refine import refine_store
+
         # Rows/columns of the cell-id map that image pixels sample (all of them unless the image is smaller
         # than the map), how many image pixels each stands for, and which one each image pixel takes.
         used_rows, row_of, row_weights = np.unique(nearest_index(big_h, grid.height), return_inverse=True,

@@ -131,12 +131,24 @@ class AreaAccumulator:
             band = cv2.resize(band, (self.width, y1 - y0), interpolation=cv2.INTER_AREA)
         first, weights = _area_weights(self.height, self.source_height, y0, y1)
         rows = band.reshape(y1 - y0, self.width * 3)
-        for j, w in enumerate(weights):
-            used = np.flatnonzero(w)
-            if used.size == 0:
-                continue
-            lo, hi = used[0], used[-1] + 1
-            self._out[first + j] += (w[lo:hi, None] * rows[lo:hi]).sum(axis=0)
+        # Each output row is a weighted sum of the few band rows it overlaps (at most ceil(H / height) + 1),
+        # added in source-row order: term k of every output row at once, so that the Python loop runs a few
+        # times per band rather than once per output row (the GIL is taken per numpy call, and numba's start-up
+        # holds it in another thread while this runs). Rows short of terms get weight 0 on a repeated row, which
+        # adds an exact 0.0: the sums are those of adding each output row's terms one by one.
+        touched = weights > 0
+        has_any = touched.any(axis=1)
+        lo = np.where(has_any, touched.argmax(axis=1), 0)
+        n_terms = np.where(has_any, touched.shape[1] - touched[:, ::-1].argmax(axis=1) - lo, 0)
+        total = np.zeros((len(weights), rows.shape[1]), np.float32)
+        for k in range(int(n_terms.max(initial=0))):
+            src = np.minimum(lo + k, rows.shape[0] - 1)
+            w = np.where(k < n_terms, weights[np.arange(len(weights)), src], np.float32(0))
+            if k == 0:
+                total = w[:, None] * rows[src]
+            else:
+                total += w[:, None] * rows[src]
+        self._out[first : first + len(weights)] += total
 
     def result(self) -> np.ndarray:
         """The resized image, ``(height, width, 3)`` float32 in [0, 1]."""
