@@ -84,24 +84,22 @@ _CAN_LEAVE = np.array([_t4_is_one(m) for m in range(256)], dtype=np.bool_)
 
 @numba.njit(cache=True, nogil=True)
 def _mark_boundary_row(labels, y, out):  # pragma: no cover - compiled
-    """``out[x] = 1`` where pixel ``(y, x)`` of ``labels`` has a 4-neighbour with another label, else 0; each
-    loop is free of branches, so that it compiles to vector instructions."""
+    """``out[x] = 1`` where pixel ``(y, x)`` of ``labels`` has a 4-neighbour with another label, else 0 (for
+    ``x < width``). The loop over the inner pixels has no branch, so that it compiles to vector instructions;
+    the rows above and below are the row itself at the image's top and bottom."""
     height, width = labels.shape
     row = labels[y]
-    if y > 0:
-        up = labels[y - 1]
-        for x in range(width):
-            out[x] = row[x] != up[x]
-    else:
-        out[:] = 0
-    if y < height - 1:
-        down = labels[y + 1]
-        for x in range(width):
-            out[x] |= row[x] != down[x]
-    for x in range(1, width):
-        differs = row[x] != row[x - 1]
-        out[x] |= differs
-        out[x - 1] |= differs
+    up = labels[y - 1] if y > 0 else row
+    down = labels[y + 1] if y < height - 1 else row
+    if width == 1:
+        out[0] = (row[0] != up[0]) | (row[0] != down[0])
+        return
+    for x in range(1, width - 1):
+        v = row[x]
+        out[x] = (v != up[x]) | (v != down[x]) | (v != row[x - 1]) | (v != row[x + 1])
+    out[0] = (row[0] != up[0]) | (row[0] != down[0]) | (row[0] != row[1])
+    last = width - 1
+    out[last] = (row[last] != up[last]) | (row[last] != down[last]) | (row[last] != row[last - 1])
 
 
 @numba.njit(cache=True, nogil=True)

@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -553,8 +554,12 @@ class SuperpixelPredictor:
         if preview_shape is not None:
             preview = AreaAccumulator(min(preview_shape[0], big_h), min(preview_shape[1], big_w), big_h, big_w)
 
+        # The CIELAB copy: made in the single read pass of a streamed source; an image already in memory is
+        # converted later, in a second thread while the connectivity step and the merge (Python, one core) run
+        lab_later = bool(self.refine_iterations) and isinstance(source, ArraySource)
+
         def on_band(y0: int, band: np.ndarray) -> None:
-            if self.refine_iterations:
+            if self.refine_iterations and not lab_later:
                 lab.write(y0, lab8(band))
             if preview is not None:
                 preview.add(y0, band)
@@ -580,6 +585,7 @@ class SuperpixelPredictor:
 
         say("connectivity")
         t0 = time.perf_counter()
+        lab_filled = _fill_lab_in_background(source, lab, self.band_rows) if lab_later else None
         self._warm_up.join()
         from ..grid.connectivity import connectivity_bounds, enforce_connectivity
         from ..grid.refine import refine_store
@@ -619,6 +625,8 @@ class SuperpixelPredictor:
             say("refine")
             t0 = time.perf_counter()
             smoothness = self._smoothness_on(big_h, big_w, grid)  # the grid above: not computed again
+            if lab_filled is not None:
+                lab_filled.result()
             refine_store(lab, labels, n_produced, self.refine_iterations, self.refine_compactness, smoothness,
                          band_rows=self.band_rows)
             timings["refine"] = time.perf_counter() - t0
@@ -647,6 +655,21 @@ class SuperpixelPredictor:
     def predict(self, image: np.ndarray, n_segments: int) -> np.ndarray:
         """Superpixel labels of ``image``: ``(H, W)`` int32, 0-based, contiguous, 4-connected (see :meth:`run`)."""
         return self.run(image, n_segments).labels
+
+
+def _fill_lab_in_background(source: ArraySource, lab: ArrayStore, band_rows: int) -> Future:
+    """Start writing the 8-bit CIELAB copy of an in-memory image into ``lab``, band by band, in a new thread;
+    the returned future's ``result()`` waits for it (and raises what it raised). OpenCV releases the GIL while it
+    converts, so this runs beside the pipeline's single-threaded Python steps."""
+
+    def fill() -> None:
+        for y0 in range(0, source.shape[0], band_rows):
+            lab.write(y0, lab8(source.read_rows(y0, min(source.shape[0], y0 + band_rows))))
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uhrseg-lab")
+    future = pool.submit(fill)
+    pool.shutdown(wait=False)
+    return future
 
 
 def superpixels(image: np.ndarray, n_segments: int = 1000, *, method: str = "pcnet", device: str = "auto",
