@@ -145,23 +145,79 @@ def reference_refinement(lab: np.ndarray, labels: np.ndarray, iterations: int, c
     return labels
 
 
+def random_partition(rng, h: int, w: int, n_seeds: int) -> np.ndarray:
+    """4-connected superpixels from random 2 x 2 blocks of ``n_seeds`` values."""
+    raw = np.kron(rng.integers(0, n_seeds, size=(h // 2 + 1, w // 2 + 1)), np.ones((2, 2), np.int32))[:h, :w]
+    return enforce_connectivity(raw.astype(np.int32), 0, None)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     h=st.integers(2, 20), w=st.integers(2, 20), seed=st.integers(0, 2**31 - 1), n_seeds=st.integers(2, 10),
     iterations=st.integers(1, 4), smoothness=st.sampled_from([0.0, 60.0]), compactness=st.sampled_from([0.0, 4.0]),
+    two_chunks=st.booleans(),
 )
-def test_kernel_matches_the_plain_refinement(h, w, seed, n_seeds, iterations, smoothness, compactness):
+def test_kernel_matches_the_plain_refinement(h, w, seed, n_seeds, iterations, smoothness, compactness, two_chunks):
     """The kernel visits only the pixels it marks as boundary pixels row by row (and the next pixel of a sweep
-    after a move); the labels must be those of visiting every pixel, on any map, image and settings."""
+    after a move); the labels must be those of visiting every pixel, on any map, image and settings, also when
+    the image is two chunks of a pass (each phase then has one chunk: the order of one sweep)."""
+    from uhrseg.grid import refine
     from uhrseg.grid.colour import lab8
 
     rng = np.random.default_rng(seed)
-    raw = np.kron(rng.integers(0, n_seeds, size=(h // 2 + 1, w // 2 + 1)), np.ones((2, 2), np.int32))[:h, :w]
-    labels = enforce_connectivity(raw.astype(np.int32), 0, None)
+    labels = random_partition(rng, h, w, n_seeds)
     image = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-    out = refine_boundaries(image, labels, iterations=iterations, compactness=compactness, smoothness=smoothness)
+    chunk_rows = refine.REFINE_CHUNK_ROWS
+    try:
+        refine.REFINE_CHUNK_ROWS = -(-h // 2) if two_chunks else chunk_rows
+        out = refine_boundaries(image, labels, iterations=iterations, compactness=compactness, smoothness=smoothness)
+    finally:
+        refine.REFINE_CHUNK_ROWS = chunk_rows
     want = reference_refinement(lab8(image).astype(np.float64), labels, iterations, compactness, smoothness)
     np.testing.assert_array_equal(out, want)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    h=st.integers(9, 40), w=st.integers(2, 24), seed=st.integers(0, 2**31 - 1), n_seeds=st.integers(2, 10),
+    chunk_rows=st.integers(2, 6), band_rows=st.integers(1, 12), iterations=st.integers(1, 4),
+)
+def test_chunked_passes_do_not_depend_on_threads_or_stores(tmp_path_factory, h, w, seed, n_seeds, chunk_rows,
+                                                          band_rows, iterations):
+    """Many chunks per phase: the labels are the same with 1, 2 or 3 threads, any band_rows, in memory or in
+    files on disk, and still a partition into the same 4-connected superpixels."""
+    from uhrseg.grid import refine
+    from uhrseg.grid.colour import lab8
+    from uhrseg.stores import ArrayStore, FileStore
+
+    rng = np.random.default_rng(seed)
+    labels = random_partition(rng, h, w, n_seeds)
+    lab = lab8(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8))
+    k = int(labels.max()) + 1
+    default_rows = refine.REFINE_CHUNK_ROWS
+    results = []
+    try:
+        refine.REFINE_CHUNK_ROWS = chunk_rows
+        for threads in (1, 2, 3):
+            out = labels.copy()
+            refine.refine_store(ArrayStore(lab), ArrayStore(out), k, iterations, 2.0, 50.0, threads=threads)
+            results.append(out)
+        folder = tmp_path_factory.mktemp("stores")
+        lab_file = FileStore(folder / "lab", lab.shape, np.uint8)
+        label_file = FileStore(folder / "labels", labels.shape, np.int32)
+        try:
+            lab_file.write(0, lab)
+            label_file.write(0, labels)
+            refine.refine_store(lab_file, label_file, k, iterations, 2.0, 50.0, band_rows=band_rows, threads=2)
+            results.append(label_file.read(0, h))
+        finally:
+            lab_file.close()
+            label_file.close()
+    finally:
+        refine.REFINE_CHUNK_ROWS = default_rows
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+    assert n_components(results[0]) == [1] * k
 
 
 def test_t4_table_is_the_simple_point_test_for_every_neighbourhood():

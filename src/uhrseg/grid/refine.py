@@ -25,11 +25,14 @@ direction is favoured; pixels away from the boundaries are never touched.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numba
 import numpy as np
 
 from ..defaults import DEFAULT_COMPACTNESS, DEFAULT_REFINE_ITERATIONS, DEFAULT_SMOOTHNESS
 from ..stores import ArrayStore
+from ..threads import usable_cpus
 from .colour import lab8
 
 __all__ = ["DEFAULT_COMPACTNESS", "DEFAULT_REFINE_ITERATIONS", "DEFAULT_SMOOTHNESS", "lab8", "refine_boundaries",
@@ -214,14 +217,25 @@ def _refine_rows(lab, labels, acc, means, spatial_weight, smoothness, reverse, r
     return changed
 
 
+#: Rows per chunk of a refinement pass. The chunks of a pass are swept in two phases, every other chunk in each,
+#: and the chunks of a phase in parallel; fixed, so that the labels depend on it but not on the number of threads.
+REFINE_CHUNK_ROWS = 512
+
+
 def refine_store(lab, labels, n_labels: int, iterations: int = DEFAULT_REFINE_ITERATIONS,
                  compactness: float = DEFAULT_COMPACTNESS, smoothness: float = DEFAULT_SMOOTHNESS,
-                 band_rows: int = 1024) -> int:
-    """:func:`refine_boundaries` over row stores, in bands of rows, so that neither map sits in memory whole.
+                 band_rows: int = 1024, threads: int | None = None) -> int:
+    """:func:`refine_boundaries` over row stores, in chunks of rows, so that neither map sits in memory whole.
 
-    The result does not depend on ``band_rows``: a pass visits the pixels in the same raster order as on the
-    whole image (bands top to bottom on forward passes, bottom to top on backward ones), each band read with
-    one row of context above and below, and the superpixel sums are kept for the whole image.
+    A pass sweeps the image in chunks of :data:`REFINE_CHUNK_ROWS` rows, each read with one row of context above
+    and below, in two phases: the first, third, fifth ... chunk in the pass's direction (top down on forward
+    passes, bottom up on backward ones), then the others. The chunks of a phase are never adjacent, so they run
+    in parallel threads: each starts from the superpixel sums as they were when its phase began and keeps its
+    own moves; the sums (integers, so exact in any order) are added up when the phase ends. An image of at most
+    two chunks (1024 rows) is therefore refined exactly as by one sweep in raster order; on a taller one, a
+    superpixel that reaches into two chunks of one phase sees only its own chunk's moves until the phase ends
+    (on the 5K photograph at n = 5000: 1680 of 14.7 M pixels differ from one sweep, 0.25 % of the pixels moved).
+    The labels do not depend on ``band_rows`` or ``threads``, nor on the stores (tested).
 
     Parameters
     ----------
@@ -234,7 +248,11 @@ def refine_store(lab, labels, n_labels: int, iterations: int = DEFAULT_REFINE_IT
     iterations, compactness, smoothness
         As in :func:`refine_boundaries`.
     band_rows : int
-        Rows per band: memory is about ``band_rows * W * 7`` bytes.
+        Rows per band of the first pass that sums each superpixel's colour and position: memory is about
+        ``band_rows * W * 7`` bytes, and ``REFINE_CHUNK_ROWS * W * 7`` bytes per thread for the passes (with
+        :class:`uhrseg.stores.FileStore`; :class:`uhrseg.stores.ArrayStore` reads are views).
+    threads : int, optional
+        Threads for the chunks of a phase; default: the CPUs this process may use (:func:`uhrseg.threads.usable_cpus`).
 
     Returns
     -------
@@ -244,34 +262,53 @@ def refine_store(lab, labels, n_labels: int, iterations: int = DEFAULT_REFINE_IT
     Raises
     ------
     ValueError
-        If the stores' shapes differ, ``n_labels < 1`` or ``band_rows < 1``.
+        If the stores' shapes differ, ``n_labels < 1``, ``band_rows < 1`` or ``threads < 1``.
     """
     height, width = labels.shape[:2]
     if tuple(lab.shape) != (height, width, 3):
         raise ValueError(f"lab must be (H, W, 3) like labels {labels.shape}, got {lab.shape}")
-    if n_labels < 1 or band_rows < 1:
-        raise ValueError(f"n_labels and band_rows must be >= 1, got {n_labels} and {band_rows}")
+    if n_labels < 1 or band_rows < 1 or (threads is not None and threads < 1):
+        raise ValueError(f"n_labels, band_rows and threads must be >= 1, got {n_labels}, {band_rows} and {threads}")
     step = np.sqrt(height * width / n_labels)
     spatial_weight = (compactness / step) ** 2
     acc = np.zeros((n_labels, 6), dtype=np.float64)
-    bands = [(y0, min(height, y0 + band_rows)) for y0 in range(0, height, band_rows)]
-    candidates, ring, on_boundary = np.empty(5, np.int32), np.empty(8, np.int32), np.empty(width, np.uint8)
-    for y0, y1 in bands:
+    for y0 in range(0, height, band_rows):
+        y1 = min(height, y0 + band_rows)
         _add_sums(lab.read(y0, y1), labels.read(y0, y1), acc, y0)
-    with np.errstate(divide="ignore", invalid="ignore"):  # ids that no pixel has are never read
-        means = acc[:, :5] / acc[:, 5:]
-    for i in range(iterations):
-        reverse = i % 2 == 1
-        changed = 0
-        for y0, y1 in reversed(bands) if reverse else bands:
-            w0, w1 = max(0, y0 - 1), min(height, y1 + 1)
-            window = labels.read(w0, w1)
-            changed += _refine_rows(lab.read(w0, w1), window, acc, means, spatial_weight, smoothness, reverse,
-                                    y0 - w0, y1 - w0, w0, _RING_DY, _RING_DX, candidates, ring, _CAN_LEAVE,
-                                    on_boundary)
-            labels.write(y0, window[y0 - w0 : y1 - w0])
-        if changed == 0:
-            return i + 1
+    chunks = [(y0, min(height, y0 + REFINE_CHUNK_ROWS)) for y0 in range(0, height, REFINE_CHUNK_ROWS)]
+
+    def sweep(chunk: tuple[int, int], reverse: bool, start: np.ndarray) -> tuple[int, np.ndarray]:
+        """One chunk's sweep from the sums ``start``; returns the pixels moved and the chunk's sums after it."""
+        y0, y1 = chunk
+        w0, w1 = max(0, y0 - 1), min(height, y1 + 1)
+        window = labels.read(w0, w1)
+        sums = start.copy()
+        with np.errstate(divide="ignore", invalid="ignore"):  # ids that no pixel has are never read
+            means = sums[:, :5] / sums[:, 5:]
+        moved = _refine_rows(lab.read(w0, w1), window, sums, means, spatial_weight, smoothness, reverse, y0 - w0,
+                             y1 - w0, w0, _RING_DY, _RING_DX, np.empty(5, np.int32), np.empty(8, np.int32),
+                             _CAN_LEAVE, np.empty(width, np.uint8))
+        labels.write(y0, window[y0 - w0 : y1 - w0])
+        return moved, sums
+
+    n_threads = min(threads or usable_cpus(), (len(chunks) + 1) // 2)
+    with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="uhrseg-refine") as pool:
+        for i in range(iterations):
+            reverse = i % 2 == 1
+            ordered = chunks[::-1] if reverse else chunks
+            changed = 0
+            for phase in (ordered[0::2], ordered[1::2]):
+                start = acc
+                if len(phase) == 1 or n_threads == 1:
+                    results = [sweep(chunk, reverse, start) for chunk in phase]
+                else:
+                    results = list(pool.map(lambda chunk: sweep(chunk, reverse, start), phase))
+                acc = start.copy()
+                for moved, sums in results:
+                    changed += moved
+                    acc += sums - start
+            if changed == 0:
+                return i + 1
     return iterations
 
 

@@ -86,17 +86,21 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return out
 
 
-def _area_weights(n_out: int, n_in: int, lo: int, hi: int) -> tuple[int, np.ndarray]:
-    """Area-averaging weights of source rows ``[lo, hi)`` for the output rows they touch (shrinking only).
+def _area_terms(n_out: int, n_in: int, lo: int, hi: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """Area-averaging terms of source rows ``[lo, hi)`` for the output rows they touch (shrinking only).
 
-    Returns the first output row touched and a ``(n_touched, hi - lo)`` float32 matrix.
+    Returns the first output row touched ``first`` and two ``(n_touched, ceil(n_in / n_out) + 1)`` arrays: the
+    band rows (``0 .. hi - lo - 1``) each output row ``first + j`` overlaps, in increasing order from the first
+    it overlaps, and their float32 weights (overlap / scale; 0 for the slots past its last row, whose index then
+    repeats the band's last row).
     """
     f = n_in / n_out
     first, last = int(lo // f), min(n_out - 1, int((hi - 1) // f))
     i = np.arange(first, last + 1, dtype=np.float64)[:, None]
-    r = np.arange(lo, hi, dtype=np.float64)[None, :]
+    r = np.maximum(np.floor(i * f), lo) + np.arange(math.ceil(f) + 1)
     overlap = np.clip(np.minimum(r + 1, (i + 1) * f) - np.maximum(r, i * f), 0.0, None)
-    return first, (overlap / f).astype(np.float32)
+    weights = np.where(r < hi, overlap / f, 0.0).astype(np.float32)
+    return first, np.minimum(r, hi - 1).astype(np.int64) - lo, weights
 
 
 class AreaAccumulator:
@@ -129,26 +133,17 @@ class AreaAccumulator:
         band = band.astype(np.float32) * np.float32(_unit_scale(band.dtype))
         if self.width != self.source_width:
             band = cv2.resize(band, (self.width, y1 - y0), interpolation=cv2.INTER_AREA)
-        first, weights = _area_weights(self.height, self.source_height, y0, y1)
+        first, src, weights = _area_terms(self.height, self.source_height, y0, y1)
         rows = band.reshape(y1 - y0, self.width * 3)
-        # Each output row is a weighted sum of the few band rows it overlaps (at most ceil(H / height) + 1),
-        # added in source-row order: term k of every output row at once, so that the Python loop runs a few
-        # times per band rather than once per output row (the GIL is taken per numpy call, and numba's start-up
-        # holds it in another thread while this runs). Rows short of terms get weight 0 on a repeated row, which
-        # adds an exact 0.0: the sums are those of adding each output row's terms one by one.
-        touched = weights > 0
-        has_any = touched.any(axis=1)
-        lo = np.where(has_any, touched.argmax(axis=1), 0)
-        n_terms = np.where(has_any, touched.shape[1] - touched[:, ::-1].argmax(axis=1) - lo, 0)
-        total = np.zeros((len(weights), rows.shape[1]), np.float32)
-        for k in range(int(n_terms.max(initial=0))):
-            src = np.minimum(lo + k, rows.shape[0] - 1)
-            w = np.where(k < n_terms, weights[np.arange(len(weights)), src], np.float32(0))
-            if k == 0:
-                total = w[:, None] * rows[src]
-            else:
-                total += w[:, None] * rows[src]
-        self._out[first : first + len(weights)] += total
+        # Each output row is a weighted sum of the few band rows it overlaps, added in source-row order: term k of
+        # every output row at once, so that the Python loop runs a few times per band rather than once per output
+        # row (the GIL is taken per numpy call, and numba's start-up holds it in another thread while this runs).
+        # A row's slots past its last term have weight 0 and add an exact 0.0, so the sums are those of adding each
+        # output row's terms one by one.
+        total = weights[:, 0, None] * rows[src[:, 0]]
+        for k in range(1, src.shape[1]):
+            total += weights[:, k, None] * rows[src[:, k]]
+        self._out[first : first + len(total)] += total
 
     def result(self) -> np.ndarray:
         """The resized image, ``(height, width, 3)`` float32 in [0, 1]."""

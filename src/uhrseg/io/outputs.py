@@ -20,6 +20,7 @@ from PIL import Image
 from ..defaults import LABEL_FORMATS
 from ..errors import OutputError
 from ..grid.boundaries import boundary_mask
+from ..threads import usable_cpus
 from .images import to_uint8
 
 __all__ = ["LABEL_FORMATS", "label_suffix", "write_labels", "write_label_store", "sample_label_store",
@@ -337,14 +338,6 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def _usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the platform has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
 def commit_files(writers: dict[Path, Callable[[Path], None]]) -> list[Path]:
     """Write several files all-or-nothing, concurrently.
 
@@ -378,7 +371,7 @@ def commit_files(writers: dict[Path, Callable[[Path], None]]) -> list[Path]:
         else:
             # one thread per core at most: a third encoder on two cores would slow the longest one (the
             # full-resolution overlay) instead of finishing sooner
-            with ThreadPoolExecutor(max_workers=min(len(writers), _usable_cpus()),
+            with ThreadPoolExecutor(max_workers=min(len(writers), usable_cpus()),
                                     thread_name_prefix="uhrseg-write") as pool:
                 for future in [pool.submit(write, final, writer) for final, writer in writers.items()]:
                     future.result()
