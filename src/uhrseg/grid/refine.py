@@ -271,11 +271,16 @@ def refine_store(lab, labels, n_labels: int, iterations: int = DEFAULT_REFINE_IT
         raise ValueError(f"n_labels, band_rows and threads must be >= 1, got {n_labels}, {band_rows} and {threads}")
     step = np.sqrt(height * width / n_labels)
     spatial_weight = (compactness / step) ** 2
-    acc = np.zeros((n_labels, 6), dtype=np.float64)
-    for y0 in range(0, height, band_rows):
-        y1 = min(height, y0 + band_rows)
-        _add_sums(lab.read(y0, y1), labels.read(y0, y1), acc, y0)
     chunks = [(y0, min(height, y0 + REFINE_CHUNK_ROWS)) for y0 in range(0, height, REFINE_CHUNK_ROWS)]
+    n_threads = min(threads or usable_cpus(), (len(chunks) + 1) // 2)
+    bands = [(y0, min(height, y0 + band_rows)) for y0 in range(0, height, band_rows)]
+
+    def add_sums(share: list[tuple[int, int]]) -> np.ndarray:
+        """The superpixel sums over some of the bands (integers in float64: exact in any order)."""
+        sums = np.zeros((n_labels, 6), dtype=np.float64)
+        for y0, y1 in share:
+            _add_sums(lab.read(y0, y1), labels.read(y0, y1), sums, y0)
+        return sums
 
     def sweep(chunk: tuple[int, int], reverse: bool, start: np.ndarray) -> tuple[int, np.ndarray]:
         """One chunk's sweep from the sums ``start``; returns the pixels moved and the chunk's sums after it."""
@@ -291,8 +296,8 @@ def refine_store(lab, labels, n_labels: int, iterations: int = DEFAULT_REFINE_IT
         labels.write(y0, window[y0 - w0 : y1 - w0])
         return moved, sums
 
-    n_threads = min(threads or usable_cpus(), (len(chunks) + 1) // 2)
     with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="uhrseg-refine") as pool:
+        acc = sum(pool.map(add_sums, [bands[t::n_threads] for t in range(n_threads)]))
         for i in range(iterations):
             reverse = i % 2 == 1
             ordered = chunks[::-1] if reverse else chunks

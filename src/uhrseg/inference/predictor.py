@@ -39,6 +39,7 @@ from ..grid.warmup import start_warm_up
 from ..io.images import as_rgb, to_uint8
 from ..io.sources import ArraySource
 from ..stores import ArrayStore
+from ..threads import usable_cpus
 from .opencv_dnn import AUTO_OPENCV_METHODS, OPENCV_METHODS, OpenCVNetwork, packaged_onnx_path
 from .resize import AreaAccumulator, nearest_index, network_inputs, output_grid, sampled_cell_ids
 
@@ -614,9 +615,16 @@ class SuperpixelPredictor:
 
         say("upsample")
         t0 = time.perf_counter()
-        for y0 in range(0, big_h, self.band_rows):
-            y1 = min(big_h, y0 + self.band_rows)
+
+        def upsample(y0: int) -> None:
+            y1 = min(big_h, y0 + rows)
             labels.write(y0, small.take(row_of[y0:y1], axis=0).take(col_of, axis=1))
+
+        # in bands of at most band_rows, a few per thread (numpy's take and copy release the GIL)
+        threads = usable_cpus()
+        rows = max(1, min(self.band_rows, -(-big_h // (4 * threads))))
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="uhrseg-upsample") as pool:
+            list(pool.map(upsample, range(0, big_h, rows)))
         del small
         timings["upsample"] = time.perf_counter() - t0
 
