@@ -20,7 +20,9 @@ with the means updated as pixels move (SEEDS-style boundary updates; Van den Ber
 leaves its superpixel only if that cannot split it (its superpixel's pixels among its 8 neighbours form one
 4-connected run, T4 = 1) and never when it is the last one, so 4-connected input superpixels stay
 4-connected and ``K`` does not change. Passes alternate between forward and backward raster order so that no
-direction is favoured; pixels away from the boundaries are never touched.
+direction is favoured; pixels away from the boundaries are never touched. :func:`refine_store` runs a pass in
+chunks of :data:`REFINE_CHUNK_ROWS` rows, every other chunk in parallel threads (its docstring says what that
+changes on images taller than two chunks).
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ from ..stores import ArrayStore
 from ..threads import usable_cpus
 from .colour import lab8
 
-__all__ = ["DEFAULT_COMPACTNESS", "DEFAULT_REFINE_ITERATIONS", "DEFAULT_SMOOTHNESS", "lab8", "refine_boundaries",
-           "refine_store"]
+__all__ = ["DEFAULT_COMPACTNESS", "DEFAULT_REFINE_ITERATIONS", "DEFAULT_SMOOTHNESS", "REFINE_CHUNK_ROWS", "lab8",
+           "refine_boundaries", "refine_store"]
 
 # Passes, m and lambda used by the network methods unless told otherwise: DEFAULT_REFINE_ITERATIONS,
 # DEFAULT_COMPACTNESS and DEFAULT_SMOOTHNESS, defined (with how they were chosen) in uhrseg.defaults.

@@ -494,7 +494,8 @@ class SuperpixelPredictor:
         The pipeline, each step bounded by a band, tile or the network's grid (never by the image):
 
         1. one pass over the source in bands: the network input (area averaging), the 8-bit CIELAB copy for
-           the refinement (into ``lab``) and the optional preview;
+           the refinement (into ``lab``; for an in-memory :class:`uhrseg.io.ArraySource` it is made instead in a
+           second thread during steps 3 and 3b, which run Python on one core) and the optional preview;
         2. the network on overlapping tiles (:func:`uhrseg.inference.cell_id_map`): the cell-id map at the
            network's output resolution ``h x w`` (about 16 x 16 pixels per requested superpixel);
         3. connectivity on that map with each row and column weighted by the image pixels it stands for
@@ -503,7 +504,8 @@ class SuperpixelPredictor:
            adjacent superpixels back to ``n_segments`` on that map, colours from the guide image
            (:func:`uhrseg.grid.merge_superpixels`, weighted the same way);
         4. nearest upsampling to ``H x W``, band by band into ``labels``;
-        5. the boundary refinement at full resolution, band by band (:func:`uhrseg.grid.refine_store`).
+        5. the boundary refinement at full resolution, in chunks of rows, every other chunk in parallel threads
+           (:func:`uhrseg.grid.refine_store`).
 
         The labels do not depend on ``tile``, ``strip_pixels`` or ``band_rows``, nor on whether the stores
         are in memory or on disk (tested).
