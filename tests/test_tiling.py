@@ -123,6 +123,18 @@ def test_refine_store_in_bands_on_disk_equals_whole_image(bsds_image, tmp_path):
         assert np.array_equal(store.read(0, h), whole)
 
 
+def test_deferred_array_store_reads_back_what_was_written():
+    """``ArrayStore.empty`` (the pipeline's label store, allocated when first used) has its shape and dtype before
+    any allocation and behaves as a store over ``np.empty`` once written."""
+    store = ArrayStore.empty((6, 4), np.int32)
+    assert store.shape == (6, 4) and store.dtype == np.int32
+    store.write(2, np.arange(8, dtype=np.int64).reshape(2, 4))
+    store.write(0, np.zeros((2, 4), np.int32))
+    store.write(4, np.ones((2, 4), np.int32))
+    np.testing.assert_array_equal(store.read(1, 4), [[0, 0, 0, 0], [0, 1, 2, 3], [4, 5, 6, 7]])
+    assert store.array.dtype == np.int32 and store.array.shape == (6, 4)
+
+
 def test_file_store_round_trip_and_never_overwrites(tmp_path):
     data = np.arange(7 * 5 * 3, dtype=np.uint8).reshape(7, 5, 3)
     with FileStore(tmp_path / "s", data.shape, np.uint8) as store:

@@ -10,6 +10,7 @@ being worked on, so the process's resident memory does not grow with the image.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ class ArrayStore:
     def __init__(self, array: np.ndarray) -> None:
         self._array: np.ndarray | None = array
         self._shape, self._dtype = tuple(array.shape), array.dtype
+        self._allocating = threading.Lock()
 
     @classmethod
     def empty(cls, shape: tuple[int, ...], dtype) -> "ArrayStore":
@@ -40,13 +42,16 @@ class ArrayStore:
         """
         store = cls.__new__(cls)
         store._array, store._shape, store._dtype = None, tuple(int(n) for n in shape), np.dtype(dtype)
+        store._allocating = threading.Lock()
         return store
 
     @property
     def array(self) -> np.ndarray:
-        """The whole array (allocated now if it was not yet)."""
+        """The whole array (allocated now if it was not yet; once, whichever thread first asks)."""
         if self._array is None:
-            self._array = np.empty(self._shape, self._dtype)
+            with self._allocating:
+                if self._array is None:
+                    self._array = np.empty(self._shape, self._dtype)
         return self._array
 
     @property
