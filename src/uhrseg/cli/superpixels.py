@@ -37,6 +37,7 @@ from ..io.geo import NODATA_LABEL, mask_nodata_labels, read_georeference
 from ..io.sources import ArraySource, TiffSource
 from ..memory import peak_rss_bytes, reset_peak_rss, tune_allocator
 from ..stores import ArrayStore, FileStore
+from ..threads import usable_cpus
 from .common import ImageOpener, add_ray_options, check_targets, export_writers, parse_exports, process_batch
 
 if TYPE_CHECKING:  # loaded by run(), after the first image has started decoding
@@ -150,8 +151,9 @@ def _process(predictor: SuperpixelPredictor, opener: ImageOpener, path: Path, st
         suffix = label_suffix(labels, args.label_format)
         outputs = {args.out / f"{stem}_labels{suffix}": lambda p: write_labels(p, labels, suffix)}
     if args.overlay != "none":
-        outputs[args.out / f"{stem}_overlay.{args.overlay}"] = lambda p: write_overlay(
-            p, render_overlay(image, labels), args.overlay)
+        # drawn on every core before the encoders start, each of which then takes one core
+        overlay = render_overlay(image, labels, threads=usable_cpus())
+        outputs[args.out / f"{stem}_overlay.{args.overlay}"] = lambda p: write_overlay(p, overlay, args.overlay)
         if max(labels.shape) > args.preview_side:
             outputs[args.out / f"{stem}_preview.{args.overlay}"] = lambda p: write_overlay(
                 p, render_overlay(image, labels, max_side=args.preview_side), args.overlay)

@@ -185,7 +185,12 @@ def sample_label_store(store, height: int, width: int, band_rows: int = 1024) ->
     return out
 
 
-def render_overlay(image: np.ndarray, labels: np.ndarray, max_side: int | None = None) -> np.ndarray:
+#: Rows per band of :func:`render_overlay`.
+_OVERLAY_BAND_ROWS = 256
+
+
+def render_overlay(image: np.ndarray, labels: np.ndarray, max_side: int | None = None,
+                   threads: int = 1) -> np.ndarray:
     """Draw superpixel boundaries over an image.
 
     Parameters
@@ -197,24 +202,49 @@ def render_overlay(image: np.ndarray, labels: np.ndarray, max_side: int | None =
     max_side : int, optional
         When given and the image is larger, render a preview whose longer side is ``max_side`` pixels (image
         area-averaged, labels sampled nearest) so that boundaries stay one pixel wide.
+    threads : int
+        Threads that draw bands of rows at the same time (numpy releases the GIL); the result is the same.
 
     Returns
     -------
     (h, w, 3) ndarray of uint8
-        The image with boundary pixels in red.
+        The image with boundary pixels (:func:`uhrseg.grid.boundary_mask`) in :data:`BOUNDARY_COLOUR`.
+
+    Raises
+    ------
+    ValueError
+        If ``threads < 1``.
     """
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     rgb = to_uint8(image)
-    if max_side is not None and max(labels.shape) > max_side:
+    preview = max_side is not None and max(labels.shape) > max_side
+    if preview:
         scale = max_side / max(labels.shape)
         h, w = max(1, round(labels.shape[0] * scale)), max(1, round(labels.shape[1] * scale))
-        out = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
         rows = ((np.arange(h) + 0.5) * labels.shape[0] / h).astype(np.int64)
         cols = ((np.arange(w) + 0.5) * labels.shape[1] / w).astype(np.int64)
         labels = labels.take(rows, axis=0).take(cols, axis=1)
+    out = rgb if preview else np.empty_like(rgb)
+    height = labels.shape[0]
+
+    def draw(y0: int, y1: int) -> None:
+        if not preview:
+            out[y0:y1] = rgb[y0:y1]
+        c0, c1 = max(0, y0 - 1), min(height, y1 + 1)  # a row of context: the band's mask is the whole image's
+        mask = boundary_mask(labels[c0:c1])[y0 - c0 : y1 - c0]
+        # the boundary pixels by their flat index: 3-4x faster than assigning through the boolean mask
+        out[y0:y1].reshape(-1, 3)[np.flatnonzero(mask)] = BOUNDARY_COLOUR
+
+    # bands of 256 rows: their temporaries stay in the cache (3x faster than one band per thread)
+    starts = range(0, height, _OVERLAY_BAND_ROWS)
+    if threads == 1:
+        for y0 in starts:
+            draw(y0, min(height, y0 + _OVERLAY_BAND_ROWS))
     else:
-        out = rgb.copy()
-    # the boundary pixels by their flat index: 3-4x faster than assigning through the boolean mask
-    out.reshape(-1, 3)[np.flatnonzero(boundary_mask(labels))] = BOUNDARY_COLOUR
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="uhrseg-overlay") as pool:
+            list(pool.map(lambda y0: draw(y0, min(height, y0 + _OVERLAY_BAND_ROWS)), starts))
     return out
 
 
