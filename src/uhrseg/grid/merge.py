@@ -117,42 +117,48 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
     lo_list, hi_list = lo.tolist(), hi.tolist()
     source, target = np.concatenate([lo, hi]), np.concatenate([hi, lo])
     order = np.argsort(source, kind="stable")
-    starts = np.searchsorted(source[order], np.arange(k + 1))
+    starts = np.searchsorted(source[order], np.arange(k + 1)).tolist()
     targets = target[order].tolist()
-    neighbours = [set(targets[starts[i]:starts[i + 1]]) for i in range(k)]
+    neighbours = [set(targets[a:b]) for a, b in zip(starts, starts[1:])]
     n_pix = count.tolist()
     mean = means.tolist()
 
-    def cost(i: int, j: int) -> float:
-        return dist(mean[i], mean[j]) ** 2 * n_pix[i] * n_pix[j] / (n_pix[i] + n_pix[j])
-
     # Lazy deletion: an entry is stale once either end has changed since it was pushed (its version moved on; a
-    # superpixel merged into another gets version -1, which no entry carries).
+    # superpixel merged into another gets version -1, which no entry carries). An entry is (cost, a, b, version
+    # of a, version of b) with a < b; its cost is dist(mean[a], mean[b]) ** 2 * n[a] * n[b] / (n[a] + n[b]),
+    # always in that order of operands, so that the heap's order does not depend on the order of the pushes.
     version = [0] * k
     heap = list(zip(costs.tolist(), lo_list, hi_list, [0] * len(lo_list), [0] * len(lo_list)))
     heapq.heapify(heap)
+    heappop, heappush = heapq.heappop, heapq.heappush
     parent = list(range(k))
     alive = k
     while alive > n_segments and heap:
-        _, i, j, vi, vj = heapq.heappop(heap)
+        _, i, j, vi, vj = heappop(heap)
         if version[i] != vi or version[j] != vj:
             continue
         parent[j] = i  # i < j: the merged superpixel keeps the smaller label
         version[j] = -1
-        total = n_pix[i] + n_pix[j]
-        mean[i] = [(p * n_pix[i] + q * n_pix[j]) / total for p, q in zip(mean[i], mean[j])]
+        n_i, n_j = n_pix[i], n_pix[j]
+        total = n_i + n_j
+        mean_i = mean[i] = [(p * n_i + q * n_j) / total for p, q in zip(mean[i], mean[j])]
         n_pix[i] = total
-        version[i] += 1
+        v_i = version[i] = vi + 1
+        around_i = neighbours[i]
         for m in neighbours[j]:
-            neighbours[m].discard(j)
+            around_m = neighbours[m]
+            around_m.discard(j)
             if m != i:
-                neighbours[m].add(i)
-                neighbours[i].add(m)
-        neighbours[i].discard(j)
+                around_m.add(i)
+                around_i.add(m)
+        around_i.discard(j)
         neighbours[j] = set()
-        for m in neighbours[i]:
-            pair = (i, m) if i < m else (m, i)
-            heapq.heappush(heap, (cost(*pair), pair[0], pair[1], version[pair[0]], version[pair[1]]))
+        for m in around_i:
+            n_m = n_pix[m]
+            if i < m:
+                heappush(heap, (dist(mean_i, mean[m]) ** 2 * total * n_m / (total + n_m), i, m, v_i, version[m]))
+            else:
+                heappush(heap, (dist(mean[m], mean_i) ** 2 * n_m * total / (n_m + total), m, i, version[m], v_i))
         alive -= 1
     root = np.asarray(parent)
     while True:
