@@ -72,8 +72,9 @@ _EXIF_ORIENTATION = 0x0112
 
 # OpenCV decodes a baseline or progressive JPEG (the same libjpeg-turbo, ISLOW IDCT and fancy upsampling as
 # Pillow: identical pixels on all 871 JPEGs of ../shared/datasets, and EXIF orientation applied the same way,
-# tests/test_io.py) in one call without Pillow's 4-byte-per-pixel intermediate: 0.26-0.28 against 0.34-0.38 s
-# for the 5K photograph on the 2-core CPU. Up to its default limit of 2**30 pixels; Pillow reads the rest.
+# tests/test_io.py) in one call without Pillow's 4-byte-per-pixel intermediate: 0.28 against 0.32 s for the 5K
+# photograph on the 2-core CPU (medians of 8, interleaved). Up to its default limit of 2**30 pixels; Pillow reads
+# the rest.
 _OPENCV_JPEG_MAX_PIXELS = 2**30
 _JPEG_EOI = b"\xff\xd9"
 
@@ -81,8 +82,8 @@ _JPEG_EOI = b"\xff\xd9"
 def _read_jpeg_opencv(path: Path, im: Image.Image) -> np.ndarray | None:
     """The RGB pixels of the JPEG ``path`` (opened as ``im``, header only) decoded by OpenCV, or None when
     Pillow should decode it: other colour spaces than RGB (YCbCr) and grayscale, more than
-    :data:`_OPENCV_JPEG_MAX_PIXELS`, or a file that does not end with the end-of-image marker (truncated, or
-    bytes after the image: Pillow says what is wrong)."""
+    :data:`_OPENCV_JPEG_MAX_PIXELS`, a file that does not end with the end-of-image marker (truncated, which
+    Pillow reports, or followed by other bytes, which Pillow reads), or one OpenCV cannot decode."""
     if im.format != "JPEG" or im.mode not in ("RGB", "L") or im.width * im.height > _OPENCV_JPEG_MAX_PIXELS:
         return None
     data = np.fromfile(path, np.uint8)
@@ -90,7 +91,10 @@ def _read_jpeg_opencv(path: Path, im: Image.Image) -> np.ndarray | None:
         return None
     import cv2
 
-    return cv2.imdecode(data, cv2.IMREAD_COLOR_RGB)  # None if OpenCV cannot decode it
+    try:
+        return cv2.imdecode(data, cv2.IMREAD_COLOR_RGB)  # None if OpenCV cannot decode it
+    except cv2.error:
+        return None
 
 
 def _read_pillow(path: Path) -> np.ndarray:
