@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UhrsegError
-from ..memory import peak_rss_bytes
+from ..memory import peak_rss_bytes, tune_allocator
 
 DESCRIPTION = """\
 Sharpen a class map with superpixels. --classes is either a class map of the image's size
@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
                                      oversegmentation=args.oversegmentation)
     except ValueError as e:
         raise UhrsegError(str(e)) from None
+    tune_allocator()  # glibc: large blocks reused from the heap, not faulted in afresh
     image = read_image(args.image)
     height, width = image.shape[:2]
     probabilities = None

@@ -34,7 +34,7 @@ from ..io import (
 )
 from ..io.geo import NODATA_CLASS, NODATA_LABEL, mask_nodata_classes, mask_nodata_labels, read_georeference
 from ..io.sources import ArraySource, TiffSource
-from ..memory import peak_rss_bytes, reset_peak_rss
+from ..memory import peak_rss_bytes, reset_peak_rss, tune_allocator
 from ..stores import ArrayStore, FileStore
 from .common import ImageOpener, add_ray_options, check_targets, export_writers, parse_exports, process_batch
 
@@ -285,6 +285,7 @@ def run(args: argparse.Namespace) -> int:
         from ..distributed import run_on_ray
 
         return run_on_ray(__name__, args, images, desc)
+    tune_allocator()  # glibc: large blocks (torch's tensors, bands) reused from the heap, not faulted in afresh
     opener = ImageOpener(images)  # the first image decodes while torch and the network load
     process, summary = prepare(args, opener)  # before the folder: bad weights make none
     created_out = not args.out.exists()
