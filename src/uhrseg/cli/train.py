@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UhrsegError
+from ..memory import tune_allocator
 from ..training import SemanticTrainConfig, TrainConfig, train, train_semantic
 from ..training.magnet_trainer import MagNetTrainConfig, train_magnet
 
@@ -249,6 +250,7 @@ def _magnet_config(args: argparse.Namespace) -> MagNetTrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Execute the sub-command; returns the exit code."""
+    tune_allocator()  # glibc: torch's tensors reused from the heap, not faulted in afresh each step
     if args.model in MAGNET_MODELS:
         if (args.out / "last.pt").is_file():
             print(f"uhrseg: resuming from {args.out / 'last.pt'} (its stored recipe is used)", file=sys.stderr)
