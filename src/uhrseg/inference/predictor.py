@@ -617,16 +617,7 @@ class SuperpixelPredictor:
 
         say("upsample")
         t0 = time.perf_counter()
-
-        def upsample(y0: int) -> None:
-            y1 = min(big_h, y0 + rows)
-            labels.write(y0, small.take(row_of[y0:y1], axis=0).take(col_of, axis=1))
-
-        # in bands of at most band_rows, a few per thread (numpy's take and copy release the GIL)
-        threads = usable_cpus()
-        rows = max(1, min(self.band_rows, -(-big_h // (4 * threads))))
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="uhrseg-upsample") as pool:
-            list(pool.map(upsample, range(0, big_h, rows)))
+        _upsample_into(labels, small, row_of, col_of, self.band_rows)
         del small
         timings["upsample"] = time.perf_counter() - t0
 
@@ -665,6 +656,22 @@ class SuperpixelPredictor:
     def predict(self, image: np.ndarray, n_segments: int) -> np.ndarray:
         """Superpixel labels of ``image``: ``(H, W)`` int32, 0-based, contiguous, 4-connected (see :meth:`run`)."""
         return self.run(image, n_segments).labels
+
+
+def _upsample_into(labels, small: np.ndarray, row_of: np.ndarray, col_of: np.ndarray, band_rows: int) -> None:
+    """Write ``small`` (``(h, w)`` int32) upsampled nearest into the ``(H, W)`` row store ``labels``: image row
+    ``y`` takes map row ``row_of[y]``, image column ``x`` map column ``col_of[x]``. In bands of at most
+    ``band_rows`` rows, a few per thread (numpy's take and copy release the GIL; the bands are disjoint)."""
+    height = len(row_of)
+    threads = usable_cpus()
+    rows = max(1, min(band_rows, -(-height // (4 * threads))))
+
+    def band(y0: int) -> None:
+        y1 = min(height, y0 + rows)
+        labels.write(y0, small.take(row_of[y0:y1], axis=0).take(col_of, axis=1))
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="uhrseg-upsample") as pool:
+        list(pool.map(band, range(0, height, rows)))
 
 
 def _fill_lab_in_background(source: ArraySource, lab: ArrayStore, band_rows: int) -> Future:
