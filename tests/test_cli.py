@@ -267,10 +267,34 @@ def test_numba_loads_in_the_warm_up_thread():
         "print('numba' in sys.modules)",
         "predictor = p.SuperpixelPredictor('pcnet', backend='opencv')",
         "predictor._warm_up.join()",
-        "print('numba' in sys.modules)",
+        "print('numba' in sys.modules, 'numba.np.arraymath' in sys.modules, 'scipy' in sys.modules)",
+        "import scipy.linalg.cython_blas",  # hidden from the warm-up thread only, and only while it imported numba
+        "print(len(sys.meta_path) == n_finders)",
     ])
+    code = code.replace("import sys, threading", "import sys, threading\nn_finders = len(sys.meta_path)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["False", "True"]
+    # numba's NumPy support is loaded without the 0.16 s SciPy import it would make (uhrseg.grid.warmup)
+    assert out.split() == ["False", "True", "True", "False", "True"]
+
+
+def test_scipy_is_refused_to_the_warm_up_thread_only():
+    """The finder that keeps SciPy out of numba's import refuses it to the thread that made it, not to others
+    (a concurrent import elsewhere must not fail), and finds nothing else."""
+    import threading
+
+    from uhrseg.grid.warmup import _NoScipyInThread
+
+    finder = _NoScipyInThread()
+    with pytest.raises(ModuleNotFoundError, match="scipy.linalg.cython_blas"):
+        finder.find_spec("scipy.linalg.cython_blas")
+    with pytest.raises(ModuleNotFoundError):
+        finder.find_spec("scipy")
+    assert finder.find_spec("scipyx") is None and finder.find_spec("numpy") is None
+    seen = []
+    other = threading.Thread(target=lambda: seen.append(finder.find_spec("scipy.linalg")))
+    other.start()
+    other.join()
+    assert seen == [None]
 
 
 def test_refinement_settings_are_recorded_and_checked(tmp_path, capsys):

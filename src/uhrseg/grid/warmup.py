@@ -8,15 +8,57 @@ pipeline nothing needs a kernel until the connectivity step, so :class:`uhrseg.S
 release the GIL), and joins the thread before the connectivity step. The labels do not depend on it: it only
 moves when the kernels are loaded. The thread also makes OpenCV's first CIELAB conversion and area resize,
 which cost 30-40 ms each in a new process, on a few pixels, before the pipeline reads its first band.
+
+numba's NumPy support (``numba.np.arraymath``) imports ``scipy.linalg.cython_blas`` when it is first imported,
+only to choose how its own ``np.correlate`` / ``np.convolve`` take inner products of floats (a BLAS dot product
+or a plain loop). With SciPy 1.17 that import pulls in ``numpy.f2py`` and costs 0.16 s of CPU, which on two
+cores comes off the network running beside it. None of uhrseg's kernels uses BLAS, so the warm-up imports that
+module with SciPy hidden from its own thread (:func:`import_numba_without_scipy`): measured on the 5K
+photograph (n = 5000), ``uhrseg superpixels`` took 2.14 against 2.31 s (medians of 6, interleaved with the code
+before, 2026-12-06). The one effect outside uhrseg: numba-compiled ``np.correlate`` / ``np.convolve`` of floats
+in the same process use numba's loop instead of BLAS (the same sums, possibly in another order). A process that
+imported ``scipy.linalg`` before numba's first use keeps BLAS.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
+from importlib.abc import MetaPathFinder
 
 import numpy as np
 
-__all__ = ["start_warm_up", "warm_up_kernels"]
+__all__ = ["import_numba_without_scipy", "start_warm_up", "warm_up_kernels"]
+
+
+class _NoScipyInThread(MetaPathFinder):
+    """Import finder that refuses SciPy's modules to one thread (and finds nothing for any other import)."""
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+
+    def find_spec(self, name, path=None, target=None):
+        if threading.get_ident() == self.thread and (name == "scipy" or name.startswith("scipy.")):
+            raise ModuleNotFoundError(f"{name} is not imported by uhrseg's numba warm-up", name=name)
+        return None
+
+
+def import_numba_without_scipy() -> None:
+    """Import numba's NumPy support, ``numba.np.arraymath``, without the SciPy import it makes (see the module
+    docstring); a no-op when it is already imported.
+
+    Only the calling thread is refused SciPy, and only during this import (a finder at the front of
+    ``sys.meta_path``, removed afterwards); other threads import SciPy as usual meanwhile, and a SciPy already
+    imported is used (``sys.modules`` is consulted before any finder).
+    """
+    if "numba.np.arraymath" in sys.modules:
+        return
+    finder = _NoScipyInThread()
+    sys.meta_path.insert(0, finder)
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        sys.meta_path.remove(finder)
 
 
 def warm_up_kernels() -> None:
@@ -36,8 +78,9 @@ def warm_up_kernels() -> None:
     lab8(np.zeros((1, 1, 3), np.uint8))
     cv2.resize(np.zeros((3, 5, 3), np.float32), (2, 2), interpolation=cv2.INTER_AREA)
 
+    import_numba_without_scipy()
     from ..stores import ArrayStore
-    from .connectivity import enforce_connectivity  # imports numba
+    from .connectivity import enforce_connectivity
     from .refine import refine_store
 
     ids = np.array([[0, 0], [1, 1]], np.int32)
