@@ -7,8 +7,9 @@ Sections, each printed as it finishes and written to ``--out`` (JSON):
    labels differ before the connectivity step (raw network labels) and after the whole pipeline;
 2. **tiling**: the cell-id map of the 5K photograph with small tiles and strips against one untiled pass, on
    the GPU (the torch backend is bit-identical on the CPU; this says whether it is on the GPU);
-3. **half precision**: the network under ``torch.autocast`` (float16 and bfloat16) against float32 on the GPU:
-   differing raw labels and the network time;
+3. **half precision**: the network with ``SuperpixelPredictor(precision="fp16" | "bf16")`` (``torch.autocast``;
+   ``uhrseg superpixels --precision``) against float32 on the GPU: differing raw labels and the network time
+   (``bench_precision.py --device cuda`` adds BR / BP / ASA);
 4. **sizes**: 1K to 20K (the images of ``bench_superpixels.py``), PCNet and SCN: the network stage with the
    default tiles and untiled (one trunk tile, one head strip: the memory the paper's claim is about, "SCN fails
    above about 3.5K on 11 GB, PCNet reaches 5K"), seconds and peak GPU memory (``max_memory_allocated``), out
@@ -112,13 +113,16 @@ def half_precision(device: torch.device) -> list[dict]:
     image = read_image(PHOTOS / "shell-5120x2880.jpg")
     rows = []
     for method in ("pcnet", "scn"):
-        predictor = SuperpixelPredictor(method, device=str(device), backend="torch")
-        reference = predictor.run(image, 5000, connectivity=False)
-        for dtype in (torch.float16, torch.bfloat16):
-            with torch.autocast(device.type, dtype=dtype):
-                predictor.run(image, 5000, connectivity=False)  # warm-up (kernel selection)
-                result = predictor.run(image, 5000, connectivity=False)
-            rows.append({"method": method, "dtype": str(dtype).replace("torch.", ""),
+        reference_predictor = SuperpixelPredictor(method, device=str(device), backend="torch")
+        reference = reference_predictor.run(image, 5000, connectivity=False)
+        for precision in ("fp16", "bf16"):
+            if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+                continue
+            # the product's path: SuperpixelPredictor(precision=...), i.e. uhrseg superpixels --precision
+            predictor = SuperpixelPredictor(method, device=str(device), backend="torch", precision=precision)
+            predictor.run(image, 5000, connectivity=False)  # warm-up (kernel selection)
+            result = predictor.run(image, 5000, connectivity=False)
+            rows.append({"method": method, "dtype": precision,
                          "raw_differ": int((result.labels != reference.labels).sum()),
                          "pixels": int(result.labels.size), "network_s": round(result.timings["network"], 4),
                          "network_fp32_s": round(reference.timings["network"], 4)})

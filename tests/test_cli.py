@@ -311,3 +311,18 @@ def test_refinement_settings_are_recorded_and_checked(tmp_path, capsys):
         code, err = run_cli(capsys, bsds_image_path(), *bad, "--out", tmp_path / "bad")
         assert code == 2 and "--oversegmentation is for pcnet and scn and must be >= 1" in err, err
         assert not (tmp_path / "bad").exists() or files_in(tmp_path / "bad") == []
+
+
+def test_precision_flag_runs_torch_and_is_recorded(tmp_path, capsys):
+    """--precision bf16 takes the torch backend under auto and is recorded; a classical method or the OpenCV
+    backend refuses it before any folder is made."""
+    code, err = run_cli(capsys, bsds_image_path(), "-n", "300", "--device", "cpu", "--precision", "bf16",
+                        "--out", tmp_path / "out")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["backend"], summary["precision"]) == ("torch", "bf16")
+    assert summary["images"][0]["n_produced"] > 250
+    for bad in (("-m", "slic"), ("--backend", "opencv")):
+        code, err = run_cli(capsys, bsds_image_path(), "--precision", "fp16", *bad, "--out", tmp_path / "bad")
+        assert code == 2 and "--precision fp16 is for pcnet and scn on the torch backend" in err, err
+        assert not (tmp_path / "bad").exists()

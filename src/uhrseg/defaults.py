@@ -17,6 +17,9 @@ METHODS = NETWORK_METHODS + CLASSICAL_METHOD_NAMES
 #: Inference backends of the superpixel networks: ``torch`` (any weights, CPU or CUDA), ``opencv`` (the packaged
 #: PCNet and SCN through their ONNX export with OpenCV's DNN module, CPU, no torch import), and ``auto``.
 BACKENDS = ("auto", "torch", "opencv")
+#: Arithmetic of the superpixel networks on the torch backend: float32, or autocast to bfloat16 / float16
+#: (uhrseg.inference.network.cell_id_map gives what each measured).
+INFERENCE_PRECISIONS = ("fp32", "bf16", "fp16")
 #: Output pixels per strip of a superpixel network's head (2**18 since 2026-12-06: the same time as 2**19 with the
 #: CLI's allocator settings, :func:`uhrseg.memory.tune_allocator`, and half the memory for the head's layers).
 DEFAULT_STRIP_PIXELS = 2**18

@@ -22,6 +22,7 @@ imported ``scipy.linalg`` before numba's first use keeps BLAS.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import threading
 from importlib.abc import MetaPathFinder
@@ -56,7 +57,7 @@ def import_numba_without_scipy() -> None:
     finder = _NoScipyInThread()
     sys.meta_path.insert(0, finder)
     try:
-        import numba.np.arraymath  # noqa: F401
+        importlib.import_module("numba.np.arraymath")
     finally:
         sys.meta_path.remove(finder)
 

@@ -27,6 +27,7 @@ from ..defaults import (
     DEFAULT_SMOOTHNESS,
     DEFAULT_STRIP_PIXELS,
     DEFAULT_TILE,
+    INFERENCE_PRECISIONS,
     METHODS,
     NETWORK_METHODS,
     resolution_smoothness,
@@ -272,6 +273,11 @@ class SuperpixelPredictor:
         Checkpoint to use instead of the packaged weights (networks only), or the name of other weights
         shipped in the package: ``"pcnet-aerial"`` (PCNet fine-tuned on aerial frames, see
         ``uhrseg/weights/README.md``).
+    precision : str
+        Arithmetic of the network on the torch backend (networks only): ``"fp32"`` (default), ``"bf16"`` or
+        ``"fp16"`` (:func:`torch.autocast`; :func:`uhrseg.inference.cell_id_map`, which gives the measured speed
+        and quality). The OpenCV backend computes in float32, so ``backend="auto"`` takes torch for the other
+        two.
     strip_pixels : int
         Output pixels per strip of the network head: the memory/speed trade-off of large images.
     refine_iterations : int, optional
@@ -314,8 +320,10 @@ class SuperpixelPredictor:
     Raises
     ------
     ValueError
-        If the method, device or backend is unknown, weights or an ``oversegmentation`` are given for a classical
-        method, or ``oversegmentation < 1``.
+        If the method, device, backend or precision is unknown, weights, an ``oversegmentation`` or a precision
+        other than ``"fp32"`` are given for a classical method, ``oversegmentation < 1``, the OpenCV backend is
+        asked for with another precision than ``"fp32"``, or the device cannot run the precision (bf16 on a GPU
+        without bfloat16).
     uhrseg.errors.WeightsNotFoundError
         If the network's weights are not packaged (or ``weights`` does not exist).
     uhrseg.errors.CheckpointError
@@ -332,7 +340,7 @@ class SuperpixelPredictor:
     """
 
     def __init__(self, method: str = "pcnet", *, device: str = "auto", backend: str = "torch",
-                 weights: str | os.PathLike | None = None,
+                 weights: str | os.PathLike | None = None, precision: str = "fp32",
                  strip_pixels: int = DEFAULT_STRIP_PIXELS, refine_iterations: int | None = None,
                  refine_compactness: float = DEFAULT_COMPACTNESS, refine_smoothness: float | None = None,
                  oversegmentation: float | None = None, tile: int = DEFAULT_TILE,
@@ -366,6 +374,16 @@ class SuperpixelPredictor:
         self.network = None
         self.backend = None
         self.device = "cpu"
+        if precision != "fp32":
+            if precision not in INFERENCE_PRECISIONS:
+                raise ValueError(f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
+            if method not in NETWORK_METHODS:
+                raise ValueError(f"method {method!r} takes no precision (networks only)")
+            if backend == "opencv":
+                raise ValueError(f"the opencv backend computes in float32; use backend 'torch' for {precision}")
+            if backend == "auto":
+                backend = "torch"
+        self.precision = precision
         if method in NETWORK_METHODS:
             self.backend = resolve_backend(backend, method, device, weights)
             if self.backend == "opencv":
@@ -649,7 +667,7 @@ class SuperpixelPredictor:
             return self.network.cell_id_map(x, grid, self.tile, self.strip_pixels, guide)
         from .network import cell_id_map, synchronize
 
-        ids = cell_id_map(self.model, x, grid, self.device, self.tile, self.strip_pixels, guide)
+        ids = cell_id_map(self.model, x, grid, self.device, self.tile, self.strip_pixels, guide, self.precision)
         synchronize(self.device)
         return ids
 
