@@ -84,6 +84,32 @@ def test_streamed_tiled_run_equals_untiled_run(photo, untiled, tmp_path):
     assert not list(tmp_path.glob("labels*")) and not list(tmp_path.glob("lab*"))  # stores removed
 
 
+@pytest.mark.parametrize("layout, chunk, step", [(dict(tile=(512, 512)), 512, 512),
+                                                  (dict(rowsperstrip=700), 700, 768),
+                                                  (dict(tile=(128, 128)), 128, 256)])
+def test_tiff_is_read_in_whole_chunks_with_the_same_bands(photo, tmp_path, layout, chunk, step):
+    """The resize pass reads a TIFF in blocks of whole tiles / strips (rounded up to the 256-row bands), so each
+    tile is decoded once rather than once per band, and hands on the same 256-row bands: the network input, the
+    guide and the per-band callback are those of the in-memory image."""
+    from uhrseg.inference.resize import RESIZE_BAND_ROWS, read_rows_for
+
+    path = tmp_path / "photo.tif"
+    tifffile.imwrite(path, photo, photometric="rgb", compression="zlib", **layout)
+    source = open_image(path)
+    assert isinstance(source, TiffSource) and source.chunk_rows == chunk and read_rows_for(source) == step
+    reads, bands = [], []
+    read_rows = source.read_rows
+    source.read_rows = lambda y0, y1: reads.append((y0, y1)) or read_rows(y0, y1)
+    grid = CellGrid(16 * 40, 16 * 64)
+    x, guide = network_inputs(source, grid, 4, guided=True, on_band=lambda y0, band: bands.append((y0, len(band))))
+    source.close()
+    h = photo.shape[0]
+    assert reads == [(y0, min(h, y0 + step)) for y0 in range(0, h, step)]
+    assert bands == [(y0, min(RESIZE_BAND_ROWS, h - y0)) for y0 in range(0, h, RESIZE_BAND_ROWS)]
+    x_mem, guide_mem = network_inputs(ArraySource(photo), grid, 4, guided=True)
+    assert np.array_equal(x, x_mem) and np.array_equal(guide, guide_mem)
+
+
 def test_streamed_cli_writes_the_same_labels_as_a_bigtiff(photo, untiled, tmp_path):
     path = tmp_path / "photo.tif"
     tifffile.imwrite(path, photo, tile=(512, 512), photometric="rgb", compression="zlib")

@@ -20,8 +20,9 @@ import numpy as np
 from ..grid.geometry import CellGrid
 from ..io.sources import ArraySource
 
-__all__ = ["RESIZE_BAND_ROWS", "AreaAccumulator", "NetworkTimings", "grid_shape_for", "nearest_index",
-           "network_input", "network_inputs", "output_grid", "resize_image", "sampled_cell_ids"]
+__all__ = ["READ_BLOCK_BYTES", "RESIZE_BAND_ROWS", "AreaAccumulator", "NetworkTimings", "grid_shape_for",
+           "nearest_index", "network_input", "network_inputs", "output_grid", "read_rows_for", "resize_image",
+           "sampled_cell_ids"]
 
 #: Source rows per band when making the network input (fixed, so the result never depends on tiling).
 RESIZE_BAND_ROWS = 256
@@ -179,12 +180,33 @@ def network_input(source, height: int, width: int, on_band=None) -> np.ndarray:
             on_band(0, image)
         return resize_image(image, height, width)
     acc = AreaAccumulator(height, width, big_h, big_w)
-    for y0 in range(0, big_h, RESIZE_BAND_ROWS):
-        band = source.read_rows(y0, min(big_h, y0 + RESIZE_BAND_ROWS))
-        if on_band is not None:
-            on_band(y0, band)
-        acc.add(y0, band)
+    step = read_rows_for(source)
+    for b0 in range(0, big_h, step):
+        block = source.read_rows(b0, min(big_h, b0 + step))
+        for y0 in range(b0, b0 + len(block), RESIZE_BAND_ROWS):
+            band = block[y0 - b0 : y0 - b0 + RESIZE_BAND_ROWS]
+            if on_band is not None:
+                on_band(y0, band)
+            acc.add(y0, band)
     return acc.result()
+
+
+#: The most bytes :func:`read_rows_for` lets one read of a source take (a TIFF stored in taller chunks is then
+#: read in bands that decode some chunks more than once).
+READ_BLOCK_BYTES = 2**28
+
+
+def read_rows_for(source) -> int:
+    """Rows per read when a source is read top to bottom in bands of :data:`RESIZE_BAND_ROWS`: the source's
+    ``chunk_rows`` (a TIFF's tile or strip height) rounded up to a multiple of ``RESIZE_BAND_ROWS``, so that each
+    tile is decoded once rather than once per band it spans (a 20000 x 20000 JPEG-tiled TIFF with 512-row tiles:
+    1.9 against 3.3 s of decoding), at most :data:`READ_BLOCK_BYTES` of the band's pixels; the bands themselves,
+    and so every result, stay the same."""
+    chunk = max(1, int(getattr(source, "chunk_rows", 1)))
+    step = -(-chunk // RESIZE_BAND_ROWS) * RESIZE_BAND_ROWS
+    row_bytes = source.shape[1] * 3 * np.dtype(source.dtype).itemsize
+    most = max(RESIZE_BAND_ROWS, READ_BLOCK_BYTES // row_bytes // RESIZE_BAND_ROWS * RESIZE_BAND_ROWS)
+    return min(step, most)
 
 
 def network_inputs(source, grid: CellGrid, upscale: int, guided: bool = False,

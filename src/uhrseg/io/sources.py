@@ -2,7 +2,8 @@
 
 A source has ``shape`` ``(H, W, 3)``, ``dtype`` (uint8, uint16 or float32 in [0, 1]),
 ``read_rows(y0, y1)``, which returns rows ``[y0, y1)`` as RGB in the layout of :func:`uhrseg.io.read_image`,
-and ``read_region(y0, y1, x0, x1)`` for a window of them.
+``read_region(y0, y1, x0, x1)`` for a window of them, and ``chunk_rows``, the rows the file is stored in (a
+tile's or strip's height: a reader that asks for whole chunks, from a multiple of it, decodes each only once).
 :func:`open_image` streams tiled and stripped TIFF/BigTIFF files through tifffile's Zarr interface (only the
 tiles that cover the requested rows are read and decoded) and decodes other formats (JPEG, PNG, ...) whole,
 since their codecs cannot seek to a band of rows.
@@ -42,6 +43,11 @@ class ArraySource:
     @property
     def dtype(self) -> np.dtype:
         return self.array.dtype
+
+    @property
+    def chunk_rows(self) -> int:
+        """1: any band of rows is a view."""
+        return 1
 
     def read_rows(self, y0: int, y1: int) -> np.ndarray:
         """Rows ``[y0, y1)``: a ``(y1 - y0, W, 3)`` view."""
@@ -90,6 +96,7 @@ class TiffSource:
         y = axes.index("Y")
         self._height, self._width = page.shape[y], page.shape[y + 1]
         self._dtype = dtype
+        self._chunk_rows = int(page.tilelength if page.is_tiled else min(page.rowsperstrip, self._height))
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -98,6 +105,12 @@ class TiffSource:
     @property
     def dtype(self) -> np.dtype:
         return self._dtype
+
+    @property
+    def chunk_rows(self) -> int:
+        """Rows per tile (tiled files) or per strip: every read decodes the whole tiles or strips it touches, so
+        bands of a multiple of this, starting at multiples of it, decode each one once."""
+        return self._chunk_rows
 
     def read_rows(self, y0: int, y1: int) -> np.ndarray:
         """Rows ``[y0, y1)`` as a new ``(y1 - y0, W, 3)`` array of the file's sample type.
