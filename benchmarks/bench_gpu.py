@@ -17,7 +17,7 @@ Sections, each printed as it finishes and written to ``--out`` (JSON):
    the predictor's defaults (1.5 n cells merged back to n since the twelfth session; connectivity, merge and
    refinement on the CPU) for sizes up to 10K.
 
-``--device cpu`` runs the same code on the CPU (no memory column, no autocast section), to check the script
+``--device cpu`` runs the same code on the CPU (no memory column), to check the script
 where no GPU is lent. Usage::
 
     python benchmarks/bench_gpu.py [--device cuda] [--sizes 1K,2.5K,5K,10K,20K] [--bsds-images 20]
@@ -184,7 +184,7 @@ def main() -> None:
     runs = {"correctness": lambda: correctness(device, args.bsds_images), "tiling": lambda: tiling(device),
             "half": lambda: half_precision(device), "sizes": lambda: sizes(device, args.sizes.split(","))}
     for name, section in runs.items():
-        if name not in sections or (name == "half" and device.type != "cuda"):
+        if name not in sections:
             continue
         results[name] = section()
         tmp = args.out.with_name(args.out.name + ".part")  # written after every section: a run cut short keeps
