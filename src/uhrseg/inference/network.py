@@ -154,13 +154,13 @@ def cell_id_map(model: SuperpixelNet, net_input: np.ndarray, grid: CellGrid, dev
         :data:`INFERENCE_PRECISIONS`: ``"fp32"`` (default), or the trunk and head under :func:`torch.autocast`
         to ``"bf16"`` (bfloat16) or ``"fp16"`` (float16): convolutions in the lower precision, the argmax on its
         logits. Tiled and untiled runs stay identical at any precision (tested). Measured on the 2-core CPU
-        (Intel Xeon with AMX-BF16 and AVX512-FP16, torch 2.13, packaged PCNet, 2026-12-06,
-        ``benchmarks/bench_precision.py``): the network on the 5K photograph at n = 5000 took 0.55 s with bf16,
-        1.12 s in fp32 and 1.34 s with fp16; BR / BP / ASA of the final superpixels moved from fp32 by
-        +0.0000 / +0.0002 / -0.0000 with bf16 and +0.0007 / +0.0001 / -0.0000 with fp16 on 50 BSDS500 val images
-        (n = 600; standard errors 0.0004 / 0.0001 / 0.0001), and by at most 0.0004 on 20 semantic-drone test
-        frames (r = 1); 2.5 % (bf16) and 0.3 % (fp16) of the raw cell ids differ from fp32's. CPUs without AMX
-        or AVX512-BF16 emulate bfloat16 and are slower.
+        (Intel Xeon with AMX-BF16 and AVX512-FP16, torch 2.13, packaged weights, 2026-12-06,
+        ``benchmarks/bench_precision.py``): the network on the 5K photograph at n = 5000 took 0.50 s with bf16,
+        1.06 s in fp32 and 1.36 s with fp16 (SCN: 0.57, 1.45, 2.09 s); BR / BP / ASA of PCNet's superpixels
+        moved from fp32 by +0.0000 / +0.0002 / -0.0000 with bf16 and +0.0007 / +0.0001 / -0.0000 with fp16 on 50
+        BSDS500 val images (n = 600; standard errors 0.0004 / 0.0001 / 0.0001), and by at most 0.0004 on 20
+        semantic-drone test frames (r = 1); 2.5 % (bf16) and 0.3 % (fp16) of the raw cell ids differ from fp32's.
+        CPUs without AMX or AVX512-BF16 emulate bfloat16 and are slower.
 
     Returns
     -------
