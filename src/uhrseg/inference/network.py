@@ -65,18 +65,20 @@ __all__ = [
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def check_inference_precision(precision: str, device: torch.device | None = None) -> str:
-    """Return ``precision`` if it is one of :data:`INFERENCE_PRECISIONS` (and, given a device, one it can run).
+def check_inference_precision(precision: str, device: torch.device | None = None,
+                              allowed: tuple[str, ...] = INFERENCE_PRECISIONS) -> str:
+    """Return ``precision`` if it is one of ``allowed`` (default :data:`INFERENCE_PRECISIONS`; the trainers pass
+    their own, :data:`uhrseg.training.common.PRECISIONS`) and, given a device, one it can run.
 
     Raises
     ------
     ValueError
         For any other value, or ``"bf16"`` on a CUDA device without bfloat16 (before Ampere).
     """
-    if precision not in INFERENCE_PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
+    if precision not in allowed:
+        raise ValueError(f"precision must be one of {', '.join(allowed)}, got {precision!r}")
     if precision == "bf16" and device is not None and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"{torch.cuda.get_device_name(device)} has no bfloat16; use precision fp16 or fp32")
+        raise ValueError(f"{torch.cuda.get_device_name(device)} has no bfloat16; use fp32 (or fp16 for inference)")
     return precision
 
 

@@ -81,11 +81,9 @@ def check_precision(precision: str, device: torch.device | None = None) -> str:
     ValueError
         For any other value, or ``"bf16"`` on a CUDA device without bfloat16 (before Ampere).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "bf16" and device is not None and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"{torch.cuda.get_device_name(device)} has no bfloat16; train with --precision fp32")
-    return precision
+    from ..inference.network import check_inference_precision
+
+    return check_inference_precision(precision, device, PRECISIONS)
 
 
 def mixed_precision(device: torch.device, precision: str):
