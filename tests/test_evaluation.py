@@ -216,7 +216,9 @@ def test_evaluate_command_errors(mini_bsds, tmp_path, capsys):
                  "--methods", "pcnet"]) == 2
     assert "x.pt: weights file not found" in capsys.readouterr().err
     for spec, message in (("pcnet:oversegment=0.5", "pcnet:oversegment=0.5: oversegmentation must be >= 1"),
-                          ("slic:oversegment=1", "method 'slic' takes no oversegmentation")):
+                          ("slic:oversegment=1", "method 'slic' takes no oversegmentation"),
+                          ("slic:precision=bf16", "method 'slic' takes no precision"),
+                          ("pcnet:precision=int8", "precision must be one of fp32, bf16, fp16, got 'int8'")):
         assert main([*base, "--dataset", "bsds500:test", "--methods", spec]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # refused before any output
@@ -241,8 +243,9 @@ def test_method_specs_with_refinement():
         "pcnet", {"refine_iterations": 8, "refine_smoothness": 100.0, "refine_compactness": 2.5})
     assert parse_method_spec("pcnet:refine=0:oversegment=1") == ("pcnet", {"refine_iterations": 0,
                                                                            "oversegmentation": 1.0})
+    assert parse_method_spec("scn:precision=bf16:refine=0") == ("scn", {"precision": "bf16", "refine_iterations": 0})
     for bad in ("nope", "pcnet:refine", "pcnet:refine=-1", "pcnet:iters=2", "pcnet:refine=1.5",
-                "pcnet:smoothness=-3", "pcnet:smoothness=x", "pcnet:oversegment=-1"):
+                "pcnet:smoothness=-3", "pcnet:smoothness=x", "pcnet:oversegment=-1", "pcnet:precision=half"):
         with pytest.raises(ValueError):
             parse_method_spec(bad)
 

@@ -74,8 +74,9 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--methods", default="slic,slico,seeds,lsc,fh", metavar="LIST",
                    help=f"comma-separated methods among {', '.join(METHODS)}; METHOD:refine=N sets the "
                         "passes of full-resolution boundary refinement (0 = raw network labels), "
-                        ":smoothness=L and :compactness=M its lambda and m (e.g. pcnet:smoothness=100) "
-                        "(default slic,slico,seeds,lsc,fh)")
+                        ":smoothness=L and :compactness=M its lambda and m (e.g. pcnet:smoothness=100); for "
+                        "pcnet and scn :oversegment=R the merge factor (1 = the network's grid) and "
+                        ":precision=fp32|bf16|fp16 the network's arithmetic (default slic,slico,seeds,lsc,fh)")
     counts = p.add_mutually_exclusive_group()
     counts.add_argument("--n-segments", default="200,400,600,800,1000,1200", metavar="LIST",
                         help="superpixel counts: 200,400,600 or 200,400,...,1200 or 200:1200:200 "

@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..datasets.readers import read_label_map
+from ..defaults import INFERENCE_PRECISIONS
 from ..errors import UhrsegError
 from ..grid.connectivity import enforce_connectivity
 from ..inference.predictor import METHODS, SuperpixelPredictor
@@ -139,29 +140,35 @@ class EvaluationPlan:
 
 
 _SPEC_OPTIONS = {"refine": ("refine_iterations", int), "compactness": ("refine_compactness", float),
-                 "smoothness": ("refine_smoothness", float), "oversegment": ("oversegmentation", float)}
+                 "smoothness": ("refine_smoothness", float), "oversegment": ("oversegmentation", float),
+                 "precision": ("precision", str)}
+_SPEC_SYNTAX = "METHOD[:refine=N][:compactness=M][:smoothness=L][:oversegment=R][:precision=P]"
 
 
 def parse_method_spec(spec: str) -> tuple[str, dict]:
-    """Split an evaluation method spec ``METHOD[:refine=N][:compactness=M][:smoothness=L][:oversegment=R]``.
+    """Split an evaluation method spec
+    ``METHOD[:refine=N][:compactness=M][:smoothness=L][:oversegment=R][:precision=P]``.
 
     ``refine=N`` sets the passes of full-resolution boundary refinement (0: none), ``compactness`` and
     ``smoothness`` its ``m`` and ``lambda`` (:func:`uhrseg.grid.refine_boundaries`), ``oversegment`` the factor
     of extra cells merged away (``oversegmentation``; 1: none, so ``pcnet:refine=0:oversegment=1`` is the
-    network's own labels); what is not given keeps the method's default (see :class:`uhrseg.SuperpixelPredictor`).
-    The spec is the row label.
+    network's own labels), ``precision`` the network's arithmetic (``fp32``, ``bf16``, ``fp16``; the evaluation
+    runs the torch backend); what is not given keeps the method's default (see
+    :class:`uhrseg.SuperpixelPredictor`). The spec is the row label.
 
     Returns
     -------
     (str, dict)
         The method and the :class:`uhrseg.SuperpixelPredictor` keyword arguments the options set
-        (``refine_iterations``, ``refine_compactness``, ``refine_smoothness``, ``oversegmentation``).
+        (``refine_iterations``, ``refine_compactness``, ``refine_smoothness``, ``oversegmentation``,
+        ``precision``).
 
     Raises
     ------
     ValueError
-        If the method is unknown, an option is not one of these, or a value is not a number >= 0 (an integer
-        for ``refine``; ``oversegment`` below 1 is refused when the predictor is made).
+        If the method is unknown, an option is not one of these, a value is not a number >= 0 (an integer
+        for ``refine``; ``oversegment`` below 1 is refused when the predictor is made) or a precision is not one
+        of :data:`uhrseg.defaults.INFERENCE_PRECISIONS`.
     """
     method, *options = spec.split(":")
     if method not in METHODS:
@@ -170,9 +177,14 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
     for option in options:
         key, eq, value = option.partition("=")
         if key not in _SPEC_OPTIONS or not eq:
-            raise ValueError(f"method spec {spec!r}: expected METHOD[:refine=N][:compactness=M][:smoothness=L]"
-                             "[:oversegment=R]")
+            raise ValueError(f"method spec {spec!r}: expected {_SPEC_SYNTAX}")
         name, kind = _SPEC_OPTIONS[key]
+        if kind is str:
+            if value not in INFERENCE_PRECISIONS:
+                raise ValueError(f"method spec {spec!r}: precision must be one of {', '.join(INFERENCE_PRECISIONS)}, "
+                                 f"got {value!r}")
+            kwargs[name] = value
+            continue
         try:
             number = kind(value)
         except ValueError:
