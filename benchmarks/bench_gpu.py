@@ -8,7 +8,8 @@ Sections, each printed as it finishes and written to ``--out`` (JSON):
 2. **tiling**: the cell-id map of the 5K photograph with small tiles and strips against one untiled pass, on
    the GPU (the torch backend is bit-identical on the CPU; this says whether it is on the GPU);
 3. **half precision**: the network with ``SuperpixelPredictor(precision="fp16" | "bf16")`` (``torch.autocast``;
-   ``uhrseg superpixels --precision``) against float32 on the GPU: differing raw labels and the network time
+   ``uhrseg superpixels --precision``) against float32 on the device: differing raw labels and the network time
+   (each precision timed after one warm-up run)
    (``bench_precision.py --device cuda`` adds BR / BP / ASA);
 4. **sizes**: 1K to 20K (the images of ``bench_superpixels.py``), PCNet and SCN: the network stage with the
    default tiles and untiled (one trunk tile, one head strip: the memory the paper's claim is about, "SCN fails
@@ -114,10 +115,11 @@ def half_precision(device: torch.device) -> list[dict]:
     rows = []
     for method in ("pcnet", "scn"):
         reference_predictor = SuperpixelPredictor(method, device=str(device), backend="torch")
+        reference_predictor.run(image, 5000, connectivity=False)  # warm-up, as for the other precisions
         reference = reference_predictor.run(image, 5000, connectivity=False)
         for precision in ("fp16", "bf16"):
-            if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-                continue
+            if precision == "bf16" and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] < 8:
+                continue  # no bfloat16 before compute capability 8.0
             # the product's path: SuperpixelPredictor(precision=...), i.e. uhrseg superpixels --precision
             predictor = SuperpixelPredictor(method, device=str(device), backend="torch", precision=precision)
             predictor.run(image, 5000, connectivity=False)  # warm-up (kernel selection)

@@ -322,7 +322,11 @@ def test_precision_flag_runs_torch_and_is_recorded(tmp_path, capsys):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert (summary["backend"], summary["precision"]) == ("torch", "bf16")
     assert summary["images"][0]["n_produced"] > 250
-    for bad in (("-m", "slic"), ("--backend", "opencv")):
+    for bad, message in ((("-m", "slic"), "--precision fp16 is for pcnet and scn, not --method slic"),
+                         (("--backend", "opencv"), "--precision fp16 needs the torch backend")):
         code, err = run_cli(capsys, bsds_image_path(), "--precision", "fp16", *bad, "--out", tmp_path / "bad")
-        assert code == 2 and "--precision fp16 is for pcnet and scn on the torch backend" in err, err
+        assert code == 2 and message in err, err
         assert not (tmp_path / "bad").exists()
+    code, err = run_cli(capsys, bsds_image_path(), "-n", "300", "-m", "slic", "--out", tmp_path / "slic")
+    assert code == 0, err
+    assert json.loads((tmp_path / "slic" / "summary.json").read_text())["precision"] is None

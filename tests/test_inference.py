@@ -254,3 +254,21 @@ def test_precision_errors(bsds_image):
     with pytest.raises(ValueError, match="precision must be one of"):
         cell_id_map(model, np.zeros((16, 16, 3), np.float32), CellGrid(64, 64), torch.device("cpu"),
                     guide=np.zeros((64, 64, 3), np.float32), precision="half")
+
+
+def test_bf16_is_refused_on_a_gpu_without_it(monkeypatch):
+    """A GPU before compute capability 8.0 has no bfloat16 (torch's is_bf16_supported() counts emulation, so the
+    check asks for the capability of the device given); fp16 and fp32 pass. The GPU is simulated by replacing
+    torch's two queries, as this machine has none."""
+    from uhrseg.inference.network import check_inference_precision
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: asked.append(device) or (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    gpu = torch.device("cuda", 1)
+    with pytest.raises(ValueError, match="Tesla T4 has no bfloat16"):
+        check_inference_precision("bf16", gpu)
+    assert asked == [gpu]
+    assert check_inference_precision("fp16", gpu) == "fp16" and check_inference_precision("fp32", gpu) == "fp32"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    assert check_inference_precision("bf16", gpu) == "bf16"

@@ -88,9 +88,9 @@ def test_streamed_tiled_run_equals_untiled_run(photo, untiled, tmp_path):
                                                   (dict(rowsperstrip=700), 700, 768),
                                                   (dict(tile=(128, 128)), 128, 256)])
 def test_tiff_is_read_in_whole_chunks_with_the_same_bands(photo, tmp_path, layout, chunk, step):
-    """The resize pass reads a TIFF in blocks of whole tiles / strips (rounded up to the 256-row bands), so each
-    tile is decoded once rather than once per band, and hands on the same 256-row bands: the network input, the
-    guide and the per-band callback are those of the in-memory image."""
+    """The resize pass reads a TIFF in blocks of whole tiles / strips (rounded up to the 256-row bands), so a
+    512-row tile is decoded once rather than once per band, and hands on the same 256-row bands: the network
+    input, the guide and the per-band callback are those of the in-memory image."""
     from uhrseg.inference.resize import RESIZE_BAND_ROWS, read_rows_for
 
     path = tmp_path / "photo.tif"
@@ -106,6 +106,27 @@ def test_tiff_is_read_in_whole_chunks_with_the_same_bands(photo, tmp_path, layou
     h = photo.shape[0]
     assert reads == [(y0, min(h, y0 + step)) for y0 in range(0, h, step)]
     assert bands == [(y0, min(RESIZE_BAND_ROWS, h - y0)) for y0 in range(0, h, RESIZE_BAND_ROWS)]
+    x_mem, guide_mem = network_inputs(ArraySource(photo), grid, 4, guided=True)
+    assert np.array_equal(x, x_mem) and np.array_equal(guide, guide_mem)
+
+
+def test_tiff_reads_are_capped_in_bytes(photo, tmp_path, monkeypatch):
+    """A TIFF stored in one tall strip is not read whole: reads stop at READ_BLOCK_BYTES (rounded down to whole
+    256-row bands), with the same result."""
+    from uhrseg.inference import resize
+
+    path = tmp_path / "strip.tif"
+    tifffile.imwrite(path, photo, photometric="rgb", rowsperstrip=photo.shape[0])
+    source = open_image(path)
+    assert source.chunk_rows == photo.shape[0]
+    row_bytes = photo.shape[1] * 3
+    monkeypatch.setattr(resize, "READ_BLOCK_BYTES", 600 * row_bytes)  # 600 rows: reads of 512
+    assert resize.read_rows_for(source) == 512
+    monkeypatch.setattr(resize, "READ_BLOCK_BYTES", 10 * row_bytes)  # less than a band: one band per read
+    assert resize.read_rows_for(source) == resize.RESIZE_BAND_ROWS
+    grid = CellGrid(16 * 40, 16 * 64)
+    x, guide = network_inputs(source, grid, 4, guided=True)
+    source.close()
     x_mem, guide_mem = network_inputs(ArraySource(photo), grid, 4, guided=True)
     assert np.array_equal(x, x_mem) and np.array_equal(guide, guide_mem)
 

@@ -15,9 +15,10 @@ or a plain loop). With SciPy 1.17 that import pulls in ``numpy.f2py`` and costs 
 cores comes off the network running beside it. None of uhrseg's kernels uses BLAS, so the warm-up imports that
 module with SciPy hidden from its own thread (:func:`import_numba_without_scipy`): measured on the 5K
 photograph (n = 5000), ``uhrseg superpixels`` took 2.14 against 2.31 s (medians of 6, interleaved with the code
-before, 2026-12-06). The one effect outside uhrseg: numba-compiled ``np.correlate`` / ``np.convolve`` of floats
-in the same process use numba's loop instead of BLAS (the same sums, possibly in another order). A process that
-imported ``scipy.linalg`` before numba's first use keeps BLAS.
+before, 2026-12-06). The effects outside uhrseg: numba-compiled ``np.correlate`` / ``np.convolve`` of floats
+in the same process use numba's loop instead of BLAS (the same sums, possibly in another order; a process that
+imported ``scipy.linalg`` before numba's first use keeps BLAS, so with another thread importing SciPy at the
+same moment either can happen), and numba's check of the installed SciPy's version at its import is skipped.
 """
 
 from __future__ import annotations

@@ -77,8 +77,10 @@ def check_inference_precision(precision: str, device: torch.device | None = None
     """
     if precision not in allowed:
         raise ValueError(f"precision must be one of {', '.join(allowed)}, got {precision!r}")
-    if precision == "bf16" and device is not None and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"{torch.cuda.get_device_name(device)} has no bfloat16; use fp32 (or fp16 for inference)")
+    if precision == "bf16" and device is not None and device.type == "cuda" and \
+            torch.cuda.get_device_capability(device)[0] < 8:  # is_bf16_supported() also counts emulation
+        raise ValueError(f"{torch.cuda.get_device_name(device)} has no bfloat16 (compute capability below 8.0); "
+                         "choose another precision")
     return precision
 
 

@@ -395,9 +395,10 @@ class SuperpixelPredictor:
                     self.backend = "torch"  # e.g. an OpenCV too old for the graphs: auto falls back
             if self.backend == "torch":
                 from ..models.checkpoint import load_model, load_packaged_model
-                from .network import inference_model
+                from .network import check_inference_precision, inference_model
 
                 self.device = resolve_device(device)
+                check_inference_precision(precision, self.device)  # bf16 on a GPU without it: refused here
                 model = (load_model(_weights_file(weights), expected=method) if weights is not None
                          else load_packaged_model(method))
                 self.model = self.network = inference_model(model.to(self.device))

@@ -3,7 +3,7 @@
 A source has ``shape`` ``(H, W, 3)``, ``dtype`` (uint8, uint16 or float32 in [0, 1]),
 ``read_rows(y0, y1)``, which returns rows ``[y0, y1)`` as RGB in the layout of :func:`uhrseg.io.read_image`,
 ``read_region(y0, y1, x0, x1)`` for a window of them, and ``chunk_rows``, the rows the file is stored in (a
-tile's or strip's height: a reader that asks for whole chunks, from a multiple of it, decodes each only once).
+tile's or strip's height: reads of a multiple of it, starting at multiples of it, decode each chunk once).
 :func:`open_image` streams tiled and stripped TIFF/BigTIFF files through tifffile's Zarr interface (only the
 tiles that cover the requested rows are read and decoded) and decodes other formats (JPEG, PNG, ...) whole,
 since their codecs cannot seek to a band of rows.
@@ -109,7 +109,7 @@ class TiffSource:
     @property
     def chunk_rows(self) -> int:
         """Rows per tile (tiled files) or per strip: every read decodes the whole tiles or strips it touches, so
-        bands of a multiple of this, starting at multiples of it, decode each one once."""
+        reads of a multiple of this, starting at multiples of it, decode each one once."""
         return self._chunk_rows
 
     def read_rows(self, y0: int, y1: int) -> np.ndarray:
