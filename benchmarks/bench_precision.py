@@ -15,8 +15,8 @@ keep their quality and how much faster the network is, on the machine it runs on
 
 ``--device cuda`` runs the same on a GPU (the command rows are skipped there). Usage::
 
-    python benchmarks/bench_precision.py [--device cpu] [--methods pcnet] [--bsds-images 50] \
-        [--drone-images 20] [--out benchmarks/results-precision.json]
+    python benchmarks/bench_precision.py [--device cpu] [--methods pcnet] [--datasets bsds500,drone,deepglobe] \
+        [--bsds-images 50] [--drone-images 20] [--out benchmarks/results-precision.json]
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import torch
 from bench_backends import partition_differ
 from uhrseg import SuperpixelPredictor
 from uhrseg.datasets.readers import open_dataset
+from uhrseg.inference.network import check_inference_precision
 from uhrseg.io import read_image
 from uhrseg.metrics.superpixel import achievable_segmentation_accuracy, boundary_recall_precision
 
@@ -46,15 +47,27 @@ PHOTOS = SHARED / "photos"
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
+def precisions_on(device: str) -> list[str]:
+    """The precisions the device runs (no bf16 on a GPU before compute capability 8.0)."""
+    found = []
+    for precision in PRECISIONS:
+        try:
+            found.append(check_inference_precision(precision, torch.device(device)))
+        except ValueError:
+            pass
+    return found
+
+
 def quality(method: str, device: str, name: str, spec: str, limit: int, tolerance: int | None) -> list[dict]:
     """One row per precision: mean BR / BP / ASA / K over every (image, ground truth) pair of the dataset's first
     ``limit`` images, paired differences to fp32 with standard errors, and differing raw / final pixels."""
     dataset = open_dataset(spec, SHARED / "BSDS500")
     names = dataset.names[:limit]
-    predictors = {p: SuperpixelPredictor(method, device=device, backend="torch", precision=p) for p in PRECISIONS}
-    scores = {p: [] for p in PRECISIONS}
-    raw_differ = {p: 0 for p in PRECISIONS}
-    final_differ = {p: 0 for p in PRECISIONS}
+    precisions = precisions_on(device)
+    predictors = {p: SuperpixelPredictor(method, device=device, backend="torch", precision=p) for p in precisions}
+    scores = {p: [] for p in precisions}
+    raw_differ = {p: 0 for p in precisions}
+    final_differ = {p: 0 for p in precisions}
     pixels = 0
     for image_name in names:
         image = dataset.image(image_name)
@@ -73,7 +86,7 @@ def quality(method: str, device: str, name: str, spec: str, limit: int, toleranc
                 scores[precision].append((br, bp, achievable_segmentation_accuracy(labels, truth), labels.max() + 1))
     rows = []
     base = np.array(scores["fp32"], np.float64)
-    for precision in PRECISIONS:
+    for precision in precisions:
         values = np.array(scores[precision], np.float64)
         diff = values - base
         stderr = diff.std(axis=0, ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else np.zeros(4)
@@ -94,7 +107,7 @@ def network_speed(method: str, device: str, repeats: int) -> list[dict]:
     """Network stage on the 5K photograph at n = 5000, per precision (median of ``repeats`` after a warm-up)."""
     image = read_image(PHOTOS / "volna-5120x2880.jpg")
     rows = []
-    for precision in PRECISIONS:
+    for precision in precisions_on(device):
         predictor = SuperpixelPredictor(method, device=device, backend="torch", precision=precision)
         predictor.run(image[:512, :512], 300)  # warm-up: kernel selection, numba
         seconds = [predictor.run(image, 5000).timings["network"] for _ in range(repeats)]
@@ -132,17 +145,22 @@ def main() -> None:
     parser.add_argument("--methods", default="pcnet", help="comma-separated, among pcnet and scn")
     parser.add_argument("--bsds-images", type=int, default=50)
     parser.add_argument("--drone-images", type=int, default=20)
+    parser.add_argument("--datasets", default="bsds500,drone,deepglobe",
+                        help="comma-separated, among bsds500 (val), drone (semantic-drone test), deepglobe (test)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=HERE / "results-precision.json")
     args = parser.parse_args()
     started = time.time()
     results = {"quality": [], "network": [], "commands": []}
+    datasets = {"bsds500": ("bsds500 val", "bsds500:val", args.bsds_images, None),
+                "drone": ("semantic-drone test", str(SHARED / "semantic-drone" / "test"), args.drone_images, 1),
+                "deepglobe": ("deepglobe test", str(SHARED / "deepglobe" / "test"), 10**6, 1)}
+    chosen = args.datasets.split(",")
+    if not set(chosen) <= set(datasets):
+        parser.error(f"--datasets: choose among {', '.join(datasets)}")
     for method in args.methods.split(","):
-        results["quality"] += quality(method, args.device, "bsds500 val", "bsds500:val", args.bsds_images, None)
-        results["quality"] += quality(method, args.device, "semantic-drone test",
-                                      str(SHARED / "semantic-drone" / "test"), args.drone_images, 1)
-        results["quality"] += quality(method, args.device, "deepglobe test", str(SHARED / "deepglobe" / "test"),
-                                      10**6, 1)
+        for key in chosen:
+            results["quality"] += quality(method, args.device, *datasets[key])
         results["network"] += network_speed(method, args.device, args.repeats)
     if args.device == "cpu":
         results["commands"] = command_speed(args.repeats)

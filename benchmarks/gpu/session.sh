@@ -5,6 +5,7 @@
 #                                                  # the 4x head, our --guide and 3 head blocks), in parallel, for
 #                                                  # SECONDS of wall
 #   bash benchmarks/gpu/session.sh bench [SECTIONS] [SIZES]   # benchmarks/bench_gpu.py
+#   bash benchmarks/gpu/session.sh precision [BSDS_IMAGES]     # benchmarks/bench_precision.py, BSDS500 val
 # Outputs under $OUT: one RUN.tar per training run (best and last weights as float16, log.csv, curves.png, the
 # log), results-gpu.json (written after each section), session.log.
 set -uo pipefail
@@ -54,6 +55,12 @@ train)
 bench)
     $PY benchmarks/bench_gpu.py --device "${DEVICE:-cuda}" --sections "${2:-correctness,tiling,half,sizes}" \
         --sizes "${3:-1K,2.5K,5K,10K,20K}" --out "$OUT/results-gpu.json"
+    ;;
+precision)
+    # BR / BP / ASA at fp32, bf16 and fp16 on the staged BSDS500 val images (the drone and DeepGlobe sets are not
+    # staged), and the network's time per precision on the 5K photograph
+    $PY benchmarks/bench_precision.py --device "${DEVICE:-cuda}" --datasets bsds500 --bsds-images "${2:-50}" \
+        --methods pcnet,scn --out "$OUT/results-precision-gpu.json"
     ;;
 *)
     echo "session.sh: unknown phase $phase" >&2
