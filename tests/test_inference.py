@@ -248,6 +248,8 @@ def test_precision_errors(bsds_image):
         uhrseg.SuperpixelPredictor("pcnet", backend="opencv", precision="bf16")
     with pytest.raises(ValueError, match="method 'slic' takes no precision"):
         uhrseg.SuperpixelPredictor("slic", precision="fp16")
+    with pytest.raises(ValueError, match="method 'seeds' takes no precision"):
+        uhrseg.superpixels(bsds_image, 100, method="seeds", precision="bf16")
     from uhrseg.inference import cell_id_map
 
     model = uhrseg.SuperpixelPredictor("pcnet", device="cpu", backend="torch").model

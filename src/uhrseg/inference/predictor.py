@@ -710,7 +710,8 @@ def _fill_lab_in_background(source: ArraySource, lab: ArrayStore, band_rows: int
 
 def superpixels(image: np.ndarray, n_segments: int = 1000, *, method: str = "pcnet", device: str = "auto",
                 backend: str = "torch", weights: str | os.PathLike | None = None,
-                refine_iterations: int | None = None, oversegmentation: float | None = None) -> np.ndarray:
+                refine_iterations: int | None = None, oversegmentation: float | None = None,
+                precision: str = "fp32") -> np.ndarray:
     """Superpixels of an image at its full resolution.
 
     Parameters
@@ -735,6 +736,9 @@ def superpixels(image: np.ndarray, n_segments: int = 1000, *, method: str = "pcn
     oversegmentation : float, optional
         Networks only: grid cells per requested superpixel before merging back to ``n_segments`` (default 1.5;
         1 = the papers' grid; see :class:`SuperpixelPredictor`).
+    precision : str
+        Networks on the torch backend: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (see
+        :class:`SuperpixelPredictor`).
 
     Returns
     -------
@@ -744,7 +748,7 @@ def superpixels(image: np.ndarray, n_segments: int = 1000, *, method: str = "pcn
     Raises
     ------
     ValueError
-        Bad image, ``n_segments``, method, device or ``oversegmentation``.
+        Bad image, ``n_segments``, method, device, ``oversegmentation`` or ``precision``.
     uhrseg.errors.WeightsNotFoundError, uhrseg.errors.CheckpointError
         Missing or unusable network weights.
 
@@ -752,7 +756,7 @@ def superpixels(image: np.ndarray, n_segments: int = 1000, *, method: str = "pcn
     -----
     Build a :class:`SuperpixelPredictor` to process many images without reloading the network.
     """
-    return SuperpixelPredictor(method, device=device, backend=backend, weights=weights,
+    return SuperpixelPredictor(method, device=device, backend=backend, weights=weights, precision=precision,
                                refine_iterations=refine_iterations,
                                oversegmentation=oversegmentation).predict(image, n_segments)
 
