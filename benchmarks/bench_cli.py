@@ -6,7 +6,8 @@ Runs, each in a fresh process, nothing else on the CPU:
   the OpenCV backend on a CPU-only machine, 1.5 n grid cells merged to n, labels PNG, JPEG overlay and
   preview), the same with ``--oversegmentation 1`` (the grid of n cells), with ``--backend torch``, with
   ``--overlay png``, and with ``--method slic``;
-* ``python -c "import torch"`` and a bare interpreter, for the share of start-up that is not ours;
+* ``python -c "import torch"`` and a bare interpreter, for the share of start-up that is not ours, and
+  ``uhrseg example-image``, which the README demo runs before its ``uhrseg superpixels``;
 * the README demo (``uhrseg superpixels "$(uhrseg example-image)" --n-segments 2000``) twice with an empty
   numba cache (``NUMBA_CACHE_DIR``): the first run compiles the kernels, as after a fresh install; the second
   reads them from the cache.
@@ -60,6 +61,7 @@ def main() -> None:
     rows = {
         "python -c pass": ([sys.executable, "-c", "pass"], args.repeats),
         "python -c 'import torch'": ([sys.executable, "-c", "import torch"], args.repeats),
+        "uhrseg example-image (the README demo's first step)": ([uhrseg, "example-image"], args.repeats),
         "pcnet 5K n=5000 (jpg overlay)": ([uhrseg, "superpixels", str(PHOTO), "-n", "5000", "-q"], args.repeats),
         "pcnet 5K n=5000 --oversegmentation 1": ([uhrseg, "superpixels", str(PHOTO), "-n", "5000", "-q",
                                                   "--oversegmentation", "1"], args.repeats),

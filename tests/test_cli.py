@@ -258,6 +258,29 @@ def test_command_line_parses_without_loading_torch_or_numba():
     assert out.strip() == f"{uhrseg.__version__} []"
 
 
+@pytest.mark.parametrize("argv, out", [(["example-image"], "kite-2560x1600.jpg"), (["--version"], "uhrseg "),
+                                       (["--help"], "example-image")])
+def test_top_level_commands_import_no_command_module(argv, out):
+    """`uhrseg --help`, `--version` and `example-image` (the README demo runs it first) build no sub-command's
+    parser: none of the command modules, and so neither torch nor numba, is imported."""
+    code = "\n".join([
+        "import sys, contextlib, io",
+        "from uhrseg.cli.main import main",
+        "text = io.StringIO()",
+        "with contextlib.redirect_stdout(text):",
+        "    try:",
+        f"        code = main({argv!r})",
+        "    except SystemExit as e:",
+        "        code = e.code",
+        "print(code, repr(text.getvalue()))",
+        "print(sorted(m for m in sys.modules if m.startswith('uhrseg.cli.') and m != 'uhrseg.cli.main'"
+        " or m in ('torch', 'numba', 'scipy', 'matplotlib')))",
+    ])
+    lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert lines[0].startswith("0 ") and out in lines[0], lines
+    assert lines[1] == "[]", lines
+
+
 def test_numba_loads_in_the_warm_up_thread():
     """numba's import and start-up (0.5 s) belong to the predictor's background warm-up, not to its import or
     construction on the thread that goes on to decode and resize the image."""

@@ -26,8 +26,9 @@ COMMANDS = {
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser: every sub-command in full, or only ``command`` in full (the others listed by name and
-    help, which is all ``uhrseg --help`` shows of them)."""
+    """The argument parser: every sub-command in full (``command`` None), or only ``command`` in full and the
+    others listed by name and help, which is all ``uhrseg --help`` shows of them (any other string, e.g.
+    ``"example-image"`` or ``""``, lists them all by name: no command module is imported)."""
     parser = argparse.ArgumentParser(
         prog="uhrseg", description="Superpixels and semantic segmentation for ultra-high-resolution images.")
     parser.add_argument("--version", action="version", version=f"uhrseg {__version__}")
@@ -55,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (also used as the console script)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
+    # Only the command's own module is imported: ``uhrseg --help``, ``--version``, ``example-image`` and a
+    # mistyped command import none (``train``'s imports torch: 1.2-1.7 s for each of them before)
+    args = build_parser(command if command in COMMANDS else "").parse_args(argv)
     args.argv = argv
     try:
         return args.run(args)

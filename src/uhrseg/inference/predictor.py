@@ -373,6 +373,7 @@ class SuperpixelPredictor:
         self.model = None
         self.network = None
         self.backend = None
+        self._warm_up = None
         self.device = "cpu"
         if precision != "fp32":
             if precision not in INFERENCE_PRECISIONS:
@@ -387,6 +388,11 @@ class SuperpixelPredictor:
         if method in NETWORK_METHODS:
             self.backend = resolve_backend(backend, method, device, weights)
             if self.backend == "opencv":
+                # numba's import, its one-time start-up and the kernels' cache loads (0.5 s; their compilation,
+                # 1.3 s, in a process's first run after an install) run in the background while the network
+                # loads, the caller reads its image and the network runs; run_source waits for them before the
+                # connectivity step. On the torch backend they start after torch's import (below), not beside it.
+                self._warm_up = start_warm_up()
                 try:
                     self.network = OpenCVNetwork.packaged(method)
                 except WeightsNotFoundError:
@@ -402,10 +408,8 @@ class SuperpixelPredictor:
                 model = (load_model(_weights_file(weights), expected=method) if weights is not None
                          else load_packaged_model(method))
                 self.model = self.network = inference_model(model.to(self.device))
-            # numba's import, its one-time start-up and the kernels' cache loads (0.5 s) run in the background
-            # while the caller reads its image and the network runs; run_source waits for them before the
-            # connectivity step
-            self._warm_up = start_warm_up()
+                if self._warm_up is None:  # (already running when an OpenCV export failed to load)
+                    self._warm_up = start_warm_up()
         else:
             if weights is not None:
                 raise ValueError(f"method {method!r} takes no weights")
