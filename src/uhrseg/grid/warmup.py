@@ -50,17 +50,20 @@ def import_numba_without_scipy() -> None:
     docstring); a no-op when it is already imported.
 
     Only the calling thread is refused SciPy, and only during this import (a finder at the front of
-    ``sys.meta_path``, removed afterwards); other threads import SciPy as usual meanwhile, and a SciPy already
-    imported is used (``sys.modules`` is consulted before any finder).
+    ``sys.meta_path``, removed afterwards; the list is replaced, not changed in place, so that imports in other
+    threads are not disturbed); other threads import SciPy as usual meanwhile, and a SciPy already imported is
+    used (``sys.modules`` is consulted before any finder).
     """
     if "numba.np.arraymath" in sys.modules:
         return
     finder = _NoScipyInThread()
-    sys.meta_path.insert(0, finder)
+    # New lists rather than insert / remove: an import running in another thread iterates the list it started
+    # with, and a removal from that list would make it skip a finder
+    sys.meta_path = [finder, *sys.meta_path]
     try:
         importlib.import_module("numba.np.arraymath")
     finally:
-        sys.meta_path.remove(finder)
+        sys.meta_path = [f for f in sys.meta_path if f is not finder]
 
 
 def warm_up_kernels() -> None:
