@@ -267,6 +267,28 @@ def test_warm_up_loads_the_kernels_the_pipeline_calls():
     assert out == "same"
 
 
+_WARM_UP_ORDER = """
+from uhrseg.grid.warmup import start_warm_up
+warm_up = start_warm_up()
+warm_up.wait_connectivity()
+from uhrseg.grid import connectivity, refine
+print(bool(connectivity._enforce_connectivity_kernel.signatures))
+warm_up.join()
+print(all(k.signatures for k in (refine._add_sums, refine._refine_rows)))
+"""
+
+
+def test_warm_up_signals_the_connectivity_kernel_before_the_others():
+    """The pipeline runs its connectivity step as soon as that kernel is ready (WarmUp.wait_connectivity) and
+    waits for the refinement's kernels only before the refinement (join)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _WARM_UP_ORDER], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["True", "True"]
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.floats(0.01, 1.0), st.floats(1.0, 1000.0), st.floats(1.0, 100.0), st.floats(0.0, 1000.0))
 def test_resolution_smoothness_is_the_cube_root_law(below, f, ratio, smoothness):

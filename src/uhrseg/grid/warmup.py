@@ -5,8 +5,8 @@ registries) and then reads the kernel's machine code from the on-disk cache: abo
 measured in a fresh process with a warm cache, against about 5 ms for each further kernel. In the network
 pipeline nothing needs a kernel until the connectivity step, so :class:`uhrseg.SuperpixelPredictor` starts
 :func:`start_warm_up` before it resizes the image and runs the network (work done in OpenCV and torch, which
-release the GIL), and joins the thread before the connectivity step. The labels do not depend on it: it only
-moves when the kernels are loaded. The thread also makes OpenCV's first CIELAB conversion and area resize,
+release the GIL), waits for the connectivity kernel before the connectivity step and for the others before
+the refinement (:class:`WarmUp`). The labels do not depend on it: it only moves when the kernels are loaded. The thread also makes OpenCV's first CIELAB conversion and area resize,
 which cost 30-40 ms each in a new process, on a few pixels, before the pipeline reads its first band.
 
 numba's NumPy support (``numba.np.arraymath``) imports ``scipy.linalg.cython_blas`` when it is first imported,
@@ -26,11 +26,12 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
+from collections.abc import Callable
 from importlib.abc import MetaPathFinder
 
 import numpy as np
 
-__all__ = ["import_numba_without_scipy", "start_warm_up", "warm_up_kernels"]
+__all__ = ["WarmUp", "import_numba_without_scipy", "start_warm_up", "warm_up_kernels"]
 
 
 class _NoScipyInThread(MetaPathFinder):
@@ -66,13 +67,18 @@ def import_numba_without_scipy() -> None:
         sys.meta_path = [f for f in sys.meta_path if f is not finder]
 
 
-def warm_up_kernels() -> None:
+def warm_up_kernels(on_connectivity: Callable[[], None] | None = None) -> None:
     """Call the connectivity and refinement kernels once on 2 x 2 inputs of the dtypes the pipeline uses, and
     OpenCV's CIELAB conversion and area resize on a few pixels.
 
     The inputs have the pipeline's dtypes and layouts (int32 cell ids and labels, int64 weights, uint8
     CIELAB, C-contiguous), so the kernels loaded (or compiled, with an empty cache) are the ones the
     pipeline calls. Safe to call from any thread and any number of times (numba serialises compilation).
+
+    Parameters
+    ----------
+    on_connectivity : callable, optional
+        Called once the connectivity kernel is ready, before the refinement's kernels are loaded.
     """
     import cv2
 
@@ -90,19 +96,43 @@ def warm_up_kernels() -> None:
 
     ids = np.array([[0, 0], [1, 1]], np.int32)
     labels = enforce_connectivity(ids, 1, 4, np.ones(2, np.int64), np.ones(2, np.int64))
+    if on_connectivity is not None:
+        on_connectivity()
     refine_store(ArrayStore(np.zeros((2, 2, 3), np.uint8)), ArrayStore(labels), int(labels.max()) + 1, 1)
 
 
-def start_warm_up() -> threading.Thread:
-    """Run :func:`warm_up_kernels` in a new daemon thread and return the started thread (join it before the
-    first kernel call to wait for it; an exception in the thread is left for the real call to raise)."""
+class WarmUp:
+    """:func:`warm_up_kernels` running in a daemon thread (:func:`start_warm_up`).
 
-    def target() -> None:
-        try:
-            warm_up_kernels()
-        except Exception:  # pragma: no cover - the real call raises the same error where it can be handled
-            pass
+    The pipeline needs the connectivity kernel before the refinement's: :meth:`wait_connectivity` returns as soon
+    as that one is ready, so that the connectivity step and the merge run while the refinement's kernels still
+    load (or compile: about 0.9 s in a process's first run after an install), and :meth:`join` once all are.
+    An exception in the thread ends the waits and is left for the real call to raise.
+    """
 
-    thread = threading.Thread(target=target, name="uhrseg-kernel-warm-up", daemon=True)
-    thread.start()
-    return thread
+    def __init__(self) -> None:
+        self._connectivity = threading.Event()
+
+        def target() -> None:
+            try:
+                warm_up_kernels(self._connectivity.set)
+            except Exception:  # pragma: no cover - the real call raises the same error where it can be handled
+                pass
+            finally:
+                self._connectivity.set()
+
+        self._thread = threading.Thread(target=target, name="uhrseg-kernel-warm-up", daemon=True)
+        self._thread.start()
+
+    def wait_connectivity(self) -> None:
+        """Wait until the connectivity kernel is ready (or the warm-up has ended)."""
+        self._connectivity.wait()
+
+    def join(self) -> None:
+        """Wait until the warm-up has ended."""
+        self._thread.join()
+
+
+def start_warm_up() -> WarmUp:
+    """Start :func:`warm_up_kernels` in a new daemon thread (:class:`WarmUp`)."""
+    return WarmUp()

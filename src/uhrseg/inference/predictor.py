@@ -612,7 +612,7 @@ class SuperpixelPredictor:
         say("connectivity")
         t0 = time.perf_counter()
         lab_filled = _fill_lab_in_background(source, lab, self.band_rows) if lab_later else None
-        self._warm_up.join()
+        self._warm_up.wait_connectivity()  # the refinement's kernels may still be loading: joined below
         from ..grid.connectivity import connectivity_bounds, enforce_connectivity
         from ..grid.refine import refine_store
 
@@ -651,6 +651,7 @@ class SuperpixelPredictor:
             smoothness = self._smoothness_on(big_h, big_w, grid)  # the grid above: not computed again
             if lab_filled is not None:
                 lab_filled.result()
+            self._warm_up.join()
             refine_store(lab, labels, n_produced, self.refine_iterations, self.refine_compactness, smoothness,
                          band_rows=self.band_rows)
             timings["refine"] = time.perf_counter() - t0
