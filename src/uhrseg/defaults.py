@@ -59,6 +59,20 @@ SMOOTHNESS_UPSAMPLING_EXPONENT = 1.0 / 3.0
 DEFAULT_OVERSEGMENTATION = 1.5
 
 
+def check_precision_name(precision: str, allowed: tuple[str, ...] = INFERENCE_PRECISIONS) -> str:
+    """Return ``precision`` if it is one of ``allowed`` (default :data:`INFERENCE_PRECISIONS`), without importing
+    torch (:func:`uhrseg.inference.network.check_inference_precision` also asks the device).
+
+    Raises
+    ------
+    ValueError
+        For any other value.
+    """
+    if precision not in allowed:
+        raise ValueError(f"precision must be one of {', '.join(allowed)}, got {precision!r}")
+    return precision
+
+
 def resolution_smoothness(upsampling: float, smoothness: float = DEFAULT_SMOOTHNESS) -> float:
     """The refinement's default ``lambda`` for network labels upsampled ``upsampling`` times to the image.
 

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..datasets.readers import read_label_map
-from ..defaults import INFERENCE_PRECISIONS
+from ..defaults import check_precision_name
 from ..errors import UhrsegError
 from ..grid.connectivity import enforce_connectivity
 from ..inference.predictor import METHODS, SuperpixelPredictor
@@ -180,10 +180,10 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
             raise ValueError(f"method spec {spec!r}: expected {_SPEC_SYNTAX}")
         name, kind = _SPEC_OPTIONS[key]
         if kind is str:
-            if value not in INFERENCE_PRECISIONS:
-                raise ValueError(f"method spec {spec!r}: precision must be one of {', '.join(INFERENCE_PRECISIONS)}, "
-                                 f"got {value!r}")
-            kwargs[name] = value
+            try:
+                kwargs[name] = check_precision_name(value)
+            except ValueError as e:
+                raise ValueError(f"method spec {spec!r}: {e}") from None
             continue
         try:
             number = kind(value)

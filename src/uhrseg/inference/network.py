@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..defaults import DEFAULT_STRIP_PIXELS, DEFAULT_TILE, INFERENCE_PRECISIONS
+from ..defaults import DEFAULT_STRIP_PIXELS, DEFAULT_TILE, INFERENCE_PRECISIONS, check_precision_name
 from ..grid.cells import CellGrid, neighbour_choice_to_cell_ids
 from .resize import (
     RESIZE_BAND_ROWS,
@@ -75,8 +75,7 @@ def check_inference_precision(precision: str, device: torch.device | None = None
     ValueError
         For any other value, or ``"bf16"`` on a CUDA device without bfloat16 (before Ampere).
     """
-    if precision not in allowed:
-        raise ValueError(f"precision must be one of {', '.join(allowed)}, got {precision!r}")
+    check_precision_name(precision, allowed)
     if precision == "bf16" and device is not None and device.type == "cuda" and \
             torch.cuda.get_device_capability(device)[0] < 8:  # is_bf16_supported() also counts emulation
         raise ValueError(f"{torch.cuda.get_device_name(device)} has no bfloat16 (compute capability below 8.0); "

@@ -27,9 +27,9 @@ from ..defaults import (
     DEFAULT_SMOOTHNESS,
     DEFAULT_STRIP_PIXELS,
     DEFAULT_TILE,
-    INFERENCE_PRECISIONS,
     METHODS,
     NETWORK_METHODS,
+    check_precision_name,
     resolution_smoothness,
 )
 from ..errors import WeightsNotFoundError
@@ -40,7 +40,7 @@ from ..grid.warmup import start_warm_up
 from ..io.images import as_rgb, to_uint8
 from ..io.sources import ArraySource
 from ..stores import ArrayStore
-from ..threads import usable_cpus
+from ..threads import for_each_band, usable_cpus
 from .opencv_dnn import AUTO_OPENCV_METHODS, OPENCV_METHODS, OpenCVNetwork, packaged_onnx_path
 from .resize import AreaAccumulator, nearest_index, network_inputs, output_grid, sampled_cell_ids
 
@@ -375,9 +375,7 @@ class SuperpixelPredictor:
         self.backend = None
         self._warm_up = None
         self.device = "cpu"
-        if precision != "fp32":
-            if precision not in INFERENCE_PRECISIONS:
-                raise ValueError(f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
+        if check_precision_name(precision) != "fp32":
             if method not in NETWORK_METHODS:
                 raise ValueError(f"method {method!r} takes no precision (networks only)")
             if backend == "opencv":
@@ -688,14 +686,11 @@ def _upsample_into(labels, small: np.ndarray, row_of: np.ndarray, col_of: np.nda
     ``band_rows`` rows, a few per thread (numpy's take and copy release the GIL; the bands are disjoint)."""
     height = len(row_of)
     threads = usable_cpus()
-    rows = max(1, min(band_rows, -(-height // (4 * threads))))
 
-    def band(y0: int) -> None:
-        y1 = min(height, y0 + rows)
+    def band(y0: int, y1: int) -> None:
         labels.write(y0, small.take(row_of[y0:y1], axis=0).take(col_of, axis=1))
 
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="uhrseg-upsample") as pool:
-        list(pool.map(band, range(0, height, rows)))
+    for_each_band(height, max(1, min(band_rows, -(-height // (4 * threads)))), threads, band, "uhrseg-upsample")
 
 
 def _fill_lab_in_background(source: ArraySource, lab: ArrayStore, band_rows: int) -> Future:
