@@ -434,3 +434,31 @@ def test_init_with_head_norms_keeps_them_without_the_flag(mini_bsds, tmp_path):
     start = load_model(packaged).state_dict()
     for key in ("subpixel.1.weight", "embed_norm.bias", "assoc_head.1.weight"):  # lr 0: the init's weights
         torch.testing.assert_close(tuned.state_dict()[key], start[key])
+
+
+def test_training_package_names_are_its_functions_and_classes_whatever_was_imported_first():
+    """``uhrseg.training`` loads its names on first use (so that the torch-free recipes in
+    ``uhrseg.training.config`` do not load torch): each public name is the function or class its module defines,
+    even after every submodule has been imported (a submodule imported under a public name would shadow it)."""
+    import subprocess
+    import sys
+
+    code = "\n".join([
+        "import importlib, inspect, pkgutil, sys",
+        "import uhrseg.training as t",
+        "print('torch' in sys.modules)",
+        "from uhrseg.training import TrainConfig",
+        "print('torch' in sys.modules)",
+        "for m in pkgutil.iter_modules(t.__path__):",
+        "    importlib.import_module('uhrseg.training.' + m.name)",
+        "bad = [n for n in t.__all__ if inspect.ismodule(getattr(t, n))",
+        "       or getattr(t, n).__module__ != 'uhrseg.training.' + t._EXPORTS[n]]",
+        "print(bad, len(t.__all__), set(dir(t)) >= set(t.__all__))",
+    ])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:2] == ["False", "False"]
+    import uhrseg.training
+
+    assert out[2] == f"[] {len(uhrseg.training.__all__)} True"
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        uhrseg.training.no_such_name

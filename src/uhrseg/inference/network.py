@@ -68,7 +68,7 @@ _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 def check_inference_precision(precision: str, device: torch.device | None = None,
                               allowed: tuple[str, ...] = INFERENCE_PRECISIONS) -> str:
     """Return ``precision`` if it is one of ``allowed`` (default :data:`INFERENCE_PRECISIONS`; the trainers pass
-    their own, :data:`uhrseg.training.common.PRECISIONS`) and, given a device, one it can run.
+    their own, :data:`uhrseg.training.config.PRECISIONS`) and, given a device, one it can run.
 
     Raises
     ------

@@ -1,46 +1,65 @@
 """Training: superpixel networks (losses, DPC sampling, resumable trainer) and segmentation networks (losses,
-augmented crops, resumable trainer), sharing the run-folder pieces of :mod:`uhrseg.training.common`."""
+augmented crops, resumable trainer), sharing the run-folder pieces of :mod:`uhrseg.training.common`.
 
-from .loader import BatchLoader, draw_at
-from .losses import association_distillation_loss, boundary_sr_loss, local_discrimination_loss, one_hot_labels, superpixel_loss
-from .refined_teacher import refined_association
-from .sampling import SamplingConfig, TrainingSampler
-from .semantic_losses import segmentation_loss, structure_distillation_loss, super_resolution_loss
-from .semantic_sampling import SemanticSampler, SemanticSamplingConfig
-from .semantic_trainer import (
-    SemanticTrainConfig,
-    poly_learning_rate,
-    semantic_losses,
-    train_semantic,
-    validate_semantic,
-)
-from .trainer import TrainConfig, learning_rate, load_init, train, training_losses, validate
+The recipes (:mod:`uhrseg.training.config`) import neither torch nor the trainers. The names below are loaded
+from their modules on first use (PEP 562), so that importing ``uhrseg.training.config`` (as ``uhrseg train
+--help`` does) does not load torch through this package.
+"""
 
-__all__ = [
-    "association_distillation_loss",
-    "BatchLoader",
-    "SamplingConfig",
-    "SemanticSampler",
-    "SemanticSamplingConfig",
-    "SemanticTrainConfig",
-    "TrainConfig",
-    "TrainingSampler",
-    "boundary_sr_loss",
-    "draw_at",
-    "learning_rate",
-    "load_init",
-    "local_discrimination_loss",
-    "one_hot_labels",
-    "poly_learning_rate",
-    "refined_association",
-    "segmentation_loss",
-    "semantic_losses",
-    "structure_distillation_loss",
-    "super_resolution_loss",
-    "superpixel_loss",
-    "train",
-    "train_semantic",
-    "training_losses",
-    "validate",
-    "validate_semantic",
-]
+from __future__ import annotations
+
+import importlib
+
+#: Public name -> the submodule of ``uhrseg.training`` that defines it.
+_EXPORTS = {
+    "association_distillation_loss": "losses",
+    "BatchLoader": "loader",
+    "MagNetTrainConfig": "config",
+    "SamplingConfig": "sampling",
+    "SemanticSampler": "semantic_sampling",
+    "SemanticSamplingConfig": "semantic_sampling",
+    "SemanticTrainConfig": "config",
+    "TrainConfig": "config",
+    "TrainingSampler": "sampling",
+    "boundary_sr_loss": "losses",
+    "draw_at": "loader",
+    "learning_rate": "trainer",
+    "load_init": "trainer",
+    "local_discrimination_loss": "losses",
+    "one_hot_labels": "losses",
+    "poly_learning_rate": "semantic_trainer",
+    "refined_association": "refined_teacher",
+    "segmentation_loss": "segmentation_losses",
+    "semantic_losses": "semantic_trainer",
+    "structure_distillation_loss": "segmentation_losses",
+    "super_resolution_loss": "segmentation_losses",
+    "superpixel_loss": "losses",
+    "train": "trainer",
+    "train_magnet": "magnet_trainer",
+    "train_semantic": "semantic_trainer",
+    "training_losses": "trainer",
+    "validate": "trainer",
+    "validate_semantic": "semantic_trainer",
+}
+
+__all__ = sorted(_EXPORTS, key=str.lower)
+
+
+def __getattr__(name: str):
+    """Load ``name`` from its submodule (:data:`_EXPORTS`) on first use.
+
+    Raises
+    ------
+    AttributeError
+        If ``name`` is not one of :data:`__all__` (nor a submodule already imported).
+    """
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -26,13 +26,11 @@ from tqdm import tqdm
 
 from ..memory import peak_rss_bytes
 from ..models.checkpoint import save_checkpoint
+from .config import PRECISIONS
 
 __all__ = ["PRECISIONS", "RunState", "check_precision", "forward_at", "hardware", "mixed_precision", "open_run",
            "parameter_groups", "restore_run", "training_loop", "write_log"]
 
-#: Arithmetic of the training steps: ``fp32`` everywhere, or ``bf16`` autocast (convolutions and matrix products
-#: in bfloat16, weights, optimiser and losses in float32).
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass

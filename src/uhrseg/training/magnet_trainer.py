@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -52,71 +52,12 @@ from ..models.checkpoint import load_model
 from ..models.magnet import MagNet
 from ..models.segmenters import ISDNet
 from ..stores import ArrayStore
+from .config import MagNetTrainConfig
 from .common import RunState, hardware, open_run, restore_run, training_loop
-from .semantic_losses import segmentation_loss
+from .segmentation_losses import segmentation_loss
 from .semantic_trainer import poly_learning_rate, predictor_scores, semantic_optimizer
 
 __all__ = ["MagNetTrainConfig", "train_magnet"]
-
-
-@dataclass
-class MagNetTrainConfig:
-    """Everything a refinement-module run depends on (stored in its checkpoints).
-
-    Attributes
-    ----------
-    backbone : str
-        Checkpoint of the frozen backbone (a file, or a packaged name such as ``drone`` with
-        ``backbone_model``).
-    backbone_model : str
-        The backbone's model name (``isdnet`` or ``deeppath``), for packaged names.
-    n_scales : int
-        Scales of the loop the module is trained for (the coarse input is at ``2^-(n_scales - 1)``).
-    fine_range : (float, float)
-        Range of the fine crop's scale factor (default: twice the coarse factor .. 1).
-    """
-
-    backbone: str = "drone"
-    backbone_model: str = "isdnet"
-    data: list[str] = field(default_factory=lambda: ["../shared/datasets/semantic-drone/train"])
-    val: str | None = None
-    val_images: int = 10
-    iterations: int = 1500
-    batch_size: int = 8
-    n_scales: int = 3
-    fine_range: tuple[float, float] | None = None
-    flips: bool = True
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    poly_power: float = 0.9
-    warmup: int = 50
-    ohem_threshold: float = 0.7
-    ohem_min_kept: int = 100_000
-    seed: int = 0
-    device: str = "auto"
-    checkpoint_every: int = 50
-    val_every: int = 250
-    log_every: int = 10
-
-    def __post_init__(self) -> None:
-        if self.iterations < 1 or self.batch_size < 1 or self.n_scales < 2:
-            raise ValueError("iterations and batch_size must be >= 1 and n_scales >= 2")
-        if self.optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
-        if self.fine_range is None:
-            self.fine_range = (2.0 ** -(self.n_scales - 2), 1.0)
-        self.fine_range = tuple(float(v) for v in self.fine_range)
-        if not 0 < self.fine_range[0] <= self.fine_range[1] <= 1:
-            raise ValueError(f"fine_range must satisfy 0 < low <= high <= 1, got {self.fine_range}")
-        if not self.data:
-            raise ValueError("no training data given")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> MagNetTrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def _backbone(cfg: MagNetTrainConfig) -> ISDNet:

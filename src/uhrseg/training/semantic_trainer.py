@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -26,98 +26,14 @@ from ..errors import CheckpointError
 from ..metrics.semantic import SegmentationScores
 from ..models.checkpoint import load_model
 from ..models.segmenters import ISDNet, build_segmenter
+from .config import SemanticTrainConfig
 from .common import (RunState, check_precision, forward_at, hardware, open_run, parameter_groups, restore_run,
                      training_loop)
-from .semantic_losses import segmentation_loss, structure_distillation_loss, super_resolution_loss
+from .segmentation_losses import segmentation_loss, structure_distillation_loss, super_resolution_loss
 from .semantic_sampling import SemanticSampler, SemanticSamplingConfig
 
 __all__ = ["SemanticTrainConfig", "poly_learning_rate", "predictor_scores", "semantic_losses", "semantic_optimizer",
            "train_semantic", "validate_semantic"]
-
-OPTIMIZERS = ("adamw", "sgd")
-
-
-@dataclass
-class SemanticTrainConfig:
-    """Everything a segmentation training run depends on.
-
-    The defaults are the CPU recipe (``docs/training.md``); the paper's GPU recipe for ISDNet is SGD lr 0.01,
-    momentum 0.9, weight decay 5e-4, poly 0.9, 80k iterations, 8 crops of 1224 (``--optimizer sgd --lr 0.01
-    --weight-decay 5e-4 --iterations 80000 --batch-size 8 --crop 1216 --width 64``).
-
-    Loss: ``CE(logits) + deep_weight CE(deep) + aux_weight CE(aux) + sr_weight L_SR + sd_weight L_SD``, each
-    term present when its part is on (``CE(deep)`` is the deep path's own prediction in ISDNet, the first head of
-    its cascade). The cross-entropy reads the labels at every ``label_stride``-th pixel (2: a quarter of the
-    cost, still finer than the networks' output stride of 8), the auxiliary one at twice that. The architecture
-    switches (``shallow``, ``fusion``, ``aux``, ``sr``, ``sd``, ``deep_scale``, ``width``) are the ablations; ``sr``
-    and ``sd`` are the losses (the SR decoder exists when either is on). ``precision`` (``"fp32"`` or ``"bf16"``)
-    is the arithmetic of the forward pass (:func:`uhrseg.training.common.mixed_precision`).
-    """
-
-    model: str = "isdnet"
-    data: list[str] = field(default_factory=lambda: ["../shared/datasets/semantic-drone/train"])
-    val: str | None = None
-    val_images: int = 20
-    iterations: int = 3000
-    batch_size: int = 4
-    crop: int = 768
-    scale_range: tuple[float, float] = (0.5, 2.0)
-    flips: bool = True
-    rotate: bool = True
-    photometric: bool = True
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    poly_power: float = 0.9
-    warmup: int = 100
-    ohem: bool = True
-    ohem_threshold: float = 0.7
-    ohem_min_kept: int = 100_000
-    label_stride: int = 2
-    aux_weight: float = 0.4
-    deep_weight: float = 1.0
-    sr_weight: float = 0.1
-    sd_weight: float = 1.0
-    width: int = 32
-    deep_scale: int = 4
-    shallow: bool = True
-    fusion: str = "raf"
-    aux: bool = True
-    sr: bool = True
-    sd: bool = True
-    init: str | None = None
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "fp32"
-    checkpoint_every: int = 50
-    val_every: int = 250
-    log_every: int = 10
-
-    def __post_init__(self) -> None:
-        self.scale_range = tuple(float(v) for v in self.scale_range)
-        if self.model == "deeppath":
-            self.shallow = self.sr = self.sd = False
-        if self.iterations < 1 or self.batch_size < 1:
-            raise ValueError("iterations and batch_size must be >= 1")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if not self.data:
-            raise ValueError("no training data given")
-        check_precision(self.precision)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SemanticTrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def architecture(self) -> dict:
-        """Config overrides of the network (see :class:`uhrseg.models.SegmenterConfig`)."""
-        arch = {"width": self.width, "deep_scale": self.deep_scale, "aux_head": self.aux}
-        if self.model == "isdnet":
-            arch.update(shallow=self.shallow, fusion=self.fusion, sr_decoder=self.sr or self.sd)
-        return arch
-
 
 def poly_learning_rate(cfg: SemanticTrainConfig, step: int) -> float:
     """``lr * min(1, (step + 1) / warmup) * (1 - step / iterations) ** poly_power`` (of any config with those

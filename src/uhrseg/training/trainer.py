@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, replace
 from functools import partial
 from operator import methodcaller
 from pathlib import Path
@@ -30,6 +30,7 @@ from ..errors import CheckpointError
 from ..metrics.superpixel import achievable_segmentation_accuracy, boundary_recall_precision
 from ..models.checkpoint import load_model
 from ..models.nets import NetConfig, SuperpixelNet, build_model
+from .config import TrainConfig
 from .common import (RunState, check_precision, forward_at, hardware, open_run, parameter_groups, restore_run,
                      training_loop)
 from .loader import BatchLoader
@@ -39,116 +40,6 @@ from .refined_teacher import refined_association
 from .sampling import SamplingConfig, TrainingSampler, batch_to_torch
 
 __all__ = ["TrainConfig", "learning_rate", "load_init", "train", "training_losses", "validate"]
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on (defaults: the paper's recipe for PCNet, pcnet.md s. 3).
-
-    Loss weights follow the reference code: global = ``sp_weight (sem + pos) + ld_weight L_D + sr_weight SR``,
-    patch = ``sp_weight (sem + pos) + sr_weight SR``, total = global + ``patch_weight`` patch.
-    SCN trains with the same code path with ``dpc``, ``sr`` and ``ld`` forced off. ``init`` names a checkpoint
-    of the same model whose weights the run starts from (fine-tuning); it is read only at step 0, by
-    :func:`load_init`. ``head_norm`` builds PCNet with BatchNorm in its 4x head (``NetConfig.head_norm``; forced
-    off for SCN); a run whose ``init`` has those norms gets them without asking (:func:`train`); ``guide`` likewise
-    builds PCNet whose head also sees the image at the output resolution (``NetConfig.guide``), and
-    ``guide_lr_scale`` multiplies the learning rate of that guide branch (new layers on trained ones);
-    ``guide_channels`` is the width of the guide branch's first conv (``NetConfig.guide_channels``; a run keeps
-    a wider init's, and widens a narrower one as :func:`load_init` says); ``head_blocks`` adds residual blocks
-    to PCNet's head (``NetConfig.head_blocks``; a run keeps its init's blocks), whose learning rate
-    ``head_blocks_lr_scale`` multiplies. ``teacher`` names a trained SCN checkpoint (PCNet only; not in the
-    paper): both branches then also add ``teacher_weight`` times the mean per-pixel KL
-    divergence from the teacher's ``Q`` on the same crop to the student's
-    (:func:`uhrseg.training.losses.association_distillation_loss`; the patch's inside ``patch_weight``).
-    ``teacher_refine`` first moves the teacher's ``Q`` to its full-resolution refined boundaries (the package's
-    default refinement; :func:`uhrseg.training.refined_teacher.refined_association`).
-    ``revive_channels`` restarts, after loading ``init``, the channels of ``Q`` that the init no longer uses
-    (:func:`uhrseg.training.revive.revive_association_channels`). ``precision``
-    (``"fp32"`` or ``"bf16"``) is the arithmetic of the forward pass
-    (:func:`uhrseg.training.common.mixed_precision`). ``loader_workers`` > 0 draws the batches in that many
-    worker processes, the batch of step ``t`` from a generator seeded with ``[seed, t]`` (another stream than
-    the in-process sampler's of ``0``; :mod:`uhrseg.training.loader`).
-    """
-
-    model: str = "pcnet"
-    data: list[str] = field(default_factory=lambda: ["bsds500:train", "bsds500:val"])
-    bsds500_root: str = "../shared/datasets/BSDS500"
-    val: str | None = "bsds500:val"
-    val_images: int = 20
-    val_n_segments: int = 600
-    iterations: int = 4000
-    batch_size: int = 8
-    lr: float = 5e-5
-    lr_step: int = 2000
-    lr_gamma: float = 0.1
-    weight_decay: float = 4e-4
-    global_resize: int = 768
-    scale_range: tuple[float, float] | None = None
-    crop: int = 512
-    patch: int = 512
-    dpc: bool = True
-    sr: bool = True
-    ld: bool = True
-    binary_mask: bool = True
-    head_norm: bool = False
-    guide: bool = False
-    guide_lr_scale: float = 1.0
-    guide_channels: int = 8
-    head_blocks: int = 0
-    head_blocks_lr_scale: float = 1.0
-    ld_window: int = 5
-    init: str | None = None
-    teacher: str | None = None
-    revive_channels: bool = False
-    teacher_weight: float = 300.0
-    teacher_refine: bool = False
-    sp_weight: float = 0.005
-    position_weight: float = 0.003
-    sr_weight: float = 1.0
-    ld_weight: float = 0.005
-    patch_weight: float = 0.5
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "fp32"
-    checkpoint_every: int = 100
-    val_every: int = 500
-    log_every: int = 10
-    loader_workers: int = 0
-
-    def __post_init__(self) -> None:
-        if self.loader_workers < 0:
-            raise ValueError(f"loader_workers must be >= 0, got {self.loader_workers}")
-        if self.model == "scn":
-            self.dpc = self.sr = self.ld = self.head_norm = self.guide = False
-            self.head_blocks = 0
-        if self.scale_range is not None:  # a list after a checkpoint's JSON-like round trip
-            self.scale_range = tuple(float(v) for v in self.scale_range)
-        if self.guide_lr_scale <= 0:
-            raise ValueError(f"guide_lr_scale must be > 0, got {self.guide_lr_scale}")
-        if self.head_blocks_lr_scale <= 0:
-            raise ValueError(f"head_blocks_lr_scale must be > 0, got {self.head_blocks_lr_scale}")
-        if self.head_blocks < 0:
-            raise ValueError(f"head_blocks must be >= 0, got {self.head_blocks}")
-        if self.guide_channels < 1:
-            raise ValueError(f"guide_channels must be >= 1, got {self.guide_channels}")
-        if self.teacher is not None and self.model != "pcnet":
-            raise ValueError(f"teacher applies to pcnet only, not {self.model}")
-        if self.revive_channels and not self.init:
-            raise ValueError("revive_channels needs init (the weights whose unused channels are restarted)")
-        if self.teacher_refine and self.teacher is None:
-            raise ValueError("teacher_refine needs teacher (the SCN whose refined Q is the target)")
-        if self.teacher_weight < 0:
-            raise ValueError(f"teacher_weight must be >= 0, got {self.teacher_weight}")
-        if self.position_weight < 0:
-            raise ValueError(f"position_weight must be >= 0, got {self.position_weight}")
-        if self.iterations < 1 or self.batch_size < 1:
-            raise ValueError("iterations and batch_size must be >= 1")
-        check_precision(self.precision)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def _widened_guide(model: SuperpixelNet, source: SuperpixelNet) -> dict[str, torch.Tensor]:

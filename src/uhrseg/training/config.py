@@ -1,0 +1,275 @@
+"""The recipes of the training runs: :class:`TrainConfig` (PCNet, SCN), :class:`SemanticTrainConfig` (ISDNet,
+the deep path, the patch segmenter) and :class:`MagNetTrainConfig` (MagNet's refinement module).
+
+Plain dataclasses, stored in every checkpoint (``asdict`` / ``from_dict``), that import neither torch nor the
+trainers, so that ``uhrseg train --help`` can print their defaults without loading torch (0.1 s against 2 s).
+Their checks run at construction; the device-dependent ones (bfloat16 on an older GPU) run when training
+starts (:func:`uhrseg.training.common.check_precision`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from ..defaults import check_precision_name
+
+__all__ = ["MagNetTrainConfig", "OPTIMIZERS", "PRECISIONS", "SemanticTrainConfig", "TrainConfig"]
+
+#: Arithmetic of the training steps: ``fp32`` everywhere, or ``bf16`` autocast (convolutions and matrix products
+#: in bfloat16, weights, optimiser and losses in float32; :func:`uhrseg.training.common.mixed_precision`).
+PRECISIONS = ("fp32", "bf16")
+
+#: Optimisers of the segmentation and MagNet runs.
+OPTIMIZERS = ("adamw", "sgd")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (defaults: the paper's recipe for PCNet, pcnet.md s. 3).
+
+    Loss weights follow the reference code: global = ``sp_weight (sem + pos) + ld_weight L_D + sr_weight SR``,
+    patch = ``sp_weight (sem + pos) + sr_weight SR``, total = global + ``patch_weight`` patch.
+    SCN trains with the same code path with ``dpc``, ``sr`` and ``ld`` forced off. ``init`` names a checkpoint
+    of the same model whose weights the run starts from (fine-tuning); it is read only at step 0, by
+    :func:`uhrseg.training.trainer.load_init`. ``head_norm`` builds PCNet with BatchNorm in its 4x head (``NetConfig.head_norm``; forced
+    off for SCN); a run whose ``init`` has those norms gets them without asking (:func:`uhrseg.training.trainer.train`); ``guide`` likewise
+    builds PCNet whose head also sees the image at the output resolution (``NetConfig.guide``), and
+    ``guide_lr_scale`` multiplies the learning rate of that guide branch (new layers on trained ones);
+    ``guide_channels`` is the width of the guide branch's first conv (``NetConfig.guide_channels``; a run keeps
+    a wider init's, and widens a narrower one as :func:`uhrseg.training.trainer.load_init` says); ``head_blocks`` adds residual blocks
+    to PCNet's head (``NetConfig.head_blocks``; a run keeps its init's blocks), whose learning rate
+    ``head_blocks_lr_scale`` multiplies. ``teacher`` names a trained SCN checkpoint (PCNet only; not in the
+    paper): both branches then also add ``teacher_weight`` times the mean per-pixel KL
+    divergence from the teacher's ``Q`` on the same crop to the student's
+    (:func:`uhrseg.training.losses.association_distillation_loss`; the patch's inside ``patch_weight``).
+    ``teacher_refine`` first moves the teacher's ``Q`` to its full-resolution refined boundaries (the package's
+    default refinement; :func:`uhrseg.training.refined_teacher.refined_association`).
+    ``revive_channels`` restarts, after loading ``init``, the channels of ``Q`` that the init no longer uses
+    (:func:`uhrseg.training.revive.revive_association_channels`). ``precision``
+    (``"fp32"`` or ``"bf16"``) is the arithmetic of the forward pass
+    (:func:`uhrseg.training.common.mixed_precision`). ``loader_workers`` > 0 draws the batches in that many
+    worker processes, the batch of step ``t`` from a generator seeded with ``[seed, t]`` (another stream than
+    the in-process sampler's of ``0``; :mod:`uhrseg.training.loader`).
+    """
+
+    model: str = "pcnet"
+    data: list[str] = field(default_factory=lambda: ["bsds500:train", "bsds500:val"])
+    bsds500_root: str = "../shared/datasets/BSDS500"
+    val: str | None = "bsds500:val"
+    val_images: int = 20
+    val_n_segments: int = 600
+    iterations: int = 4000
+    batch_size: int = 8
+    lr: float = 5e-5
+    lr_step: int = 2000
+    lr_gamma: float = 0.1
+    weight_decay: float = 4e-4
+    global_resize: int = 768
+    scale_range: tuple[float, float] | None = None
+    crop: int = 512
+    patch: int = 512
+    dpc: bool = True
+    sr: bool = True
+    ld: bool = True
+    binary_mask: bool = True
+    head_norm: bool = False
+    guide: bool = False
+    guide_lr_scale: float = 1.0
+    guide_channels: int = 8
+    head_blocks: int = 0
+    head_blocks_lr_scale: float = 1.0
+    ld_window: int = 5
+    init: str | None = None
+    teacher: str | None = None
+    revive_channels: bool = False
+    teacher_weight: float = 300.0
+    teacher_refine: bool = False
+    sp_weight: float = 0.005
+    position_weight: float = 0.003
+    sr_weight: float = 1.0
+    ld_weight: float = 0.005
+    patch_weight: float = 0.5
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    checkpoint_every: int = 100
+    val_every: int = 500
+    log_every: int = 10
+    loader_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.loader_workers < 0:
+            raise ValueError(f"loader_workers must be >= 0, got {self.loader_workers}")
+        if self.model == "scn":
+            self.dpc = self.sr = self.ld = self.head_norm = self.guide = False
+            self.head_blocks = 0
+        if self.scale_range is not None:  # a list after a checkpoint's JSON-like round trip
+            self.scale_range = tuple(float(v) for v in self.scale_range)
+        if self.guide_lr_scale <= 0:
+            raise ValueError(f"guide_lr_scale must be > 0, got {self.guide_lr_scale}")
+        if self.head_blocks_lr_scale <= 0:
+            raise ValueError(f"head_blocks_lr_scale must be > 0, got {self.head_blocks_lr_scale}")
+        if self.head_blocks < 0:
+            raise ValueError(f"head_blocks must be >= 0, got {self.head_blocks}")
+        if self.guide_channels < 1:
+            raise ValueError(f"guide_channels must be >= 1, got {self.guide_channels}")
+        if self.teacher is not None and self.model != "pcnet":
+            raise ValueError(f"teacher applies to pcnet only, not {self.model}")
+        if self.revive_channels and not self.init:
+            raise ValueError("revive_channels needs init (the weights whose unused channels are restarted)")
+        if self.teacher_refine and self.teacher is None:
+            raise ValueError("teacher_refine needs teacher (the SCN whose refined Q is the target)")
+        if self.teacher_weight < 0:
+            raise ValueError(f"teacher_weight must be >= 0, got {self.teacher_weight}")
+        if self.position_weight < 0:
+            raise ValueError(f"position_weight must be >= 0, got {self.position_weight}")
+        if self.iterations < 1 or self.batch_size < 1:
+            raise ValueError("iterations and batch_size must be >= 1")
+        check_precision_name(self.precision, PRECISIONS)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class SemanticTrainConfig:
+    """Everything a segmentation training run depends on.
+
+    The defaults are the CPU recipe (``docs/training.md``); the paper's GPU recipe for ISDNet is SGD lr 0.01,
+    momentum 0.9, weight decay 5e-4, poly 0.9, 80k iterations, 8 crops of 1224 (``--optimizer sgd --lr 0.01
+    --weight-decay 5e-4 --iterations 80000 --batch-size 8 --crop 1216 --width 64``).
+
+    Loss: ``CE(logits) + deep_weight CE(deep) + aux_weight CE(aux) + sr_weight L_SR + sd_weight L_SD``, each
+    term present when its part is on (``CE(deep)`` is the deep path's own prediction in ISDNet, the first head of
+    its cascade). The cross-entropy reads the labels at every ``label_stride``-th pixel (2: a quarter of the
+    cost, still finer than the networks' output stride of 8), the auxiliary one at twice that. The architecture
+    switches (``shallow``, ``fusion``, ``aux``, ``sr``, ``sd``, ``deep_scale``, ``width``) are the ablations; ``sr``
+    and ``sd`` are the losses (the SR decoder exists when either is on). ``precision`` (``"fp32"`` or ``"bf16"``)
+    is the arithmetic of the forward pass (:func:`uhrseg.training.common.mixed_precision`).
+    """
+
+    model: str = "isdnet"
+    data: list[str] = field(default_factory=lambda: ["../shared/datasets/semantic-drone/train"])
+    val: str | None = None
+    val_images: int = 20
+    iterations: int = 3000
+    batch_size: int = 4
+    crop: int = 768
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    flips: bool = True
+    rotate: bool = True
+    photometric: bool = True
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    poly_power: float = 0.9
+    warmup: int = 100
+    ohem: bool = True
+    ohem_threshold: float = 0.7
+    ohem_min_kept: int = 100_000
+    label_stride: int = 2
+    aux_weight: float = 0.4
+    deep_weight: float = 1.0
+    sr_weight: float = 0.1
+    sd_weight: float = 1.0
+    width: int = 32
+    deep_scale: int = 4
+    shallow: bool = True
+    fusion: str = "raf"
+    aux: bool = True
+    sr: bool = True
+    sd: bool = True
+    init: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    checkpoint_every: int = 50
+    val_every: int = 250
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        self.scale_range = tuple(float(v) for v in self.scale_range)
+        if self.model == "deeppath":
+            self.shallow = self.sr = self.sd = False
+        if self.iterations < 1 or self.batch_size < 1:
+            raise ValueError("iterations and batch_size must be >= 1")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not self.data:
+            raise ValueError("no training data given")
+        check_precision_name(self.precision, PRECISIONS)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SemanticTrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def architecture(self) -> dict:
+        """Config overrides of the network (see :class:`uhrseg.models.SegmenterConfig`)."""
+        arch = {"width": self.width, "deep_scale": self.deep_scale, "aux_head": self.aux}
+        if self.model == "isdnet":
+            arch.update(shallow=self.shallow, fusion=self.fusion, sr_decoder=self.sr or self.sd)
+        return arch
+
+
+@dataclass
+class MagNetTrainConfig:
+    """Everything a refinement-module run depends on (stored in its checkpoints).
+
+    Attributes
+    ----------
+    backbone : str
+        Checkpoint of the frozen backbone (a file, or a packaged name such as ``drone`` with
+        ``backbone_model``).
+    backbone_model : str
+        The backbone's model name (``isdnet`` or ``deeppath``), for packaged names.
+    n_scales : int
+        Scales of the loop the module is trained for (the coarse input is at ``2^-(n_scales - 1)``).
+    fine_range : (float, float)
+        Range of the fine crop's scale factor (default: twice the coarse factor .. 1).
+    """
+
+    backbone: str = "drone"
+    backbone_model: str = "isdnet"
+    data: list[str] = field(default_factory=lambda: ["../shared/datasets/semantic-drone/train"])
+    val: str | None = None
+    val_images: int = 10
+    iterations: int = 1500
+    batch_size: int = 8
+    n_scales: int = 3
+    fine_range: tuple[float, float] | None = None
+    flips: bool = True
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    poly_power: float = 0.9
+    warmup: int = 50
+    ohem_threshold: float = 0.7
+    ohem_min_kept: int = 100_000
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 50
+    val_every: int = 250
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.batch_size < 1 or self.n_scales < 2:
+            raise ValueError("iterations and batch_size must be >= 1 and n_scales >= 2")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.fine_range is None:
+            self.fine_range = (2.0 ** -(self.n_scales - 2), 1.0)
+        self.fine_range = tuple(float(v) for v in self.fine_range)
+        if not 0 < self.fine_range[0] <= self.fine_range[1] <= 1:
+            raise ValueError(f"fine_range must satisfy 0 < low <= high <= 1, got {self.fine_range}")
+        if not self.data:
+            raise ValueError("no training data given")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MagNetTrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
