@@ -323,6 +323,24 @@ def test_init_starts_from_a_checkpoint_and_refuses_another_model(mini_bsds, tmp_
     code = main(["train", "pcnet", "--data", "bsds500:test", "--bsds500-root", str(mini_bsds), "--val", "none",
                  "--out", str(tmp_path / "bad"), "--iterations", "1", "--init", str(scn_ckpt), "-q"])
     assert code == 2
+    assert not (tmp_path / "bad").exists()  # a refused run leaves no run folder behind
+
+
+def test_a_refused_run_leaves_no_folder(mini_bsds, tmp_path, capsys):
+    """Data that is not there, or a run folder that is a file: exit 2 with the name, and nothing written."""
+    missing = tmp_path / "no-such-data"
+    code = main(["train", "pcnet", "--data", str(missing), "--out", str(tmp_path / "run"), "-q"])
+    assert code == 2 and str(missing) in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    code = main(["train", "pcnet", "--data", "bsds500:val", "--bsds500-root", str(mini_bsds), "--val", "none",
+                 "--out", str(tmp_path / "run" / "deeper"), "-q"])  # the mini BSDS500 has only test/
+    assert code == 2 and "val" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    occupied = tmp_path / "file.txt"
+    occupied.write_text("a user's file")
+    code = main(["train", "pcnet", "--data", "bsds500:test", "--bsds500-root", str(mini_bsds), "--out", str(occupied),
+                 "-q"])
+    assert code == 2 and "exists and is not a folder" in capsys.readouterr().err
+    assert occupied.read_text() == "a user's file"
 
 
 def test_bf16_superpixel_losses_match_fp32(mini_bsds, tmp_path):

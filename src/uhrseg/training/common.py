@@ -56,17 +56,23 @@ class RunState:
 
 
 def open_run(run_dir: str | os.PathLike) -> tuple[Path, dict | None]:
-    """Create the run folder; return it and its ``last.pt`` dictionary (None for a fresh run).
+    """Return the run folder and its ``last.pt`` dictionary (None for a fresh run).
+
+    The folder is not created here but by :func:`training_loop`, once the trainer has read its data and built
+    its model, so that a run refused for its data, weights or settings leaves no empty folder behind.
 
     Raises
     ------
+    ValueError
+        If ``run_dir`` exists and is not a folder.
     uhrseg.errors.CheckpointError
         If ``last.pt`` exists but cannot be read.
     """
     from ..models.checkpoint import read_checkpoint
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: exists and is not a folder; choose another run folder")
     last = run_dir / "last.pt"
     return run_dir, (read_checkpoint(last) if last.is_file() else None)
 
@@ -159,7 +165,7 @@ def training_loop(run_dir: Path, run: RunState, *, model: torch.nn.Module, optim
     Parameters
     ----------
     run_dir : Path
-        The run folder (``last.pt``, ``best.pt``, ``log.csv``, ``curves.png``).
+        The run folder (``last.pt``, ``best.pt``, ``log.csv``, ``curves.png``); created here if missing.
     run : RunState
         Where the run stands (:func:`restore_run`); updated in place.
     model, optimizer : torch objects
@@ -200,6 +206,7 @@ def training_loop(run_dir: Path, run: RunState, *, model: torch.nn.Module, optim
     Path
         ``best.pt``, or ``last.pt`` when there is none yet.
     """
+    run_dir.mkdir(parents=True, exist_ok=True)  # first here: the setup before this point has succeeded
     last = run_dir / "last.pt"
 
     def save_last() -> None:
