@@ -7,7 +7,8 @@ Runs, each in a fresh process, nothing else on the CPU:
   preview), the same with ``--oversegmentation 1`` (the grid of n cells), with ``--backend torch``, with
   ``--overlay png``, and with ``--method slic``;
 * ``python -c "import torch"`` and a bare interpreter, for the share of start-up that is not ours, and
-  ``uhrseg example-image``, which the README demo runs before its ``uhrseg superpixels``;
+  ``uhrseg example-image``, which the README demo runs before its ``uhrseg superpixels``, and ``uhrseg
+  superpixels|evaluate|train --help`` (what a command pays before its work starts: its parser, no torch);
 * the README demo (``uhrseg superpixels "$(uhrseg example-image)" --n-segments 2000``) twice with an empty
   numba cache (``NUMBA_CACHE_DIR``): the first run compiles the kernels, as after a fresh install; the second
   reads them from the cache.
@@ -39,7 +40,7 @@ PHOTO = HERE.parent.parent / "shared" / "datasets" / "photos" / "volna-5120x2880
 
 def timed(cmd: list[str], env: dict | None = None) -> tuple[float, dict | None]:
     with tempfile.TemporaryDirectory() as out:
-        full = cmd + ["--out", out] if cmd[1:2] == ["superpixels"] else cmd
+        full = cmd + ["--out", out] if cmd[1:2] == ["superpixels"] and "--help" not in cmd else cmd
         t0 = time.perf_counter()
         proc = subprocess.run(full, capture_output=True, text=True, env={**os.environ, **(env or {})})
         wall = time.perf_counter() - t0
@@ -62,6 +63,9 @@ def main() -> None:
         "python -c pass": ([sys.executable, "-c", "pass"], args.repeats),
         "python -c 'import torch'": ([sys.executable, "-c", "import torch"], args.repeats),
         "uhrseg example-image (the README demo's first step)": ([uhrseg, "example-image"], args.repeats),
+        "uhrseg superpixels --help": ([uhrseg, "superpixels", "--help"], args.repeats),
+        "uhrseg evaluate --help": ([uhrseg, "evaluate", "--help"], args.repeats),
+        "uhrseg train --help": ([uhrseg, "train", "--help"], args.repeats),
         "pcnet 5K n=5000 (jpg overlay)": ([uhrseg, "superpixels", str(PHOTO), "-n", "5000", "-q"], args.repeats),
         "pcnet 5K n=5000 --oversegmentation 1": ([uhrseg, "superpixels", str(PHOTO), "-n", "5000", "-q",
                                                   "--oversegmentation", "1"], args.repeats),
