@@ -23,8 +23,19 @@ PRECISIONS = ("fp32", "bf16")
 OPTIMIZERS = ("adamw", "sgd")
 
 
+class _Recipe:
+    """What the recipes share: reading one back from the dictionary stored in a checkpoint."""
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """The recipe stored as ``asdict(recipe)`` in a checkpoint; keys that are not fields (from another version
+        of uhrseg) are ignored, and fields missing from ``d`` take their defaults."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(_Recipe):
     """Everything a training run depends on (defaults: the paper's recipe for PCNet, pcnet.md s. 3).
 
     Loss weights follow the reference code: global = ``sp_weight (sem + pos) + ld_weight L_D + sr_weight SR``,
@@ -127,14 +138,9 @@ class TrainConfig:
             raise ValueError("iterations and batch_size must be >= 1")
         check_precision_name(self.precision, PRECISIONS)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
 
 @dataclass
-class SemanticTrainConfig:
+class SemanticTrainConfig(_Recipe):
     """Everything a segmentation training run depends on.
 
     The defaults are the CPU recipe (``docs/training.md``); the paper's GPU recipe for ISDNet is SGD lr 0.01,
@@ -202,11 +208,6 @@ class SemanticTrainConfig:
             raise ValueError("no training data given")
         check_precision_name(self.precision, PRECISIONS)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> SemanticTrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
     def architecture(self) -> dict:
         """Config overrides of the network (see :class:`uhrseg.models.SegmenterConfig`)."""
         arch = {"width": self.width, "deep_scale": self.deep_scale, "aux_head": self.aux}
@@ -216,7 +217,7 @@ class SemanticTrainConfig:
 
 
 @dataclass
-class MagNetTrainConfig:
+class MagNetTrainConfig(_Recipe):
     """Everything a refinement-module run depends on (stored in its checkpoints).
 
     Attributes
@@ -268,8 +269,3 @@ class MagNetTrainConfig:
             raise ValueError(f"fine_range must satisfy 0 < low <= high <= 1, got {self.fine_range}")
         if not self.data:
             raise ValueError("no training data given")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> MagNetTrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
