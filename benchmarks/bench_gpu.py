@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench_precision import precisions_on
 from bench_superpixels import PHOTOS, prepare_images
 from uhrseg import SuperpixelPredictor
 from uhrseg.grid.geometry import CellGrid
@@ -117,9 +118,7 @@ def half_precision(device: torch.device) -> list[dict]:
         reference_predictor = SuperpixelPredictor(method, device=str(device), backend="torch")
         reference_predictor.run(image, 5000, connectivity=False)  # warm-up, as for the other precisions
         reference = reference_predictor.run(image, 5000, connectivity=False)
-        for precision in ("fp16", "bf16"):
-            if precision == "bf16" and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] < 8:
-                continue  # no bfloat16 before compute capability 8.0
+        for precision in [p for p in precisions_on(str(device)) if p != "fp32"]:  # no bf16 before Ampere
             # the product's path: SuperpixelPredictor(precision=...), i.e. uhrseg superpixels --precision
             predictor = SuperpixelPredictor(method, device=str(device), backend="torch", precision=precision)
             predictor.run(image, 5000, connectivity=False)  # warm-up (kernel selection)

@@ -37,6 +37,7 @@ import torch
 from bench_backends import partition_differ
 from uhrseg import SuperpixelPredictor
 from uhrseg.datasets.readers import open_dataset
+from uhrseg.defaults import INFERENCE_PRECISIONS
 from uhrseg.inference.network import check_inference_precision
 from uhrseg.io import read_image
 from uhrseg.metrics.superpixel import achievable_segmentation_accuracy, boundary_recall_precision
@@ -44,13 +45,12 @@ from uhrseg.metrics.superpixel import achievable_segmentation_accuracy, boundary
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "datasets"
 PHOTOS = SHARED / "photos"
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def precisions_on(device: str) -> list[str]:
     """The precisions the device runs (no bf16 on a GPU before compute capability 8.0)."""
     found = []
-    for precision in PRECISIONS:
+    for precision in INFERENCE_PRECISIONS:
         try:
             found.append(check_inference_precision(precision, torch.device(device)))
         except ValueError:
