@@ -202,7 +202,7 @@ def test_refine_classes_command_on_another_tools_class_map(tmp_path, drone_frame
     assert summary["class_names"] == deepglobe[: int(other.max()) + 1]  # one name per class id of the map
 
 
-@pytest.mark.parametrize("case", ["size", "palette", "nan", "stride", "confidence", "n-segments"])
+@pytest.mark.parametrize("case", ["size", "palette", "palette-name", "nan", "stride", "confidence", "n-segments"])
 def test_refine_classes_bad_inputs(tmp_path, capsys, case, drone_frame):
     image = drone_frame[0]
     img_path = DRONE / "test" / "images" / f"{open_semantic_dataset(DRONE / 'test').names[0]}.jpg"
@@ -218,6 +218,11 @@ def test_refine_classes_bad_inputs(tmp_path, capsys, case, drone_frame):
         Image.fromarray(np.full(image.shape[:2], 30, np.uint8)).save(path)
         args += ["--palette", "deepglobe"]
         want = "31 classes, but the palette has 7"
+    elif case == "palette-name":  # was "nosuch: class table cannot be read (No such file or directory)"
+        path = tmp_path / "c.png"
+        Image.fromarray(np.zeros(image.shape[:2], np.uint8)).save(path)
+        args += ["--palette", "nosuch"]
+        want = "nosuch: --palette is neither a packaged palette (drone, deepglobe) nor a file"
     elif case == "nan":
         path = tmp_path / "p.npy"
         np.save(path, np.full((24, 125, 188), np.nan, np.float32))
@@ -235,7 +240,7 @@ def test_refine_classes_bad_inputs(tmp_path, capsys, case, drone_frame):
     assert main(args + ["--classes", str(path)]) == 2
     err = capsys.readouterr().err
     assert want in err and len(err.strip().splitlines()) == 1
-    assert str(path) in err or case in ("confidence", "n-segments")  # flag errors name the flag's value
+    assert str(path) in err or case in ("confidence", "n-segments", "palette-name")  # flag errors name the value
     assert not (tmp_path / "out").exists()
 
 

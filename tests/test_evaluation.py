@@ -221,6 +221,11 @@ def test_evaluate_command_errors(mini_bsds, tmp_path, capsys):
                           ("pcnet:precision=int8", "precision must be one of fp32, bf16, fp16, got 'int8'")):
         assert main([*base, "--dataset", "bsds500:test", "--methods", spec]) == 2
         assert message in capsys.readouterr().err
+    # A negative tolerance was refused only by the metrics, after the first method had run and its CSV was written
+    for rest in (["--dataset", "bsds500:test", "--methods", "slic"],
+                 ["--task", "semantic", "--dataset", str(DRONE / "test"), "--models", "isdnet:drone"]):
+        assert main([*base, *rest, "--tolerance", "-1"]) == 2
+        assert "tolerance must be >= 0 pixels, got -1" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # refused before any output
     not_a_folder = tmp_path / "a-file"
     not_a_folder.write_text("keep me")

@@ -149,8 +149,13 @@ def test_wrong_or_missing_weights(tmp_path, capsys, pcnet_random_ckpt):
     code, err = run_segment(capsys, FRAME, "--weights", tmp_path / "none.pt", "--out", tmp_path / "c")
     assert code == 2 and "weights file not found" in err
     code, err = run_segment(capsys, FRAME, "--model", "deeppath", "--weights", "drone", "--out", tmp_path / "d")
-    assert code == 2 and "drone: no packaged deeppath weights of that name" in err
-    for name in ("a", "b", "c", "d"):
+    assert code == 2 and "drone: no packaged deeppath weights of that name (packaged for deeppath: none)" in err
+    # The names listed are the ones --weights accepts for the model, not the file names
+    code, err = run_segment(capsys, FRAME, "--weights", "isdnet-drone", "--out", tmp_path / "e")
+    assert code == 2 and "(packaged for isdnet: deepglobe, drone)" in err
+    code, err = run_segment(capsys, FRAME, "--model", "magnet", "--weights", "nosuch", "--out", tmp_path / "f")
+    assert code == 2 and "(packaged for magnet: deepglobe, drone)" in err
+    for name in ("a", "b", "c", "d", "e", "f"):
         assert files_in(tmp_path / name) == []
 
 

@@ -496,3 +496,20 @@ def test_recipes_read_back_from_their_checkpoint_dictionaries(name):
     assert cls.from_dict(stored) == recipe
     del stored["seed"]
     assert cls.from_dict(stored) == cls(iterations=7)
+
+
+@pytest.mark.parametrize("name", ["TrainConfig", "SemanticTrainConfig", "MagNetTrainConfig"])
+@pytest.mark.parametrize("field_name, value, message", [
+    ("val_every", 0, "val_every must be >= 1 step, got 0"),  # was a ZeroDivisionError after the first step
+    ("checkpoint_every", 0, "checkpoint_every must be >= 1 step, got 0"),
+    ("log_every", -1, "log_every must be >= 1 step, got -1"),
+    ("lr", 0.0, "lr must be > 0, got 0.0"),
+    ("lr", float("nan"), "lr must be > 0, got nan"),
+])
+def test_recipes_refuse_a_schedule_that_cannot_run(name, field_name, value, message):
+    import uhrseg.training.config as config
+
+    cls = getattr(config, name)
+    with pytest.raises(ValueError, match=message):
+        cls(**{field_name: value})
+    assert getattr(cls(**{field_name: 1}), field_name) == 1  # the smallest value that runs is accepted

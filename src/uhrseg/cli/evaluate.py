@@ -159,9 +159,9 @@ def run(args: argparse.Namespace) -> int:
                 raise UhrsegError(f"{spec}: {e}") from None
         if not methods:
             raise UhrsegError("no method left to evaluate")
-    prepare_output_dir(args.out)
     plan = EvaluationPlan(methods=methods, settings=settings, weights=weights, labels_dir=args.labels,
                           tolerance=args.tolerance, device=args.device, jobs=args.jobs)
+    prepare_output_dir(args.out)
     t0 = time.perf_counter()
     pairs = run_evaluation(dataset, plan, args.out, progress=not args.quiet, redo=_redo(args))
     wall = time.perf_counter() - t0

@@ -69,6 +69,8 @@ def _palette(args: argparse.Namespace, classes_path: Path):
         return list(table.colours), list(table.names)
     from ..datasets.classes import read_class_table
 
+    if not Path(args.palette).exists():
+        raise UhrsegError(f"{args.palette}: --palette is neither a packaged palette (drone, deepglobe) nor a file")
     table = read_class_table(args.palette)
     return list(table.colours), list(table.names)
 

@@ -128,6 +128,11 @@ class EvaluationPlan:
         Device for network methods.
     jobs : int
         Worker processes over images.
+
+    Raises
+    ------
+    ValueError
+        If ``tolerance`` is negative or ``jobs`` is below 1 (at construction, before any image is segmented).
     """
 
     methods: list[str]
@@ -137,6 +142,12 @@ class EvaluationPlan:
     tolerance: int | None = None
     device: str = "cpu"
     jobs: int = 1
+
+    def __post_init__(self) -> None:
+        if self.tolerance is not None and self.tolerance < 0:
+            raise ValueError(f"tolerance must be >= 0 pixels, got {self.tolerance}")
+        if self.jobs < 1:
+            raise ValueError(f"jobs must be >= 1, got {self.jobs}")
 
 
 _SPEC_OPTIONS = {"refine": ("refine_iterations", int), "compactness": ("refine_compactness", float),

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..datasets.classes import ClassTable
+from ..defaults import MODES
 from ..errors import UhrsegError
 from ..memory import peak_rss_bytes, reset_peak_rss
 from ..metrics.semantic import (
@@ -137,6 +138,12 @@ class SemanticPlan:
         Boundary IoU band half-width in pixels.
     mode : str
         Inference mode (``auto`` picks sliding windows for full-resolution networks).
+
+    Raises
+    ------
+    ValueError
+        If ``tolerance`` is negative, ``jobs`` below 1 or ``mode`` not one of :data:`uhrseg.defaults.MODES`
+        (at construction, before any image is segmented).
     """
 
     models: list[ModelSpec]
@@ -144,6 +151,14 @@ class SemanticPlan:
     jobs: int = 1
     tolerance: int = DEFAULT_BOUNDARY_TOLERANCE
     mode: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.tolerance < 0:
+            raise ValueError(f"tolerance must be >= 0 pixels, got {self.tolerance}")
+        if self.jobs < 1:
+            raise ValueError(f"jobs must be >= 1, got {self.jobs}")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
 
 
 _worker_predictors: dict = {}

@@ -79,7 +79,8 @@ def semantic_weights_path(model: str, weights: str | os.PathLike) -> Path:
     Raises
     ------
     uhrseg.errors.WeightsNotFoundError
-        If ``weights`` is a bare name with no packaged file for ``model`` (the message lists those there are).
+        If ``weights`` is a bare name with no packaged file for ``model`` (the message lists the names ``model``
+        accepts).
     """
     path = Path(weights)
     if path.exists() or len(path.parts) != 1 or path.suffix:
@@ -87,9 +88,9 @@ def semantic_weights_path(model: str, weights: str | os.PathLike) -> Path:
     model = "magnet" if model in MAGNET_MODELS else model
     packaged = packaged_weights_path(f"{model}-{path.name}")
     if not packaged.is_file():
-        there = sorted(p.stem for p in packaged.parent.glob("*.pt")
-                       if p.stem.split("-")[0] in SEMANTIC_MODELS)
-        raise WeightsNotFoundError(f"{weights}: no packaged {model} weights of that name (packaged: "
+        # The names this model accepts (``drone`` for ``weights/isdnet-drone.pt``), not the file names
+        there = sorted(p.stem.removeprefix(f"{model}-") for p in packaged.parent.glob(f"{model}-*.pt"))
+        raise WeightsNotFoundError(f"{weights}: no packaged {model} weights of that name (packaged for {model}: "
                                    f"{', '.join(there) or 'none'}); pass a checkpoint file from uhrseg train")
     return packaged
 

@@ -33,6 +33,21 @@ class _Recipe:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
+    def _check_schedule(self) -> None:
+        """The checks every recipe shares: a learning rate above 0, and at least 1 step between checkpoints,
+        validations and log lines (0 was accepted and ended the run with a ZeroDivisionError at its first step).
+
+        Raises
+        ------
+        ValueError
+            Naming the field and its value.
+        """
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("checkpoint_every", "val_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 step, got {getattr(self, name)}")
+
 
 @dataclass
 class TrainConfig(_Recipe):
@@ -136,6 +151,7 @@ class TrainConfig(_Recipe):
             raise ValueError(f"position_weight must be >= 0, got {self.position_weight}")
         if self.iterations < 1 or self.batch_size < 1:
             raise ValueError("iterations and batch_size must be >= 1")
+        self._check_schedule()
         check_precision_name(self.precision, PRECISIONS)
 
 
@@ -206,6 +222,7 @@ class SemanticTrainConfig(_Recipe):
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if not self.data:
             raise ValueError("no training data given")
+        self._check_schedule()
         check_precision_name(self.precision, PRECISIONS)
 
     def architecture(self) -> dict:
@@ -269,3 +286,4 @@ class MagNetTrainConfig(_Recipe):
             raise ValueError(f"fine_range must satisfy 0 < low <= high <= 1, got {self.fine_range}")
         if not self.data:
             raise ValueError("no training data given")
+        self._check_schedule()
