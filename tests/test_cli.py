@@ -329,9 +329,12 @@ def test_refinement_settings_are_recorded_and_checked(tmp_path, capsys):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert (summary["refine_compactness"], summary["refine_smoothness"]) == (5.0, 100.0)
     assert summary["images"][0]["refine_smoothness"] == 100.0  # as given, whatever the upsampling
-    code, err = run_cli(capsys, bsds_image_path(), "--refine-smoothness", "-1", "--out", tmp_path / "bad")
-    assert code == 2 and "--refine-smoothness and --refine-compactness must be >= 0" in err
-    assert files_in(tmp_path / "bad") == []
+    # nan was accepted (every comparison with it is false) and inf too
+    for flag, value in (("--refine-smoothness", "-1"), ("--refine-compactness", "nan"), ("--refine-smoothness", "nan"),
+                        ("--refine-compactness", "inf")):
+        code, err = run_cli(capsys, bsds_image_path(), flag, value, "--out", tmp_path / "bad")
+        assert code == 2 and "--refine-smoothness and --refine-compactness must be finite and >= 0" in err, err
+        assert files_in(tmp_path / "bad") == []
     for bad in (("--oversegmentation", "0.5"), ("--oversegmentation", "2", "-m", "slic")):
         code, err = run_cli(capsys, bsds_image_path(), *bad, "--out", tmp_path / "bad")
         assert code == 2 and "--oversegmentation is for pcnet and scn and must be >= 1" in err, err

@@ -68,8 +68,9 @@ def test_refinement_smoothness_moves_along_the_br_bp_curve(pcnet_grid_ckpt):
         scores[lam] = np.mean([boundary_recall_precision(labels, gt) for gt in gts], axis=0)
     assert scores[50.0][0] > scores[200.0][0] + 0.02  # BR
     assert scores[50.0][1] < scores[200.0][1]  # BP
-    with pytest.raises(ValueError, match="refine_compactness and refine_smoothness"):
-        uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, refine_smoothness=-1)
+    for bad in (dict(refine_smoothness=-1), dict(refine_compactness=float("nan"))):  # nan was accepted
+        with pytest.raises(ValueError, match="refine_compactness and refine_smoothness must be finite and >= 0"):
+            uhrseg.SuperpixelPredictor("pcnet", weights=pcnet_grid_ckpt, **bad)
 
 
 def test_default_smoothness_falls_with_the_upsampling_on_a_satellite_tile(pcnet_grid_ckpt):

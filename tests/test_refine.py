@@ -68,6 +68,7 @@ def test_float_and_uint16_images_give_the_uint8_result(bsds_image):
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(iterations=-1), ">= 0"), (dict(compactness=-1.0), ">= 0"), (dict(smoothness=-2.0), ">= 0"),
+    (dict(compactness=float("nan")), "finite and >= 0"), (dict(smoothness=float("inf")), "finite and >= 0"),
 ])
 def test_bad_parameters(bsds_image, kwargs, match):
     with pytest.raises(ValueError, match=match):

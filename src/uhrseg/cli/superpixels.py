@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -256,8 +257,9 @@ def run(args: argparse.Namespace) -> int:
     args.exports = parse_exports(args.export)
     if args.refine is not None and args.refine < 0:
         raise UhrsegError(f"--refine must be >= 0, got {args.refine}")
-    if (args.refine_smoothness is not None and args.refine_smoothness < 0) or args.refine_compactness < 0:
-        raise UhrsegError(f"--refine-smoothness and --refine-compactness must be >= 0, got {args.refine_smoothness} "
+    if not (0 <= (args.refine_smoothness or 0) < math.inf and 0 <= args.refine_compactness < math.inf):  # NaN too
+        raise UhrsegError(f"--refine-smoothness and --refine-compactness must be finite and >= 0, got "
+                          f"{args.refine_smoothness} "
                           f"and {args.refine_compactness}")
     if args.tile < 1:
         raise UhrsegError(f"--tile must be >= 1, got {args.tile}")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import math
 import numba
 import numpy as np
 
@@ -353,8 +354,9 @@ def refine_boundaries(image: np.ndarray, labels: np.ndarray, iterations: int = D
     if image.ndim != 3 or image.shape[2] != 3 or labels.shape != image.shape[:2]:
         raise ValueError(f"image must be (H, W, 3) and labels (H, W) of the same size, got {image.shape} and "
                          f"{labels.shape}")
-    if iterations < 0 or compactness < 0 or smoothness < 0:
-        raise ValueError(f"iterations, compactness and smoothness must be >= 0, got {iterations}, {compactness} "
+    if iterations < 0 or not (0 <= compactness < math.inf and 0 <= smoothness < math.inf):  # NaN too
+        raise ValueError(f"iterations must be >= 0, compactness and smoothness finite and >= 0, got {iterations}, "
+                         f"{compactness} "
                          f"and {smoothness}")
     current = np.ascontiguousarray(labels, dtype=np.int32)
     if current.size == 0 or iterations == 0:

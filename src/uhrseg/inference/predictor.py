@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import importlib.util
+import math
 import os
 import re
 import sys
@@ -352,8 +353,9 @@ class SuperpixelPredictor:
         if refine_iterations < 0:
             raise ValueError(f"refine_iterations must be >= 0, got {refine_iterations}")
         self.refine_iterations = int(refine_iterations)
-        if refine_compactness < 0 or (refine_smoothness is not None and refine_smoothness < 0):
-            raise ValueError(f"refine_compactness and refine_smoothness must be >= 0, got {refine_compactness} and "
+        if not (0 <= refine_compactness < math.inf and 0 <= (refine_smoothness or 0) < math.inf):  # NaN too
+            raise ValueError(f"refine_compactness and refine_smoothness must be finite and >= 0, got "
+                             f"{refine_compactness} and "
                              f"{refine_smoothness}")
         self.refine_compactness = float(refine_compactness)
         self.refine_smoothness = None if refine_smoothness is None else float(refine_smoothness)
