@@ -76,7 +76,7 @@ def parse_counts(text: str, kind: type = int) -> list:
     Raises
     ------
     ValueError
-        On malformed text or non-positive values.
+        On malformed text (a step of 0 included) or values that are not positive and finite (NaN included).
     """
     text = text.strip()
     try:
@@ -98,12 +98,12 @@ def parse_counts(text: str, kind: type = int) -> list:
                     values.append(values[-1] + step)
             else:
                 values = [kind(p) for p in parts]
-    except ValueError:
+    except (ValueError, ZeroDivisionError):  # np.arange raises the latter for a step of 0
         raise ValueError(f"cannot read {text!r}: use a comma list (200,400,600), 200,400,...,1200, "
                          "or start:stop:step") from None
     values = [kind(round(v, 6)) if kind is float else kind(v) for v in values]
-    if not values or min(values) <= 0:
-        raise ValueError(f"{text!r}: values must be positive")
+    if not values or not all(0 < v < math.inf for v in values):  # NaN too
+        raise ValueError(f"{text!r}: values must be positive and finite")
     return values
 
 
