@@ -38,8 +38,8 @@ def test_parse_counts():
         with pytest.raises(ValueError):
             parse_counts(bad)
     # --scales nan and inf were accepted, and a step of 0 was a ZeroDivisionError traceback
-    for bad, message in (("nan", "values must be positive and finite"), ("0.5,inf", "values must be positive and finite"),
-                         ("0.5:1:0", "cannot read '0.5:1:0'")):
+    for bad, message in (("nan", "values must be positive and finite"),
+                         ("0.5,inf", "values must be positive and finite"), ("0.5:1:0", "cannot read '0.5:1:0'")):
         with pytest.raises(ValueError, match=message):
             parse_counts(bad, float)
 
