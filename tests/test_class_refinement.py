@@ -281,8 +281,9 @@ def test_bridge_superpixels_keep_the_grid_unless_asked_to_merge(tmp_path, capsys
 
     assert ClassRefinement().superpixel_predictor("cpu").oversegmentation == 1.0
     assert ClassRefinement(oversegmentation=1.5).superpixel_predictor("cpu").oversegmentation == 1.5
-    for bad in ({"oversegmentation": 0.5}, {"superpixels": "slic", "oversegmentation": 1.5}):
-        with pytest.raises(ValueError, match="oversegmentation must be >= 1"):
+    for bad in ({"oversegmentation": 0.5}, {"oversegmentation": float("inf")},
+                {"superpixels": "slic", "oversegmentation": 1.5}):
+        with pytest.raises(ValueError, match="oversegmentation must be finite and >= 1"):
             ClassRefinement(**bad)
     spec = parse_model_specs("isdnet:drone@refine=superpixels@oversegment=1.5")[0]
     assert ("oversegment", "1.5") in spec.options
@@ -291,7 +292,7 @@ def test_bridge_superpixels_keep_the_grid_unless_asked_to_merge(tmp_path, capsys
     assert "--oversegmentation apply to --refine superpixels" in capsys.readouterr().err
     assert main(["segment", image, "--refine", "superpixels", "--superpixels", "slic", "--oversegmentation", "1.5",
                  "--out", str(tmp_path / "o"), "-q"]) == 2
-    assert "oversegmentation must be >= 1, and 1 for classical superpixels" in capsys.readouterr().err
+    assert "oversegmentation must be finite and >= 1, and 1 for classical superpixels" in capsys.readouterr().err
     assert main(["refine-classes", image, "--classes", image, "--superpixels", "slic", "--oversegmentation", "2",
                  "--out", str(tmp_path / "o")]) == 2
     assert "--oversegmentation applies to --superpixels pcnet or scn" in capsys.readouterr().err

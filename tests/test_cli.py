@@ -335,9 +335,10 @@ def test_refinement_settings_are_recorded_and_checked(tmp_path, capsys):
         code, err = run_cli(capsys, bsds_image_path(), flag, value, "--out", tmp_path / "bad")
         assert code == 2 and "--refine-smoothness and --refine-compactness must be finite and >= 0" in err, err
         assert files_in(tmp_path / "bad") == []
-    for bad in (("--oversegmentation", "0.5"), ("--oversegmentation", "2", "-m", "slic")):
+    for bad in (("--oversegmentation", "0.5"), ("--oversegmentation", "inf"),  # inf was an OverflowError traceback
+                ("--oversegmentation", "2", "-m", "slic")):
         code, err = run_cli(capsys, bsds_image_path(), *bad, "--out", tmp_path / "bad")
-        assert code == 2 and "--oversegmentation is for pcnet and scn and must be >= 1" in err, err
+        assert code == 2 and "--oversegmentation is for pcnet and scn and must be finite and >= 1" in err, err
         assert not (tmp_path / "bad").exists() or files_in(tmp_path / "bad") == []
 
 

@@ -220,7 +220,7 @@ def test_evaluate_command_errors(mini_bsds, tmp_path, capsys):
     assert main([*base, "--dataset", "bsds500:test", "--weights", "pcnet=" + str(tmp_path / "x.pt"),
                  "--methods", "pcnet"]) == 2
     assert "x.pt: weights file not found" in capsys.readouterr().err
-    for spec, message in (("pcnet:oversegment=0.5", "pcnet:oversegment=0.5: oversegmentation must be >= 1"),
+    for spec, message in (("pcnet:oversegment=0.5", "pcnet:oversegment=0.5: oversegmentation must be finite and >= 1"),
                           ("slic:oversegment=1", "method 'slic' takes no oversegmentation"),
                           ("slic:precision=bf16", "method 'slic' takes no precision"),
                           ("pcnet:precision=int8", "precision must be one of fp32, bf16, fp16, got 'int8'")):

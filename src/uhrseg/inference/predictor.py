@@ -365,8 +365,8 @@ class SuperpixelPredictor:
             raise ValueError(f"method {method!r} takes no oversegmentation (networks only)")
         if oversegmentation is None:
             oversegmentation = DEFAULT_OVERSEGMENTATION if method in NETWORK_METHODS else 1.0
-        if not oversegmentation >= 1.0:
-            raise ValueError(f"oversegmentation must be >= 1, got {oversegmentation}")
+        if not 1.0 <= oversegmentation < math.inf:  # NaN too
+            raise ValueError(f"oversegmentation must be finite and >= 1, got {oversegmentation}")
         self.oversegmentation = float(oversegmentation)
         self.method = method
         self.strip_pixels = int(strip_pixels)

@@ -20,6 +20,7 @@ offered: no maintained package builds on this platform (see the README).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,8 +103,8 @@ class ClassRefinement:
             raise ValueError("the guided filter needs radius >= 1 and eps > 0")
         if not self.smoothness >= 0:
             raise ValueError(f"smoothness must be >= 0, got {self.smoothness}")
-        if not self.oversegmentation >= 1 or (self.oversegmentation != 1 and self.superpixels not in NETWORK_METHODS):
-            raise ValueError(f"oversegmentation must be >= 1, and 1 for classical superpixels, got "
+        if not 1 <= self.oversegmentation < math.inf or (self.oversegmentation != 1 and self.superpixels not in NETWORK_METHODS):
+            raise ValueError(f"oversegmentation must be finite and >= 1, and 1 for classical superpixels, got "
                              f"{self.oversegmentation} with {self.superpixels}")
 
     def superpixel_predictor(self, device: str = "auto"):
