@@ -10,6 +10,7 @@ import tifffile
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from scipy import ndimage
 
 from uhrseg.cli.main import main
@@ -145,6 +146,18 @@ def test_streamed_cli_writes_the_same_labels_as_a_bigtiff(photo, untiled, tmp_pa
     assert entry["streamed"] is True and entry["n_produced"] == untiled.max() + 1
     assert (out / "photo_preview.jpg").is_file() and not (out / "photo_overlay.jpg").exists()
     assert sorted(p.name for p in out.iterdir()) == ["photo_labels.tif", "photo_preview.jpg", "summary.json"]
+
+
+def test_streamed_image_smaller_than_the_preview_side_still_gets_a_preview(bsds_image, tmp_path):
+    """A streamed image has no full-resolution overlay, so its preview is its only picture: it was written only
+    for images larger than --preview-side, and a small image run with --stream got none."""
+    path = tmp_path / "small.png"
+    Image.fromarray(bsds_image).save(path)
+    out = tmp_path / "out"
+    assert main(["superpixels", str(path), "-n", "300", "--stream", "-q", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["small_labels.tif", "small_preview.jpg", "summary.json"]
+    with Image.open(out / "small_preview.jpg") as preview:
+        assert preview.size == (bsds_image.shape[1], bsds_image.shape[0])  # never enlarged past the image
 
 
 def test_stream_refuses_classical_methods_and_png_labels(photo_path, tmp_path, capsys):

@@ -58,7 +58,7 @@ Images of more than 134 million pixels (or any image with --stream) run through 
 streamed: a TIFF/BigTIFF input is read band by band, the label map and a CIELAB copy live in
 temporary files in DIR, and STEM_labels.tif is written as a tiled int32 BigTIFF. Memory then
 grows with --n-segments (about 1.5 KB of grid per superpixel), not with the image. Streamed images get
-the preview but no full-resolution overlay."""
+no full-resolution overlay but always STEM_preview (at most --preview-side, whatever the image's size)."""
 
 #: Images with more pixels than this are streamed (network methods).
 STREAM_PIXELS = 2**27
@@ -193,8 +193,8 @@ def _process_streamed(predictor: SuperpixelPredictor, source, path: Path, stem: 
         raise UhrsegError(f"{path}: streamed images are written as tiled BigTIFF; use --label-format tiff")
     height, width = source.shape[:2]
     preview_shape = None
-    if max(height, width) > args.preview_side and args.overlay != "none":
-        scale = args.preview_side / max(height, width)
+    if args.overlay != "none":  # the only picture of a streamed image (no full-resolution overlay), so always
+        scale = min(1.0, args.preview_side / max(height, width))
         preview_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
     geo = read_georeference(path)
     outputs: dict = {args.out / f"{stem}_labels.tif": None}
