@@ -7,10 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import uhrseg
@@ -359,3 +362,34 @@ def test_precision_flag_runs_torch_and_is_recorded(tmp_path, capsys):
     code, err = run_cli(capsys, bsds_image_path(), "-n", "300", "-m", "slic", "--out", tmp_path / "slic")
     assert code == 0, err
     assert json.loads((tmp_path / "slic" / "summary.json").read_text())["precision"] is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["c.png", "c.jpg", "c-2.png", "c-2-2.tif", "sub/c.png", "d.png", "c-3.png"]),
+                max_size=8))
+def test_output_stems_are_unique_and_keep_the_first_own_stem(names):
+    from uhrseg.cli.common import output_stems
+
+    paths = [Path(n) for n in names]
+    stems = output_stems(paths)
+    assert len(set(stems)) == len(stems)
+    for i, (path, stem) in enumerate(zip(paths, stems)):
+        assert stem.startswith(path.stem)
+        if path.stem not in stems[:i]:
+            assert stem == path.stem or path.stem in [p.stem for p in paths[:i]]
+
+
+def test_inputs_whose_names_collide_write_separate_outputs(tmp_path, capsys):
+    """``c.png c.jpg c-2.png``: the second input was named c-2 like the third, whose outputs then replaced its own
+    (exit 0, both summary entries pointing at the same files)."""
+    image = read_image(bsds_image_path())
+    for name, rows in (("c.png", 100), ("c.jpg", 110), ("c-2.png", 120)):  # three sizes, to tell them apart
+        Image.fromarray(image[:rows, :128]).save(tmp_path / name)
+    code, err = run_cli(capsys, *(tmp_path / n for n in ("c.png", "c.jpg", "c-2.png")), "-m", "slic", "-n", "20",
+                        "--overlay", "none", "--out", tmp_path / "out")
+    assert code == 0, err
+    assert files_in(tmp_path / "out") == ["c-2-2_labels.png", "c-2_labels.png", "c_labels.png", "summary.json"]
+    entries = json.loads((tmp_path / "out" / "summary.json").read_text())["images"]
+    for entry, stem, rows in zip(entries, ("c", "c-2", "c-2-2"), (100, 110, 120)):
+        assert entry["height"] == rows and Path(entry["outputs"][0]).name == f"{stem}_labels.png"
+        assert Image.open(tmp_path / "out" / f"{stem}_labels.png").size == (128, rows)

@@ -116,13 +116,18 @@ class ImageOpener:
 
 
 def output_stems(images: list[Path]) -> list[str]:
-    """One unique output stem per input (``name``, ``name-2``, ...)."""
-    seen: dict[str, int] = {}
+    """One unique output stem per input, in order: the file's stem, or ``stem-2``, ``stem-3``, ... when an earlier
+    input took it. A generated name never repeats another input's own stem (``c.png c.jpg c-2.png`` gives ``c``,
+    ``c-2``, ``c-2-2``), so no image's outputs replace another's."""
+    taken: set[str] = set()
     stems = []
     for path in images:
-        stem = path.stem
-        seen[stem] = seen.get(stem, 0) + 1
-        stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+        stem, k = path.stem, 1
+        while (stem if k == 1 else f"{path.stem}-{k}") in taken:
+            k += 1
+        stem = stem if k == 1 else f"{path.stem}-{k}"
+        taken.add(stem)
+        stems.append(stem)
     return stems
 
 
