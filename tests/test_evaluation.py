@@ -231,7 +231,35 @@ def test_evaluate_command_errors(mini_bsds, tmp_path, capsys):
                  ["--task", "semantic", "--dataset", str(DRONE / "test"), "--models", "isdnet:drone"]):
         assert main([*base, *rest, "--tolerance", "-1"]) == 2
         assert "tolerance must be >= 0 pixels, got -1" in capsys.readouterr().err
+    # These were refused (or crashed) after the output folder had been made, and left it behind
+    semantic = ["--task", "semantic", "--dataset", str(DRONE / "test")]
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    np.save(labels / "100007.npy", np.zeros((321, 481), np.int32))
+    for rest, message in (
+            (["--dataset", "bsds500:test", "--methods", "slic", "--redo", "fh"], "--redo: fh not among the methods"),
+            ([*semantic, "--models", "isdnet:drone", "--redo", "x"], "--redo: x not among the models"),
+            ([*semantic, "--models", "isdnet:deepglobe"], "classes"),  # 7-class weights on the 24-class dataset
+            # was a FileNotFoundError traceback after the first image
+            (["--dataset", "bsds500:test", "--labels", str(labels)], "no label map (NAME.png/.tif/.npy/.csv) for 2 of "
+                                                                     "the 3 images: 100039, 100099"),
+            # were each computed and counted twice over (exit 0)
+            (["--dataset", "bsds500:test", "--methods", "slic,seeds,slic"], "method given more than once: slic"),
+            (["--dataset", "bsds500:test", "--methods", "slic", "--n-segments", "200,200"],
+             "setting given more than once: n200"),
+            ([*semantic, "--models", "isdnet:drone,isdnet:drone"], "model labels must differ")):
+        assert main([*base, *rest]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o").exists()  # refused before any output
+    from uhrseg.evaluation.semantic import SemanticPlan, parse_model_specs
+
+    with pytest.raises(ValueError, match="model given more than once: isdnet:drone"):  # the API, without the CLI
+        SemanticPlan(models=parse_model_specs("isdnet:drone") * 2)
+    # An image too small for n: the message names the image (it named only the size)
+    assert main([*base, "--dataset", "bsds500:test", "--methods", "slic", "--n-segments", "40000"]) == 2
+    assert "bsds500:test, image 100007, slic at n40000: n_segments=40000 is more than a quarter" in \
+        capsys.readouterr().err
     not_a_folder = tmp_path / "a-file"
     not_a_folder.write_text("keep me")
     for task, rest in (("superpixels", ["--dataset", "bsds500:test"]),

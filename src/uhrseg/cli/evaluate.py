@@ -12,7 +12,6 @@ from pathlib import Path
 
 from ..defaults import METHODS, NETWORK_METHODS
 from ..errors import UhrsegError, WeightsNotFoundError
-from ..io.outputs import prepare_output_dir
 
 DESCRIPTION = """\
 --task superpixels (default): run superpixel methods over a dataset and compute BR, BP, ASA,
@@ -161,7 +160,6 @@ def run(args: argparse.Namespace) -> int:
             raise UhrsegError("no method left to evaluate")
     plan = EvaluationPlan(methods=methods, settings=settings, weights=weights, labels_dir=args.labels,
                           tolerance=args.tolerance, device=args.device, jobs=args.jobs)
-    prepare_output_dir(args.out)
     t0 = time.perf_counter()
     pairs = run_evaluation(dataset, plan, args.out, progress=not args.quiet, redo=_redo(args))
     wall = time.perf_counter() - t0
@@ -207,7 +205,6 @@ def _run_semantic(args: argparse.Namespace) -> int:
         raise UhrsegError(str(e)) from None
     plan = SemanticPlan(models=specs, device=args.device, jobs=args.jobs,
                         tolerance=args.tolerance if args.tolerance is not None else DEFAULT_BOUNDARY_TOLERANCE)
-    prepare_output_dir(args.out)
     t0 = time.perf_counter()
     rows = run_semantic_evaluation(dataset, plan, args.out, progress=not args.quiet, redo=_redo(args))
     wall = time.perf_counter() - t0

@@ -32,6 +32,7 @@ from ..defaults import check_precision_name
 from ..errors import UhrsegError
 from ..grid.connectivity import enforce_connectivity
 from ..inference.predictor import METHODS, SuperpixelPredictor
+from ..io.outputs import prepare_output_dir
 from ..memory import peak_rss_bytes, reset_peak_rss
 from ..metrics.superpixel import superpixel_metrics
 
@@ -132,7 +133,8 @@ class EvaluationPlan:
     Raises
     ------
     ValueError
-        If ``tolerance`` is negative or ``jobs`` is below 1 (at construction, before any image is segmented).
+        If a method or setting is given twice, ``tolerance`` is negative or ``jobs`` is below 1 (at construction,
+        before any image is segmented).
     """
 
     methods: list[str]
@@ -144,6 +146,10 @@ class EvaluationPlan:
     jobs: int = 1
 
     def __post_init__(self) -> None:
+        for what, names in (("method", list(self.methods)), ("setting", [s.name for s in self.settings])):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:  # each would be computed and counted twice over
+                raise ValueError(f"{what} given more than once: {', '.join(twice)}")
         if self.tolerance is not None and self.tolerance < 0:
             raise ValueError(f"tolerance must be >= 0 pixels, got {self.tolerance}")
         if self.jobs < 1:
@@ -220,12 +226,14 @@ def _predictor(spec: str, plan: EvaluationPlan) -> SuperpixelPredictor:
     return _worker_predictors[spec]
 
 
-def _find_label_map(folder: Path, name: str) -> Path:
+def _find_label_map(folder: Path, name: str) -> Path | None:
+    """The label map of image ``name`` in ``folder`` (``NAME`` or ``NAME_labels`` with a label-map suffix), or
+    None."""
     for suffix in (".png", ".tif", ".tiff", ".npy", ".csv"):
         for candidate in (folder / f"{name}{suffix}", folder / f"{name}_labels{suffix}"):
             if candidate.is_file():
                 return candidate
-    raise FileNotFoundError(f"{folder}: no label map for image {name} (NAME.png/.tif/.npy/.csv)")
+    return None
 
 
 def _evaluate_image(task: tuple) -> str:
@@ -235,12 +243,15 @@ def _evaluate_image(task: tuple) -> str:
     gts = dataset.ground_truths(name)
     reset_peak_rss()
     t0 = time.perf_counter()
-    if plan.labels_dir is not None:
-        labels = enforce_connectivity(read_label_map(_find_label_map(plan.labels_dir, name)), 0, None)
-        n = int(labels.max()) + 1
-    else:
-        n = setting.n_for(image.shape)
-        labels = _predictor(method, plan).predict(image, n)
+    try:
+        if plan.labels_dir is not None:
+            labels = enforce_connectivity(read_label_map(_find_label_map(plan.labels_dir, name)), 0, None)
+            n = int(labels.max()) + 1
+        else:
+            n = setting.n_for(image.shape)
+            labels = _predictor(method, plan).predict(image, n)
+    except ValueError as e:  # e.g. n above a quarter of this image's pixels: say which image and cell
+        raise UhrsegError(f"{dataset.label}, image {name}, {method} at {setting.name}: {e}") from None
     seconds = time.perf_counter() - t0
     peak = peak_rss_bytes()
     out = io.StringIO()
@@ -391,8 +402,10 @@ def run_evaluation(dataset, plan: EvaluationPlan, out_dir: str | os.PathLike, pr
     Raises
     ------
     UhrsegError
-        If ``redo`` names a method that is not in the plan, or ``plan.tolerance`` is set and a finished cell to
-        reuse was scored at another tolerance.
+        If ``redo`` names a method that is not in the plan or ``plan.labels_dir`` lacks an image's label map (both
+        before ``out_dir`` is made), if ``out_dir`` cannot be made or written (:class:`uhrseg.errors.OutputError`),
+        if a method fails on an image (the message names the image), or if ``plan.tolerance`` is set and a
+        finished cell to reuse was scored at another tolerance.
     """
     out_dir = Path(out_dir)
     methods = ["labels"] if plan.labels_dir is not None else list(plan.methods)
@@ -401,6 +414,12 @@ def run_evaluation(dataset, plan: EvaluationPlan, out_dir: str | os.PathLike, pr
     unknown = [m for m in redo if m not in methods]
     if unknown:
         raise UhrsegError(f"--redo: {', '.join(unknown)} not among the methods of this run ({', '.join(methods)})")
+    if plan.labels_dir is not None:
+        missing = [n for n in dataset.names if _find_label_map(plan.labels_dir, n) is None]
+        if missing:
+            raise UhrsegError(f"{plan.labels_dir}: no label map (NAME.png/.tif/.npy/.csv) for {len(missing)} of the "
+                              f"{len(dataset.names)} images: {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}")
+    prepare_output_dir(out_dir)  # after every check, so that a refused run leaves no folder
     prepare_shards(out_dir, "pairs.csv", lambda row: out_dir / "runs" / row[0] / f"{row[1]}.csv",
                    [out_dir / "runs" / m for m in redo])
     work: list[tuple[Path, list[tuple]]] = []

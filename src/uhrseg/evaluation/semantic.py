@@ -26,6 +26,7 @@ import numpy as np
 from ..datasets.classes import ClassTable
 from ..defaults import MODES
 from ..errors import UhrsegError
+from ..io.outputs import prepare_output_dir
 from ..memory import peak_rss_bytes, reset_peak_rss
 from ..metrics.semantic import (
     DEFAULT_BOUNDARY_TOLERANCE,
@@ -142,8 +143,8 @@ class SemanticPlan:
     Raises
     ------
     ValueError
-        If ``tolerance`` is negative, ``jobs`` below 1 or ``mode`` not one of :data:`uhrseg.defaults.MODES`
-        (at construction, before any image is segmented).
+        If a model is given twice, ``tolerance`` is negative, ``jobs`` below 1 or ``mode`` not one of
+        :data:`uhrseg.defaults.MODES` (at construction, before any image is segmented).
     """
 
     models: list[ModelSpec]
@@ -153,6 +154,10 @@ class SemanticPlan:
     mode: str = "auto"
 
     def __post_init__(self) -> None:
+        labels = [spec.label for spec in self.models]
+        twice = sorted({n for n in labels if labels.count(n) > 1})
+        if twice:  # each would be computed and counted twice over
+            raise ValueError(f"model given more than once: {', '.join(twice)}")
         if self.tolerance < 0:
             raise ValueError(f"tolerance must be >= 0 pixels, got {self.tolerance}")
         if self.jobs < 1:
@@ -270,7 +275,9 @@ def run_semantic_evaluation(dataset, plan: SemanticPlan, out_dir: str | os.PathL
     Raises
     ------
     UhrsegError, uhrseg.errors.CheckpointError
-        As :func:`check_models`; UhrsegError also when ``redo`` names a label that is not among the models.
+        As :func:`check_models`; UhrsegError also when ``redo`` names a label that is not among the models, and
+        :class:`uhrseg.errors.OutputError` when ``out_dir`` cannot be made or written (after every check, so that
+        a refused run leaves no folder).
     """
     out_dir = Path(out_dir)
     labels = [spec.label for spec in plan.models]
@@ -278,6 +285,7 @@ def run_semantic_evaluation(dataset, plan: SemanticPlan, out_dir: str | os.PathL
     if unknown:
         raise UhrsegError(f"--redo: {', '.join(unknown)} not among the models of this run ({', '.join(labels)})")
     check_models(plan, dataset.class_table, dataset.label)
+    prepare_output_dir(out_dir)  # after every check, so that a refused run leaves no folder
     prepare_shards(out_dir, "per_image.csv", lambda row: out_dir / "runs" / f"{_safe(row[0])}.csv",
                    [out_dir / "runs" / f"{_safe(r)}.csv" for r in redo])
     work = []
