@@ -341,6 +341,18 @@ def test_a_refused_run_leaves_no_folder(mini_bsds, tmp_path, capsys):
                  "-q"])
     assert code == 2 and "exists and is not a folder" in capsys.readouterr().err
     assert occupied.read_text() == "a user's file"
+    # a run folder under a file was a NotADirectoryError traceback
+    code = main(["train", "pcnet", "--data", "bsds500:test", "--bsds500-root", str(mini_bsds),
+                 "--out", str(occupied / "sub"), "-q"])
+    assert code == 2 and f"{occupied / 'sub'}: cannot be made, {occupied} is a file" in capsys.readouterr().err
+    # --stop-after 0 ran nothing, exited 0 and named a last.pt that did not exist
+    code = main(["train", "pcnet", "--data", "bsds500:test", "--bsds500-root", str(mini_bsds), "--stop-after", "0",
+                 "--out", str(tmp_path / "run"), "-q"])
+    assert code == 2 and "--stop-after must be >= 1 iteration, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() and occupied.read_text() == "a user's file"
+    with pytest.raises(ValueError, match="stop_after must be >= 1 iteration, got 0"):  # the API too
+        train(tiny(mini_bsds, iterations=1, val=None), tmp_path / "run", progress=False, stop_after=0)
+    assert not (tmp_path / "run").exists()
 
 
 def test_bf16_superpixel_losses_match_fp32(mini_bsds, tmp_path):
@@ -500,11 +512,15 @@ def test_recipes_read_back_from_their_checkpoint_dictionaries(name):
 
 @pytest.mark.parametrize("name", ["TrainConfig", "SemanticTrainConfig", "MagNetTrainConfig"])
 @pytest.mark.parametrize("field_name, value, message", [
-    ("val_every", 0, "val_every must be >= 1 step, got 0"),  # was a ZeroDivisionError after the first step
-    ("checkpoint_every", 0, "checkpoint_every must be >= 1 step, got 0"),
-    ("log_every", -1, "log_every must be >= 1 step, got -1"),
-    ("lr", 0.0, "lr must be > 0, got 0.0"),
-    ("lr", float("nan"), "lr must be > 0, got nan"),
+    ("val_every", 0, "val_every must be >= 1, got 0"),  # was a ZeroDivisionError after the first step
+    ("checkpoint_every", 0, "checkpoint_every must be >= 1, got 0"),
+    ("log_every", -1, "log_every must be >= 1, got -1"),
+    ("val_images", -1, "val_images must be >= 1, got -1"),  # validated on all images but the last
+    ("lr", -1.0, "lr must be finite and >= 0, got -1.0"),
+    ("lr", float("nan"), "lr must be finite and >= 0, got nan"),
+    ("lr", float("inf"), "lr must be finite and >= 0, got inf"),  # trained on NaN losses, exit 0
+    ("weight_decay", float("nan"), "weight_decay must be finite and >= 0, got nan"),  # NaN losses too
+    ("weight_decay", -1.0, "weight_decay must be finite and >= 0, got -1.0"),
 ])
 def test_recipes_refuse_a_schedule_that_cannot_run(name, field_name, value, message):
     import uhrseg.training.config as config
@@ -512,4 +528,24 @@ def test_recipes_refuse_a_schedule_that_cannot_run(name, field_name, value, mess
     cls = getattr(config, name)
     with pytest.raises(ValueError, match=message):
         cls(**{field_name: value})
-    assert getattr(cls(**{field_name: 1}), field_name) == 1  # the smallest value that runs is accepted
+    assert getattr(cls(**{field_name: 1}), field_name) == 1  # a value that runs is accepted
+
+
+@pytest.mark.parametrize("name, field_name, value, message", [
+    ("TrainConfig", "lr_step", 0, "lr_step must be >= 1, got 0"),  # was a ZeroDivisionError at the first step
+    ("TrainConfig", "position_weight", float("nan"), "position_weight must be finite and >= 0, got nan"),
+    ("TrainConfig", "teacher_weight", float("nan"), "teacher_weight must be finite and >= 0, got nan"),
+    # NaN: the guide branch was silently left out of the optimiser (nan == nan is false)
+    ("TrainConfig", "guide_lr_scale", float("nan"), "guide_lr_scale must be finite and > 0, got nan"),
+    ("TrainConfig", "val_n_segments", 0, "val_n_segments must be >= 1, got 0"),  # failed after the whole run
+    ("TrainConfig", "scale_range", (0.5, float("inf")), "scale_range must be two finite factors"),
+    ("SemanticTrainConfig", "width", 0, "width must be >= 1, got 0"),  # a torch RuntimeError traceback
+    ("SemanticTrainConfig", "sd_weight", float("nan"), "sd_weight must be finite and >= 0, got nan"),
+    ("SemanticTrainConfig", "scale_range", (0.0, 2.0), "scale_range must be two finite factors"),
+    ("MagNetTrainConfig", "ohem_threshold", float("nan"), "ohem_threshold must be finite and >= 0, got nan"),
+])
+def test_recipes_refuse_values_that_cannot_train(name, field_name, value, message):
+    import uhrseg.training.config as config
+
+    with pytest.raises(ValueError, match=message):
+        getattr(config, name)(**{field_name: value})

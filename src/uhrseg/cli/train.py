@@ -4,6 +4,7 @@ multi-scale patch segmenter) or MagNet's refinement module, resumable, on CPU or
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -189,8 +190,8 @@ def _scale_range(text: str) -> tuple[float, float]:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         raise UhrsegError(f"--scale-range {text!r}: expected LO,HI such as 0.5,2.0") from None
-    if not 0 < lo <= hi:
-        raise UhrsegError(f"--scale-range {text!r}: expected 0 < LO <= HI")
+    if not 0 < lo <= hi < math.inf:  # inf was an OverflowError traceback
+        raise UhrsegError(f"--scale-range {text!r}: expected finite 0 < LO <= HI")
     return lo, hi
 
 
@@ -252,6 +253,8 @@ def run(args: argparse.Namespace) -> int:
     # Each trainer imports torch: only the one this run needs, here, not with the parser (``uhrseg train --help``
     # then takes 0.06 s, not 2 s)
     tune_allocator()  # glibc: torch's tensors reused from the heap, not faulted in afresh each step
+    if args.stop_after is not None and args.stop_after < 1:  # checked before the trainer loads its data
+        raise UhrsegError(f"--stop-after must be >= 1 iteration, got {args.stop_after}")
     if args.model in MAGNET_MODELS:
         if (args.out / "last.pt").is_file():
             print(f"uhrseg: resuming from {args.out / 'last.pt'} (its stored recipe is used)", file=sys.stderr)

@@ -64,7 +64,7 @@ def open_run(run_dir: str | os.PathLike) -> tuple[Path, dict | None]:
     Raises
     ------
     ValueError
-        If ``run_dir`` exists and is not a folder.
+        If ``run_dir``, or the nearest of its parents that exists, is not a folder.
     uhrseg.errors.CheckpointError
         If ``last.pt`` exists but cannot be read.
     """
@@ -73,6 +73,9 @@ def open_run(run_dir: str | os.PathLike) -> tuple[Path, dict | None]:
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"{run_dir}: exists and is not a folder; choose another run folder")
+    parent = next((p for p in run_dir.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():  # was a NotADirectoryError traceback when the run began
+        raise ValueError(f"{run_dir}: cannot be made, {parent} is a file; choose another run folder")
     last = run_dir / "last.pt"
     return run_dir, (read_checkpoint(last) if last.is_file() else None)
 
@@ -177,7 +180,7 @@ def training_loop(run_dir: Path, run: RunState, *, model: torch.nn.Module, optim
     iterations : int
         Length of the run.
     stop_after : int, optional
-        Stop after this many iterations in this call.
+        Stop after this many iterations in this call (at least 1).
     lr_at : callable
         ``step -> learning rate``.
     losses_at : callable
@@ -206,7 +209,12 @@ def training_loop(run_dir: Path, run: RunState, *, model: torch.nn.Module, optim
     Path
         ``best.pt``, or ``last.pt`` when there is none yet.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)  # first here: the setup before this point has succeeded
+    if stop_after is not None and stop_after < 1:  # 0 ran nothing and named a last.pt that did not exist
+        raise ValueError(f"stop_after must be >= 1 iteration, got {stop_after}")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)  # first here: the setup before this point has succeeded
+    except OSError as e:
+        raise ValueError(f"{run_dir}: run folder cannot be made ({e.strerror or e})") from e
     last = run_dir / "last.pt"
 
     def save_last() -> None:

@@ -9,6 +9,7 @@ starts (:func:`uhrseg.training.common.check_precision`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 from ..defaults import check_precision_name
@@ -33,20 +34,31 @@ class _Recipe:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    def _check_schedule(self) -> None:
-        """The checks every recipe shares: a learning rate above 0, and at least 1 step between checkpoints,
-        validations and log lines (0 was accepted and ended the run with a ZeroDivisionError at its first step).
+    def _check_ranges(self, positive: tuple[str, ...] = (), nonnegative: tuple[str, ...] = (),
+                      at_least_one: tuple[str, ...] = ()) -> None:
+        """Check the named fields: ``positive`` finite and > 0, ``nonnegative`` finite and >= 0 (NaN fails both:
+        a NaN loss weight trained on NaN losses, and a NaN learning-rate scale left a branch out of the
+        optimiser), ``at_least_one`` >= 1 (0 steps between validations or learning-rate steps divided by zero).
+        The same for every recipe: ``lr`` and ``weight_decay`` (finite, >= 0) and the steps between checkpoints,
+        validations and log lines, and ``scale_range`` where the recipe has one.
 
         Raises
         ------
         ValueError
-            Naming the field and its value.
+            Naming the first field out of range and its value.
         """
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        for name in ("checkpoint_every", "val_every", "log_every"):
+        for name in positive:
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
+        for name in ("lr", "weight_decay", *nonnegative):  # lr 0: the weights stay (tests use it)
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
+        for name in ("checkpoint_every", "val_every", "log_every", *at_least_one):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 step, got {getattr(self, name)}")
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        scale_range = getattr(self, "scale_range", None)
+        if scale_range is not None and not (len(scale_range) == 2 and 0 < scale_range[0] <= scale_range[1] < math.inf):
+            raise ValueError(f"scale_range must be two finite factors 0 < low <= high, got {scale_range}")
 
 
 @dataclass
@@ -131,10 +143,6 @@ class TrainConfig(_Recipe):
             self.head_blocks = 0
         if self.scale_range is not None:  # a list after a checkpoint's JSON-like round trip
             self.scale_range = tuple(float(v) for v in self.scale_range)
-        if self.guide_lr_scale <= 0:
-            raise ValueError(f"guide_lr_scale must be > 0, got {self.guide_lr_scale}")
-        if self.head_blocks_lr_scale <= 0:
-            raise ValueError(f"head_blocks_lr_scale must be > 0, got {self.head_blocks_lr_scale}")
         if self.head_blocks < 0:
             raise ValueError(f"head_blocks must be >= 0, got {self.head_blocks}")
         if self.guide_channels < 1:
@@ -145,13 +153,12 @@ class TrainConfig(_Recipe):
             raise ValueError("revive_channels needs init (the weights whose unused channels are restarted)")
         if self.teacher_refine and self.teacher is None:
             raise ValueError("teacher_refine needs teacher (the SCN whose refined Q is the target)")
-        if self.teacher_weight < 0:
-            raise ValueError(f"teacher_weight must be >= 0, got {self.teacher_weight}")
-        if self.position_weight < 0:
-            raise ValueError(f"position_weight must be >= 0, got {self.position_weight}")
         if self.iterations < 1 or self.batch_size < 1:
             raise ValueError("iterations and batch_size must be >= 1")
-        self._check_schedule()
+        self._check_ranges(positive=("guide_lr_scale", "head_blocks_lr_scale", "lr_gamma"),
+                           nonnegative=("teacher_weight", "sp_weight", "position_weight", "sr_weight", "ld_weight",
+                                        "patch_weight"),
+                           at_least_one=("lr_step", "val_images", "val_n_segments", "global_resize"))
         check_precision_name(self.precision, PRECISIONS)
 
 
@@ -222,7 +229,10 @@ class SemanticTrainConfig(_Recipe):
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if not self.data:
             raise ValueError("no training data given")
-        self._check_schedule()
+        self._check_ranges(positive=("poly_power",),
+                           nonnegative=("momentum", "ohem_threshold", "aux_weight", "deep_weight", "sr_weight",
+                                        "sd_weight"),
+                           at_least_one=("val_images", "width", "deep_scale", "label_stride"))
         check_precision_name(self.precision, PRECISIONS)
 
     def architecture(self) -> dict:
@@ -286,4 +296,5 @@ class MagNetTrainConfig(_Recipe):
             raise ValueError(f"fine_range must satisfy 0 < low <= high <= 1, got {self.fine_range}")
         if not self.data:
             raise ValueError("no training data given")
-        self._check_schedule()
+        self._check_ranges(positive=("poly_power",), nonnegative=("momentum", "ohem_threshold"),
+                           at_least_one=("val_images",))
