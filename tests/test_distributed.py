@@ -117,3 +117,18 @@ def test_ray_errors_are_one_line(cluster, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == [RECORDS, f"{IMAGES[0].stem}_labels.png",
                                                     f"{IMAGES[0].stem}_overlay.jpg", "summary.json"]
     assert [p.name for p in (out / RECORDS).iterdir()] == [f"{IMAGES[0].stem}.json"]  # a failed image: no record
+
+
+def test_ray_run_refused_by_its_workers_leaves_no_folder(cluster, tmp_path, capsys):
+    """Missing weights are found by the workers' header, after the output folder and its record folder were made:
+    both were left behind (the run without --ray leaves none)."""
+    out = tmp_path / "o"
+    assert main(["superpixels", str(IMAGES[0]), "-q", "--out", str(out), "--weights", str(tmp_path / "none.pt"),
+                 "--ray", cluster]) == 2
+    assert "weights file not found" in capsys.readouterr().err
+    assert not out.exists()
+    kept = tmp_path / "kept"  # a folder the user made stays, without the record folder
+    kept.mkdir()
+    assert main(["superpixels", str(IMAGES[0]), "-q", "--out", str(kept), "--weights", str(tmp_path / "none.pt"),
+                 "--ray", cluster]) == 2
+    assert kept.is_dir() and list(kept.iterdir()) == []

@@ -133,8 +133,10 @@ def run_on_ray(command: str, args: argparse.Namespace, images: list[Path], desc:
 
     if args.ray_workers is not None and args.ray_workers < 1:
         raise UhrsegError(f"--ray-workers must be >= 1, got {args.ray_workers}")
+    made = not Path(args.out).exists()
     out = prepare_output_dir(args.out).resolve()
     records = out / RECORDS
+    made_records = not records.exists()
     records.mkdir(exist_ok=True)
     stems = output_stems(images)
     images = [p.resolve() for p in images]  # workers may run in another folder, or on another node
@@ -166,7 +168,10 @@ def run_on_ray(command: str, args: argparse.Namespace, images: list[Path], desc:
         n_workers = args.ray_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         workers = [worker_class.remote(command, args) for _ in range(max(1, min(n_workers, len(todo) or 1)))]
         header = ray.get(workers[0].header.remote())
-        if "error" in header:
+        if "error" in header:  # e.g. missing weights: nothing was written, so the folders made here go again
+            for folder, ours in ((records, made_records), (out, made)):
+                if ours and not any(folder.iterdir()):
+                    folder.rmdir()
             raise UhrsegError(header["error"])
         bar = tqdm(total=len(images), initial=len(entries), unit="image", disable=args.quiet,
                    desc=f"{desc} on Ray ({len(workers)} workers)", file=sys.stderr)

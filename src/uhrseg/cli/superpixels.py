@@ -274,8 +274,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stream and args.method not in ("pcnet", "scn"):
         raise UhrsegError(f"--stream needs pcnet or scn; {args.method} works on the whole image in memory")
     created_out = not args.out.exists()
-    if args.ray is not None:
-        prepare_output_dir(args.out)  # after the flag checks: a bad flag leaves no folder behind
+    if args.ray is not None:  # run_on_ray makes the folder (after the flag checks: a bad flag leaves none)
         from ..distributed import run_on_ray
 
         return run_on_ray(__name__, args, images, f"{args.method} n={args.n_segments}")
