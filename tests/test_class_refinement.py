@@ -202,7 +202,8 @@ def test_refine_classes_command_on_another_tools_class_map(tmp_path, drone_frame
     assert summary["class_names"] == deepglobe[: int(other.max()) + 1]  # one name per class id of the map
 
 
-@pytest.mark.parametrize("case", ["size", "palette", "palette-name", "nan", "stride", "confidence", "n-segments"])
+@pytest.mark.parametrize("case", ["size", "palette", "palette-name", "palette-png", "classes-300", "nan", "stride",
+                                  "confidence", "n-segments"])
 def test_refine_classes_bad_inputs(tmp_path, capsys, case, drone_frame):
     image = drone_frame[0]
     img_path = DRONE / "test" / "images" / f"{open_semantic_dataset(DRONE / 'test').names[0]}.jpg"
@@ -223,6 +224,15 @@ def test_refine_classes_bad_inputs(tmp_path, capsys, case, drone_frame):
         Image.fromarray(np.zeros(image.shape[:2], np.uint8)).save(path)
         args += ["--palette", "nosuch"]
         want = "nosuch: --palette is neither a packaged palette (drone, deepglobe) nor a file"
+    elif case == "classes-300":  # the message did not name the file
+        path = tmp_path / "p.npy"
+        np.save(path, np.full((300, 125, 188), 1 / 300, np.float32))
+        want = "probabilities must be (C, h, w) with 1 <= C <= 255"
+    elif case == "palette-png":  # was only "'utf-8' codec can't decode byte 0x89 ..."
+        path = tmp_path / "c.png"
+        Image.fromarray(np.zeros(image.shape[:2], np.uint8)).save(path)
+        args += ["--palette", str(path)]
+        want = f"{path}: class table is not a text CSV"
     elif case == "nan":
         path = tmp_path / "p.npy"
         np.save(path, np.full((24, 125, 188), np.nan, np.float32))

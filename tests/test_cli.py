@@ -129,6 +129,8 @@ def test_missing_weights_file(tmp_path, capsys):
     code, err = run_cli(capsys, bsds_image_path(), "--weights", tmp_path / "nope.pt", "--out", tmp_path / "out")
     assert code == 2 and "nope.pt: weights file not found" in err
     assert not (tmp_path / "out").exists()  # bad weights leave no output folder behind
+    code, err = run_cli(capsys, bsds_image_path(), "--weights", tmp_path, "--out", tmp_path / "out")
+    assert code == 2 and f"{tmp_path}: a folder, not a weights file" in err  # said "weights file not found"
 
 
 def test_default_method_is_the_packaged_pcnet(tmp_path, capsys):

@@ -80,6 +80,17 @@ def test_label_maps_from_other_tools(tmp_path):
     np.save(tmp_path / "f.npy", np.full((3, 3), 0.5))
     with pytest.raises(DatasetError, match="non-integer"):
         read_label_map(tmp_path / "f.npy")
+    # values outside int32 wrapped around (2**32 + 2 became 2), and a float inf became one huge label
+    for name, arr in (("big", np.full((3, 3), 2**32 + 2, np.int64)), ("neg", np.full((3, 3), -2**31 - 1, np.int64)),
+                      ("bigf", np.full((3, 3), 2.0**40))):
+        np.save(tmp_path / f"{name}.npy", arr)
+        with pytest.raises(DatasetError, match=f"{name}.npy: label values .* do not fit in int32"):
+            read_label_map(tmp_path / f"{name}.npy")
+    np.save(tmp_path / "inf.npy", np.full((3, 3), np.inf))
+    with pytest.raises(DatasetError, match="non-integer"):
+        read_label_map(tmp_path / "inf.npy")
+    np.save(tmp_path / "ok.npy", np.full((3, 3), 2**31 - 1, np.int64))  # the largest that fits
+    assert read_label_map(tmp_path / "ok.npy").max() == 2**31 - 1
 
 
 def test_open_dataset_specs(tmp_path):

@@ -353,6 +353,12 @@ def test_a_refused_run_leaves_no_folder(mini_bsds, tmp_path, capsys):
     with pytest.raises(ValueError, match="stop_after must be >= 1 iteration, got 0"):  # the API too
         train(tiny(mini_bsds, iterations=1, val=None), tmp_path / "run", progress=False, stop_after=0)
     assert not (tmp_path / "run").exists()
+    # a run failing at its first step (batch norm over one value per channel) left an empty folder
+    code = main(["train", "pcnet", "--data", "bsds500:test", "--bsds500-root", str(mini_bsds), "--val", "none",
+                 "--iterations", "1", "--batch-size", "1", "--crop", "64", "--patch", "64", "--global-resize", "64",
+                 "--out", str(tmp_path / "run"), "-q"])
+    assert code == 2 and "Expected more than 1 value per channel" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_bf16_superpixel_losses_match_fp32(mini_bsds, tmp_path):

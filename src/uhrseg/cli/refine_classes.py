@@ -147,8 +147,11 @@ def run(args: argparse.Namespace) -> int:
             image, refinement.segments_for(height, width))
     t_sp = time.perf_counter() - t_sp
     t_ref = time.perf_counter()
-    refined = refine_with_superpixels(probabilities if probabilities is not None else classes, labels,
-                                      confidence=args.confidence)
+    try:
+        refined = refine_with_superpixels(probabilities if probabilities is not None else classes, labels,
+                                          confidence=args.confidence)
+    except ValueError as e:  # the probabilities' class count or range: name the file
+        raise UhrsegError(f"{args.classes}: {e}") from None
     t_ref = time.perf_counter() - t_ref
     prepare_output_dir(args.out)
     stem = args.image.stem

@@ -193,6 +193,8 @@ def read_class_table(path: str | os.PathLike) -> ClassTable:
             rows = list(csv.reader(f))
     except OSError as e:
         raise DatasetError(f"{path}: class table cannot be read ({e.strerror})") from e
+    except UnicodeDecodeError as e:  # an image given for the CSV, say
+        raise DatasetError(f"{path}: class table is not a text CSV (name,r,g,b rows)") from e
     names, colours = [], []
     for line, row in enumerate(rows[1:], start=2):
         if not row or not "".join(row).strip():

@@ -163,10 +163,13 @@ def read_label_map(path: str | os.PathLike, colour_table: dict[tuple[int, int, i
     if arr.ndim != 2 or arr.size == 0:
         raise DatasetError(f"{path}: a label map must be a non-empty (H, W) array, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)):
-            arr = arr.astype(np.int64)
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.float64)  # compared with the int32 range below, then converted
         else:
             raise DatasetError(f"{path}: label map holds non-integer values ({arr.dtype})")
+    if arr.dtype != np.int32 and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max):
+        # astype would wrap them around (2**32 + 2 became 2)
+        raise DatasetError(f"{path}: label values {arr.min()} .. {arr.max()} do not fit in int32")
     return arr.astype(np.int32, copy=False)
 
 

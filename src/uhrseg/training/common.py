@@ -211,6 +211,7 @@ def training_loop(run_dir: Path, run: RunState, *, model: torch.nn.Module, optim
     """
     if stop_after is not None and stop_after < 1:  # 0 ran nothing and named a last.pt that did not exist
         raise ValueError(f"stop_after must be >= 1 iteration, got {stop_after}")
+    made = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)  # first here: the setup before this point has succeeded
     except OSError as e:
@@ -227,41 +228,47 @@ def training_loop(run_dir: Path, run: RunState, *, model: torch.nn.Module, optim
     end = iterations if stop_after is None else min(iterations, run.step + stop_after)
     bar = tqdm(total=iterations, initial=run.step, disable=not progress, unit="it", desc=desc)
     window_start, window_steps = time.perf_counter(), 0
-    while run.step < end:
-        t0 = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(run.step) * group.get("lr_scale", 1.0)
-        losses = losses_at()
-        optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        optimizer.step()
-        run.step += 1
-        run.wall += time.perf_counter() - t0
-        window_steps += 1
-        bar.update(1)
-        if run.step % log_every == 0 or run.step == end:
-            elapsed = time.perf_counter() - window_start
-            row = {"step": run.step, "lr": lr_at(run.step - 1),
-                   "it_per_min": round(60 * window_steps / max(elapsed, 1e-9), 2),
-                   "peak_rss_mb": round(peak_rss_bytes() / 2**20)}
-            if device.type == "cuda":
-                row["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
-            row.update({k: round(float(v.detach()), 5) for k, v in losses.items()})
-            run.log.append(row)
-            bar.set_postfix(loss=f"{row['total']:.3f}", it_min=row["it_per_min"])
-            window_start, window_steps = time.perf_counter(), 0
-        if validate is not None and (run.step % val_every == 0 or run.step == iterations):
-            metrics = validate()
-            run.log.append({"step": run.step, **metrics})
-            bar.write(f"step {run.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
-                      file=sys.stderr)
-            if score(metrics) > run.best:
-                run.best = score(metrics)
-                save_checkpoint(run_dir / "best.pt", model,
-                                training={**record(run), "validation": validation_record(metrics)})
-            window_start, window_steps = time.perf_counter(), 0
-        if run.step % checkpoint_every == 0 or run.step == end:
-            save_last()
+    try:
+        while run.step < end:
+            t0 = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(run.step) * group.get("lr_scale", 1.0)
+            losses = losses_at()
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            optimizer.step()
+            run.step += 1
+            run.wall += time.perf_counter() - t0
+            window_steps += 1
+            bar.update(1)
+            if run.step % log_every == 0 or run.step == end:
+                elapsed = time.perf_counter() - window_start
+                row = {"step": run.step, "lr": lr_at(run.step - 1),
+                       "it_per_min": round(60 * window_steps / max(elapsed, 1e-9), 2),
+                       "peak_rss_mb": round(peak_rss_bytes() / 2**20)}
+                if device.type == "cuda":
+                    row["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
+                row.update({k: round(float(v.detach()), 5) for k, v in losses.items()})
+                run.log.append(row)
+                bar.set_postfix(loss=f"{row['total']:.3f}", it_min=row["it_per_min"])
+                window_start, window_steps = time.perf_counter(), 0
+            if validate is not None and (run.step % val_every == 0 or run.step == iterations):
+                metrics = validate()
+                run.log.append({"step": run.step, **metrics})
+                bar.write(f"step {run.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
+                          file=sys.stderr)
+                if score(metrics) > run.best:
+                    run.best = score(metrics)
+                    save_checkpoint(run_dir / "best.pt", model,
+                                    training={**record(run), "validation": validation_record(metrics)})
+                window_start, window_steps = time.perf_counter(), 0
+            if run.step % checkpoint_every == 0 or run.step == end:
+                save_last()
+    except BaseException:  # e.g. the first step fails (batch norm on a batch of one): no empty folder is left
+        bar.close()
+        if made and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
     bar.close()
     if not (run_dir / "best.pt").is_file() and run.step >= iterations:
         save_checkpoint(run_dir / "best.pt", model, training=record(run))
