@@ -522,6 +522,7 @@ def test_recipes_read_back_from_their_checkpoint_dictionaries(name):
     ("checkpoint_every", 0, "checkpoint_every must be >= 1, got 0"),
     ("log_every", -1, "log_every must be >= 1, got -1"),
     ("val_images", -1, "val_images must be >= 1, got -1"),  # validated on all images but the last
+    ("seed", -1, "seed must be >= 0, got -1"),
     ("lr", -1.0, "lr must be finite and >= 0, got -1.0"),
     ("lr", float("nan"), "lr must be finite and >= 0, got nan"),
     ("lr", float("inf"), "lr must be finite and >= 0, got inf"),  # trained on NaN losses, exit 0

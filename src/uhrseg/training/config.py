@@ -56,6 +56,8 @@ class _Recipe:
         for name in ("checkpoint_every", "val_every", "log_every", *at_least_one):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.seed < 0:  # NumPy's generator said only "expected non-negative integer"
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         scale_range = getattr(self, "scale_range", None)
         if scale_range is not None and not (len(scale_range) == 2 and 0 < scale_range[0] <= scale_range[1] < math.inf):
             raise ValueError(f"scale_range must be two finite factors 0 < low <= high, got {scale_range}")
