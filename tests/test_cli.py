@@ -395,3 +395,10 @@ def test_inputs_whose_names_collide_write_separate_outputs(tmp_path, capsys):
     for entry, stem, rows in zip(entries, ("c", "c-2", "c-2-2"), (100, 110, 120)):
         assert entry["height"] == rows and Path(entry["outputs"][0]).name == f"{stem}_labels.png"
         assert Image.open(tmp_path / "out" / f"{stem}_labels.png").size == (128, rows)
+
+
+def test_ray_workers_without_ray_is_refused(tmp_path, capsys):
+    """--ray-workers without --ray was silently ignored."""
+    code, err = run_cli(capsys, bsds_image_path(), "-m", "slic", "--ray-workers", "2", "--out", tmp_path / "o")
+    assert code == 2 and "--ray-workers applies only with --ray" in err
+    assert not (tmp_path / "o").exists()

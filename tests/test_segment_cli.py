@@ -168,6 +168,11 @@ def test_bad_refinement_flags_fail_before_any_worker_starts(tmp_path, capsys):
     code, err = run_segment(capsys, FRAME, "--refine", "superpixels", "--n-segments", "0", "--out", tmp_path / "b")
     assert code == 2 and "n_segments must be >= 1, got 0" in err
     assert files_in(tmp_path / "a") == [] and not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # ignored before (and recorded in summary.json as if used)
+    code, err = run_segment(capsys, FRAME, "--refine", "guided", "--n-segments", "5", "--out", tmp_path / "c")
+    assert code == 2 and "apply to --refine superpixels, not guided" in err and not (tmp_path / "c").exists()
+    code, err = run_segment(capsys, FRAME, "--ray-workers", "2", "--out", tmp_path / "d")
+    assert code == 2 and "--ray-workers applies only with --ray" in err and not (tmp_path / "d").exists()
 
 
 def test_outputs_never_overwrite_inputs_and_bad_folders(tmp_path, capsys, isdnet_ckpt):

@@ -128,11 +128,10 @@ def run_on_ray(command: str, args: argparse.Namespace, images: list[Path], desc:
         raise UhrsegError("--ray needs Ray: pip install 'uhrseg[ray]'") from e
     from tqdm import tqdm
 
-    from .cli.common import finish_batch, output_stems
+    from .cli.common import check_ray_options, finish_batch, output_stems
     from .io import prepare_output_dir
 
-    if args.ray_workers is not None and args.ray_workers < 1:
-        raise UhrsegError(f"--ray-workers must be >= 1, got {args.ray_workers}")
+    check_ray_options(args)
     made = not Path(args.out).exists()
     out = prepare_output_dir(args.out).resolve()
     records = out / RECORDS

@@ -16,8 +16,8 @@ from ..io import commit_files, open_image
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-__all__ = ["ImageOpener", "add_ray_options", "check_targets", "error_message", "export_writers", "output_stems",
-           "finish_batch", "parse_exports", "process_batch"]
+__all__ = ["ImageOpener", "add_ray_options", "check_ray_options", "check_targets", "error_message", "export_writers",
+           "output_stems", "finish_batch", "parse_exports", "process_batch"]
 
 
 def add_ray_options(parser) -> None:
@@ -28,6 +28,20 @@ def add_ray_options(parser) -> None:
                              "skips images whose outputs are complete (pip install 'uhrseg[ray]')")
     parser.add_argument("--ray-workers", type=int, metavar="N",
                         help="--ray: workers, each holding the model once (default: one per CPU of the cluster)")
+
+
+def check_ray_options(args) -> None:
+    """Refuse ``--ray-workers`` without ``--ray`` (it was ignored) and below 1.
+
+    Raises
+    ------
+    UhrsegError
+        Naming the flag.
+    """
+    if args.ray_workers is not None and args.ray is None:
+        raise UhrsegError("--ray-workers applies only with --ray")
+    if args.ray_workers is not None and args.ray_workers < 1:
+        raise UhrsegError(f"--ray-workers must be >= 1, got {args.ray_workers}")
 
 
 def error_message(path: Path, error: BaseException) -> str:

@@ -36,7 +36,8 @@ from ..io.geo import NODATA_CLASS, NODATA_LABEL, mask_nodata_classes, mask_nodat
 from ..io.sources import ArraySource, TiffSource
 from ..memory import peak_rss_bytes, reset_peak_rss, tune_allocator
 from ..stores import ArrayStore, FileStore
-from .common import ImageOpener, add_ray_options, check_targets, export_writers, parse_exports, process_batch
+from .common import (ImageOpener, add_ray_options, check_ray_options, check_targets, export_writers, parse_exports,
+                     process_batch)
 
 if TYPE_CHECKING:  # loaded by run(), after the first image has started decoding
     from ..inference.semantic import SemanticPredictor
@@ -277,9 +278,14 @@ def run(args: argparse.Namespace) -> int:
     if args.refine is None and (args.n_segments is not None or args.superpixels != "pcnet"
                                 or args.oversegmentation != 1):
         raise UhrsegError("--superpixels, --n-segments and --oversegmentation apply to --refine superpixels")
+    if args.refine == "guided" and (args.n_segments is not None or args.superpixels != "pcnet"
+                                    or args.oversegmentation != 1):  # were ignored, and recorded in summary.json
+        raise UhrsegError("--superpixels, --n-segments and --oversegmentation apply to --refine superpixels, "
+                          "not guided")
     if args.refine is not None and args.superpixels not in METHODS:
         raise UhrsegError(f"--superpixels {args.superpixels!r}: choose one of {', '.join(METHODS)}")
     desc = f"{args.model} {Path(str(args.weights)).stem}"
+    check_ray_options(args)
     _refinement(args)  # bad --confidence or --n-segments fail here, not in every Ray worker
     if args.ray is not None:
         from ..distributed import run_on_ray

@@ -40,7 +40,8 @@ from ..io.sources import ArraySource, TiffSource
 from ..memory import peak_rss_bytes, reset_peak_rss, tune_allocator
 from ..stores import ArrayStore, FileStore
 from ..threads import usable_cpus
-from .common import ImageOpener, add_ray_options, check_targets, export_writers, parse_exports, process_batch
+from .common import (ImageOpener, add_ray_options, check_ray_options, check_targets, export_writers, parse_exports,
+                     process_batch)
 
 if TYPE_CHECKING:  # loaded by run(), after the first image has started decoding
     from ..inference.predictor import SuperpixelPredictor
@@ -274,6 +275,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stream and args.method not in ("pcnet", "scn"):
         raise UhrsegError(f"--stream needs pcnet or scn; {args.method} works on the whole image in memory")
     created_out = not args.out.exists()
+    check_ray_options(args)
     if args.ray is not None:  # run_on_ray makes the folder (after the flag checks: a bad flag leaves none)
         from ..distributed import run_on_ray
 
