@@ -95,7 +95,8 @@ def test_nothing_to_merge_returns_the_labels():
     (lambda: merge_superpixels(np.zeros((4, 4), np.int32), np.zeros((4, 4)), 0), "n_segments must be >= 1"),
     (lambda: merge_superpixels(np.zeros((4, 4), np.int32), np.zeros((4, 4)), 1, np.ones(3)), "row_weights"),
     (lambda: SuperpixelPredictor("slic", oversegmentation=1.5), "networks only"),
-    (lambda: SuperpixelPredictor("pcnet", device="cpu", oversegmentation=0.5), "must be >= 1"),
+    (lambda: SuperpixelPredictor("pcnet", device="cpu", oversegmentation=0.5), "must be finite and >= 1"),
+    (lambda: SuperpixelPredictor("pcnet", device="cpu", oversegmentation=float("inf")), "must be finite and >= 1"),
 ])
 def test_bad_input_is_refused(call, message):
     with pytest.raises(ValueError, match=message):
