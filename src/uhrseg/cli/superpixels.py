@@ -266,7 +266,8 @@ def run(args: argparse.Namespace) -> int:
         raise UhrsegError(f"--tile must be >= 1, got {args.tile}")
     if args.oversegmentation is not None and (args.method not in ("pcnet", "scn")
                                             or not 1 <= args.oversegmentation < math.inf):
-        raise UhrsegError(f"--oversegmentation is for pcnet and scn and must be finite and >= 1, got {args.oversegmentation} "
+        raise UhrsegError(f"--oversegmentation is for pcnet and scn and must be finite and >= 1, got "
+                          f"{args.oversegmentation} "
                           f"with --method {args.method}")
     if args.precision != "fp32" and args.method not in ("pcnet", "scn"):
         raise UhrsegError(f"--precision {args.precision} is for pcnet and scn, not --method {args.method}")

@@ -167,7 +167,8 @@ def read_label_map(path: str | os.PathLike, colour_table: dict[tuple[int, int, i
             arr = arr.astype(np.float64)  # compared with the int32 range below, then converted
         else:
             raise DatasetError(f"{path}: label map holds non-integer values ({arr.dtype})")
-    if arr.dtype != np.int32 and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max):
+    if not np.can_cast(arr.dtype, np.int32) and (arr.min() < np.iinfo(np.int32).min
+                                                   or arr.max() > np.iinfo(np.int32).max):
         # astype would wrap them around (2**32 + 2 became 2)
         raise DatasetError(f"{path}: label values {arr.min()} .. {arr.max()} do not fit in int32")
     return arr.astype(np.int32, copy=False)

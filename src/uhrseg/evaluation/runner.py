@@ -417,8 +417,9 @@ def run_evaluation(dataset, plan: EvaluationPlan, out_dir: str | os.PathLike, pr
     if plan.labels_dir is not None:
         missing = [n for n in dataset.names if _find_label_map(plan.labels_dir, n) is None]
         if missing:
+            more = ", ..." if len(missing) > 5 else ""
             raise UhrsegError(f"{plan.labels_dir}: no label map (NAME.png/.tif/.npy/.csv) for {len(missing)} of the "
-                              f"{len(dataset.names)} images: {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}")
+                              f"{len(dataset.names)} images: {', '.join(missing[:5])}{more}")
     prepare_output_dir(out_dir)  # after every check, so that a refused run leaves no folder
     prepare_shards(out_dir, "pairs.csv", lambda row: out_dir / "runs" / row[0] / f"{row[1]}.csv",
                    [out_dir / "runs" / m for m in redo])

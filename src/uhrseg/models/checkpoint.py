@@ -114,7 +114,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise WeightsNotFoundError(f"{path}: {'a folder, not a weights file' if path.is_dir() else 'weights file not found'}")
+        problem = "a folder, not a weights file" if path.is_dir() else "weights file not found"
+        raise WeightsNotFoundError(f"{path}: {problem}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # the weights-only unpickler raises many types on garbage (IndexError, KeyError, ...)

@@ -103,7 +103,8 @@ class ClassRefinement:
             raise ValueError("the guided filter needs radius >= 1 and eps > 0")
         if not self.smoothness >= 0:
             raise ValueError(f"smoothness must be >= 0, got {self.smoothness}")
-        if not 1 <= self.oversegmentation < math.inf or (self.oversegmentation != 1 and self.superpixels not in NETWORK_METHODS):
+        if not 1 <= self.oversegmentation < math.inf or (self.oversegmentation != 1
+                                                          and self.superpixels not in NETWORK_METHODS):
             raise ValueError(f"oversegmentation must be finite and >= 1, and 1 for classical superpixels, got "
                              f"{self.oversegmentation} with {self.superpixels}")
 

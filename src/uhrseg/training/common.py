@@ -265,11 +265,11 @@ def training_loop(run_dir: Path, run: RunState, *, model: torch.nn.Module, optim
             if run.step % checkpoint_every == 0 or run.step == end:
                 save_last()
     except BaseException:  # e.g. the first step fails (batch norm on a batch of one): no empty folder is left
-        bar.close()
         if made and not any(run_dir.iterdir()):
             run_dir.rmdir()
         raise
-    bar.close()
+    finally:
+        bar.close()
     if not (run_dir / "best.pt").is_file() and run.step >= iterations:
         save_checkpoint(run_dir / "best.pt", model, training=record(run))
     return run_dir / "best.pt" if (run_dir / "best.pt").is_file() else last
