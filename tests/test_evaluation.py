@@ -260,6 +260,7 @@ def test_evaluate_command_errors(mini_bsds, tmp_path, capsys):
     assert main([*base, "--dataset", "bsds500:test", "--methods", "slic", "--n-segments", "40000"]) == 2
     assert "bsds500:test, image 100007, slic at n40000: n_segments=40000 is more than a quarter" in \
         capsys.readouterr().err
+    assert not list((tmp_path / "o").rglob("*.csv"))  # no header-only shard left for the failed cell
     not_a_folder = tmp_path / "a-file"
     not_a_folder.write_text("keep me")
     for task, rest in (("superpixels", ["--dataset", "bsds500:test"]),
@@ -305,3 +306,32 @@ def test_parallel_network_evaluation_after_the_parent_ran_torch(mini_bsds, tmp_p
     key = lambda r: (r["image"], r["gt"])  # noqa: E731
     assert [r["br"] for r in sorted(parallel_rows, key=key)] == [r["br"] for r in sorted(serial_rows, key=key)]
     assert all(float(r["br"]) > 0.5 for r in parallel_rows)
+
+
+def _siblings(task) -> str:
+    """A run_shards worker: one CSV row with the number of live processes that share this worker's parent."""
+    import os
+
+    parent = os.getppid()
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    count += int(f.read().rsplit(")", 1)[1].split()[1]) == parent
+            except OSError:  # ended meanwhile
+                pass
+    return f"{task},{count}\n"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="counts processes through Linux's /proc")
+def test_run_shards_starts_no_more_workers_than_tasks(tmp_path):
+    from uhrseg.evaluation.runner import run_shards
+
+    # -j 24 for 2 images started 24 processes (each importing uhrseg), 22 of them idle
+    shard = tmp_path / "s" / "shard.csv"
+    run_shards([(shard, [0, 1])], _siblings, ["task", "siblings"], jobs=24, progress=False)
+    rows = list(csv.DictReader(open(shard)))
+    assert sorted(r["task"] for r in rows) == ["0", "1"]
+    # the two workers, plus multiprocessing's resource tracker where it runs one
+    assert all(2 <= int(r["siblings"]) <= 3 for r in rows), rows

@@ -139,6 +139,11 @@ def test_class_maps_of_a_geotiff_in_memory_and_streamed(geotiff, tmp_path, capsy
     assert main(["segment", str(path), "--device", "cpu", "-q", "--out", str(tmp_path / "x"), "--stream",
                  "--export", "csv"]) == 2
     assert "add --refine superpixels" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # refused before the model loads: no folder
+    assert main(["segment", str(path), "--device", "cpu", "-q", "--out", str(tmp_path / "y"), "--stream",
+                 "--refine", "superpixels", "--superpixels", "slic"]) == 2
+    assert "--stream takes network superpixels" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
 
 
 def test_polygons_of_a_photo_in_pixels(tmp_path, capsys):

@@ -284,6 +284,11 @@ def run(args: argparse.Namespace) -> int:
                           "not guided")
     if args.refine is not None and args.superpixels not in METHODS:
         raise UhrsegError(f"--superpixels {args.superpixels!r}: choose one of {', '.join(METHODS)}")
+    if args.stream and args.refine == "superpixels" and args.superpixels not in ("pcnet", "scn"):
+        raise UhrsegError(f"--stream takes network superpixels (--superpixels pcnet or scn); {args.superpixels} "
+                          f"needs the whole image in memory")
+    if args.stream and args.exports and args.refine != "superpixels":
+        raise UhrsegError("--export of a streamed image exports superpixels; add --refine superpixels")
     desc = f"{args.model} {Path(str(args.weights)).stem}"
     check_ray_options(args)
     _refinement(args)  # bad --confidence or --n-segments fail here, not in every Ray worker

@@ -275,6 +275,9 @@ def run(args: argparse.Namespace) -> int:
         raise UhrsegError(f"--precision {args.precision} needs the torch backend; OpenCV's computes in fp32")
     if args.stream and args.method not in ("pcnet", "scn"):
         raise UhrsegError(f"--stream needs pcnet or scn; {args.method} works on the whole image in memory")
+    if args.stream and args.label_format not in ("auto", "tiff"):
+        raise UhrsegError(f"--stream writes labels as tiled BigTIFF; --label-format {args.label_format} cannot "
+                          f"hold them (use tiff)")
     created_out = not args.out.exists()
     check_ray_options(args)
     if args.ray is not None:  # run_on_ray makes the folder (after the flag checks: a bad flag leaves none)

@@ -340,7 +340,9 @@ def run_shards(work: list[tuple[Path, list[tuple]]], worker, fields: list[str], 
     fields : list of str
         The shard's header, written when the shard is new.
     jobs : int
-        Worker processes (1 runs in this process).
+        Worker processes at most (1 runs in this process). No more are started than the largest shard has
+        tasks: the shards run one after another, so further workers would only idle (and each costs a
+        process start and its imports).
     progress : bool
         Show a progress bar over all tasks (images done, ETA).
     describe : callable
@@ -351,22 +353,29 @@ def run_shards(work: list[tuple[Path, list[tuple]]], worker, fields: list[str], 
     # "spawn", not "fork": a parent that has run any parallel torch op holds an OpenMP thread pool, and forked
     # children deadlock on it.
     ctx = multiprocessing.get_context("spawn")
-    pool = ctx.Pool(jobs) if jobs > 1 and total else None
+    workers = min(jobs, max((len(todo) for _, todo in work), default=0))
+    pool = ctx.Pool(workers) if workers > 1 else None
     try:
         for shard, todo in work:
             if not todo:
                 continue
-            shard.parent.mkdir(parents=True, exist_ok=True)
-            new = not shard.is_file()
-            with open(shard, "a", newline="") as f:
-                if new:
-                    csv.writer(f).writerow(fields)
-                results: Iterable[str] = pool.imap_unordered(worker, todo) if pool else map(worker, todo)
+            results: Iterable[str] = pool.imap_unordered(worker, todo) if pool else map(worker, todo)
+            f = None  # opened at the first result: a cell whose first image fails leaves no header-only shard
+            try:
                 for text in results:
+                    if f is None:
+                        shard.parent.mkdir(parents=True, exist_ok=True)
+                        new = not shard.is_file()
+                        f = open(shard, "a", newline="")
+                        if new:
+                            csv.writer(f).writerow(fields)
                     f.write(text)
                     f.flush()
                     bar.set_postfix_str(describe(todo[0]), refresh=False)
                     bar.update(1)
+            finally:
+                if f is not None:
+                    f.close()
     finally:
         bar.close()
         if pool is not None:
