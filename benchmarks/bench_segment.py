@@ -14,7 +14,8 @@ The 20K image is the mosaic of ``bench_superpixels.py`` (the two 5120 x 2880 pho
 class map written as a tiled BigTIFF.
 
 A run ``MODEL:WEIGHTS:IMAGE:REFINE`` adds ``--refine REFINE`` (e.g. ``isdnet:drone:20K:superpixels``: PCNet
-superpixels at the default ``n = H W / 512``, streamed too, and written as a tiled int32 BigTIFF).
+superpixels at the bridge's default (``n = H W / 1024`` merged from 1.5 n cells since 2026-12-06), streamed too,
+and written as a tiled int32 BigTIFF).
 
 Usage::
 

@@ -192,12 +192,15 @@ def test_refine_classes_command_on_another_tools_class_map(tmp_path, drone_frame
     assert (refined == other).mean() > 0.8  # the majority of each superpixel, mostly the same classes
     summary = json.loads((out / "summary.json").read_text())
     assert summary["input"] == "class map" and summary["n_superpixels"] > 1500
+    assert summary["oversegmentation"] == 1.5  # network superpixels merged by default
     assert f"refined over {summary['n_superpixels']} superpixels -> {out}" in capsys.readouterr().err
     assert "class_names" not in summary  # a plain PNG of ids has no names
     named = tmp_path / "named"
     assert main(["refine-classes", str(img_path), "--classes", str(classes_path), "--superpixels", "slic",
                  "--palette", "deepglobe", "--out", str(named)]) == 0
     summary = json.loads((named / "summary.json").read_text())
+    # classical superpixels: H W / 512 asked for (SLIC makes about as many), never merged
+    assert summary["oversegmentation"] == 1.0 and 2000 < summary["n_superpixels"] < 3500
     deepglobe = ["urban_land", "agriculture_land", "rangeland", "forest_land", "water", "barren_land", "unknown"]
     assert summary["class_names"] == deepglobe[: int(other.max()) + 1]  # one name per class id of the map
 
@@ -283,14 +286,22 @@ def test_bridge_superpixels_use_their_own_smoothness():
         ClassRefinement(smoothness=-1.0)
 
 
-def test_bridge_superpixels_keep_the_grid_unless_asked_to_merge(tmp_path, capsys):
-    """The bridge's network superpixels are made on the grid of n cells (its settings predate the merge); the merge
-    of the superpixel commands can be asked for, only for network superpixels, in the API, `segment`,
-    `refine-classes` and evaluation specs."""
+def test_bridge_defaults_merge_network_superpixels_only(tmp_path, capsys):
+    """The bridge's network superpixels are H W / 1024 merged from 1.5 times as many grid cells (H W / 512 grid
+    cells before the seventeenth session); classical ones are H W / 512 and never merged. The grid can be asked
+    for, and the merge only for network superpixels, in the API, `segment`, `refine-classes` and evaluation
+    specs."""
     from uhrseg.evaluation.semantic import parse_model_specs
 
-    assert ClassRefinement().superpixel_predictor("cpu").oversegmentation == 1.0
-    assert ClassRefinement(oversegmentation=1.5).superpixel_predictor("cpu").oversegmentation == 1.5
+    assert ClassRefinement().oversegmentation == 1.5
+    assert ClassRefinement().superpixel_predictor("cpu").oversegmentation == 1.5
+    assert ClassRefinement().segments_for(1000, 1500) == 1464  # the "n/2 merged" rows of the bridge-merge reports
+    assert ClassRefinement(superpixels="scn").segments_for(2448, 2448) == 5852
+    assert ClassRefinement(superpixels="slic").oversegmentation == 1.0
+    assert ClassRefinement(superpixels="slic").segments_for(1000, 1500) == 2929
+    assert ClassRefinement(superpixels="seeds").superpixel_predictor("cpu").oversegmentation == 1.0  # no merge
+    assert ClassRefinement(oversegmentation=1).superpixel_predictor("cpu").oversegmentation == 1.0
+    assert ClassRefinement(n_segments=700).segments_for(1000, 1500) == 700
     for bad in ({"oversegmentation": 0.5}, {"oversegmentation": float("inf")},
                 {"superpixels": "slic", "oversegmentation": 1.5}):
         with pytest.raises(ValueError, match="oversegmentation must be finite and >= 1"):

@@ -37,6 +37,10 @@ def test_merge_gives_the_count_asked_and_unions_of_connected_superpixels(labels,
     # Numbered by the smallest input label each contains.
     firsts = [labels[out == j].min() for j in range(out.max() + 1)]
     assert firsts == sorted(firsts)
+    # Written in place (out=labels, as the streamed path does to save a map): the same labels.
+    in_place = labels.astype(np.int32)
+    assert merge_superpixels(in_place, features, n_segments, out=in_place) is in_place
+    np.testing.assert_array_equal(in_place, out)
 
 
 @settings(max_examples=100, deadline=None)
@@ -94,6 +98,8 @@ def test_nothing_to_merge_returns_the_labels():
     (lambda: merge_superpixels(np.zeros((4, 4), np.int32), np.zeros((4, 5)), 1), "do not match"),
     (lambda: merge_superpixels(np.zeros((4, 4), np.int32), np.zeros((4, 4)), 0), "n_segments must be >= 1"),
     (lambda: merge_superpixels(np.zeros((4, 4), np.int32), np.zeros((4, 4)), 1, np.ones(3)), "row_weights"),
+    (lambda: merge_superpixels(np.zeros((4, 4), np.int32), np.zeros((4, 4)), 1, out=np.zeros((4, 4), np.int64)),
+     "out must be an int32 array of shape \\(4, 4\\)"),
     (lambda: SuperpixelPredictor("slic", oversegmentation=1.5), "networks only"),
     (lambda: SuperpixelPredictor("pcnet", device="cpu", oversegmentation=0.5), "must be finite and >= 1"),
     (lambda: SuperpixelPredictor("pcnet", device="cpu", oversegmentation=float("inf")), "must be finite and >= 1"),

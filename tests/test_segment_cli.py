@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -206,7 +207,11 @@ def test_semantic_evaluation_report_and_resume(tmp_path, capsys, mini_drone, isd
     rows = read_semantic_rows(tmp_path / "per_image.csv")
     table = open_semantic_dataset(mini_drone).class_table
     miou = mean_iou(sum(r["confusion"] for r in rows), table.evaluated)
-    assert f"| isd | 3 | {100 * miou:.2f} |" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert f"| isd | 3 | {100 * miou:.2f} |" in report
+    # the wall time includes the examples figure (it was left out: minutes for large images)
+    took = re.search(r"This invocation took (\d+) s \((\d+) s for the cells, the rest for examples.png\)", report)
+    assert took and int(took[1]) >= int(took[2])
     shard = tmp_path / "runs" / "isd.csv"
     before = shard.read_text()
     assert main(argv) == 0  # resumed: nothing recomputed

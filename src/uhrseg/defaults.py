@@ -108,6 +108,20 @@ def resolution_smoothness(upsampling: float, smoothness: float = DEFAULT_SMOOTHN
 #: then the packaged PCNet, boundary IoU at r = 1: 0.0265 at 100 against 0.0262 at 150 and 0.0259 at 125 (50:
 #: 0.0267, with 0.15 points less mIoU); ``docs/results/refine-tuning/report.md``.
 DEFAULT_BRIDGE_SMOOTHNESS = 100.0
+#: The bridge's network superpixels (``ClassRefinement`` with PCNet or SCN): ``H W / 1024`` superpixels made from
+#: 1.5 times as many grid cells, the most similar neighbours merged (:class:`uhrseg.SuperpixelPredictor`'s
+#: ``oversegmentation``). Before 2026-12-06 (seventeenth session) the default was ``H W / 512`` grid cells, not
+#: merged. Measured against it with the packaged ISDNet and MagNet, mIoU / boundary IoU at r = 1 (%):
+#: Semantic Drone test ISDNet 22.73 / 1.94 -> 22.80 / 2.12, MagNet 26.96 / 2.35 -> 27.39 / 2.71; DeepGlobe test
+#: ISDNet 42.45 / 0.77 -> 42.51 / 0.86, MagNet 46.70 / 0.75 -> 46.92 / 0.87; the first 30 Semantic Drone ``more``
+#: frames ISDNet 25.69 -> 25.70, MagNet 30.50 -> 31.07; the first 10, ISDNet 23.58 -> 23.72, MagNet 28.71 ->
+#: 28.66 (the one loss, 0.05 points). ISDNet's seconds per image fell 9-20 %; MagNet's 1-7 %
+#: (``docs/results/*-bridge-merge``).
+DEFAULT_BRIDGE_PIXELS_PER_SUPERPIXEL = 1024
+DEFAULT_BRIDGE_OVERSEGMENTATION = 1.5
+#: Classical superpixels in the bridge: ``H W / 512`` (the best of 1500, 3000 and 6000 on 5 Semantic Drone ``more``
+#: frames with PCNet's grid, which they replace), not merged.
+DEFAULT_BRIDGE_CLASSICAL_PIXELS_PER_SUPERPIXEL = 512
 #: Label map encodings: ``auto`` is a 16-bit PNG when the ids fit in 16 bits, else a (Big)TIFF.
 LABEL_FORMATS = ("auto", "png", "tiff", "npy")
 #: Region exports of the commands (``--export``): polygons (GeoPackage), table (Parquet), csv.

@@ -207,11 +207,12 @@ def _run_semantic(args: argparse.Namespace) -> int:
                         tolerance=args.tolerance if args.tolerance is not None else DEFAULT_BOUNDARY_TOLERANCE)
     t0 = time.perf_counter()
     rows = run_semantic_evaluation(dataset, plan, args.out, progress=not args.quiet, redo=_redo(args))
-    wall = time.perf_counter() - t0
+    t_cells = time.perf_counter() - t0
     table = dataset.class_table
     summary = summarize_semantic(rows, table, plan.tolerance, [s.label for s in specs])
-    if args.examples > 0:
+    if args.examples > 0:  # every model once more on the example images: minutes for large images
         write_examples(dataset, plan, dataset.names[: args.examples], args.out / "examples.png")
+    wall = time.perf_counter() - t0
     title = args.title or f"Semantic segmentation on {dataset.label}"
     command = _command(args)
     ignored = ", ".join(table.names[i] for i in table.ignored) or "none"
@@ -223,7 +224,8 @@ def _run_semantic(args: argparse.Namespace) -> int:
         f"Seconds per image: the predictor's in-process time (network, tiles and upsampling to full "
         f"resolution; not decoding the file), mean over images, --jobs {args.jobs}, device {args.device}, "
         f"{platform.machine()}; peak RSS: largest over images, of the evaluating process. This invocation took "
-        f"{wall:.0f} s; cells finished in earlier invocations are reused, not re-timed.",
+        f"{wall:.0f} s ({t_cells:.0f} s for the cells, the rest for examples.png); cells finished in earlier "
+        "invocations are reused, not re-timed.",
         *_redo_note(_redo(args)),
     ]
     write_semantic_report(summary, table, args.out, title=title, command=command, notes=notes)

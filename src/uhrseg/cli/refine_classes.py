@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +33,11 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                    help="class map (PNG/TIFF/NPY of class ids) or probabilities (.npy, (C, h, w) float)")
     p.add_argument("--superpixels", required=True, metavar="FILE|METHOD",
                    help="superpixel labels of the image's size, or a method (pcnet, slic, seeds, ...)")
-    p.add_argument("--n-segments", type=int, metavar="N", help="superpixels for a METHOD (default H W / 512)")
-    p.add_argument("--oversegmentation", type=float, default=1.0, metavar="R",
+    p.add_argument("--n-segments", type=int, metavar="N",
+                   help="superpixels for a METHOD (default H W / 1024 for pcnet/scn, H W / 512 for classical ones)")
+    p.add_argument("--oversegmentation", type=float, metavar="R",
                    help="for pcnet/scn: make R times N grid cells and merge the most similar neighbours back to N "
-                        "(default 1)")
+                        "(default 1.5)")
     p.add_argument("--palette", metavar="NAME|FILE",
                    help="class colours: drone, deepglobe or a class_dict.csv (default: the PNG's own palette, "
                         "else grey levels)")
@@ -83,10 +83,11 @@ def run(args: argparse.Namespace) -> int:
     from .common import check_targets
 
     t0 = time.perf_counter()
-    if args.oversegmentation != 1 and args.superpixels not in ("pcnet", "scn"):
+    if args.oversegmentation is not None and args.superpixels not in ("pcnet", "scn"):
         raise UhrsegError(f"--oversegmentation applies to --superpixels pcnet or scn, not {args.superpixels}")
     try:  # flags checked first
-        refinement = ClassRefinement(n_segments=args.n_segments, confidence=args.confidence,
+        refinement = ClassRefinement(superpixels="pcnet" if Path(args.superpixels).suffix else args.superpixels,
+                                     n_segments=args.n_segments, confidence=args.confidence,
                                      oversegmentation=args.oversegmentation)
     except ValueError as e:
         raise UhrsegError(str(e)) from None
@@ -143,8 +144,7 @@ def run(args: argparse.Namespace) -> int:
             raise UhrsegError(f"--superpixels {args.superpixels!r}: neither a label file nor a method "
                               f"({', '.join(METHODS)})")
         method = args.superpixels
-        labels = replace(refinement, superpixels=method).superpixel_predictor().predict(
-            image, refinement.segments_for(height, width))
+        labels = refinement.superpixel_predictor().predict(image, refinement.segments_for(height, width))
     t_sp = time.perf_counter() - t_sp
     t_ref = time.perf_counter()
     try:
@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     written = commit_files(outputs)
     counts = np.bincount(refined.ravel(), minlength=n_classes)
     summary = {"image": str(args.image), "classes": str(args.classes), "superpixels": str(args.superpixels),
-               "oversegmentation": args.oversegmentation,
+               "oversegmentation": None if method is None else refinement.oversegmentation,
                "input": "probabilities" if probabilities is not None else "class map",
                "width": width, "height": height, "n_superpixels": int(labels.max()) + 1,
                "outputs": [str(p) for p in written],

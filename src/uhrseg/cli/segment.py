@@ -110,13 +110,14 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                         "bilinear or none (the network's grid); default: the network's own map")
     p.add_argument("--superpixels", default="pcnet", metavar="METHOD",
                    help="--refine superpixels: the superpixel method (default pcnet, with its refinement)")
-    p.add_argument("--n-segments", type=int, metavar="N", help="--refine superpixels: how many (default H W / 512)")
+    p.add_argument("--n-segments", type=int, metavar="N",
+                   help="--refine superpixels: how many (default H W / 1024 for pcnet/scn, H W / 512 for classical "
+                        "methods)")
     p.add_argument("--confidence", type=float, default=0.9,
                    help="--refine superpixels: pixels at least this confident keep their class (default 0.9)")
-    p.add_argument("--oversegmentation", type=float, default=1.0, metavar="R",
+    p.add_argument("--oversegmentation", type=float, metavar="R",
                    help="--refine superpixels with pcnet/scn: make R times N grid cells and merge the most similar "
-                        "neighbours back to N (default 1; 1.5 with half the default N was better and faster on "
-                        "drone frames, README)")
+                        "neighbours back to N (default 1.5; 1 is the network's grid)")
     add_ray_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -276,10 +277,10 @@ def run(args: argparse.Namespace) -> int:
     if args.scales < 1:
         raise UhrsegError(f"--scales must be >= 1, got {args.scales}")
     if args.refine is None and (args.n_segments is not None or args.superpixels != "pcnet"
-                                or args.oversegmentation != 1):
+                                or args.oversegmentation is not None):
         raise UhrsegError("--superpixels, --n-segments and --oversegmentation apply to --refine superpixels")
     if args.refine == "guided" and (args.n_segments is not None or args.superpixels != "pcnet"
-                                    or args.oversegmentation != 1):  # were ignored, and recorded in summary.json
+                                    or args.oversegmentation is not None):  # were ignored, and recorded in summary.json
         raise UhrsegError("--superpixels, --n-segments and --oversegmentation apply to --refine superpixels, "
                           "not guided")
     if args.refine is not None and args.superpixels not in METHODS:
@@ -329,5 +330,6 @@ def prepare(args: argparse.Namespace, opener: ImageOpener):
                "class_names": list(predictor.class_names), "palette": [list(c) for c in predictor.palette],
                "refine": args.refine and {"method": args.refine, "superpixels": args.superpixels,
                                           "n_segments": args.n_segments, "confidence": args.confidence,
-                                          "oversegmentation": args.oversegmentation}}
+                                          "oversegmentation": refine.oversegmentation if args.refine == "superpixels"
+                                          else None}}
     return (lambda path, stem, inputs, bar: _process(predictor, opener, path, stem, args, inputs, bar)), summary

@@ -182,7 +182,8 @@ def _predictor(spec: ModelSpec, plan: SemanticPlan):
             refine = ClassRefinement(given["refine"], superpixels=given.get("superpixels", "pcnet"),
                                      n_segments=int(given["n"]) if "n" in given else None,
                                      confidence=float(given.get("confidence", 0.9)),
-                                     oversegmentation=float(given.get("oversegment", 1.0)))
+                                     oversegmentation=float(given["oversegment"]) if "oversegment" in given
+                                     else None)
         if spec.model in ("magnet", "magnet-fast"):
             from ..inference.magnet import MagNetSettings
 

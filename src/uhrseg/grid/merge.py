@@ -33,7 +33,8 @@ _BAND_ROWS = 256
 
 
 def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
-                      row_weights: np.ndarray | None = None, col_weights: np.ndarray | None = None) -> np.ndarray:
+                      row_weights: np.ndarray | None = None, col_weights: np.ndarray | None = None, *,
+                      out: np.ndarray | None = None) -> np.ndarray:
     """Merge the most similar adjacent superpixels (Ward's cost) until ``n_segments`` remain.
 
     Parameters
@@ -50,11 +51,14 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
         Image pixels each row and column of the map stands for (a label map on a coarser grid than the image,
         as in :func:`uhrseg.grid.enforce_connectivity`); the sizes ``n_i`` and means are weighted by
         ``row_weights[y] * col_weights[x]``. Default: 1 per pixel.
+    out : (H, W) ndarray of int32, optional
+        Where to write the result, band by band; may be ``labels`` itself (an int32 map), which saves a second
+        map of ``4 H W`` bytes (the streamed path merges maps of over 100 million cells).
 
     Returns
     -------
     (H, W) ndarray of int32
-        ``min(K, n_segments)`` labels, 0-based and contiguous, numbered in the order of the smallest input label
+        ``out`` if given, else a new map: ``min(K, n_segments)`` labels, 0-based and contiguous, numbered in the order of the smallest input label
         each contains (so superpixels that were not merged keep their relative order). Each output superpixel is
         a union of adjacent input superpixels, so 4-connected input superpixels give 4-connected output ones.
         Fewer than ``n_segments`` remain only when the adjacency graph has more components than that.
@@ -62,7 +66,8 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
     Raises
     ------
     ValueError
-        If ``labels`` is not 2-D, ``features`` or the weights do not match its shape, or ``n_segments < 1``.
+        If ``labels`` is not 2-D, ``features``, the weights or ``out`` do not match its shape (``out`` must be
+        int32), or ``n_segments < 1``.
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:
@@ -78,9 +83,14 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
     if row_weights.shape != (height,) or col_weights.shape != (width,):
         raise ValueError(f"row_weights {row_weights.shape} and col_weights {col_weights.shape} do not match labels "
                          f"{labels.shape}")
+    if out is not None and (out.shape != labels.shape or out.dtype != np.int32):
+        raise ValueError(f"out must be an int32 array of shape {labels.shape}, got {out.dtype} {out.shape}")
     k = int(labels.max()) + 1 if labels.size else 0
     if k <= n_segments:
-        return labels.astype(np.int32)
+        if out is None:
+            return labels.astype(np.int32)
+        out[...] = labels
+        return out
 
     # Sizes, feature sums and the region adjacency graph (label pairs of 4-neighbours), in bands of rows so that
     # the temporaries stay small next to the map (the streamed path merges maps of tens of millions of pixels).
@@ -113,6 +123,28 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
     d = means[lo] - means[hi]
     costs = np.einsum("ij,ij->i", d, d) * count[lo] * count[hi] / (count[lo] + count[hi])
 
+    # The merge runs in a helper, so that its Python lists (hundreds of bytes per superpixel) are freed before the
+    # new map is written.
+    root = np.asarray(_ward_merges(lo, hi, costs, count, means, k, n_segments))
+    del lo, hi, costs, count, means, d, edges
+    while True:
+        up = root[root]
+        if np.array_equal(up, root):
+            break
+        root = up
+    _, relabel = np.unique(root, return_inverse=True)
+    relabel = relabel.astype(np.int32)
+    if out is None:
+        return relabel[labels]
+    for y0 in range(0, height, _BAND_ROWS):  # in place when out is labels: each band is read before it is written
+        out[y0:y0 + _BAND_ROWS] = relabel[labels[y0:y0 + _BAND_ROWS]]
+    return out
+
+
+def _ward_merges(lo: np.ndarray, hi: np.ndarray, costs: np.ndarray, count: np.ndarray, means: np.ndarray, k: int,
+                 n_segments: int) -> list[int]:
+    """Merge the cheapest adjacent pair until ``n_segments`` superpixels remain; returns ``parent`` (each merged
+    superpixel points to the one it joined; follow it to the root for the final superpixel)."""
     # The merging loop works on Python lists: per-pair numpy calls would cost more than the arithmetic.
     lo_list, hi_list = lo.tolist(), hi.tolist()
     source, target = np.concatenate([lo, hi]), np.concatenate([hi, lo])
@@ -120,6 +152,7 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
     starts = np.searchsorted(source[order], np.arange(k + 1)).tolist()
     targets = target[order].tolist()
     neighbours = [set(targets[a:b]) for a, b in zip(starts, starts[1:])]
+    del source, target, order, starts, targets
     n_pix = count.tolist()
     mean = means.tolist()
 
@@ -129,6 +162,7 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
     # always in that order of operands, so that the heap's order does not depend on the order of the pushes.
     version = [0] * k
     heap = list(zip(costs.tolist(), lo_list, hi_list, [0] * len(lo_list), [0] * len(lo_list)))
+    del lo_list, hi_list
     heapq.heapify(heap)
     heappop, heappush = heapq.heappop, heapq.heappush
     parent = list(range(k))
@@ -160,11 +194,4 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
             else:
                 heappush(heap, (dist(mean[m], mean_i) ** 2 * n_m * total / (n_m + total), m, i, version[m], v_i))
         alive -= 1
-    root = np.asarray(parent)
-    while True:
-        up = root[root]
-        if np.array_equal(up, root):
-            break
-        root = up
-    _, relabel = np.unique(root, return_inverse=True)
-    return relabel.astype(np.int32)[labels]
+    return parent

@@ -633,7 +633,7 @@ class SuperpixelPredictor:
             t0 = time.perf_counter()
             if len(used_rows) < grid.height or len(used_cols) < grid.width:
                 colour = colour[np.ix_(used_rows, used_cols)]
-            small = merge_superpixels(small, colour, n, row_weights, col_weights)
+            small = merge_superpixels(small, colour, n, row_weights, col_weights, out=small)  # in place
             timings["merge"] = t_colour + time.perf_counter() - t0
         del colour
         n_produced = int(small.max()) + 1

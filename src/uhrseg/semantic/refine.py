@@ -27,7 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..defaults import DEFAULT_BRIDGE_SMOOTHNESS, NETWORK_METHODS, REFINEMENTS
+from ..defaults import (
+    DEFAULT_BRIDGE_CLASSICAL_PIXELS_PER_SUPERPIXEL,
+    DEFAULT_BRIDGE_OVERSEGMENTATION,
+    DEFAULT_BRIDGE_PIXELS_PER_SUPERPIXEL,
+    DEFAULT_BRIDGE_SMOOTHNESS,
+    NETWORK_METHODS,
+    REFINEMENTS,
+)
 from ..grid.pooling import (
     assign_superpixel_classes,
     superpixel_probability_sums,
@@ -55,25 +62,26 @@ class ClassRefinement:
     superpixels : str
         Superpixel method for ``superpixels`` (``pcnet`` by default; any of :data:`uhrseg.METHODS`).
     n_segments : int, optional
-        Superpixels asked for (default ``H W / 512``, about 2900 on a 1500 x 1000 frame: the best of 1500, 3000
-        and 6000 on 5 Semantic Drone ``more`` frames).
+        Superpixels asked for. Default: ``H W / 1024`` for network superpixels (about 1460 on a 1500 x 1000
+        frame; :data:`uhrseg.defaults.DEFAULT_BRIDGE_PIXELS_PER_SUPERPIXEL`, which says how it was chosen) and
+        ``H W / 512`` for classical ones.
     confidence : float
         Pixels whose own top-1 probability is at least this keep their class (0: all do, > 1: none do).
     radius : int
-        Guided filter: window radius in pixels (2: the best of 2, 4, 8 and 16 on the same frames).
+        Guided filter: window radius in pixels (2: the best of 2, 4, 8 and 16 on 5 Semantic Drone ``more``
+        frames).
     eps : float
         Guided filter: regularisation (the image is in [0, 1]; 1e-4 was better than 1e-3).
     smoothness : float
         ``lambda`` of the full-resolution boundary refinement of network superpixels (PCNet, SCN) made for
         ``superpixels`` (:data:`uhrseg.defaults.DEFAULT_BRIDGE_SMOOTHNESS`, 100: below the superpixel commands'
         default, since a class boundary the superpixels miss is lost and extra ones cost nothing).
-    oversegmentation : float
+    oversegmentation : float, optional
         Network superpixels only: grid cells per superpixel before the most similar neighbours are merged back to
-        ``n_segments`` (:class:`uhrseg.SuperpixelPredictor`). Default 1, the grid of ``n`` cells, unlike the
-        superpixel commands' 1.5: the bridge's defaults and results predate the merge. Measured on Semantic
-        Drone test at r = 1 with ISDNet (twelfth session): at the default ``n``, 1.5 gave mIoU / boundary IoU
-        22.89 / 1.99 % against 22.72 / 1.95 % at 1.49x the time; at ``n = H W / 1024``, 22.84 / 2.13 % against
-        22.62 / 2.04 %, faster than the default ``n`` without the merge.
+        ``n_segments`` (:class:`uhrseg.SuperpixelPredictor`). Default (``None`` on construction, resolved
+        there): 1.5 for network superpixels (:data:`uhrseg.defaults.DEFAULT_BRIDGE_OVERSEGMENTATION`, as the
+        superpixel commands), 1 for classical ones. Before 2026-12-06 the bridge's default was 1, with twice
+        as many superpixels.
 
     Raises
     ------
@@ -89,9 +97,12 @@ class ClassRefinement:
     radius: int = 2
     eps: float = 1e-4
     smoothness: float = DEFAULT_BRIDGE_SMOOTHNESS
-    oversegmentation: float = 1.0
+    oversegmentation: float | None = None
 
     def __post_init__(self) -> None:
+        if self.oversegmentation is None:  # frozen: the resolved default is set once, here
+            network = self.superpixels in NETWORK_METHODS
+            object.__setattr__(self, "oversegmentation", DEFAULT_BRIDGE_OVERSEGMENTATION if network else 1.0)
         if self.method not in REFINEMENTS:
             raise ValueError(f"unknown refinement {self.method!r}; choose one of {', '.join(REFINEMENTS)}")
         if self.n_segments is not None and self.n_segments < 1:
@@ -124,8 +135,13 @@ class ClassRefinement:
                                    oversegmentation=self.oversegmentation if network else None)
 
     def segments_for(self, height: int, width: int) -> int:
-        """Superpixels to ask for on an ``H x W`` image."""
-        return self.n_segments or max(1, height * width // 512)
+        """Superpixels to ask for on an ``H x W`` image: ``n_segments``, or by default ``H W / 1024`` for network
+        superpixels and ``H W / 512`` for classical ones (at least 1)."""
+        if self.n_segments:
+            return self.n_segments
+        network = self.superpixels in NETWORK_METHODS
+        pixels = DEFAULT_BRIDGE_PIXELS_PER_SUPERPIXEL if network else DEFAULT_BRIDGE_CLASSICAL_PIXELS_PER_SUPERPIXEL
+        return max(1, height * width // pixels)
 
 
 def infer_stride(height: int, width: int, map_height: int, map_width: int) -> int:
@@ -345,7 +361,8 @@ def refine_with_superpixels(probabilities: np.ndarray, superpixel_labels: np.nda
     confidence : float
         Pixels whose own top-1 probability is at least this keep their own class (probabilities only).
     n_segments : int, optional
-        Superpixels to make (default ``H W / 512``).
+        Superpixels to make (default as :class:`ClassRefinement`: ``H W / 1024`` for network superpixels, made
+        from 1.5 times as many grid cells, ``H W / 512`` for classical ones).
     method : str
         Superpixel method (:data:`uhrseg.METHODS`).
 
