@@ -275,3 +275,16 @@ def test_bf16_is_refused_on_a_gpu_without_it(monkeypatch):
     assert check_inference_precision("fp16", gpu) == "fp16" and check_inference_precision("fp32", gpu) == "fp32"
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     assert check_inference_precision("bf16", gpu) == "bf16"
+
+
+def test_a_script_that_exits_right_after_making_a_predictor_exits_cleanly(tmp_path):
+    """The kernel warm-up thread was a daemon: a process that ended while it was still loading or compiling
+    numba's kernels (a fresh cache here, so it is) aborted in the C++ runtime, exit status 134."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import uhrseg; uhrseg.SuperpixelPredictor('pcnet', device='cpu')"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and "terminate called" not in proc.stderr, (proc.returncode, proc.stderr[-500:])

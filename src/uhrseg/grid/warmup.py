@@ -102,7 +102,7 @@ def warm_up_kernels(on_connectivity: Callable[[], None] | None = None) -> None:
 
 
 class WarmUp:
-    """:func:`warm_up_kernels` running in a daemon thread (:func:`start_warm_up`).
+    """:func:`warm_up_kernels` running in a background thread (:func:`start_warm_up`), joined at interpreter exit.
 
     The pipeline needs the connectivity kernel before the refinement's: :meth:`wait_connectivity` returns as soon
     as that one is ready, so that the connectivity step and the merge run while the refinement's kernels still
@@ -121,7 +121,11 @@ class WarmUp:
             finally:
                 self._connectivity.set()
 
-        self._thread = threading.Thread(target=target, name="uhrseg-kernel-warm-up", daemon=True)
+        # Not a daemon: the interpreter joins it before it shuts down. A daemon thread still inside numba's
+        # compiler or OpenCV's first resize when the process ends made the C++ runtime abort ("terminate called
+        # without an active exception", exit status 134) in any script that exited right after making a
+        # predictor. The commands end with os._exit and do not wait.
+        self._thread = threading.Thread(target=target, name="uhrseg-kernel-warm-up", daemon=False)
         self._thread.start()
 
     def wait_connectivity(self) -> None:
@@ -134,5 +138,5 @@ class WarmUp:
 
 
 def start_warm_up() -> WarmUp:
-    """Start :func:`warm_up_kernels` in a new daemon thread (:class:`WarmUp`)."""
+    """Start :func:`warm_up_kernels` in a new thread (:class:`WarmUp`)."""
     return WarmUp()
