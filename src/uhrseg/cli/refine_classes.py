@@ -85,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.oversegmentation is not None and args.superpixels not in ("pcnet", "scn"):
         raise UhrsegError(f"--oversegmentation applies to --superpixels pcnet or scn, not {args.superpixels}")
+    sp_path = Path(args.superpixels)  # a label file (has a suffix), else a method's name
     try:  # flags checked first
-        refinement = ClassRefinement(superpixels="pcnet" if Path(args.superpixels).suffix else args.superpixels,
+        refinement = ClassRefinement(superpixels="pcnet" if sp_path.suffix else args.superpixels,
                                      n_segments=args.n_segments, confidence=args.confidence,
                                      oversegmentation=args.oversegmentation)
     except ValueError as e:
@@ -127,7 +128,6 @@ def run(args: argparse.Namespace) -> int:
     if palette is None:
         step = max(1, 255 // max(1, n_classes))
         palette = [((i * step) % 256,) * 3 for i in range(n_classes)]
-    sp_path = Path(args.superpixels)
     t_sp = time.perf_counter()
     if sp_path.suffix:
         labels = read_label_map(sp_path)

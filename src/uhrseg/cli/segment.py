@@ -147,9 +147,9 @@ def _process(predictor: SemanticPredictor, opener: ImageOpener, path: Path, stem
     try:
         height, width = source.shape[:2]
         if args.stream or height * width > STREAM_PIXELS:
-            if args.refine == "superpixels" and args.superpixels not in ("pcnet", "scn"):
-                raise UhrsegError(f"{path}: streamed images take network superpixels (--superpixels pcnet or scn); "
-                                  f"{args.superpixels} needs the whole image in memory")
+            refusal = _streaming_refusal(args)  # (refused before any work with --stream)
+            if refusal:
+                raise UhrsegError(f"{path}: streaming {refusal}")
             return _process_streamed(predictor, source, path, stem, args, inputs, bar, t_start)
         image = source.read_rows(0, height) if isinstance(source, TiffSource) else source.array
     finally:
@@ -207,8 +207,6 @@ def _process_streamed(predictor: SemanticPredictor, source, path: Path, stem: st
     scale = min(1.0, args.preview_side / max(height, width))
     preview_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
     pooled = predictor.superpixel_predictor is not None
-    if args.exports and not pooled:
-        raise UhrsegError(f"{path}: --export of a streamed image exports superpixels; add --refine superpixels")
     geo = read_georeference(path)
     outputs = {args.out / f"{stem}_classes.tif": None}
     if args.overlay != "none":
@@ -285,11 +283,9 @@ def run(args: argparse.Namespace) -> int:
                           "not guided")
     if args.refine is not None and args.superpixels not in METHODS:
         raise UhrsegError(f"--superpixels {args.superpixels!r}: choose one of {', '.join(METHODS)}")
-    if args.stream and args.refine == "superpixels" and args.superpixels not in ("pcnet", "scn"):
-        raise UhrsegError(f"--stream takes network superpixels (--superpixels pcnet or scn); {args.superpixels} "
-                          f"needs the whole image in memory")
-    if args.stream and args.exports and args.refine != "superpixels":
-        raise UhrsegError("--export of a streamed image exports superpixels; add --refine superpixels")
+    refusal = _streaming_refusal(args) if args.stream else None  # before the model loads (by size: per image)
+    if refusal:
+        raise UhrsegError(f"--stream {refusal}")
     desc = f"{args.model} {Path(str(args.weights)).stem}"
     check_ray_options(args)
     _refinement(args)  # bad --confidence or --n-segments fail here, not in every Ray worker
@@ -303,6 +299,17 @@ def run(args: argparse.Namespace) -> int:
     created_out = not args.out.exists()
     prepare_output_dir(args.out)
     return process_batch(images, args.out, process, summary, desc, args.quiet, created_out)
+
+
+def _streaming_refusal(args: argparse.Namespace) -> str | None:
+    """What in the flags a streamed image cannot do (the end of a sentence that starts "--stream " or "PATH:
+    streaming "), or None."""
+    if args.refine == "superpixels" and args.superpixels not in ("pcnet", "scn"):
+        return (f"takes network superpixels (--superpixels pcnet or scn); {args.superpixels} needs the whole image "
+                f"in memory")
+    if args.exports and args.refine != "superpixels":
+        return "exports superpixels, not class maps (--export); add --refine superpixels"
+    return None
 
 
 def _refinement(args: argparse.Namespace):

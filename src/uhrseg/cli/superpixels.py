@@ -61,6 +61,8 @@ temporary files in DIR, and STEM_labels.tif is written as a tiled int32 BigTIFF.
 grows with --n-segments (about 1.5 KB of grid per superpixel), not with the image. Streamed images get
 no full-resolution overlay but always STEM_preview (at most --preview-side, whatever the image's size)."""
 
+#: Why a streamed image refuses a --label-format (after "--stream " or "PATH: streaming ").
+_STREAMED_LABELS = "writes labels as tiled BigTIFF; --label-format {} cannot hold them (use tiff)"
 #: Images with more pixels than this are streamed (network methods).
 STREAM_PIXELS = 2**27
 
@@ -140,6 +142,8 @@ def _process(predictor: SuperpixelPredictor, opener: ImageOpener, path: Path, st
     source = opener.open(path)
     try:
         if predictor.network is not None and (args.stream or source.shape[0] * source.shape[1] > STREAM_PIXELS):
+            if args.label_format not in ("auto", "tiff"):  # (refused before any work with --stream)
+                raise UhrsegError(f"{path}: streaming {_STREAMED_LABELS.format(args.label_format)}")
             return _process_streamed(predictor, source, path, stem, args, inputs, bar, t_start)
         image = source.read_rows(0, source.shape[0]) if isinstance(source, TiffSource) else source.array
     finally:
@@ -190,8 +194,6 @@ def _process(predictor: SuperpixelPredictor, opener: ImageOpener, path: Path, st
 def _process_streamed(predictor: SuperpixelPredictor, source, path: Path, stem: str, args: argparse.Namespace,
                       inputs: set[Path], bar, t_start: float) -> dict:
     """Bounded-memory path: label map and CIELAB copy in temporary files in the output folder."""
-    if args.label_format not in ("auto", "tiff"):
-        raise UhrsegError(f"{path}: streamed images are written as tiled BigTIFF; use --label-format tiff")
     height, width = source.shape[:2]
     preview_shape = None
     if args.overlay != "none":  # the only picture of a streamed image (no full-resolution overlay), so always
@@ -275,9 +277,8 @@ def run(args: argparse.Namespace) -> int:
         raise UhrsegError(f"--precision {args.precision} needs the torch backend; OpenCV's computes in fp32")
     if args.stream and args.method not in ("pcnet", "scn"):
         raise UhrsegError(f"--stream needs pcnet or scn; {args.method} works on the whole image in memory")
-    if args.stream and args.label_format not in ("auto", "tiff"):
-        raise UhrsegError(f"--stream writes labels as tiled BigTIFF; --label-format {args.label_format} cannot "
-                          f"hold them (use tiff)")
+    if args.stream and args.label_format not in ("auto", "tiff"):  # before the network loads
+        raise UhrsegError(f"--stream {_STREAMED_LABELS.format(args.label_format)}")
     created_out = not args.out.exists()
     check_ray_options(args)
     if args.ray is not None:  # run_on_ray makes the folder (after the flag checks: a bad flag leaves none)

@@ -58,9 +58,10 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
     Returns
     -------
     (H, W) ndarray of int32
-        ``out`` if given, else a new map: ``min(K, n_segments)`` labels, 0-based and contiguous, numbered in the order of the smallest input label
-        each contains (so superpixels that were not merged keep their relative order). Each output superpixel is
-        a union of adjacent input superpixels, so 4-connected input superpixels give 4-connected output ones.
+        ``out`` if given, else a new map: ``min(K, n_segments)`` labels, 0-based and contiguous, numbered in the
+        order of the smallest input label each contains (so superpixels that were not merged keep their relative
+        order). Each output superpixel is a union of adjacent input superpixels, so 4-connected input
+        superpixels give 4-connected output ones.
         Fewer than ``n_segments`` remain only when the adjacency graph has more components than that.
 
     Raises
@@ -85,10 +86,10 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
                          f"{labels.shape}")
     if out is not None and (out.shape != labels.shape or out.dtype != np.int32):
         raise ValueError(f"out must be an int32 array of shape {labels.shape}, got {out.dtype} {out.shape}")
+    if out is None:
+        out = np.empty(labels.shape, np.int32)
     k = int(labels.max()) + 1 if labels.size else 0
     if k <= n_segments:
-        if out is None:
-            return labels.astype(np.int32)
         out[...] = labels
         return out
 
@@ -134,8 +135,6 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
         root = up
     _, relabel = np.unique(root, return_inverse=True)
     relabel = relabel.astype(np.int32)
-    if out is None:
-        return relabel[labels]
     for y0 in range(0, height, _BAND_ROWS):  # in place when out is labels: each band is read before it is written
         out[y0:y0 + _BAND_ROWS] = relabel[labels[y0:y0 + _BAND_ROWS]]
     return out
