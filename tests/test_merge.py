@@ -43,6 +43,55 @@ def test_merge_gives_the_count_asked_and_unions_of_connected_superpixels(labels,
     np.testing.assert_array_equal(in_place, out)
 
 
+def _ward_merges_by_search(lo, hi, costs, count, means, k, n_segments):
+    """The merge order of :func:`uhrseg.grid.merge._ward_merges` found the slow way: every step scans all current
+    pairs for the least (cost, a, b). The pairs' costs are kept as that function computes them: the numpy costs of
+    the graph's edges until an end merges, then ``math.dist`` in the order (smaller label, larger label)."""
+    from math import dist
+
+    cost = {(a, b): c for a, b, c in zip(lo.tolist(), hi.tolist(), costs.tolist())}
+    n_pix, mean, parent = count.tolist(), means.tolist(), list(range(k))
+    alive = k
+    while alive > n_segments and cost:
+        c, i, j = min((c, a, b) for (a, b), c in cost.items())
+        parent[j] = i
+        n_i, n_j = n_pix[i], n_pix[j]
+        total = n_i + n_j
+        mean[i] = [(p * n_i + q * n_j) / total for p, q in zip(mean[i], mean[j])]
+        n_pix[i] = total
+        around = {b if a in (i, j) else a for a, b in cost if i in (a, b) or j in (a, b)} - {i, j}
+        cost = {pair: c for pair, c in cost.items() if i not in pair and j not in pair}
+        for m in around:
+            a, b = min(i, m), max(i, m)
+            cost[a, b] = dist(mean[a], mean[b]) ** 2 * n_pix[a] * n_pix[b] / (n_pix[a] + n_pix[b])
+        alive -= 1
+    return parent
+
+
+@settings(max_examples=150, deadline=None)
+@given(label_maps, st.integers(1, 30), st.integers(0, 2**32 - 1), st.integers(1, 8))
+def test_ward_merges_equal_an_exhaustive_search(labels, n_segments, seed, levels):
+    """The heap with lazy deletion, its compaction and the neighbour lists merge the same pairs in the same order
+    as scanning every pair at every step (colours of few levels, so that equal costs and their tie-break occur)."""
+    from uhrseg.grid.merge import _ward_merges
+
+    labels = connected(labels)
+    k = int(labels.max()) + 1
+    rng = np.random.default_rng(seed)
+    means = (rng.integers(0, levels, (k, 3)) * 40).astype(float)
+    count = rng.integers(1, 5, k).astype(float)
+    pairs = np.concatenate([np.stack([labels[:, :-1].ravel(), labels[:, 1:].ravel()], 1),
+                            np.stack([labels[:-1].ravel(), labels[1:].ravel()], 1)])
+    pairs = np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), axis=0)
+    lo, hi = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+    d = means[lo] - means[hi]
+    costs = np.einsum("ij,ij->i", d, d) * count[lo] * count[hi] / (count[lo] + count[hi])
+    expected = _ward_merges_by_search(lo, hi, costs, count, means, k, n_segments)
+    assert _ward_merges(lo, hi, costs, count, means, k, n_segments) == expected
+    # The heap compacted (its stale entries dropped) after nearly every push, as it is at scale now and then
+    assert _ward_merges(lo, hi, costs, count, means, k, n_segments, compact_factor=1.0) == expected
+
+
 @settings(max_examples=100, deadline=None)
 @given(label_maps, st.integers(1, 20), st.integers(0, 2**32 - 1),
        st.lists(st.integers(1, 3), min_size=24, max_size=24), st.lists(st.integers(1, 3), min_size=24, max_size=24))

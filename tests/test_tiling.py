@@ -23,6 +23,7 @@ from uhrseg.inference import (
     grid_shape_for,
 )
 from uhrseg.inference.resize import network_inputs
+from uhrseg.inference.tiling import guide_window
 from uhrseg.io import (
     ArraySource,
     TiffSource,
@@ -63,7 +64,8 @@ def test_cell_id_map_is_identical_for_any_tile_size(photo):
 
 
 def test_streamed_tiled_run_equals_untiled_run(photo, untiled, tmp_path):
-    """A tiled TIFF read band by band, 48-pixel trunk tiles, 97-row bands and on-disk stores."""
+    """A tiled TIFF read band by band, 48-pixel trunk tiles, 97-row bands and on-disk stores (the guide image
+    too, in ``work_dir``)."""
     path = tmp_path / "photo.tif"
     tifffile.imwrite(path, photo, tile=(256, 256), photometric="rgb")
     source = open_image(path)
@@ -72,8 +74,9 @@ def test_streamed_tiled_run_equals_untiled_run(photo, untiled, tmp_path):
     h, w = photo.shape[:2]
     with FileStore(tmp_path / "labels", (h, w), np.int32) as labels, \
             FileStore(tmp_path / "lab", (h, w, 3), np.uint8) as lab:
-        result = predictor.run_source(source, N, labels, lab, preview_shape=(160, 256))
+        result = predictor.run_source(source, N, labels, lab, preview_shape=(160, 256), work_dir=tmp_path)
         tiled = labels.read(0, h)
+        assert not list(tmp_path.glob("guide*"))  # the guide's file is removed when the run returns
     source.close()
     assert np.array_equal(tiled, untiled), f"{np.count_nonzero(tiled != untiled)} pixels differ"
     assert result.n_produced == untiled.max() + 1
@@ -83,6 +86,44 @@ def test_streamed_tiled_run_equals_untiled_run(photo, untiled, tmp_path):
     blocks = photo.reshape(160, 10, 256, 10, 3).mean(axis=(1, 3))
     assert np.abs(result.preview - blocks).max() <= 1.0
     assert not list(tmp_path.glob("labels*")) and not list(tmp_path.glob("lab*"))  # stores removed
+
+
+@settings(max_examples=40, deadline=None)
+@given(height=st.integers(1, 90), width=st.integers(1, 40), shrink_y=st.integers(1, 300),
+       shrink_x=st.integers(1, 50), band=st.integers(1, 70), seed=st.integers(0, 2**31))
+def test_area_resize_into_a_store_equals_in_memory(tmp_path_factory, height, width, shrink_y, shrink_x, band,
+                                                    seed):
+    """Rows written to a store as soon as they are finished are those of the in-memory sum, bit for bit, for any
+    size ratio and band height (rows that straddle bands included)."""
+    from uhrseg.inference.resize import AreaAccumulator
+
+    big_h, big_w = height + shrink_y, width + shrink_x
+    image = np.random.default_rng(seed).integers(0, 256, (big_h, big_w, 3), dtype=np.uint8)
+    in_memory = AreaAccumulator(height, width, big_h, big_w)
+    path = tmp_path_factory.mktemp("area") / "out.f32"
+    with FileStore(path, (height, width, 3), np.float32) as out:
+        streamed = AreaAccumulator(height, width, big_h, big_w, out)
+        for y0 in range(0, big_h, band):
+            in_memory.add(y0, image[y0 : y0 + band])
+            streamed.add(y0, image[y0 : y0 + band])
+            assert len(streamed._out) <= band // max(1, big_h // height) + 3  # a few rows held, not the output
+        assert streamed.result() is out
+        assert np.array_equal(out.read(0, height), in_memory.result())
+    with pytest.raises(ValueError, match="is not"):
+        AreaAccumulator(height, width, big_h, big_w, ArrayStore(np.zeros((height + 1, width, 3), np.float32)))
+
+
+def test_network_inputs_with_the_guide_in_a_file_equal_in_memory(photo, tmp_path):
+    """The guide written row by row to a file, and the network input made from it in bands of rows, are the
+    in-memory guide and input exactly."""
+    grid = CellGrid(16 * 53, 16 * 83)  # 848 x 1328 output pixels: several 1024-row bands, a partial last one
+    x_mem, guide_mem = network_inputs(ArraySource(photo), grid, 4, guided=True)
+    with FileStore(tmp_path / "guide", (grid.height, grid.width, 3), np.float32) as store:
+        x, guide = network_inputs(ArraySource(photo), grid, 4, guided=True, guide_store=store)
+        assert guide is store
+        assert np.array_equal(x, x_mem) and np.array_equal(store.read(0, grid.height), guide_mem)
+        assert np.array_equal(guide_window(store, slice(800, 900), slice(1300, 1400)),
+                              guide_window(guide_mem, slice(800, 900), slice(1300, 1400)))  # padded past edges
 
 
 @pytest.mark.parametrize("layout, chunk, step", [(dict(tile=(512, 512)), 512, 512),

@@ -215,7 +215,8 @@ def _process_streamed(predictor: SuperpixelPredictor, source, path: Path, stem: 
             raise UhrsegError(f"{path}: no room for the temporary label map in {args.out} ({e.strerror or e})") from e
         try:
             result = predictor.run_source(source, args.n_segments, labels, lab, preview_shape=preview_shape,
-                                          progress=lambda stage: bar.set_postfix_str(f"{path.name}: {stage}"))
+                                          progress=lambda stage: bar.set_postfix_str(f"{path.name}: {stage}"),
+                                          work_dir=work)
             n_produced = result.n_produced
             if geo is not None:
                 n_produced = mask_nodata_labels(labels, source, geo, n_produced)

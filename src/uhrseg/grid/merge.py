@@ -141,17 +141,24 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
 
 
 def _ward_merges(lo: np.ndarray, hi: np.ndarray, costs: np.ndarray, count: np.ndarray, means: np.ndarray, k: int,
-                 n_segments: int) -> list[int]:
+                 n_segments: int, compact_factor: float = 2.0) -> list[int]:
     """Merge the cheapest adjacent pair until ``n_segments`` superpixels remain; returns ``parent`` (each merged
-    superpixel points to the one it joined; follow it to the root for the final superpixel)."""
-    # The merging loop works on Python lists: per-pair numpy calls would cost more than the arithmetic.
-    lo_list, hi_list = lo.tolist(), hi.tolist()
+    superpixel points to the one it joined; follow it to the root for the final superpixel). The heap's stale
+    entries are dropped whenever it grows ``compact_factor`` times past its size after the last such drop."""
+    # The merging loop works on Python lists: per-pair numpy calls would cost more than the arithmetic. Every
+    # label is one int object (ids[i]), shared by the heap entries and the neighbour sets, rather than one object
+    # per mention (28 bytes each; 7 million of them for 586 000 superpixels).
+    ids = list(range(k))
+    label = ids.__getitem__
+    lo_list, hi_list = list(map(label, lo.tolist())), list(map(label, hi.tolist()))
     source, target = np.concatenate([lo, hi]), np.concatenate([hi, lo])
     order = np.argsort(source, kind="stable")
     starts = np.searchsorted(source[order], np.arange(k + 1)).tolist()
-    targets = target[order].tolist()
-    neighbours = [set(targets[a:b]) for a, b in zip(starts, starts[1:])]
-    del source, target, order, starts, targets
+    targets = list(map(label, target[order].tolist()))
+    # Each superpixel's neighbours, without repeats: lists, which take a fifth of the memory of sets (120 against
+    # 700 bytes for the usual 6 neighbours) and are as fast at these lengths.
+    neighbours: list[list | None] = [targets[a:b] for a, b in zip(starts, starts[1:])]
+    del source, target, order, starts, targets, ids
     n_pix = count.tolist()
     mean = means.tolist()
 
@@ -166,7 +173,15 @@ def _ward_merges(lo: np.ndarray, hi: np.ndarray, costs: np.ndarray, count: np.nd
     heappop, heappush = heapq.heappop, heapq.heappush
     parent = list(range(k))
     alive = k
+    # Stale entries are dropped (and the heap rebuilt) whenever it doubles: the pops are the same, since the
+    # entries are distinct tuples and the stale ones are skipped anyway, but it never holds many more entries
+    # than the graph has edges.
+    limit = compact_factor * len(heap)
     while alive > n_segments and heap:
+        if len(heap) > limit:
+            heap = [e for e in heap if version[e[1]] == e[3] and version[e[2]] == e[4]]
+            heapq.heapify(heap)
+            limit = max(limit, compact_factor * len(heap))
         _, i, j, vi, vj = heappop(heap)
         if version[i] != vi or version[j] != vj:
             continue
@@ -178,14 +193,15 @@ def _ward_merges(lo: np.ndarray, hi: np.ndarray, costs: np.ndarray, count: np.nd
         n_pix[i] = total
         v_i = version[i] = vi + 1
         around_i = neighbours[i]
+        around_i.remove(j)
         for m in neighbours[j]:
-            around_m = neighbours[m]
-            around_m.discard(j)
             if m != i:
-                around_m.add(i)
-                around_i.add(m)
-        around_i.discard(j)
-        neighbours[j] = set()
+                around_m = neighbours[m]
+                around_m.remove(j)
+                if i not in around_m:  # (and so m not in around_i): m becomes i's neighbour
+                    around_m.append(i)
+                    around_i.append(m)
+        neighbours[j] = None  # j is gone: no list names it any more
         for m in around_i:
             n_m = n_pix[m]
             if i < m:

@@ -149,7 +149,7 @@ def cell_id_map(model: SuperpixelNet, net_input: np.ndarray, grid: CellGrid, dev
         depend on it.
     strip_pixels : int
         Output pixels per head strip (memory of the head); the result does not depend on it.
-    guide : (h, w, 3) ndarray of float32 in [0, 1], optional
+    guide : (h, w, 3) ndarray of float32 in [0, 1] or a row store of it (:mod:`uhrseg.stores`), optional
         The image at the output resolution, for a model whose head takes it (``model.uses_guide``; see
         :func:`uhrseg.inference.resize.network_inputs`). Each head strip gets the part its features cover
         (:func:`uhrseg.inference.tiling.guide_window`), so the whole guide is never copied.

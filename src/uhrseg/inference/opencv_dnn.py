@@ -176,7 +176,7 @@ class OpenCVNetwork:
             The output grid, ``h x w`` pixels.
         tile, strip_pixels : int
             Trunk tile core (input pixels) and head strip size (output pixels); memory bounds only.
-        guide : (h, w, 3) ndarray of float32 in [0, 1], optional
+        guide : (h, w, 3) ndarray of float32 in [0, 1] or a row store of it (:mod:`uhrseg.stores`), optional
             The image at the output resolution; required exactly when :attr:`guide`.
 
         Returns

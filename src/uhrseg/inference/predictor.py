@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib.util
 import math
@@ -40,7 +41,8 @@ from ..grid.merge import merge_superpixels
 from ..grid.warmup import start_warm_up
 from ..io.images import as_rgb, to_uint8
 from ..io.sources import ArraySource
-from ..stores import ArrayStore
+from ..memory import release_free_memory
+from ..stores import ArrayStore, FileStore
 from ..threads import for_each_band, usable_cpus
 from .opencv_dnn import AUTO_OPENCV_METHODS, OPENCV_METHODS, OpenCVNetwork, packaged_onnx_path
 from .resize import AreaAccumulator, nearest_index, network_inputs, output_grid, sampled_cell_ids
@@ -511,7 +513,7 @@ class SuperpixelPredictor:
         return SuperpixelResult(labels, n, n_cells, timings, smoothness)
 
     def run_source(self, source, n_segments: int, labels, lab=None, *,
-                   preview_shape: tuple[int, int] | None = None, progress=None) -> SourceResult:
+                   preview_shape: tuple[int, int] | None = None, progress=None, work_dir=None) -> SourceResult:
         """Network superpixels of an image source into a label store, in bounded memory.
 
         The pipeline, each step bounded by a band, tile or the network's grid (never by the image):
@@ -547,6 +549,11 @@ class SuperpixelPredictor:
             Also return the image area-averaged to this ``(h, w)``.
         progress : callable, optional
             Called with the name of each stage as it starts.
+        work_dir : path-like, optional
+            An existing folder for the guide image (the image at the network's output resolution, float32:
+            12 bytes per output pixel, 1.8 GB for 585 937 cells of 16 x 16), held there in a temporary file
+            (removed before returning) instead of in memory. For a guided network or a merge; the labels are
+            the same either way (tested).
 
         Returns
         -------
@@ -592,22 +599,32 @@ class SuperpixelPredictor:
 
         # The merge compares colours on the output grid: the guide image is exactly that (an unguided network
         # gets one made only for the merge).
-        x, guide = network_inputs(source, grid, self.network.upscale, self._guided or merging, on_band)
-        timings["resize"] = time.perf_counter() - t0
+        # A streamed image (scratch files in work_dir): the heap's freed maps go back to the system between
+        # stages, so that each stage's peak does not add to what earlier stages left (uhrseg.memory)
+        trim = release_free_memory if work_dir is not None else (lambda: None)
+        guided = self._guided or merging
+        with contextlib.ExitStack() as scratch:
+            guide_store = None
+            if guided and work_dir is not None:
+                guide_store = scratch.enter_context(
+                    FileStore(Path(work_dir) / "guide.f32", (grid.height, grid.width, 3), np.float32))
+            x, guide = network_inputs(source, grid, self.network.upscale, guided, on_band, guide_store)
+            timings["resize"] = time.perf_counter() - t0
 
-        say("network")
-        t0 = time.perf_counter()
-        ids = self._cell_id_map(x, grid, guide if self._guided else None)
-        del x
-        timings["network"] = time.perf_counter() - t0
-        colour = None
-        t0 = time.perf_counter()
-        if merging:  # the merge's colours: 8-bit CIELAB (a quarter of the float guide), made band by band
-            colour = np.empty(guide.shape, np.uint8)
-            for y0 in range(0, guide.shape[0], self.band_rows):
-                colour[y0:y0 + self.band_rows] = lab8(guide[y0:y0 + self.band_rows])
-        del guide
-        t_colour = time.perf_counter() - t0
+            say("network")
+            t0 = time.perf_counter()
+            ids = self._cell_id_map(x, grid, guide if self._guided else None)
+            del x
+            trim()
+            timings["network"] = time.perf_counter() - t0
+            colour = None
+            t0 = time.perf_counter()
+            if merging:  # the merge's colours: 8-bit CIELAB (a quarter of the float guide), made band by band
+                colour = np.empty(guide.shape, np.uint8)
+                for y0 in range(0, guide.shape[0], self.band_rows):
+                    colour[y0:y0 + self.band_rows] = lab8(_rows(guide, y0, y0 + self.band_rows))
+            del guide
+            t_colour = time.perf_counter() - t0
 
         say("connectivity")
         t0 = time.perf_counter()
@@ -627,6 +644,7 @@ class SuperpixelPredictor:
         small = enforce_connectivity(ids, *connectivity_bounds((big_h, big_w), grid.n_cells), row_weights,
                                      col_weights)
         del ids
+        trim()
         timings["connectivity"] = time.perf_counter() - t0
         if merging:
             say("merge")
@@ -636,6 +654,7 @@ class SuperpixelPredictor:
             small = merge_superpixels(small, colour, n, row_weights, col_weights, out=small)  # in place
             timings["merge"] = t_colour + time.perf_counter() - t0
         del colour
+        trim()
         n_produced = int(small.max()) + 1
 
         say("upsample")
@@ -680,6 +699,11 @@ class SuperpixelPredictor:
     def predict(self, image: np.ndarray, n_segments: int) -> np.ndarray:
         """Superpixel labels of ``image``: ``(H, W)`` int32, 0-based, contiguous, 4-connected (see :meth:`run`)."""
         return self.run(image, n_segments).labels
+
+
+def _rows(image, y0: int, y1: int) -> np.ndarray:
+    """Rows ``[y0, y1)`` of an in-memory array (a view) or of a row store (read)."""
+    return image[y0:y1] if isinstance(image, np.ndarray) else image.read(y0, y1)
 
 
 def _upsample_into(labels, small: np.ndarray, row_of: np.ndarray, col_of: np.ndarray, band_rows: int) -> None:

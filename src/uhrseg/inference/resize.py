@@ -113,20 +113,38 @@ class AreaAccumulator:
     26 000 of the 460 800 values of a guide image between 1 and 2 threads), so the result is the same on any
     machine and in any worker.
 
+    With ``out``, a row store, each output row is written there as soon as no later band can touch it, and only
+    the few rows still being summed are held: memory is then one band, not the output (the guide image of a
+    20000 x 20000 image at the bridge's default is 1.8 GB of float32). The values are the same either way.
+
     Parameters
     ----------
     height, width : int
         Output size in pixels; ``height <= H`` and ``width <= W``.
     source_height, source_width : int
         Size ``H x W`` of the whole image.
+    out : row store of (height, width, 3) float32, optional
+        Receives the output rows (:class:`uhrseg.stores.FileStore`, :class:`uhrseg.stores.ArrayStore`); when not
+        given the output is held in memory.
+
+    Raises
+    ------
+    ValueError
+        If the output is larger than the source along either axis, or ``out`` has another shape.
     """
 
-    def __init__(self, height: int, width: int, source_height: int, source_width: int) -> None:
+    def __init__(self, height: int, width: int, source_height: int, source_width: int, out=None) -> None:
         if not (1 <= height <= source_height and 1 <= width <= source_width):
             raise ValueError(f"area resize shrinks only: {source_height} x {source_width} -> {height} x {width}")
+        if out is not None and tuple(out.shape) != (height, width, 3):
+            raise ValueError(f"output store {tuple(out.shape)} is not ({height}, {width}, 3)")
         self.height, self.width = height, width
         self.source_height, self.source_width = source_height, source_width
-        self._out = np.zeros((height, width * 3), np.float32)
+        self._store = out
+        # The rows being summed: all of them without a store; with one, rows base .. base + len (grown to what one
+        # band touches)
+        self._base = 0
+        self._out = np.zeros((height if out is None else 0, width * 3), np.float32)
 
     def add(self, y0: int, band: np.ndarray) -> None:
         """Add source rows ``y0 .. y0 + h`` (``(h, W, 3)`` uint8, uint16 or float32 in [0, 1])."""
@@ -144,14 +162,39 @@ class AreaAccumulator:
         total = weights[:, 0, None] * rows[src[:, 0]]
         for k in range(1, src.shape[1]):
             total += weights[:, k, None] * rows[src[:, k]]
-        self._out[first : first + len(total)] += total
+        if self._store is None:
+            self._out[first : first + len(total)] += total
+            return
+        end = first + len(total) - self._base  # first >= base: the rows before it were finished by earlier bands
+        if end > len(self._out):
+            grown = np.zeros((end, self.width * 3), np.float32)
+            grown[: len(self._out)] = self._out
+            self._out = grown
+        self._out[first - self._base : end] += total
+        # No later band (starting at y1 or below) touches an output row before the first one y1 touches
+        self._flush(min(self.height, int(y1 // (self.source_height / self.height))))
 
-    def result(self) -> np.ndarray:
-        """The resized image, ``(height, width, 3)`` float32 in [0, 1]."""
-        return self._out.reshape(self.height, self.width, 3)
+    def _flush(self, done: int) -> None:
+        """Write the rows before output row ``done`` to the store and drop them."""
+        n = done - self._base
+        if n <= 0:
+            return
+        self._store.write(self._base, self._out[:n].reshape(n, self.width, 3))
+        rest = self._out[n:]
+        self._out = np.zeros_like(self._out)
+        self._out[: len(rest)] = rest
+        self._base = done
+
+    def result(self):
+        """The resized image: ``(height, width, 3)`` float32 in [0, 1], or the ``out`` store it was given, with
+        every row written (call once the last band is added)."""
+        if self._store is None:
+            return self._out.reshape(self.height, self.width, 3)
+        self._flush(self.height)
+        return self._store
 
 
-def network_input(source, height: int, width: int, on_band=None) -> np.ndarray:
+def network_input(source, height: int, width: int, on_band=None, out=None):
     """Resize an image source to ``(height, width)`` float32 in [0, 1], reading it band by band.
 
     Shrinking (the usual case) is separable area averaging over bands of :data:`RESIZE_BAND_ROWS` source rows
@@ -168,18 +211,25 @@ def network_input(source, height: int, width: int, on_band=None) -> np.ndarray:
     on_band : callable, optional
         Called as ``on_band(y0, band)`` for every band read, so that other per-band work (the CIELAB copy
         used by the boundary refinement, a preview) shares the single pass over the source.
+    out : row store of (height, width, 3) float32, optional
+        Receives the result row by row as it is finished (:class:`AreaAccumulator`), so that it is never held
+        whole in memory.
 
     Returns
     -------
-    (height, width, 3) ndarray of float32
+    (height, width, 3) ndarray of float32, or ``out`` filled with it
     """
     big_h, big_w = source.shape[:2]
     if height > big_h or width > big_w:
         image = source.read_rows(0, big_h)
         if on_band is not None:
             on_band(0, image)
-        return resize_image(image, height, width)
-    acc = AreaAccumulator(height, width, big_h, big_w)
+        resized = resize_image(image, height, width)
+        if out is None:
+            return resized
+        out.write(0, resized)
+        return out
+    acc = AreaAccumulator(height, width, big_h, big_w, out)
     step = read_rows_for(source)
     for b0 in range(0, big_h, step):
         block = source.read_rows(b0, min(big_h, b0 + step))
@@ -213,7 +263,7 @@ def read_rows_for(source) -> int:
 
 
 def network_inputs(source, grid: CellGrid, upscale: int, guided: bool = False,
-                   on_band=None) -> tuple[np.ndarray, np.ndarray | None]:
+                   on_band=None, guide_store=None):
     """The network input for ``grid``, and for a guided network (``NetConfig.guide``) the guide image.
 
     Parameters
@@ -229,17 +279,29 @@ def network_inputs(source, grid: CellGrid, upscale: int, guided: bool = False,
         that guide area-averaged by ``upscale`` (as in training), so the source is read once.
     on_band : callable, optional
         As in :func:`network_input`.
+    guide_store : row store of (h, w, 3) float32, optional
+        Where the guide goes when ``guided`` (:class:`uhrseg.stores.FileStore` for a streamed image), instead of
+        memory; the network input is then made from it in bands of rows. The values are the same.
 
     Returns
     -------
     x : (h / upscale, w / upscale, 3) ndarray of float32 in [0, 1]
-    guide : (h, w, 3) ndarray of float32 in [0, 1], or None when not ``guided``
+    guide : (h, w, 3) ndarray of float32 in [0, 1], ``guide_store`` filled with it, or None when not ``guided``
         About 12 bytes per output pixel (3 KB per superpixel with 16 x 16 cells).
     """
     if not guided:
         return network_input(source, grid.height // upscale, grid.width // upscale, on_band), None
-    guide = network_input(source, grid.height, grid.width, on_band)
-    return resize_image(guide, grid.height // upscale, grid.width // upscale), guide
+    guide = network_input(source, grid.height, grid.width, on_band, guide_store)
+    if guide_store is None:
+        return resize_image(guide, grid.height // upscale, grid.width // upscale), guide
+    # Area averaging by a whole factor: each input pixel is the mean of its own upscale x upscale block, so bands
+    # of whole blocks give the values of the whole image at once (tested)
+    x = np.empty((grid.height // upscale, grid.width // upscale, 3), np.float32)
+    step = RESIZE_BAND_ROWS * upscale
+    for y0 in range(0, grid.height, step):
+        y1 = min(grid.height, y0 + step)
+        x[y0 // upscale : y1 // upscale] = resize_image(guide.read(y0, y1), (y1 - y0) // upscale, x.shape[1])
+    return x, guide
 
 
 def nearest_index(n_out: int, n_in: int) -> np.ndarray:

@@ -45,6 +45,7 @@ from ..errors import WeightsNotFoundError
 from ..grid.pooling import upsampled_bands
 from ..io.images import as_rgb
 from ..io.sources import ArraySource
+from ..memory import release_free_memory
 from ..models.blocks import ResNetEncoder
 from ..models.checkpoint import load_model, packaged_weights_path
 from ..models.magnet import MagNet
@@ -511,6 +512,8 @@ class SemanticPredictor:
         from ..semantic import ProbabilityRows, refine_class_store, superpixels_into
 
         labels, k = None, None
+        if work_dir is not None:  # streamed: what the network stages freed goes back before the next maps
+            release_free_memory()
         if self.refine.method == "superpixels":
             say("superpixels")
             t0 = time.perf_counter()

@@ -140,8 +140,9 @@ def guide_window(guide: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
 
     Parameters
     ----------
-    guide : (h, w, 3) ndarray of float32 in [0, 1]
-        The image at the output resolution (``NetConfig.guide``).
+    guide : (h, w, 3) ndarray of float32 in [0, 1], or a row store of it
+        The image at the output resolution (``NetConfig.guide``), in memory or in a
+        :class:`uhrseg.stores.FileStore` (the window alone is then read).
     rows, cols : slice
         :attr:`Strip.guide`: output pixels of the padded output, starting inside ``guide`` and possibly ending
         past its bottom or right edge (the padding of the network input times ``upscale``).
@@ -153,7 +154,10 @@ def guide_window(guide: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
         input would give, without a padded copy of the whole guide.
     """
     h, w = guide.shape[:2]
-    part = guide[rows.start:min(rows.stop, h), cols.start:min(cols.stop, w)]
+    if isinstance(guide, np.ndarray):
+        part = guide[rows.start:min(rows.stop, h), cols.start:min(cols.stop, w)]
+    else:
+        part = guide.read_block(rows.start, min(rows.stop, h), cols.start, min(cols.stop, w))
     pad_h, pad_w = rows.stop - rows.start - part.shape[0], cols.stop - cols.start - part.shape[1]
     if pad_h or pad_w:
         part = np.pad(part, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")

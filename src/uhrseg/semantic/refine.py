@@ -215,7 +215,8 @@ def superpixels_into(source, labels, n_segments: int, predictor, *, work_dir: st
     """Superpixels of an image source written into a label store; returns their number ``K``.
 
     Network methods (PCNet, SCN) stream (:meth:`uhrseg.SuperpixelPredictor.run_source`, the CIELAB copy of
-    the refinement in a file in ``work_dir`` or in memory); classical methods read the whole image.
+    the refinement and the network's guide image in files in ``work_dir`` or in memory); classical methods read
+    the whole image.
 
     Parameters
     ----------
@@ -227,7 +228,8 @@ def superpixels_into(source, labels, n_segments: int, predictor, *, work_dir: st
         Superpixels asked for.
     predictor : uhrseg.SuperpixelPredictor
     work_dir : path-like, optional
-        Folder for the scratch CIELAB copy (``3 H W`` bytes).
+        Folder for the scratch CIELAB copy (``3 H W`` bytes) and guide image (12 bytes per network output
+        pixel: ``4.5 H W`` bytes at the bridge's default of ``H W / 1024`` superpixels from 1.5x as many cells).
     progress : callable, optional
         Called with the name of each stage as it starts.
 
@@ -246,7 +248,7 @@ def superpixels_into(source, labels, n_segments: int, predictor, *, work_dir: st
         lab = (FileStore(Path(work_dir) / "lab.u8", (height, width, 3), np.uint8) if work_dir is not None
                else ArrayStore(np.empty((height, width, 3), np.uint8)))
     try:
-        return predictor.run_source(source, n_segments, labels, lab, progress=progress).n_produced
+        return predictor.run_source(source, n_segments, labels, lab, progress=progress, work_dir=work_dir).n_produced
     finally:
         if isinstance(lab, FileStore):
             lab.close()
