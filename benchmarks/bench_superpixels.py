@@ -9,7 +9,7 @@ over ``--repeats`` runs; the peak RSS is the largest.
 1K is ``kite-2560x1600.jpg`` Lanczos-resized to 1280 x 800, 2.5K the kite itself, 5K ``shell-5120x2880.jpg``.
 10K (10240 x 5760) and 20K (20000 x 20000) are assembled from tiles of the two 5120 x 2880 photographs
 (shell, volna) and stored as JPEG-compressed tiled TIFFs (quality 90, 512 x 512 tiles), which the network
-methods read band by band; the 20K image is streamed (``--stream``: label map on disk).
+methods read band by band; the 20K image is streamed (``--stream``: label map, CIELAB copy and guide image on disk).
 
 Usage::
 
@@ -105,7 +105,7 @@ def worker(image: str, method: str, n: int, stream: bool, out_dir: str) -> None:
         h, w = source.shape[:2]
         with FileStore(out / "labels.i32", (h, w), np.int32) as labels, \
                 FileStore(out / "lab.u8", (h, w, 3), np.uint8) as lab:
-            result = predictor.run_source(source, n, labels, lab)
+            result = predictor.run_source(source, n, labels, lab, work_dir=out)  # the guide image in a file too
             t1 = time.perf_counter()
             write_label_store(out / "labels.tif", labels)
         k, stages, t_decode, rss_decoded = result.n_produced, result.timings, 0.0, rss_start

@@ -124,6 +124,11 @@ def test_network_inputs_with_the_guide_in_a_file_equal_in_memory(photo, tmp_path
         assert np.array_equal(x, x_mem) and np.array_equal(store.read(0, grid.height), guide_mem)
         assert np.array_equal(guide_window(store, slice(800, 900), slice(1300, 1400)),
                               guide_window(guide_mem, slice(800, 900), slice(1300, 1400)))  # padded past edges
+    small, grid = photo[:300, :400], CellGrid(16 * 30, 16 * 40)  # a grid larger than the image: enlarged
+    x_mem, guide_mem = network_inputs(ArraySource(small), grid, 4, guided=True)
+    with FileStore(tmp_path / "enlarged", (grid.height, grid.width, 3), np.float32) as store:
+        x, guide = network_inputs(ArraySource(small), grid, 4, guided=True, guide_store=store)
+        assert np.array_equal(x, x_mem) and np.array_equal(store.read(0, grid.height), guide_mem)
 
 
 @pytest.mark.parametrize("layout, chunk, step", [(dict(tile=(512, 512)), 512, 512),
