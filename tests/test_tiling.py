@@ -111,12 +111,18 @@ def test_area_resize_into_a_store_equals_in_memory(tmp_path_factory, height, wid
         assert np.array_equal(out.read(0, height), in_memory.result())
     with pytest.raises(ValueError, match="is not"):
         AreaAccumulator(height, width, big_h, big_w, ArrayStore(np.zeros((height + 1, width, 3), np.float32)))
+    if big_h > band:  # with a store, rows are written as they finish: a band out of order is refused
+        store = ArrayStore(np.zeros((height, width, 3), np.float32))
+        streamed = AreaAccumulator(height, width, big_h, big_w, store)
+        streamed.add(band, image[band : 2 * band])
+        with pytest.raises(ValueError, match="in order"):
+            streamed.add(0, image[:band])
 
 
 def test_network_inputs_with_the_guide_in_a_file_equal_in_memory(photo, tmp_path):
     """The guide written row by row to a file, and the network input made from it in bands of rows, are the
     in-memory guide and input exactly."""
-    grid = CellGrid(16 * 53, 16 * 83)  # 848 x 1328 output pixels: several 1024-row bands, a partial last one
+    grid = CellGrid(16 * 53, 16 * 83)  # 848 x 1328 output pixels: three 256-row bands and a partial last one
     x_mem, guide_mem = network_inputs(ArraySource(photo), grid, 4, guided=True)
     with FileStore(tmp_path / "guide", (grid.height, grid.width, 3), np.float32) as store:
         x, guide = network_inputs(ArraySource(photo), grid, 4, guided=True, guide_store=store)

@@ -143,10 +143,11 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
 def _ward_merges(lo: np.ndarray, hi: np.ndarray, costs: np.ndarray, count: np.ndarray, means: np.ndarray, k: int,
                  n_segments: int, compact_factor: float = 2.0) -> list[int]:
     """Merge the cheapest adjacent pair until ``n_segments`` superpixels remain; returns ``parent`` (each merged
-    superpixel points to the one it joined; follow it to the root for the final superpixel). The heap's stale
-    entries are dropped whenever it grows ``compact_factor`` times past its size after the last such drop."""
+    superpixel points to the one it joined; follow it to the root for the final superpixel). ``lo < hi`` are the
+    graph's edges, each once. The heap's stale entries are dropped whenever it holds more than ``compact_factor``
+    times the largest of its first size and its sizes after earlier drops."""
     # The merging loop works on Python lists: per-pair numpy calls would cost more than the arithmetic. Every
-    # label is one int object (ids[i]), shared by the heap entries and the neighbour sets, rather than one object
+    # label is one int object (ids[i]), shared by the heap entries and the neighbour lists, rather than one object
     # per mention (28 bytes each; 7 million of them for 586 000 superpixels).
     ids = list(range(k))
     label = ids.__getitem__
@@ -173,9 +174,9 @@ def _ward_merges(lo: np.ndarray, hi: np.ndarray, costs: np.ndarray, count: np.nd
     heappop, heappush = heapq.heappop, heapq.heappush
     parent = list(range(k))
     alive = k
-    # Stale entries are dropped (and the heap rebuilt) whenever it doubles: the pops are the same, since the
-    # entries are distinct tuples and the stale ones are skipped anyway, but it never holds many more entries
-    # than the graph has edges.
+    # Stale entries are dropped (and the heap rebuilt) when it has grown compact_factor times: the pops are the
+    # same, since the entries are distinct tuples and a stale entry stays stale (versions only rise, or become
+    # -1), but it never holds many more entries than the graph has edges.
     limit = compact_factor * len(heap)
     while alive > n_segments and heap:
         if len(heap) > limit:

@@ -144,11 +144,23 @@ class AreaAccumulator:
         # The rows being summed: all of them without a store; with one, rows base .. base + len (grown to what one
         # band touches)
         self._base = 0
+        self._next_row = 0  # source rows before this one have been added (with a store: in order only)
         self._out = np.zeros((height if out is None else 0, width * 3), np.float32)
 
     def add(self, y0: int, band: np.ndarray) -> None:
-        """Add source rows ``y0 .. y0 + h`` (``(h, W, 3)`` uint8, uint16 or float32 in [0, 1])."""
+        """Add source rows ``y0 .. y0 + h`` (``(h, W, 3)`` uint8, uint16 or float32 in [0, 1]).
+
+        Raises
+        ------
+        ValueError
+            With ``out``, if the band starts above the end of the previous one (bands must come top to bottom,
+            without overlap, since finished rows have been written).
+        """
         y1 = y0 + band.shape[0]
+        if self._store is not None:
+            if y0 < self._next_row:
+                raise ValueError(f"bands must come in order: rows {y0}.. after rows ..{self._next_row}")
+            self._next_row = y1
         band = band.astype(np.float32) * np.float32(_unit_scale(band.dtype))
         if self.width != self.source_width:
             band = cv2.resize(band, (self.width, y1 - y0), interpolation=cv2.INTER_AREA)
@@ -296,8 +308,10 @@ def network_inputs(source, grid: CellGrid, upscale: int, guided: bool = False,
         return resize_image(guide, grid.height // upscale, grid.width // upscale), guide
     # Area averaging by a whole factor: each input pixel is the mean of its own upscale x upscale block, so bands
     # of whole blocks give the values of the whole image at once (tested)
+    if grid.height % upscale or grid.width % upscale:
+        raise ValueError(f"the {grid.height} x {grid.width} grid is not a multiple of the upscale {upscale}")
     x = np.empty((grid.height // upscale, grid.width // upscale, 3), np.float32)
-    step = RESIZE_BAND_ROWS * upscale
+    step = max(upscale, RESIZE_BAND_ROWS // upscale * upscale)  # whole blocks, about RESIZE_BAND_ROWS guide rows
     for y0 in range(0, grid.height, step):
         y1 = min(grid.height, y0 + step)
         x[y0 // upscale : y1 // upscale] = resize_image(guide.read(y0, y1), (y1 - y0) // upscale, x.shape[1])
