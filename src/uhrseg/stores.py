@@ -15,7 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ArrayStore", "FileStore"]
+__all__ = ["ArrayStore", "FileStore", "rows_of"]
+
+
+def rows_of(rows, y0: int, y1: int) -> np.ndarray:
+    """Rows ``[y0, y1)`` of an in-memory array (a view) or of a row store (its :meth:`read`: a view for an
+    :class:`ArrayStore`, a new array for a :class:`FileStore`), for code that takes either."""
+    return rows[y0:y1] if isinstance(rows, np.ndarray) else rows.read(y0, y1)
 
 
 class ArrayStore:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..defaults import NETWORK_METHODS
 from ..errors import UhrsegError
 from ..memory import peak_rss_bytes, tune_allocator
 
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from .common import check_targets
 
     t0 = time.perf_counter()
-    if args.oversegmentation is not None and args.superpixels not in ("pcnet", "scn"):
+    if args.oversegmentation is not None and args.superpixels not in NETWORK_METHODS:
         raise UhrsegError(f"--oversegmentation applies to --superpixels pcnet or scn, not {args.superpixels}")
     sp_path = Path(args.superpixels)  # a label file (has a suffix), else a method's name
     try:  # flags checked first

@@ -15,6 +15,7 @@ from ..defaults import (
     MAGNET_MODELS,
     METHODS,
     MODES,
+    NETWORK_METHODS,
     OVERLAY_FORMATS,
     REFINEMENTS,
     SEMANTIC_MODELS,
@@ -304,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
 def _streaming_refusal(args: argparse.Namespace) -> str | None:
     """What in the flags a streamed image cannot do (the end of a sentence that starts "--stream " or "PATH:
     streaming "), or None."""
-    if args.refine == "superpixels" and args.superpixels not in ("pcnet", "scn"):
+    if args.refine == "superpixels" and args.superpixels not in NETWORK_METHODS:
         return (f"takes network superpixels (--superpixels pcnet or scn); {args.superpixels} needs the whole image "
                 f"in memory")
     if args.exports and args.refine != "superpixels":

@@ -62,8 +62,6 @@ Memory then grows with --n-segments (about 6 KB per superpixel: 2.6 GB for 390 6
 20000 image), not with the image. Streamed images get
 no full-resolution overlay but always STEM_preview (at most --preview-side, whatever the image's size)."""
 
-#: Why a streamed image refuses a --label-format (after "--stream " or "PATH: streaming ").
-_STREAMED_LABELS = "writes labels as tiled BigTIFF; --label-format {} cannot hold them (use tiff)"
 #: Images with more pixels than this are streamed (network methods).
 STREAM_PIXELS = 2**27
 
@@ -143,8 +141,9 @@ def _process(predictor: SuperpixelPredictor, opener: ImageOpener, path: Path, st
     source = opener.open(path)
     try:
         if predictor.network is not None and (args.stream or source.shape[0] * source.shape[1] > STREAM_PIXELS):
-            if args.label_format not in ("auto", "tiff"):  # (refused before any work with --stream)
-                raise UhrsegError(f"{path}: streaming {_STREAMED_LABELS.format(args.label_format)}")
+            refusal = _streaming_refusal(args)  # (refused before any work with --stream)
+            if refusal:
+                raise UhrsegError(f"{path}: streaming {refusal}")
             return _process_streamed(predictor, source, path, stem, args, inputs, bar, t_start)
         image = source.read_rows(0, source.shape[0]) if isinstance(source, TiffSource) else source.array
     finally:
@@ -190,6 +189,14 @@ def _process(predictor: SuperpixelPredictor, opener: ImageOpener, path: Path, st
         "seconds": {k: round(v, 4) for k, v in timings.items()},
         "peak_rss_bytes": peak_rss_bytes(),
     }
+
+
+def _streaming_refusal(args: argparse.Namespace) -> str | None:
+    """What in the flags a streamed image cannot do (the end of a sentence that starts "--stream " or "PATH:
+    streaming "), or None."""
+    if args.label_format not in ("auto", "tiff"):
+        return f"writes labels as tiled BigTIFF; --label-format {args.label_format} cannot hold them (use tiff)"
+    return None
 
 
 def _process_streamed(predictor: SuperpixelPredictor, source, path: Path, stem: str, args: argparse.Namespace,
@@ -279,8 +286,9 @@ def run(args: argparse.Namespace) -> int:
         raise UhrsegError(f"--precision {args.precision} needs the torch backend; OpenCV's computes in fp32")
     if args.stream and args.method not in ("pcnet", "scn"):
         raise UhrsegError(f"--stream needs pcnet or scn; {args.method} works on the whole image in memory")
-    if args.stream and args.label_format not in ("auto", "tiff"):  # before the network loads
-        raise UhrsegError(f"--stream {_STREAMED_LABELS.format(args.label_format)}")
+    refusal = _streaming_refusal(args) if args.stream else None  # before the network loads (by size: per image)
+    if refusal:
+        raise UhrsegError(f"--stream {refusal}")
     created_out = not args.out.exists()
     check_ray_options(args)
     if args.ray is not None:  # run_on_ray makes the folder (after the flag checks: a bad flag leaves none)

@@ -23,15 +23,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..stores import rows_of
+
 __all__ = ["assign_superpixel_classes", "superpixel_probability_sums", "superpixel_votes", "upsample_rows",
            "upsampled_bands"]
 
 #: Elements of one upsampled band (bounds the memory of every banded pass here: 64 MB of float32).
 BAND_ELEMENTS = 2**24
-
-
-def _rows(store, y0: int, y1: int) -> np.ndarray:
-    return store[y0:y1] if isinstance(store, np.ndarray) else store.read(y0, y1)
 
 
 def upsample_rows(maps, stride: int, y0: int, y1: int, width: int, device: torch.device | str = "cpu"
@@ -52,7 +50,7 @@ def upsample_rows(maps, stride: int, y0: int, y1: int, width: int, device: torch
     """
     lh = maps.shape[0]
     a, b = max(0, y0 // stride - 1), min(lh, (y1 - 1) // stride + 2)  # one map row of margin each side
-    t = torch.from_numpy(np.ascontiguousarray(_rows(maps, a, b), dtype=np.float32)).to(device)
+    t = torch.from_numpy(np.ascontiguousarray(rows_of(maps, a, b), dtype=np.float32)).to(device)
     # (1, C, h, w) channels-last with the batch stride of a real 4-D array: torch's fast bilinear kernel (4x
     # faster than the same view made by permuting first and then adding the batch axis)
     up = F.interpolate(t[None].permute(0, 3, 1, 2), scale_factor=stride, mode="bilinear", align_corners=False)
@@ -135,9 +133,9 @@ def _probability_bands(labels, probabilities, stride: int, band_rows: int, n_sup
     for y0 in range(0, height, rows):
         y1 = min(height, y0 + rows)
         a, b = max(0, y0 // stride - 1), min(lh, (y1 - 1) // stride + 2)
-        p = np.ascontiguousarray(_rows(probabilities, a, b), dtype=np.float32)
+        p = np.ascontiguousarray(rows_of(probabilities, a, b), dtype=np.float32)
         r0, r1, l1 = _bilinear_index(y1 - y0, lh, stride, y0)
-        lab = np.ascontiguousarray(_rows(labels, y0, y1), dtype=np.int32)
+        lab = np.ascontiguousarray(rows_of(labels, y0, y1), dtype=np.int32)
         if n_superpixels is not None and lab.size and (lab.min() < 0 or lab.max() >= n_superpixels):
             raise ValueError(f"superpixel labels must be in 0..{n_superpixels - 1}, rows {y0}.. hold "
                              f"{lab.min()}..{lab.max()}")
@@ -211,8 +209,8 @@ def superpixel_votes(labels, classes, n_superpixels: int, n_classes: int, band_r
     votes = np.zeros(n_superpixels * n_classes, np.int64)
     for y0 in range(0, height, band_rows):
         y1 = min(height, y0 + band_rows)
-        lab = np.asarray(_rows(labels, y0, y1), np.int64).ravel()
-        cls = np.asarray(_rows(classes, y0, y1), np.int64).ravel()
+        lab = np.asarray(rows_of(labels, y0, y1), np.int64).ravel()
+        cls = np.asarray(rows_of(classes, y0, y1), np.int64).ravel()
         keep = (cls >= 0) & (cls < n_classes)
         votes += np.bincount(lab[keep] * n_classes + cls[keep], minlength=votes.size)
     return votes.reshape(n_superpixels, n_classes)
@@ -254,7 +252,7 @@ def assign_superpixel_classes(labels, superpixel_classes: np.ndarray, out, *, pr
         n_classes = int(lut.max()) + 1 if lut.size else 1
         counts = np.zeros(max(n_classes, probabilities.shape[2] if probabilities is not None else 0), np.int64)
         for y0 in range(0, height, band_rows):
-            band = lut[np.asarray(_rows(labels, y0, min(height, y0 + band_rows)), np.int64)]
+            band = lut[np.asarray(rows_of(labels, y0, min(height, y0 + band_rows)), np.int64)]
             out.write(y0, band)
             counts += np.bincount(band.ravel(), minlength=counts.size)[: counts.size]
         return counts

@@ -42,7 +42,7 @@ from ..grid.warmup import start_warm_up
 from ..io.images import as_rgb, to_uint8
 from ..io.sources import ArraySource
 from ..memory import release_free_memory
-from ..stores import ArrayStore, FileStore
+from ..stores import ArrayStore, FileStore, rows_of
 from ..threads import for_each_band, usable_cpus
 from .opencv_dnn import AUTO_OPENCV_METHODS, OPENCV_METHODS, OpenCVNetwork, packaged_onnx_path
 from .resize import AreaAccumulator, nearest_index, network_inputs, output_grid, sampled_cell_ids
@@ -602,13 +602,13 @@ class SuperpixelPredictor:
         # A streamed image (scratch files in work_dir): the heap's freed maps go back to the system between
         # stages, so that each stage's peak does not add to what earlier stages left (uhrseg.memory)
         trim = release_free_memory if work_dir is not None else (lambda: None)
-        guided = self._guided or merging
+        make_guide = self._guided or merging
         with contextlib.ExitStack() as scratch:
             guide_store = None
-            if guided and work_dir is not None:
+            if make_guide and work_dir is not None:
                 guide_store = scratch.enter_context(
                     FileStore(Path(work_dir) / "guide.f32", (grid.height, grid.width, 3), np.float32))
-            x, guide = network_inputs(source, grid, self.network.upscale, guided, on_band, guide_store)
+            x, guide = network_inputs(source, grid, self.network.upscale, make_guide, on_band, guide_store)
             timings["resize"] = time.perf_counter() - t0
 
             say("network")
@@ -622,7 +622,7 @@ class SuperpixelPredictor:
             if merging:  # the merge's colours: 8-bit CIELAB (a quarter of the float guide), made band by band
                 colour = np.empty(guide.shape, np.uint8)
                 for y0 in range(0, guide.shape[0], self.band_rows):
-                    colour[y0:y0 + self.band_rows] = lab8(_rows(guide, y0, y0 + self.band_rows))
+                    colour[y0:y0 + self.band_rows] = lab8(rows_of(guide, y0, y0 + self.band_rows))
             del guide
             t_colour = time.perf_counter() - t0
 
@@ -699,11 +699,6 @@ class SuperpixelPredictor:
     def predict(self, image: np.ndarray, n_segments: int) -> np.ndarray:
         """Superpixel labels of ``image``: ``(H, W)`` int32, 0-based, contiguous, 4-connected (see :meth:`run`)."""
         return self.run(image, n_segments).labels
-
-
-def _rows(image, y0: int, y1: int) -> np.ndarray:
-    """Rows ``[y0, y1)`` of an in-memory array (a view) or of a row store (read)."""
-    return image[y0:y1] if isinstance(image, np.ndarray) else image.read(y0, y1)
 
 
 def _upsample_into(labels, small: np.ndarray, row_of: np.ndarray, col_of: np.ndarray, band_rows: int) -> None:

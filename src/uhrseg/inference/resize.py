@@ -192,9 +192,9 @@ class AreaAccumulator:
         if n <= 0:
             return
         self._store.write(self._base, self._out[:n].reshape(n, self.width, 3))
-        rest = self._out[n:]
-        self._out = np.zeros_like(self._out)
-        self._out[: len(rest)] = rest
+        kept = len(self._out) - n  # the rows still being summed move to the front, the freed ones restart at 0
+        self._out[:kept] = self._out[n:]
+        self._out[kept:] = 0.0
         self._base = done
 
     def result(self):

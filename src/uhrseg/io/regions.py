@@ -25,6 +25,7 @@ import numba
 import numpy as np
 
 from ..errors import UhrsegError
+from ..stores import rows_of
 
 __all__ = ["region_polygons", "region_table", "write_polygons", "write_table"]
 
@@ -38,10 +39,6 @@ def _require(module: str):
         return importlib.import_module(module)
     except ImportError as e:
         raise UhrsegError(f"region export needs {module.split('.')[0]} ({_GEO_EXTRA})") from e
-
-
-def _rows(store, y0: int, y1: int) -> np.ndarray:
-    return store[y0:y1] if isinstance(store, np.ndarray) else store.read(y0, y1)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -112,11 +109,11 @@ def region_table(labels, source, n_regions: int, *, classes=None, class_names=No
     votes = np.zeros(n_regions * n_classes, np.int64) if classes is not None else None
     for y0 in range(0, height, band_rows):
         y1 = min(height, y0 + band_rows)
-        lab = np.ascontiguousarray(_rows(labels, y0, y1), np.int32)
+        lab = np.ascontiguousarray(rows_of(labels, y0, y1), np.int32)
         rgb = source[y0:y1] if isinstance(source, np.ndarray) else source.read_rows(y0, y1)
         _region_band(lab, np.ascontiguousarray(to_uint8(rgb)), y0, acc, bbox)
         if votes is not None:
-            cls = np.asarray(_rows(classes, y0, y1), np.int64)
+            cls = np.asarray(rows_of(classes, y0, y1), np.int64)
             keep = (lab >= 0) & (cls != 255)
             votes += np.bincount(lab[keep].astype(np.int64) * n_classes + cls[keep], minlength=votes.size)
     area = acc[:, 0]
@@ -170,7 +167,7 @@ def region_polygons(labels, n_regions: int, *, georeference=None, band_rows: int
     pieces: list[list] = [[] for _ in range(n_regions)]
     base = affine.Affine.identity() if georeference is None else affine.Affine.from_gdal(*georeference.transform)
     for y0 in range(0, height, band_rows):
-        band = np.ascontiguousarray(_rows(labels, y0, min(height, y0 + band_rows)), np.int32)
+        band = np.ascontiguousarray(rows_of(labels, y0, min(height, y0 + band_rows)), np.int32)
         transform = base @ affine.Affine.translation(0, y0)
         for geometry, value in features.shapes(band, mask=band >= 0, connectivity=4, transform=transform):
             pieces[int(value)].append(shapely.geometry.shape(geometry))

@@ -43,7 +43,7 @@ from ..grid.pooling import (
     upsampled_bands,
 )
 from ..io.sources import ArraySource
-from ..stores import ArrayStore, FileStore
+from ..stores import ArrayStore, FileStore, rows_of
 
 __all__ = ["REFINEMENTS", "ClassRefinement", "ProbabilityRows", "infer_stride", "refine_class_store", "refine_classes",
            "refine_with_superpixels", "superpixels_into"]
@@ -308,7 +308,7 @@ def refine_class_store(probabilities, stride: int, classes, refinement: ClassRef
     if method == "none":
         rows = max(1, 2**16 // max(1, probabilities.shape[1]))
         for a in range(0, probabilities.shape[0], rows):
-            cells = _rows(probabilities, a, a + rows).argmax(axis=2).astype(np.uint8)
+            cells = rows_of(probabilities, a, a + rows).argmax(axis=2).astype(np.uint8)
             put(a * stride, np.repeat(np.repeat(cells, stride, axis=0), stride, axis=1)[: height - a * stride, :width])
     elif method == "bilinear":
         for y0, band in upsampled_bands(probabilities, stride, height, width):
@@ -320,13 +320,9 @@ def refine_class_store(probabilities, stride: int, classes, refinement: ClassRef
     return counts
 
 
-def _rows(store, y0: int, y1: int) -> np.ndarray:
-    return store[y0:y1] if isinstance(store, np.ndarray) else store.read(y0, y1)
-
-
 def _max_label(labels) -> int:
     height = labels.shape[0]
-    return max(int(_rows(labels, y0, y0 + 1024).max()) for y0 in range(0, height, 1024))
+    return max(int(rows_of(labels, y0, y0 + 1024).max()) for y0 in range(0, height, 1024))
 
 
 def _guided(probabilities, stride: int, source, put, height: int, width: int, radius: int, eps: float) -> None:
