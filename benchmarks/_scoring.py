@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 import numpy as np
 
 
@@ -54,3 +57,19 @@ def write_means(out, key_names: list[str], keys: list[tuple], totals: np.ndarray
                              f"{row[3] / n_images:.1f}", int(pairs)])
     os.replace(tmp, out.with_suffix(".csv"))
     print(out.with_suffix(".csv").read_text())
+
+
+def split_parser(doc: str) -> argparse.ArgumentParser:
+    """The tuning scripts' parser with the options they share: ``--dataset`` (a folder or ``bsds500:SPLIT``),
+    ``--bsds500-root``, ``--n-segments``, ``--tolerance``, ``--images`` and ``--jobs``; each script adds its own."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="bsds500:val")
+    parser.add_argument("--bsds500-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"
+                                                      / "BSDS500"))
+    parser.add_argument("--n-segments", type=int, default=600)
+    parser.add_argument("--tolerance", type=int, default=None, metavar="PX",
+                        help="boundary tolerance r in pixels (default round(0.0025 x diagonal); the high-resolution "
+                             "reports use 1)")
+    parser.add_argument("--images", type=int, default=None, help="first N images only")
+    parser.add_argument("--jobs", type=int, default=2)
+    return parser

@@ -24,14 +24,13 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import heapq
 from math import dist
 from pathlib import Path
 
 import numpy as np
 
-from _scoring import pair_sums, summed_over_images, write_means  # benchmarks/_scoring.py
+from _scoring import pair_sums, split_parser, summed_over_images, write_means  # benchmarks/_scoring.py
 
 # The cost the worker's merge uses: (mode, parameter), set per setting before each prediction.
 _COST = ["ms", 0.0]
@@ -137,18 +136,11 @@ def _score_image(task: tuple) -> list[list[float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="bsds500:val")
-    parser.add_argument("--bsds500-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"
-                                                      / "BSDS500"))
-    parser.add_argument("--n-segments", type=int, default=600)
+    parser = split_parser(__doc__)
     parser.add_argument("--settings", default="ms:0,ms:1000", help="comma-separated ms:LAMBDA or g:ALPHA")
     parser.add_argument("--factor", type=float, default=1.5, help="oversegmentation factor (default 1.5)")
     parser.add_argument("--smoothness", type=float, default=None,
                         help="refinement lambda (default: the predictor's rule)")
-    parser.add_argument("--tolerance", type=int, default=None, metavar="PX")
-    parser.add_argument("--images", type=int, default=None, help="first N images only")
-    parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True, help="output stem: OUT.csv")
     args = parser.parse_args()
 

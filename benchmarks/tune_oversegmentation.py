@@ -17,10 +17,9 @@ Use splits the weights were not trained on and that the reports do not test on.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from _scoring import pair_sums, summed_over_images, write_means  # benchmarks/_scoring.py
+from _scoring import pair_sums, split_parser, summed_over_images, write_means  # benchmarks/_scoring.py
 
 
 def _score_image(task: tuple) -> list[list[float]]:
@@ -40,18 +39,10 @@ def _score_image(task: tuple) -> list[list[float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="bsds500:val")
-    parser.add_argument("--bsds500-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"
-                                                      / "BSDS500"))
+    parser = split_parser(__doc__)
     parser.add_argument("--method", default="pcnet", choices=("pcnet", "scn"))
     parser.add_argument("--weights", default=None, help="checkpoint or packaged name (default: the packaged one)")
-    parser.add_argument("--n-segments", type=int, default=600)
     parser.add_argument("--factors", default="1,1.5,2", help="comma-separated oversegmentation factors >= 1")
-    parser.add_argument("--tolerance", type=int, default=None, metavar="PX",
-                        help="boundary tolerance r (default round(0.0025 x diagonal); the high-resolution reports use 1)")
-    parser.add_argument("--images", type=int, default=None, help="first N images only")
-    parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True, help="output stem: OUT.csv")
     args = parser.parse_args()
 

@@ -25,7 +25,7 @@ import itertools
 import os
 from pathlib import Path
 
-from _scoring import pair_sums, summed_over_images, write_means  # benchmarks/_scoring.py
+from _scoring import pair_sums, split_parser, summed_over_images, write_means  # benchmarks/_scoring.py
 
 
 def _floats(text: str) -> list[float]:
@@ -60,21 +60,12 @@ def _score_image(task: tuple) -> tuple[str, list[list[float]]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="bsds500:val")
-    parser.add_argument("--bsds500-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"
-                                                      / "BSDS500"))
+    parser = split_parser(__doc__)
     parser.add_argument("--method", default="pcnet", choices=("pcnet", "scn"), help="the network (default pcnet)")
     parser.add_argument("--weights", default=None, help="its checkpoint (default: the packaged one)")
-    parser.add_argument("--n-segments", type=int, default=600)
     parser.add_argument("--passes", default="4,8")
     parser.add_argument("--compactness", default="2.5,5,10")
     parser.add_argument("--smoothness", default="0,50,100,200")
-    parser.add_argument("--tolerance", type=int, default=None, metavar="PX",
-                        help="boundary tolerance r in pixels (default round(0.0025 x diagonal); the high-resolution "
-                             "reports use 1)")
-    parser.add_argument("--images", type=int, default=None, help="first N images only")
-    parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True, help="output stem: OUT.csv and OUT.png")
     parser.add_argument("--compare", type=Path, default=None,
                         help="summary.csv of `uhrseg evaluate` on the same split: its methods are drawn as crosses")
