@@ -268,26 +268,86 @@ def test_warm_up_loads_the_kernels_the_pipeline_calls():
     assert out == "same"
 
 
-_WARM_UP_ORDER = """
+_WARM_UP_JOIN = """
 from uhrseg.grid.warmup import start_warm_up
-warm_up = start_warm_up()
-warm_up.wait_connectivity()
 from uhrseg.grid import connectivity, refine
-print(bool(connectivity._enforce_connectivity_kernel.signatures))
+kernels = (refine._add_sums, refine._refine_rows, connectivity._enforce_connectivity_kernel)
+warm_up = start_warm_up()
 warm_up.join()
-print(all(k.signatures for k in (refine._add_sums, refine._refine_rows)))
+print(all(k.signatures for k in kernels))
 """
 
 
-def test_warm_up_signals_the_connectivity_kernel_before_the_others():
-    """The pipeline runs its connectivity step as soon as that kernel is ready (WarmUp.wait_connectivity) and
-    waits for the refinement's kernels only before the refinement (join)."""
+def test_warm_up_join_returns_with_every_kernel_ready():
+    """The pipeline waits for the warm-up once, before its connectivity step (WarmUp.join): by then every
+    kernel it calls must be ready, the connectivity kernel (compiled last) included."""
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", _WARM_UP_ORDER], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", _WARM_UP_JOIN], capture_output=True, text=True,
                          check=True).stdout.split()
-    assert out == ["True", "True"]
+    assert out == ["True"]
+
+
+def test_opencv_runs_one_thread_fewer_while_numba_compiles():
+    """OpenCVYieldsToCompiler lowers OpenCV's thread count by one for the outermost compilation only, restores
+    it afterwards, and leaves a count that something else set meanwhile as it is."""
+    import cv2
+    import numba
+    from numba.core import event
+
+    from uhrseg.grid.compile_priority import OpenCVYieldsToCompiler
+
+    seen = []
+
+    class Probe(event.Listener):  # registered after the listener under test: sees the counts it set
+        def on_start(self, ev):
+            seen.append(("start", cv2.getNumThreads()))
+
+        def on_end(self, ev):
+            seen.append(("end", cv2.getNumThreads()))
+
+    @numba.njit(cache=False)
+    def inner(x):  # pragma: no cover - compiled
+        return x + 1
+
+    @numba.njit(cache=False)
+    def outer(x):  # pragma: no cover - compiled; compiling it compiles inner: nested events
+        return inner(x) * 2
+
+    @numba.njit(cache=False)
+    def other(x):  # pragma: no cover - compiled
+        return x - 1
+
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(3)
+        with event.install_listener("numba:compile", OpenCVYieldsToCompiler()), \
+                event.install_listener("numba:compile", Probe()):
+            assert outer(1) == 4
+        assert seen == [("start", 2), ("start", 2), ("end", 2), ("end", 3)]
+        assert cv2.getNumThreads() == 3
+        outer(2)  # compiled already: no event, no change
+        assert len(seen) == 4
+
+        class Changer(event.Listener):  # someone else sets a count during the compilation
+            def on_start(self, ev):
+                cv2.setNumThreads(5)
+
+            def on_end(self, ev):
+                pass
+
+        with event.install_listener("numba:compile", OpenCVYieldsToCompiler()), \
+                event.install_listener("numba:compile", Changer()):
+            assert other(1) == 0
+        assert cv2.getNumThreads() == 5  # not put back to 3 over the other setting
+        cv2.setNumThreads(1)
+        with event.install_listener("numba:compile", OpenCVYieldsToCompiler()), \
+                event.install_listener("numba:compile", Probe()):
+            numba.njit(cache=False)(lambda x: x)(1)
+        assert seen[-2:] == [("start", 1), ("end", 1)]  # one thread already: left alone
+    finally:
+        cv2.setNumThreads(before)
 
 
 @settings(max_examples=200, deadline=None)

@@ -22,7 +22,8 @@ import numpy as np
 __all__ = ["enforce_connectivity", "connectivity_bounds"]
 
 
-@numba.njit(cache=True, nogil=True)
+# numpy's error model: no zero-division checks to compile (the only divisor is the width, >= 1)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _enforce_connectivity_kernel(labels, min_size, max_size, row_weights, col_weights, queue, out):  # pragma: no cover
     height, width = labels.shape
     dys = (-1, 0, 0, 1)

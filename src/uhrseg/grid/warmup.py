@@ -5,9 +5,22 @@ registries) and then reads the kernel's machine code from the on-disk cache: abo
 measured in a fresh process with a warm cache, against about 5 ms for each further kernel. In the network
 pipeline nothing needs a kernel until the connectivity step, so :class:`uhrseg.SuperpixelPredictor` starts
 :func:`start_warm_up` before it resizes the image and runs the network (work done in OpenCV and torch, which
-release the GIL), waits for the connectivity kernel before the connectivity step and for the others before
-the refinement (:class:`WarmUp`). The labels do not depend on it: it only moves when the kernels are loaded. The thread also makes OpenCV's first CIELAB conversion and area resize,
-which cost 30-40 ms each in a new process, on a few pixels, before the pipeline reads its first band.
+release the GIL) and waits for it before the connectivity step (:class:`WarmUp`). The labels do not depend on
+it: it only moves when the kernels are loaded. The thread also makes OpenCV's first CIELAB conversion and area
+resize, which cost 30-40 ms each in a new process, on a few pixels, before the pipeline reads its first band.
+
+In a process's first run after an install the kernels are compiled instead (about 1.7 s of CPU on the 2-core
+CPU, most of it the refinement's sweep). Two things keep that off the pipeline's path as far as they can:
+
+- OpenCV runs on one thread fewer while numba compiles (:class:`uhrseg.grid.compile_priority.OpenCVYieldsToCompiler`),
+  so that the compiler, which the pipeline will wait for, gets a core of its own beside the network;
+- the refinement's kernels are compiled first and the connectivity kernel last, and the pipeline waits for
+  all of them before its connectivity step. numba's compiler is Python and holds the GIL, and the steps after
+  the connectivity (the merge's heap loop) are Python too: run beside the compiler, each waited for the GIL at
+  every turn, and the README demo's merge took 0.5-0.7 s instead of 0.05 s. Waiting for the compiler and
+  then running them alone costs less (measured in ``benchmarks/README.md``, "The first run after an install").
+  With a warm cache all the kernels load within about 0.1 s of numba's import, long before the network ends,
+  so the order makes no difference there.
 
 numba's NumPy support (``numba.np.arraymath``) imports ``scipy.linalg.cython_blas`` when it is first imported,
 only to choose how its own ``np.correlate`` / ``np.convolve`` take inner products of floats (a BLAS dot product
@@ -26,7 +39,6 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
-from collections.abc import Callable
 from importlib.abc import MetaPathFinder
 
 import numpy as np
@@ -67,18 +79,14 @@ def import_numba_without_scipy() -> None:
         sys.meta_path = [f for f in sys.meta_path if f is not finder]
 
 
-def warm_up_kernels(on_connectivity: Callable[[], None] | None = None) -> None:
-    """Call the connectivity and refinement kernels once on 2 x 2 inputs of the dtypes the pipeline uses, and
+def warm_up_kernels() -> None:
+    """Call the refinement and connectivity kernels once on 2 x 2 inputs of the dtypes the pipeline uses, and
     OpenCV's CIELAB conversion and area resize on a few pixels.
 
     The inputs have the pipeline's dtypes and layouts (int32 cell ids and labels, int64 weights, uint8
     CIELAB, C-contiguous), so the kernels loaded (or compiled, with an empty cache) are the ones the
     pipeline calls. Safe to call from any thread and any number of times (numba serialises compilation).
-
-    Parameters
-    ----------
-    on_connectivity : callable, optional
-        Called once the connectivity kernel is ready, before the refinement's kernels are loaded.
+    While numba compiles, OpenCV runs on one thread fewer (see the module docstring).
     """
     import cv2
 
@@ -90,36 +98,32 @@ def warm_up_kernels(on_connectivity: Callable[[], None] | None = None) -> None:
     cv2.resize(np.zeros((3, 5, 3), np.float32), (2, 2), interpolation=cv2.INTER_AREA)
 
     import_numba_without_scipy()
+    from numba.core import event
+
     from ..stores import ArrayStore
+    from .compile_priority import OpenCVYieldsToCompiler
     from .connectivity import enforce_connectivity
     from .refine import refine_store
 
-    ids = np.array([[0, 0], [1, 1]], np.int32)
-    labels = enforce_connectivity(ids, 1, 4, np.ones(2, np.int64), np.ones(2, np.int64))
-    if on_connectivity is not None:
-        on_connectivity()
-    refine_store(ArrayStore(np.zeros((2, 2, 3), np.uint8)), ArrayStore(labels), int(labels.max()) + 1, 1)
+    with event.install_listener("numba:compile", OpenCVYieldsToCompiler()):
+        labels = np.array([[0, 0], [1, 1]], np.int32)  # two 4-connected superpixels
+        refine_store(ArrayStore(np.zeros((2, 2, 3), np.uint8)), ArrayStore(labels), 2, 1)
+        enforce_connectivity(labels, 1, 4, np.ones(2, np.int64), np.ones(2, np.int64))
 
 
 class WarmUp:
     """:func:`warm_up_kernels` running in a background thread (:func:`start_warm_up`), joined at interpreter exit.
 
-    The pipeline needs the connectivity kernel before the refinement's: :meth:`wait_connectivity` returns as soon
-    as that one is ready, so that the connectivity step and the merge run while the refinement's kernels still
-    load (or compile: about 0.9 s in a process's first run after an install), and :meth:`join` once all are.
-    An exception in the thread ends the waits and is left for the real call to raise.
+    :meth:`join` waits until every kernel is ready. An exception in the thread ends the wait and is left for the
+    real call to raise.
     """
 
     def __init__(self) -> None:
-        self._connectivity = threading.Event()
-
         def target() -> None:
             try:
-                warm_up_kernels(self._connectivity.set)
+                warm_up_kernels()
             except Exception:  # pragma: no cover - the real call raises the same error where it can be handled
                 pass
-            finally:
-                self._connectivity.set()
 
         # Not a daemon: the interpreter joins it before it shuts down. A daemon thread still inside numba's
         # compiler or OpenCV's first resize when the process ends made the C++ runtime abort ("terminate called
@@ -127,10 +131,6 @@ class WarmUp:
         # predictor. The commands end with os._exit and do not wait.
         self._thread = threading.Thread(target=target, name="uhrseg-kernel-warm-up", daemon=False)
         self._thread.start()
-
-    def wait_connectivity(self) -> None:
-        """Wait until the connectivity kernel is ready (or the warm-up has ended)."""
-        self._connectivity.wait()
 
     def join(self) -> None:
         """Wait until the warm-up has ended."""

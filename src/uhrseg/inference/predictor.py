@@ -391,9 +391,10 @@ class SuperpixelPredictor:
             self.backend = resolve_backend(backend, method, device, weights)
             if self.backend == "opencv":
                 # numba's import, its one-time start-up and the kernels' cache loads (0.5 s; their compilation,
-                # 1.3 s, in a process's first run after an install) run in the background while the network
-                # loads, the caller reads its image and the network runs; run_source waits for them before the
-                # connectivity step. On the torch backend they start after torch's import (below), not beside it.
+                # about 1.7 s of CPU, in a process's first run after an install, with OpenCV on one thread fewer
+                # meanwhile) run in the background while the network loads, the caller reads its image and the
+                # network runs; run_source waits for them before the connectivity step. On the torch backend
+                # they start after torch's import (below), not beside it.
                 self._warm_up = start_warm_up()
                 try:
                     self.network = OpenCVNetwork.packaged(method)
@@ -629,7 +630,7 @@ class SuperpixelPredictor:
         say("connectivity")
         t0 = time.perf_counter()
         lab_filled = _fill_lab_in_background(source, lab, self.band_rows) if lab_later else None
-        self._warm_up.wait_connectivity()  # the refinement's kernels may still be loading: joined below
+        self._warm_up.join()  # every kernel (uhrseg.grid.warmup says why all of them before this step)
         from ..grid.connectivity import connectivity_bounds, enforce_connectivity
         from ..grid.refine import refine_store
 
@@ -670,7 +671,6 @@ class SuperpixelPredictor:
             smoothness = self._smoothness_on(big_h, big_w, grid)  # the grid above: not computed again
             if lab_filled is not None:
                 lab_filled.result()
-            self._warm_up.join()
             refine_store(lab, labels, n_produced, self.refine_iterations, self.refine_compactness, smoothness,
                          band_rows=self.band_rows)
             timings["refine"] = time.perf_counter() - t0
