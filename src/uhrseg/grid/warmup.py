@@ -9,7 +9,7 @@ release the GIL) and waits for it before the connectivity step (:class:`WarmUp`)
 it: it only moves when the kernels are loaded. The thread also makes OpenCV's first CIELAB conversion and area
 resize, which cost 30-40 ms each in a new process, on a few pixels, before the pipeline reads its first band.
 
-In a process's first run after an install the kernels are compiled instead (about 1.7 s of CPU on the 2-core
+In a process's first run after an install the kernels are compiled instead (about 1.9 s of CPU on the 2-core
 CPU, most of it the refinement's sweep). Two things keep that off the pipeline's path as far as they can:
 
 - OpenCV runs on one thread fewer while numba compiles (:class:`uhrseg.grid.compile_priority.OpenCVYieldsToCompiler`),
@@ -19,7 +19,7 @@ CPU, most of it the refinement's sweep). Two things keep that off the pipeline's
   the connectivity (the merge's heap loop) are Python too: run beside the compiler, each waited for the GIL at
   every turn, and the README demo's merge took 0.5-0.7 s instead of 0.05 s. Waiting for the compiler and
   then running them alone costs less (measured in ``benchmarks/README.md``, "The first run after an install").
-  With a warm cache all the kernels load within about 0.1 s of numba's import, long before the network ends,
+  With a warm cache all the kernels load within 0.2-0.3 s of numba's import, long before the network ends,
   so the order makes no difference there.
 
 numba's NumPy support (``numba.np.arraymath``) imports ``scipy.linalg.cython_blas`` when it is first imported,

@@ -391,7 +391,7 @@ class SuperpixelPredictor:
             self.backend = resolve_backend(backend, method, device, weights)
             if self.backend == "opencv":
                 # numba's import, its one-time start-up and the kernels' cache loads (0.5 s; their compilation,
-                # about 1.7 s of CPU, in a process's first run after an install, with OpenCV on one thread fewer
+                # about 1.9 s of CPU, in a process's first run after an install, with OpenCV on one thread fewer
                 # meanwhile) run in the background while the network loads, the caller reads its image and the
                 # network runs; run_source waits for them before the connectivity step. On the torch backend
                 # they start after torch's import (below), not beside it.
