@@ -139,7 +139,7 @@ def test_default_method_is_the_packaged_pcnet(tmp_path, capsys):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["method"] == "pcnet" and summary["weights"] == "packaged" and summary["refine_iterations"] == 8
     assert (summary["refine_compactness"], summary["refine_smoothness"]) == (2.5, "auto")
-    assert summary["oversegmentation"] == 1.5
+    assert summary["oversegmentation"] == 1.5 and summary["merge_boundary_weight"] == 0.0
     image = summary["images"][0]
     assert image["n_produced"] == 600, image  # 900 cells merged back to exactly n
     # 481 x 321 at 900 cells: PCNet's output grid is 576 x 400, finer than the image, so the labels are not
@@ -153,6 +153,19 @@ def test_default_method_is_the_packaged_pcnet(tmp_path, capsys):
     # 600 cells: the output grid is 480 x 320, so the labels are hardly upsampled and lambda is 150 times
     # (321 * 481 / (320 * 480)) ** (-1/6)
     assert image["refine_smoothness"] == pytest.approx(150.0 * (321 * 481 / (320 * 480)) ** (-1 / 6))
+
+
+def test_merge_boundary_weight_is_checked_and_recorded(tmp_path, capsys):
+    for bad in (["--merge-boundary-weight", "-1"], ["--merge-boundary-weight", "nan"],
+                ["--merge-boundary-weight", "100", "-m", "slic"]):
+        code, err = run_cli(capsys, bsds_image_path(), *bad, "--out", tmp_path / "bad")
+        assert code == 2 and "--merge-boundary-weight is for pcnet and scn and must be finite and >= 0" in err
+        assert not (tmp_path / "bad").exists()
+    code, err = run_cli(capsys, bsds_image_path(), "-n", "300", "--merge-boundary-weight", "3000",
+                        "--out", tmp_path / "out")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["merge_boundary_weight"] == 3000.0 and summary["images"][0]["n_produced"] == 300
 
 
 def test_mismatched_weights(tmp_path, capsys, scn_ckpt):

@@ -22,6 +22,7 @@ of adjacent 4-connected ones, so it stays 4-connected.
 from __future__ import annotations
 
 import heapq
+import math
 from math import dist
 
 import numpy as np
@@ -34,8 +35,16 @@ _BAND_ROWS = 256
 
 def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
                       row_weights: np.ndarray | None = None, col_weights: np.ndarray | None = None, *,
-                      out: np.ndarray | None = None) -> np.ndarray:
+                      boundary_weight: float = 0.0, out: np.ndarray | None = None) -> np.ndarray:
     """Merge the most similar adjacent superpixels (Ward's cost) until ``n_segments`` remain.
+
+    With ``boundary_weight`` ``lambda > 0`` the cost of merging ``i`` and ``j`` is Ward's minus ``lambda L_ij``,
+    ``L_ij`` the boundary the two share, in image pixels: the change of a Mumford-Shah energy (the within-superpixel
+    sum of squared feature deviations plus ``lambda`` times the total boundary length; Koepfler, Lopez and Morel,
+    "A multiscale algorithm for image segmentation by variational method", SIAM J. Numer. Anal. 1994). Long
+    boundaries through flat regions then go first, so homogeneous areas end in fewer, larger superpixels: more
+    boundary precision for less recall (``docs/results/refine-tuning/report.md``, "Merge costs that see the
+    boundary").
 
     Parameters
     ----------
@@ -50,7 +59,12 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
     row_weights, col_weights : (H,) and (W,) ndarray of float, optional
         Image pixels each row and column of the map stands for (a label map on a coarser grid than the image,
         as in :func:`uhrseg.grid.enforce_connectivity`); the sizes ``n_i`` and means are weighted by
-        ``row_weights[y] * col_weights[x]``. Default: 1 per pixel.
+        ``row_weights[y] * col_weights[x]``. Default: 1 per pixel. A horizontal pair of neighbours in row ``y``
+        shares ``row_weights[y]`` image pixels of boundary, a vertical pair in column ``x`` ``col_weights[x]``.
+    boundary_weight : float
+        ``lambda`` above, in squared feature units per image pixel of boundary (8-bit CIELAB: 3000 is the
+        difference of about 55 levels over one pixel); 0 (the default) is Ward's cost alone, and keeps the
+        merge's memory at its least (the shared lengths take a dictionary of about 100 bytes per adjacent pair).
     out : (H, W) ndarray of int32, optional
         Where to write the result, band by band; may be ``labels`` itself (an int32 map), which saves a second
         map of ``4 H W`` bytes (the streamed path merges maps of over 100 million cells).
@@ -68,7 +82,7 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
     ------
     ValueError
         If ``labels`` is not 2-D, ``features``, the weights or ``out`` do not match its shape (``out`` must be
-        int32), or ``n_segments < 1``.
+        int32), ``n_segments < 1``, or ``boundary_weight`` is negative or not finite.
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:
@@ -78,6 +92,8 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
         raise ValueError(f"features {features.shape} do not match labels {labels.shape}")
     if n_segments < 1:
         raise ValueError(f"n_segments must be >= 1, got {n_segments}")
+    if not 0.0 <= boundary_weight < math.inf:  # NaN too
+        raise ValueError(f"boundary_weight must be finite and >= 0, got {boundary_weight}")
     height, width = labels.shape
     row_weights = np.ones(height) if row_weights is None else np.asarray(row_weights, np.float64)
     col_weights = np.ones(width) if col_weights is None else np.asarray(col_weights, np.float64)
@@ -99,7 +115,7 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
     n_features = features.shape[2]
     count = np.zeros(k)
     sums = np.zeros((k, n_features))
-    codes = []
+    codes, lengths = [], []
     for y0 in range(0, height, _BAND_ROWS):
         y1 = min(height, y0 + _BAND_ROWS)
         band = labels[y0:y1]
@@ -117,17 +133,33 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
         down = above[:-1] != above[1:]
         a = np.concatenate([band[:, :-1][right], above[:-1][down]]).astype(np.int64)
         b = np.concatenate([band[:, 1:][right], above[1:][down]]).astype(np.int64)
-        codes.append(np.unique(np.minimum(a, b) * k + np.maximum(a, b)))
+        if boundary_weight == 0.0:
+            codes.append(np.unique(np.minimum(a, b) * k + np.maximum(a, b)))
+        else:  # each pair's boundary in image pixels, summed per pair of labels
+            band_codes, inverse = np.unique(np.minimum(a, b) * k + np.maximum(a, b), return_inverse=True)
+            rows = row_weights[y0:y1, None] + np.zeros((1, width - 1))
+            cols = col_weights[None, :] + np.zeros((above.shape[0] - 1, 1))
+            codes.append(band_codes)
+            lengths.append(np.bincount(inverse.ravel(), np.concatenate([rows[right], cols[down]]),
+                                       minlength=len(band_codes)))
     means = sums / np.maximum(count, 1e-300)[:, None]
-    edges = np.unique(np.concatenate(codes))
+    shared = None
+    if boundary_weight == 0.0:
+        edges = np.unique(np.concatenate(codes))
+    else:
+        edges, inverse = np.unique(np.concatenate(codes), return_inverse=True)
+        shared = np.bincount(inverse.ravel(), np.concatenate(lengths), minlength=len(edges))
     lo, hi = edges // k, edges % k
     d = means[lo] - means[hi]
     costs = np.einsum("ij,ij->i", d, d) * count[lo] * count[hi] / (count[lo] + count[hi])
+    if shared is not None:
+        costs = costs - boundary_weight * shared
 
     # The merge runs in a helper, so that its Python lists (hundreds of bytes per superpixel) are freed before the
     # new map is written.
-    root = np.asarray(_ward_merges(lo, hi, costs, count, means, k, n_segments))
-    del lo, hi, costs, count, means, d, edges
+    root = np.asarray(_ward_merges(lo, hi, costs, count, means, k, n_segments, shared=shared,
+                                   boundary_weight=boundary_weight))
+    del lo, hi, costs, count, means, d, edges, shared
     while True:
         up = root[root]
         if np.array_equal(up, root):
@@ -141,11 +173,14 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
 
 
 def _ward_merges(lo: np.ndarray, hi: np.ndarray, costs: np.ndarray, count: np.ndarray, means: np.ndarray, k: int,
-                 n_segments: int, compact_factor: float = 2.0) -> list[int]:
+                 n_segments: int, compact_factor: float = 2.0, shared: np.ndarray | None = None,
+                 boundary_weight: float = 0.0) -> list[int]:
     """Merge the cheapest adjacent pair until ``n_segments`` superpixels remain; returns ``parent`` (each merged
     superpixel points to the one it joined; follow it to the root for the final superpixel). ``lo < hi`` are the
     graph's edges, each once. The heap's stale entries are dropped whenever it holds more than ``compact_factor``
-    times the largest of its first size and its sizes after earlier drops."""
+    times the largest of its first size and its sizes after earlier drops. With ``shared`` (each edge's boundary
+    length), a pair's cost is Ward's minus ``boundary_weight`` times its boundary, and a merged superpixel's
+    boundary with each neighbour is the sum of its parts'."""
     # The merging loop works on Python lists: per-pair numpy calls would cost more than the arithmetic. Every
     # label is one int object (ids[i]), shared by the heap entries and the neighbour lists, rather than one object
     # per mention (28 bytes each; 7 million of them for 586 000 superpixels).
@@ -169,6 +204,8 @@ def _ward_merges(lo: np.ndarray, hi: np.ndarray, costs: np.ndarray, count: np.nd
     # always in that order of operands, so that the heap's order does not depend on the order of the pushes.
     version = [0] * k
     heap = list(zip(costs.tolist(), lo_list, hi_list, [0] * len(lo_list), [0] * len(lo_list)))
+    # (a, b) with a < b -> their shared boundary, only for the Mumford-Shah cost
+    length = None if shared is None else dict(zip(zip(lo_list, hi_list), shared.tolist()))
     del lo_list, hi_list
     heapq.heapify(heap)
     heappop, heappush = heapq.heappop, heapq.heappush
@@ -195,6 +232,8 @@ def _ward_merges(lo: np.ndarray, hi: np.ndarray, costs: np.ndarray, count: np.nd
         v_i = version[i] = vi + 1
         around_i = neighbours[i]
         around_i.remove(j)
+        if length is not None:
+            del length[i, j]
         for m in neighbours[j]:
             if m != i:
                 around_m = neighbours[m]
@@ -202,12 +241,22 @@ def _ward_merges(lo: np.ndarray, hi: np.ndarray, costs: np.ndarray, count: np.nd
                 if i not in around_m:  # (and so m not in around_i): m becomes i's neighbour
                     around_m.append(i)
                     around_i.append(m)
+                if length is not None:  # i's boundary with m gains j's
+                    part = length.pop((j, m) if j < m else (m, j))
+                    pair = (i, m) if i < m else (m, i)
+                    length[pair] = length.get(pair, 0.0) + part
         neighbours[j] = None  # j is gone: no list names it any more
         for m in around_i:
             n_m = n_pix[m]
             if i < m:
-                heappush(heap, (dist(mean_i, mean[m]) ** 2 * total * n_m / (total + n_m), i, m, v_i, version[m]))
+                cost = dist(mean_i, mean[m]) ** 2 * total * n_m / (total + n_m)
+                if length is not None:
+                    cost -= boundary_weight * length[i, m]
+                heappush(heap, (cost, i, m, v_i, version[m]))
             else:
-                heappush(heap, (dist(mean[m], mean_i) ** 2 * n_m * total / (n_m + total), m, i, version[m], v_i))
+                cost = dist(mean[m], mean_i) ** 2 * n_m * total / (n_m + total)
+                if length is not None:
+                    cost -= boundary_weight * length[m, i]
+                heappush(heap, (cost, m, i, version[m], v_i))
         alive -= 1
     return parent

@@ -304,6 +304,13 @@ class SuperpixelPredictor:
         CIELAB). Default (None): :data:`uhrseg.defaults.DEFAULT_OVERSEGMENTATION` (1.5) for the networks, which
         moves superpixels from flat regions to detailed ones (higher BR, BP and ASA at the same ``K``) for about
         1.45x the network's time; 1 makes ``K`` close to ``n_segments`` grid cells as in the papers.
+    merge_boundary_weight : float
+        Networks only: ``boundary_weight`` of that merge (:func:`uhrseg.grid.merge_superpixels`): 0 (default) is
+        Ward's cost; ``lambda > 0`` subtracts ``lambda`` times the boundary two superpixels share, in image pixels
+        (a Mumford-Shah energy), so long boundaries through flat regions go first: fewer boundaries in
+        homogeneous areas, higher boundary precision for lower recall. On DeepGlobe land cover at ``n = 600``,
+        ``oversegmentation=3``, ``merge_boundary_weight=3000`` and ``refine_smoothness=150`` raise BP above
+        Felzenszwalb's (``docs/results/refine-tuning/report.md``, "Merge costs that see the boundary").
     tile : int
         Trunk tile core in network-input pixels (:func:`uhrseg.inference.cell_id_map`): bounds the trunk's
         memory; the labels do not depend on it.
@@ -323,8 +330,9 @@ class SuperpixelPredictor:
     Raises
     ------
     ValueError
-        If the method, device, backend or precision is unknown, weights, an ``oversegmentation`` or a precision
-        other than ``"fp32"`` are given for a classical method, ``oversegmentation < 1``, the OpenCV backend is
+        If the method, device, backend or precision is unknown, weights, an ``oversegmentation``, a
+        ``merge_boundary_weight`` or a precision other than ``"fp32"`` are given for a classical method,
+        ``oversegmentation < 1``, ``merge_boundary_weight`` is negative or not finite, the OpenCV backend is
         asked for with another precision than ``"fp32"``, or the device cannot run the precision (bf16 on a GPU
         without bfloat16).
     uhrseg.errors.WeightsNotFoundError
@@ -346,8 +354,8 @@ class SuperpixelPredictor:
                  weights: str | os.PathLike | None = None, precision: str = "fp32",
                  strip_pixels: int = DEFAULT_STRIP_PIXELS, refine_iterations: int | None = None,
                  refine_compactness: float = DEFAULT_COMPACTNESS, refine_smoothness: float | None = None,
-                 oversegmentation: float | None = None, tile: int = DEFAULT_TILE,
-                 band_rows: int = DEFAULT_BAND_ROWS) -> None:
+                 oversegmentation: float | None = None, merge_boundary_weight: float = 0.0,
+                 tile: int = DEFAULT_TILE, band_rows: int = DEFAULT_BAND_ROWS) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if refine_iterations is None:
@@ -370,6 +378,11 @@ class SuperpixelPredictor:
         if not 1.0 <= oversegmentation < math.inf:  # NaN too
             raise ValueError(f"oversegmentation must be finite and >= 1, got {oversegmentation}")
         self.oversegmentation = float(oversegmentation)
+        if merge_boundary_weight and method not in NETWORK_METHODS:
+            raise ValueError(f"method {method!r} takes no merge_boundary_weight (networks only)")
+        if not 0.0 <= merge_boundary_weight < math.inf:  # NaN too
+            raise ValueError(f"merge_boundary_weight must be finite and >= 0, got {merge_boundary_weight}")
+        self.merge_boundary_weight = float(merge_boundary_weight)
         self.method = method
         self.strip_pixels = int(strip_pixels)
         self.tile = int(tile)
@@ -652,7 +665,8 @@ class SuperpixelPredictor:
             t0 = time.perf_counter()
             if len(used_rows) < grid.height or len(used_cols) < grid.width:
                 colour = colour[np.ix_(used_rows, used_cols)]
-            small = merge_superpixels(small, colour, n, row_weights, col_weights, out=small)  # in place
+            small = merge_superpixels(small, colour, n, row_weights, col_weights,
+                                      boundary_weight=self.merge_boundary_weight, out=small)  # in place
             timings["merge"] = t_colour + time.perf_counter() - t0
         del colour
         trim()
