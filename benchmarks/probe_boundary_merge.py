@@ -13,7 +13,9 @@ boundary, and scores the result (BR, BP, ASA, K) on a labelled split, like ``tun
   (weak boundaries merge first).
 
 Both keep the merge on the network's output grid, each cell weighted by the image pixels it stands for, as the
-predictor does. Every other setting is the predictor's default unless ``--smoothness`` or ``--factor`` is given.
+predictor does. Since the twentieth session the library has the ``ms`` cost itself
+(``merge_superpixels(boundary_weight=)``, ``SuperpixelPredictor(merge_boundary_weight=)``; the same numbers on the
+DeepGlobe train tiles); this probe stays for ``g`` and for the record of how the numbers were found. Every other setting is the predictor's default unless ``--smoothness`` or ``--factor`` is given.
 Results and the decision: ``docs/results/refine-tuning/report.md``, section "Merge costs that see the boundary".
 
 Usage::
