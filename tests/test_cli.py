@@ -157,9 +157,10 @@ def test_default_method_is_the_packaged_pcnet(tmp_path, capsys):
 
 def test_merge_boundary_weight_is_checked_and_recorded(tmp_path, capsys):
     for bad in (["--merge-boundary-weight", "-1"], ["--merge-boundary-weight", "nan"],
-                ["--merge-boundary-weight", "100", "-m", "slic"]):
+                ["--merge-boundary-weight", "100", "-m", "slic"],
+                ["--merge-boundary-weight", "100", "--oversegmentation", "1"]):
         code, err = run_cli(capsys, bsds_image_path(), *bad, "--out", tmp_path / "bad")
-        assert code == 2 and "--merge-boundary-weight is for pcnet and scn and must be finite and >= 0" in err
+        assert code == 2 and "--merge-boundary-weight is for pcnet and scn with --oversegmentation above 1" in err
         assert not (tmp_path / "bad").exists()
     code, err = run_cli(capsys, bsds_image_path(), "-n", "300", "--merge-boundary-weight", "3000",
                         "--out", tmp_path / "out")

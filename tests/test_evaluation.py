@@ -287,7 +287,7 @@ def test_method_specs_with_refinement():
         "pcnet", {"oversegmentation": 3.0, "merge_boundary_weight": 3000.0})
     for bad in ("nope", "pcnet:refine", "pcnet:refine=-1", "pcnet:iters=2", "pcnet:refine=1.5",
                 "pcnet:smoothness=-3", "pcnet:smoothness=x", "pcnet:oversegment=-1", "pcnet:precision=half",
-                "pcnet:mergeboundary=-5"):
+                "pcnet:mergeboundary=-5", "pcnet:mergeboundary=nan", "pcnet:smoothness=inf"):
         with pytest.raises(ValueError):
             parse_method_spec(bad)
 

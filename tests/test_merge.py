@@ -127,6 +127,26 @@ def test_row_and_column_weights_equal_repeating_them(labels, n_segments, seed, r
     np.testing.assert_array_equal(np.repeat(np.repeat(weighted, rows, 0), cols, 1), expected)
 
 
+def test_boundary_lengths_are_counted_once_across_the_accumulation_bands():
+    """The shared boundaries are summed in bands of rows (256 rows): a tall map crosses several bands, and the
+    weighted map (rows standing for 1-3 image rows) must still give the result of the repeated map, whose bands
+    fall elsewhere."""
+    rng = np.random.default_rng(5)
+    labels = connected(np.kron(rng.integers(0, 4, (90, 3)), np.ones((7, 3), np.int64)))  # 630 rows
+    rows = rng.integers(1, 4, labels.shape[0])
+    cols = np.ones(labels.shape[1], np.int64)
+    features = rng.integers(0, 256, labels.shape + (3,)).astype(np.uint8)
+    k = int(labels.max()) + 1
+    for n_segments in (k // 2, k // 5):
+        weighted = merge_superpixels(labels, features, n_segments, rows.astype(float), cols.astype(float),
+                                     boundary_weight=300.0)
+        expected = merge_superpixels(np.repeat(labels, rows, 0), np.repeat(features, rows, 0), n_segments,
+                                     boundary_weight=300.0)
+        np.testing.assert_array_equal(np.repeat(weighted, rows, 0), expected)
+        assert not np.array_equal(weighted, merge_superpixels(labels, features, n_segments, rows.astype(float),
+                                                              cols.astype(float)))  # the weight changed the merge
+
+
 def test_the_boundary_weight_merges_long_boundaries_first():
     """Three flat columns of 16 rows: grey 100 (4 wide), 104 (1 wide) and 110 (4 wide). Ward's cost joins the thin
     column to the left one (64 x 16 / 80 x 4^2 = 205 against 64 x 16 / 80 x 6^2 = 461); both boundaries are 16
@@ -199,6 +219,8 @@ def test_nothing_to_merge_returns_the_labels():
      "out must be an int32 array of shape \\(4, 4\\)"),
     (lambda: SuperpixelPredictor("slic", oversegmentation=1.5), "networks only"),
     (lambda: SuperpixelPredictor("slic", merge_boundary_weight=10.0), "networks only"),
+    (lambda: SuperpixelPredictor("pcnet", device="cpu", oversegmentation=1, merge_boundary_weight=10.0),
+     "needs oversegmentation > 1"),
     (lambda: SuperpixelPredictor("pcnet", device="cpu", merge_boundary_weight=-1.0), "finite and >= 0"),
     (lambda: SuperpixelPredictor("pcnet", device="cpu", merge_boundary_weight=float("nan")), "finite and >= 0"),
     (lambda: SuperpixelPredictor("pcnet", device="cpu", oversegmentation=0.5), "must be finite and >= 1"),

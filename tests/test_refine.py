@@ -154,7 +154,7 @@ def random_partition(rng, h: int, w: int, n_seeds: int) -> np.ndarray:
 
 @settings(max_examples=40, deadline=None)
 @given(
-    h=st.integers(2, 20), w=st.integers(2, 20), seed=st.integers(0, 2**31 - 1), n_seeds=st.integers(2, 10),
+    h=st.integers(1, 20), w=st.integers(1, 20), seed=st.integers(0, 2**31 - 1), n_seeds=st.integers(2, 10),
     iterations=st.integers(1, 4), smoothness=st.sampled_from([0.0, 60.0]), compactness=st.sampled_from([0.0, 4.0]),
     two_chunks=st.booleans(),
 )
@@ -268,35 +268,58 @@ def test_warm_up_loads_the_kernels_the_pipeline_calls():
     assert out == "same"
 
 
-_WARM_UP_JOIN = """
+_WARM_UP_ORDER = """
+import sys
+from numba.core import event
 from uhrseg.grid.warmup import start_warm_up
 from uhrseg.grid import connectivity, refine
-kernels = (refine._add_sums, refine._refine_rows, connectivity._enforce_connectivity_kernel)
-warm_up = start_warm_up()
+
+order = []
+
+class Record(event.Listener):
+    depth = 0
+
+    def on_start(self, ev):
+        if self.depth == 0:
+            order.append(ev.data["dispatcher"].py_func.__name__)
+        self.depth += 1
+
+    def on_end(self, ev):
+        self.depth -= 1
+
+event.register("numba:compile", Record())
+warm_up = start_warm_up(refinement=sys.argv[1] == "1")
 warm_up.join()
-print(all(k.signatures for k in kernels))
+kernels = (refine._add_sums, refine._refine_rows, connectivity._enforce_connectivity_kernel)
+print(" ".join(order), "|", " ".join(str(bool(k.signatures)) for k in kernels))
 """
 
 
-def test_warm_up_join_returns_with_every_kernel_ready():
-    """The pipeline waits for the warm-up once, before its connectivity step (WarmUp.join): by then every
-    kernel it calls must be ready, the connectivity kernel (compiled last) included."""
+def test_warm_up_compiles_the_refinement_first_and_only_what_is_needed(tmp_path):
+    """With an empty cache (a first run after an install) the warm-up compiles the refinement's kernels before
+    the connectivity kernel, which the pipeline's join then waits for last; without the refinement
+    (refine_iterations=0) it compiles only the connectivity kernel."""
+    import os
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", _WARM_UP_JOIN], capture_output=True, text=True,
-                         check=True).stdout.split()
-    assert out == ["True"]
+    for refinement, expected in (("1", "_add_sums _refine_rows _enforce_connectivity_kernel | True True True"),
+                                 ("0", "_enforce_connectivity_kernel | False False True")):
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / f"cache{refinement}")}
+        out = subprocess.run([sys.executable, "-c", _WARM_UP_ORDER, refinement], capture_output=True, text=True,
+                             check=True, env=env).stdout.strip()
+        assert out == expected
 
 
 def test_opencv_runs_one_thread_fewer_while_numba_compiles():
-    """OpenCVYieldsToCompiler lowers OpenCV's thread count by one for the outermost compilation only, restores
-    it afterwards, and leaves a count that something else set meanwhile as it is."""
+    """While numba compiles inside opencv_yields_to_compiler, OpenCV's thread count is one lower, for the
+    outermost compilation only, and is put back afterwards; two blocks open at once lower it once, not twice;
+    a count that something else set meanwhile is left as it is; one thread is left alone."""
     import cv2
     import numba
     from numba.core import event
 
-    from uhrseg.grid.compile_priority import OpenCVYieldsToCompiler
+    from uhrseg.grid.compile_priority import OpenCVYieldsToCompiler, opencv_yields_to_compiler
 
     seen = []
 
@@ -307,28 +330,27 @@ def test_opencv_runs_one_thread_fewer_while_numba_compiles():
         def on_end(self, ev):
             seen.append(("end", cv2.getNumThreads()))
 
-    @numba.njit(cache=False)
-    def inner(x):  # pragma: no cover - compiled
-        return x + 1
+    def fresh():  # a new function each time, so that it compiles
+        @numba.njit(cache=False)
+        def inner(x):  # pragma: no cover - compiled
+            return x + 1
 
-    @numba.njit(cache=False)
-    def outer(x):  # pragma: no cover - compiled; compiling it compiles inner: nested events
-        return inner(x) * 2
+        @numba.njit(cache=False)
+        def outer(x):  # pragma: no cover - compiled; compiling it compiles inner: nested events
+            return inner(x) * 2
 
-    @numba.njit(cache=False)
-    def other(x):  # pragma: no cover - compiled
-        return x - 1
+        return outer
 
     before = cv2.getNumThreads()
     try:
         cv2.setNumThreads(3)
-        with event.install_listener("numba:compile", OpenCVYieldsToCompiler()), \
-                event.install_listener("numba:compile", Probe()):
-            assert outer(1) == 4
+        with opencv_yields_to_compiler(), opencv_yields_to_compiler():  # e.g. two predictors' warm-ups at once
+            with event.install_listener("numba:compile", Probe()):
+                outer = fresh()
+                assert outer(1) == 4
+                outer(2)  # compiled already: no event
         assert seen == [("start", 2), ("start", 2), ("end", 2), ("end", 3)]
         assert cv2.getNumThreads() == 3
-        outer(2)  # compiled already: no event, no change
-        assert len(seen) == 4
 
         class Changer(event.Listener):  # someone else sets a count during the compilation
             def on_start(self, ev):
@@ -337,15 +359,19 @@ def test_opencv_runs_one_thread_fewer_while_numba_compiles():
             def on_end(self, ev):
                 pass
 
-        with event.install_listener("numba:compile", OpenCVYieldsToCompiler()), \
-                event.install_listener("numba:compile", Changer()):
-            assert other(1) == 0
+        with opencv_yields_to_compiler(), event.install_listener("numba:compile", Changer()):
+            assert fresh()(1) == 4
         assert cv2.getNumThreads() == 5  # not put back to 3 over the other setting
+
+        seen.clear()
         cv2.setNumThreads(1)
-        with event.install_listener("numba:compile", OpenCVYieldsToCompiler()), \
-                event.install_listener("numba:compile", Probe()):
-            numba.njit(cache=False)(lambda x: x)(1)
-        assert seen[-2:] == [("start", 1), ("end", 1)]  # one thread already: left alone
+        with opencv_yields_to_compiler(), event.install_listener("numba:compile", Probe()):
+            assert fresh()(1) == 4
+        assert seen[0] == ("start", 1) and seen[-1] == ("end", 1)  # one thread already: left alone
+
+        listener = OpenCVYieldsToCompiler()  # registered while a compilation runs: an end without its start
+        listener.on_end(None)
+        assert listener.depth == 0
     finally:
         cv2.setNumThreads(before)
 

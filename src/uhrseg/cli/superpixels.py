@@ -286,9 +286,11 @@ def run(args: argparse.Namespace) -> int:
                           f"{args.oversegmentation} "
                           f"with --method {args.method}")
     if args.merge_boundary_weight and (args.method not in ("pcnet", "scn")
-                                       or not 0 <= args.merge_boundary_weight < math.inf):
-        raise UhrsegError(f"--merge-boundary-weight is for pcnet and scn and must be finite and >= 0, got "
-                          f"{args.merge_boundary_weight} with --method {args.method}")
+                                       or not 0 <= args.merge_boundary_weight < math.inf
+                                       or args.oversegmentation == 1):
+        raise UhrsegError(f"--merge-boundary-weight is for pcnet and scn with --oversegmentation above 1 and must be "
+                          f"finite and >= 0, got {args.merge_boundary_weight} with --method {args.method}"
+                          + (" --oversegmentation 1" if args.oversegmentation == 1 else ""))
     if args.precision != "fp32" and args.method not in ("pcnet", "scn"):
         raise UhrsegError(f"--precision {args.precision} is for pcnet and scn, not --method {args.method}")
     if args.precision != "fp32" and args.backend == "opencv":

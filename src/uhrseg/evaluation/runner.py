@@ -184,7 +184,7 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
     Raises
     ------
     ValueError
-        If the method is unknown, an option is not one of these, a value is not a number >= 0 (an integer
+        If the method is unknown, an option is not one of these, a value is not a finite number >= 0 (an integer
         for ``refine``; ``oversegment`` below 1 is refused when the predictor is made) or a precision is not one
         of :data:`uhrseg.defaults.INFERENCE_PRECISIONS`.
     """
@@ -207,7 +207,7 @@ def parse_method_spec(spec: str) -> tuple[str, dict]:
             number = kind(value)
         except ValueError:
             number = -1
-        if number < 0:
+        if not 0 <= number < math.inf:  # NaN and infinity too
             raise ValueError(f"method spec {spec!r}: {key} must be {'an integer' if kind is int else 'a number'} "
                              f">= 0, got {value!r}")
         kwargs[name] = number

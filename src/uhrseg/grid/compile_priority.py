@@ -7,10 +7,14 @@ thread (:mod:`uhrseg.grid.warmup`), after numba.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import cv2
 from numba.core import event
 
-__all__ = ["OpenCVYieldsToCompiler"]
+__all__ = ["OpenCVYieldsToCompiler", "opencv_yields_to_compiler"]
 
 
 class OpenCVYieldsToCompiler(event.Listener):
@@ -25,14 +29,15 @@ class OpenCVYieldsToCompiler(event.Listener):
     load the kernels from the cache and never see the event, so they keep every core.
 
     ``cv2.setNumThreads`` is process-wide: for those seconds, OpenCV calls in other threads of the process also
-    run on one thread fewer. The count is restored when the outermost compilation ends, unless something else
-    has changed it in the meantime. numba compiles under one process-wide lock and sends the events inside it,
-    so the events of any thread arrive as nested start / end pairs, and one depth count serves them all (the
-    refinement's first pass compiles its sums kernel in a pool thread). Where OpenCV already runs on one
-    thread, the listener does nothing.
+    run on one thread fewer. The count is restored when the outermost compilation ends (or by :meth:`release`),
+    unless something else has changed it in the meantime. numba compiles under one process-wide lock and sends
+    the events inside it, so the events of any thread arrive as nested start / end pairs, and one depth count
+    serves them all (the refinement's first pass compiles its sums kernel in a pool thread); an end without its
+    start (a compilation already running when the listener was registered) is ignored. Where OpenCV already
+    runs on one thread, the listener does nothing.
 
-    Use it as ``with numba.core.event.install_listener("numba:compile", OpenCVYieldsToCompiler()): ...`` around
-    the calls that may compile.
+    numba's listeners are process-wide, and two of these registered at once would each lower the count, so
+    register it through :func:`opencv_yields_to_compiler`, which keeps one per process.
     """
 
     def __init__(self) -> None:
@@ -49,9 +54,45 @@ class OpenCVYieldsToCompiler(event.Listener):
 
     def on_end(self, ev: event.Event) -> None:
         """A compilation ends (also when it failed): the outermost one restores the count it lowered."""
+        if self.depth == 0:  # its start came before the listener was registered
+            return
         self.depth -= 1
-        if self.depth == 0 and self.saved is not None:
+        if self.depth == 0:
+            self.release()
+
+    def release(self) -> None:
+        """Put back the count this listener lowered, if it still stands (a no-op otherwise)."""
+        if self.saved is not None:
             before, set_to = self.saved
             self.saved = None
             if cv2.getNumThreads() == set_to:
                 cv2.setNumThreads(before)
+
+
+_lock = threading.Lock()
+_users = 0
+_listener: OpenCVYieldsToCompiler | None = None
+
+
+@contextmanager
+def opencv_yields_to_compiler() -> Iterator[None]:
+    """Within the block, OpenCV runs on one thread fewer while numba compiles (:class:`OpenCVYieldsToCompiler`).
+
+    One listener serves every block open at the same time in the process (two warm-ups of two predictors, say):
+    it is registered when the first block opens and unregistered, its count restored, when the last one closes.
+    """
+    global _users, _listener
+    with _lock:
+        if _users == 0:
+            _listener = OpenCVYieldsToCompiler()
+            event.register("numba:compile", _listener)
+        _users += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _users -= 1
+            if _users == 0 and _listener is not None:
+                event.unregister("numba:compile", _listener)
+                _listener.release()
+                _listener = None

@@ -12,7 +12,7 @@ resize, which cost 30-40 ms each in a new process, on a few pixels, before the p
 In a process's first run after an install the kernels are compiled instead (about 1.9 s of CPU on the 2-core
 CPU, most of it the refinement's sweep). Two things keep that off the pipeline's path as far as they can:
 
-- OpenCV runs on one thread fewer while numba compiles (:class:`uhrseg.grid.compile_priority.OpenCVYieldsToCompiler`),
+- OpenCV runs on one thread fewer while numba compiles (:func:`uhrseg.grid.compile_priority.opencv_yields_to_compiler`),
   so that the compiler, which the pipeline will wait for, gets a core of its own beside the network;
 - the refinement's kernels are compiled first and the connectivity kernel last, and the pipeline waits for
   all of them before its connectivity step. numba's compiler is Python and holds the GIL, and the steps after
@@ -79,7 +79,7 @@ def import_numba_without_scipy() -> None:
         sys.meta_path = [f for f in sys.meta_path if f is not finder]
 
 
-def warm_up_kernels() -> None:
+def warm_up_kernels(refinement: bool = True) -> None:
     """Call the refinement and connectivity kernels once on 2 x 2 inputs of the dtypes the pipeline uses, and
     OpenCV's CIELAB conversion and area resize on a few pixels.
 
@@ -87,6 +87,11 @@ def warm_up_kernels() -> None:
     CIELAB, C-contiguous), so the kernels loaded (or compiled, with an empty cache) are the ones the
     pipeline calls. Safe to call from any thread and any number of times (numba serialises compilation).
     While numba compiles, OpenCV runs on one thread fewer (see the module docstring).
+
+    Parameters
+    ----------
+    refinement : bool
+        Also the refinement's kernels (a pipeline without the refinement needs only the connectivity kernel).
     """
     import cv2
 
@@ -98,16 +103,15 @@ def warm_up_kernels() -> None:
     cv2.resize(np.zeros((3, 5, 3), np.float32), (2, 2), interpolation=cv2.INTER_AREA)
 
     import_numba_without_scipy()
-    from numba.core import event
-
     from ..stores import ArrayStore
-    from .compile_priority import OpenCVYieldsToCompiler
+    from .compile_priority import opencv_yields_to_compiler
     from .connectivity import enforce_connectivity
     from .refine import refine_store
 
-    with event.install_listener("numba:compile", OpenCVYieldsToCompiler()):
+    with opencv_yields_to_compiler():
         labels = np.array([[0, 0], [1, 1]], np.int32)  # two 4-connected superpixels
-        refine_store(ArrayStore(np.zeros((2, 2, 3), np.uint8)), ArrayStore(labels), 2, 1)
+        if refinement:
+            refine_store(ArrayStore(np.zeros((2, 2, 3), np.uint8)), ArrayStore(labels), 2, 1)
         enforce_connectivity(labels, 1, 4, np.ones(2, np.int64), np.ones(2, np.int64))
 
 
@@ -118,10 +122,10 @@ class WarmUp:
     real call to raise.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, refinement: bool = True) -> None:
         def target() -> None:
             try:
-                warm_up_kernels()
+                warm_up_kernels(refinement)
             except Exception:  # pragma: no cover - the real call raises the same error where it can be handled
                 pass
 
@@ -137,6 +141,7 @@ class WarmUp:
         self._thread.join()
 
 
-def start_warm_up() -> WarmUp:
-    """Start :func:`warm_up_kernels` in a new thread (:class:`WarmUp`)."""
-    return WarmUp()
+def start_warm_up(refinement: bool = True) -> WarmUp:
+    """Start :func:`warm_up_kernels` (``refinement``: also the refinement's kernels) in a new thread
+    (:class:`WarmUp`)."""
+    return WarmUp(refinement)

@@ -332,7 +332,8 @@ class SuperpixelPredictor:
     ValueError
         If the method, device, backend or precision is unknown, weights, an ``oversegmentation``, a
         ``merge_boundary_weight`` or a precision other than ``"fp32"`` are given for a classical method,
-        ``oversegmentation < 1``, ``merge_boundary_weight`` is negative or not finite, the OpenCV backend is
+        ``oversegmentation < 1``, ``merge_boundary_weight`` is negative or not finite or given with
+        ``oversegmentation=1`` (which merges nothing), the OpenCV backend is
         asked for with another precision than ``"fp32"``, or the device cannot run the precision (bf16 on a GPU
         without bfloat16).
     uhrseg.errors.WeightsNotFoundError
@@ -382,6 +383,8 @@ class SuperpixelPredictor:
             raise ValueError(f"method {method!r} takes no merge_boundary_weight (networks only)")
         if not 0.0 <= merge_boundary_weight < math.inf:  # NaN too
             raise ValueError(f"merge_boundary_weight must be finite and >= 0, got {merge_boundary_weight}")
+        if merge_boundary_weight and self.oversegmentation == 1.0:
+            raise ValueError("merge_boundary_weight needs oversegmentation > 1 (with 1 nothing is merged)")
         self.merge_boundary_weight = float(merge_boundary_weight)
         self.method = method
         self.strip_pixels = int(strip_pixels)
@@ -408,7 +411,7 @@ class SuperpixelPredictor:
                 # meanwhile) run in the background while the network loads, the caller reads its image and the
                 # network runs; run_source waits for them before the connectivity step. On the torch backend
                 # they start after torch's import (below), not beside it.
-                self._warm_up = start_warm_up()
+                self._warm_up = start_warm_up(refinement=self.refine_iterations > 0)
                 try:
                     self.network = OpenCVNetwork.packaged(method)
                 except WeightsNotFoundError:
@@ -425,7 +428,7 @@ class SuperpixelPredictor:
                          else load_packaged_model(method))
                 self.model = self.network = inference_model(model.to(self.device))
                 if self._warm_up is None:  # (already running when an OpenCV export failed to load)
-                    self._warm_up = start_warm_up()
+                    self._warm_up = start_warm_up(refinement=self.refine_iterations > 0)
         else:
             if weights is not None:
                 raise ValueError(f"method {method!r} takes no weights")
