@@ -1,8 +1,8 @@
-"""Probe, not a library feature: merge costs that also see the boundary two superpixels share.
+"""Probe: merge costs that also see the boundary two superpixels share.
 
 The predictor merges ``round(1.5 n)`` grid cells to ``n`` with Ward's cost (:func:`uhrseg.grid.merge_superpixels`).
-This script replaces that merge, for its own process only, with one of two costs that also look at the shared
-boundary, and scores the result (BR, BP, ASA, K) on a labelled split, like ``tune_oversegmentation.py``:
+This script scores two costs that also look at the shared boundary (BR, BP, ASA, K) on a labelled split, like
+``tune_oversegmentation.py``:
 
 * ``ms:LAMBDA``: Mumford-Shah region merging (Koepfler, Lopez and Morel, "A multiscale algorithm for image
   segmentation by variational method", SIAM J. Numer. Anal. 1994): merging ``i`` and ``j`` changes the energy
@@ -13,9 +13,10 @@ boundary, and scores the result (BR, BP, ASA, K) on a labelled split, like ``tun
   (weak boundaries merge first).
 
 Both keep the merge on the network's output grid, each cell weighted by the image pixels it stands for, as the
-predictor does. Since the twentieth session the library has the ``ms`` cost itself
-(``merge_superpixels(boundary_weight=)``, ``SuperpixelPredictor(merge_boundary_weight=)``; the same numbers on the
-DeepGlobe train tiles); this probe stays for ``g`` and for the record of how the numbers were found. Every other setting is the predictor's default unless ``--smoothness`` or ``--factor`` is given.
+predictor does. ``ms`` is the library's own merge since the twentieth session (``SuperpixelPredictor(
+merge_boundary_weight=LAMBDA)``; it gave this probe's earlier numbers on the DeepGlobe train tiles). ``g`` is not a
+library feature: for it the script replaces the predictor's merge, in its own worker processes only. Every other
+setting is the predictor's default unless ``--smoothness`` or ``--factor`` is given.
 Results and the decision: ``docs/results/refine-tuning/report.md``, section "Merge costs that see the boundary".
 
 Usage::
@@ -34,14 +35,17 @@ import numpy as np
 
 from _scoring import pair_sums, split_parser, summed_over_images, write_means  # benchmarks/_scoring.py
 
-# The cost the worker's merge uses: (mode, parameter), set per setting before each prediction.
-_COST = ["ms", 0.0]
+# ALPHA of the worker's contrast-weighted merge, set per g:ALPHA setting before each prediction.
+_ALPHA = [1.0]
 
 
-def boundary_merge(labels: np.ndarray, features: np.ndarray, n_segments: int, row_weights: np.ndarray | None = None,
-                   col_weights: np.ndarray | None = None, *, out: np.ndarray | None = None) -> np.ndarray:
-    """:func:`uhrseg.grid.merge_superpixels`'s signature and result conventions, with the cost in ``_COST``."""
-    mode, param = _COST
+def contrast_merge(labels: np.ndarray, features: np.ndarray, n_segments: int, row_weights: np.ndarray | None = None,
+                   col_weights: np.ndarray | None = None, *, boundary_weight: float = 0.0,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """:func:`uhrseg.grid.merge_superpixels`'s signature and result conventions, with Ward's cost times the mean
+    contrast across the shared boundary to the power ``_ALPHA[0]`` (``boundary_weight`` must be 0)."""
+    assert boundary_weight == 0.0, "the g cost has no boundary term"
+    param = _ALPHA[0]
     height, width = labels.shape
     rw = np.ones(height) if row_weights is None else np.asarray(row_weights, float)
     cw = np.ones(width) if col_weights is None else np.asarray(col_weights, float)
@@ -76,7 +80,7 @@ def boundary_merge(labels: np.ndarray, features: np.ndarray, n_segments: int, ro
 
     def cost(i: int, m: int, stats: list) -> float:
         ward = dist(mean[i], mean[m]) ** 2 * n_pix[i] * n_pix[m] / (n_pix[i] + n_pix[m])
-        return ward - param * stats[0] if mode == "ms" else ward * (stats[1] / stats[0] + 1e-3) ** param
+        return ward * (stats[1] / stats[0] + 1e-3) ** param
 
     version = [0] * k
     heap = [(cost(i, m, neighbours[i][m]), i, m, 0, 0) for i, m in zip(lo, hi)]
@@ -124,15 +128,21 @@ def _score_image(task: tuple) -> list[list[float]]:
     import uhrseg.inference.predictor as predictor_module
     from uhrseg import SuperpixelPredictor
     from uhrseg.datasets.readers import open_dataset
+    from uhrseg.grid.merge import merge_superpixels as library_merge  # (a reused worker may hold the g merge)
 
     torch.set_num_threads(1)
-    predictor_module.merge_superpixels = boundary_merge  # this worker process only
     dataset = open_dataset(spec, root)
     image, gts = dataset.image(name), dataset.ground_truths(name)
     predictor = SuperpixelPredictor("pcnet", device="cpu", oversegmentation=factor, refine_smoothness=smoothness)
     rows = []
     for mode, param in settings:
-        _COST[:] = [mode, param]
+        if mode == "ms":  # the library's Mumford-Shah merge
+            predictor_module.merge_superpixels = library_merge
+            predictor.merge_boundary_weight = param
+        else:  # this worker process only
+            predictor_module.merge_superpixels = contrast_merge
+            predictor.merge_boundary_weight = 0.0
+            _ALPHA[0] = param
         rows.append(pair_sums(predictor.predict(image, n_segments), gts, tolerance))
     return rows
 

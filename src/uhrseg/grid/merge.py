@@ -137,11 +137,10 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
             codes.append(np.unique(np.minimum(a, b) * k + np.maximum(a, b)))
         else:  # each pair's boundary in image pixels, summed per pair of labels
             band_codes, inverse = np.unique(np.minimum(a, b) * k + np.maximum(a, b), return_inverse=True)
-            rows = row_weights[y0:y1, None] + np.zeros((1, width - 1))
-            cols = col_weights[None, :] + np.zeros((above.shape[0] - 1, 1))
+            length = np.concatenate([np.broadcast_to(row_weights[y0:y1, None], right.shape)[right],
+                                     np.broadcast_to(col_weights[None, :], down.shape)[down]])
             codes.append(band_codes)
-            lengths.append(np.bincount(inverse.ravel(), np.concatenate([rows[right], cols[down]]),
-                                       minlength=len(band_codes)))
+            lengths.append(np.bincount(inverse.ravel(), length, minlength=len(band_codes)))
     means = sums / np.maximum(count, 1e-300)[:, None]
     shared = None
     if boundary_weight == 0.0:
