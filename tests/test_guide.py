@@ -128,13 +128,13 @@ def test_guided_init_from_unguided_weights_computes_their_function_then_learns(t
 
 
 def test_widened_guide_from_the_packaged_pcnet_computes_its_function_then_learns():
-    """--guide-channels (packaged width + 16) --init pcnet.pt: the packaged file's guide channels become the
+    """--guide-channels (packaged width + 16) --init pcnet-large.pt: the packaged file's guide channels become the
     first ones, the 16 new ones start with zero weight in the second conv, so the wider network computes the
     packaged one's association map on a held-out image; one training step on real crops gives the new channels
-    weight. (The packaged file itself was made this way, 8 -> 32 -> 64 channels.)"""
+    weight. (That file itself was made this way, 8 -> 32 -> 64 channels; pcnet.pt is its distilled head, 16.)"""
     from uhrseg.models import packaged_weights_path
 
-    packaged = packaged_weights_path("pcnet")
+    packaged = packaged_weights_path("pcnet-large")
     old = load_model(packaged).eval()
     narrow = old.config.guide_channels
     wide = narrow + 16

@@ -500,7 +500,7 @@ def test_training_package_names_are_its_functions_and_classes_whatever_was_impor
         uhrseg.training.no_such_name
 
 
-@pytest.mark.parametrize("name", ["TrainConfig", "SemanticTrainConfig", "MagNetTrainConfig"])
+@pytest.mark.parametrize("name", ["TrainConfig", "SemanticTrainConfig", "MagNetTrainConfig", "HeadDistillConfig"])
 def test_recipes_read_back_from_their_checkpoint_dictionaries(name):
     """A recipe stored as ``asdict`` reads back equal; keys of another uhrseg version are ignored and missing
     fields take their defaults, so older checkpoints still resume."""
@@ -516,7 +516,7 @@ def test_recipes_read_back_from_their_checkpoint_dictionaries(name):
     assert cls.from_dict(stored) == cls(iterations=7)
 
 
-@pytest.mark.parametrize("name", ["TrainConfig", "SemanticTrainConfig", "MagNetTrainConfig"])
+@pytest.mark.parametrize("name", ["TrainConfig", "SemanticTrainConfig", "MagNetTrainConfig", "HeadDistillConfig"])
 @pytest.mark.parametrize("field_name, value, message", [
     ("val_every", 0, "val_every must be >= 1, got 0"),  # was a ZeroDivisionError after the first step
     ("checkpoint_every", 0, "checkpoint_every must be >= 1, got 0"),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import UhrsegError
 from ..memory import tune_allocator
-from ..training.config import MagNetTrainConfig, SemanticTrainConfig, TrainConfig
+from ..training.config import HeadDistillConfig, MagNetTrainConfig, SemanticTrainConfig, TrainConfig
 
 DESCRIPTION = """\
 Train a network. OUT receives last.pt (resumable: run the same command again after an
@@ -34,12 +34,20 @@ jitter, OHEM cross-entropy. The paper's GPU recipe: --optimizer sgd --lr 0.01
 segmenter: a patch backbone for MagNet, i.e. an isdnet trained over the scales MagNet
 visits (--scale-range 0.25,2.0 unless given).
 
+pcnet-head: a cheaper head for a trained guided PCNet (--teacher, default the packaged
+pcnet-large), distilled on unlabelled crops at the scales inference runs at: the teacher's trunk,
+frozen, and a head of --guide-channels (default 16) and --head-blocks (default 1) that learns
+the teacher's association map Q (per-pixel KL), started from the teacher's head. Defaults:
+1200 iterations of 8 crops of 256, Adam 1e-3 on a half cosine, on BSDS500 train, Semantic
+Drone train and DeepGlobe train (about half an hour on 2 CPU cores).
+
 magnet: MagNet's refinement module over a frozen backbone (--backbone: a checkpoint file, or
 a packaged name such as drone with --backbone-model isdnet); coarse whole-image prediction
 plus a fine crop at a random finer scale, OHEM cross-entropy. The checkpoint holds backbone
 and module, for uhrseg segment --model magnet|magnet-fast --weights FILE."""
 
 SUPERPIXEL_MODELS = ("pcnet", "scn")
+DISTILL_MODELS = ("pcnet-head",)
 SEGMENTATION_MODELS = ("isdnet", "deeppath", "segmenter")
 MAGNET_MODELS = ("magnet",)
 
@@ -49,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     d, s = TrainConfig(), SemanticTrainConfig()
     p = subparsers.add_parser("train", help=help_text, description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", choices=SUPERPIXEL_MODELS + SEGMENTATION_MODELS + MAGNET_MODELS)
+    p.add_argument("model", choices=SUPERPIXEL_MODELS + DISTILL_MODELS + SEGMENTATION_MODELS + MAGNET_MODELS)
     p.add_argument("--data", metavar="LIST",
                    help="comma-separated datasets: folders (images/ + labels/, or DeepGlobe images/ + masks/), or "
                         f"bsds500:SPLIT for superpixels (default {','.join(d.data)} for pcnet/scn)")
@@ -124,7 +132,8 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     sp.add_argument("--teacher", metavar="FILE",
                     help="pcnet: also fit the association map Q of this trained SCN checkpoint on each crop "
                          "(knowledge distillation, per-pixel KL; our addition to the paper), e.g. a copy of the "
-                         "packaged scn.pt")
+                         "packaged scn.pt; pcnet-head: the guided PCNet whose head is distilled (a file or a "
+                         "packaged name; default pcnet-large)")
     sp.add_argument("--teacher-weight", type=float, metavar="W",
                     help=f"pcnet --teacher: weight of the KL term (default {TrainConfig.teacher_weight:g})")
     sp.add_argument("--teacher-refine", action="store_true",
@@ -248,6 +257,20 @@ def _magnet_config(args: argparse.Namespace) -> MagNetTrainConfig:
                              **common, **extra)
 
 
+#: Flags of ``pcnet-head`` besides the common ones (``--data``, ``--val``, ``--iterations``, ...).
+_DISTILL_FLAGS = ("teacher", "guide_channels", "head_blocks", "val_n_segments")
+
+
+def _distill_config(args: argparse.Namespace) -> HeadDistillConfig:
+    wrong = _given(args, tuple(n for n in _SUPERPIXEL_ONLY + _SEGMENTATION_ONLY + _MAGNET_ONLY
+                               + ("init", "precision", "scale_range") if n not in _DISTILL_FLAGS))
+    if wrong:
+        raise UhrsegError(f"{', '.join(wrong)} does not apply to pcnet-head")
+    extra = {k: getattr(args, k) for k in _DISTILL_FLAGS if getattr(args, k) is not None}
+    common = {k: v for k, v in _common(args).items() if k not in ("init", "precision")}
+    return HeadDistillConfig(bsds500_root=str(args.bsds500_root), **common, **extra)
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute the sub-command; returns the exit code."""
     # Each trainer imports torch: only the one this run needs, here, not with the parser (``uhrseg train --help``
@@ -255,6 +278,15 @@ def run(args: argparse.Namespace) -> int:
     tune_allocator()  # glibc: torch's tensors reused from the heap, not faulted in afresh each step
     if args.stop_after is not None and args.stop_after < 1:  # checked before the trainer loads its data
         raise UhrsegError(f"--stop-after must be >= 1 iteration, got {args.stop_after}")
+    if args.model in DISTILL_MODELS:
+        config = _distill_config(args)
+        if (args.out / "last.pt").is_file():
+            print(f"uhrseg: resuming from {args.out / 'last.pt'} (its stored recipe is used)", file=sys.stderr)
+        from ..training.head_distillation import distill_head
+
+        best = distill_head(config, args.out, progress=not args.quiet, stop_after=args.stop_after)
+        print(f"uhrseg: {best}", file=sys.stderr)
+        return 0
     if args.model in MAGNET_MODELS:
         if (args.out / "last.pt").is_file():
             print(f"uhrseg: resuming from {args.out / 'last.pt'} (its stored recipe is used)", file=sys.stderr)

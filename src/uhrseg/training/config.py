@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, fields
 
 from ..defaults import check_precision_name
 
-__all__ = ["MagNetTrainConfig", "OPTIMIZERS", "PRECISIONS", "SemanticTrainConfig", "TrainConfig"]
+__all__ = ["HeadDistillConfig", "MagNetTrainConfig", "OPTIMIZERS", "PRECISIONS", "SemanticTrainConfig",
+           "TrainConfig"]
 
 #: Arithmetic of the training steps: ``fp32`` everywhere, or ``bf16`` autocast (convolutions and matrix products
 #: in bfloat16, weights, optimiser and losses in float32; :func:`uhrseg.training.common.mixed_precision`).
@@ -300,3 +301,70 @@ class MagNetTrainConfig(_Recipe):
             raise ValueError("no training data given")
         self._check_ranges(positive=("poly_power",), nonnegative=("momentum", "ohem_threshold"),
                            at_least_one=("val_images",))
+
+
+@dataclass
+class HeadDistillConfig(_Recipe):
+    """Everything a head-distillation run depends on (:func:`uhrseg.training.head_distillation.distill_head`).
+
+    The student is a PCNet with the teacher's trunk (frozen) and a cheaper head: ``guide_channels`` in the guide
+    branch's first conv and ``head_blocks`` residual blocks (``NetConfig``). It starts from the teacher's head
+    (:func:`uhrseg.training.head_distillation.student_from_teacher`) and learns to give the teacher's association
+    map ``Q``: the loss is the mean per-pixel KL divergence from the teacher's ``Q`` to the student's
+    (:func:`uhrseg.training.losses.association_distillation_loss`). No labels are needed, so ``data`` may hold
+    any labelled dataset (``bsds500:SPLIT``, folders with ``images/`` and ``labels/``, DeepGlobe splits; their
+    labels are not read). ``data_weights`` (one per entry; default equal) is how often each is drawn.
+
+    Each crop is ``crop`` x ``crop`` output pixels of an image resized as the inference pipeline would resize
+    it for a superpixel count drawn log-uniformly in ``n_range`` with ``oversegmentation`` times more grid cells
+    (so the student sees the scales it will run at), at most ``max_scale`` times the image's size; the network
+    input is that crop area-averaged by 4. The learning rate falls from ``lr`` to 0 on a half cosine.
+    Validation (``val``, the first ``val_images`` images) is the network's own labels' ASA and BR at
+    ``val_n_segments`` (:func:`uhrseg.training.trainer.validate`); ``best.pt`` has the highest ASA + BR.
+    """
+
+    teacher: str = "pcnet-large"
+    guide_channels: int = 16
+    head_blocks: int = 1
+    data: list[str] = field(default_factory=lambda: ["bsds500:train", "../shared/datasets/semantic-drone/train",
+                                                     "../shared/datasets/deepglobe/train"])
+    data_weights: list[float] | None = None
+    bsds500_root: str = "../shared/datasets/BSDS500"
+    val: str | None = "bsds500:val"
+    val_images: int = 20
+    val_n_segments: int = 600
+    iterations: int = 1200
+    batch_size: int = 8
+    crop: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    n_range: tuple[float, float] = (200.0, 5000.0)
+    oversegmentation: float = 1.5
+    max_scale: float = 2.0
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 100
+    val_every: int = 400
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        self.n_range = tuple(float(v) for v in self.n_range)
+        if self.data_weights is not None:
+            self.data_weights = [float(v) for v in self.data_weights]
+            if len(self.data_weights) != len(self.data) or not all(0 <= v < math.inf for v in self.data_weights) \
+                    or sum(self.data_weights) <= 0:
+                raise ValueError(f"data_weights must be {len(self.data)} finite weights >= 0 (one per data "
+                                 f"entry) with a positive sum, got {self.data_weights}")
+        if not self.data:
+            raise ValueError("no training data given")
+        if self.iterations < 1 or self.batch_size < 1:
+            raise ValueError("iterations and batch_size must be >= 1")
+        if self.head_blocks < 0:
+            raise ValueError(f"head_blocks must be >= 0, got {self.head_blocks}")
+        if self.crop < 16 or self.crop % 16:
+            raise ValueError(f"crop must be a positive multiple of 16 output pixels, got {self.crop}")
+        if not (len(self.n_range) == 2 and 1 <= self.n_range[0] <= self.n_range[1] < math.inf):
+            raise ValueError(f"n_range must be two finite counts 1 <= low <= high, got {self.n_range}")
+        if not 1 <= self.oversegmentation < math.inf:  # NaN too
+            raise ValueError(f"oversegmentation must be finite and >= 1, got {self.oversegmentation}")
+        self._check_ranges(positive=("max_scale",), at_least_one=("val_images", "val_n_segments", "guide_channels"))
