@@ -93,6 +93,21 @@ def assert_superpixel_labels(labels: np.ndarray, shape: tuple[int, int]) -> int:
     return k
 
 
+def assert_killed_run_resumes(run, root: Path, steps: int, stop_after: int, atol: float = 1e-5) -> dict:
+    """Run a trainer whole (``run(root / "whole", None)``) and killed after ``stop_after`` iterations then resumed
+    (``run(root / "split", stop_after)``, ``run(root / "split", None)``); assert that both ``last.pt`` files hold
+    ``steps`` steps and the same weights (float summation order aside); return the whole run's ``last.pt``."""
+    run(root / "whole", None)
+    run(root / "split", stop_after)
+    run(root / "split", None)
+    a = torch.load(root / "whole" / "last.pt", weights_only=True)
+    b = torch.load(root / "split" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == steps
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=1e-4, atol=atol)
+    return a
+
+
 def packaged_pcnet_as(**config) -> PCNet:
     """The packaged PCNet's trained weights in a network built with ``config`` changed (e.g. ``guide=False``,
     ``head_blocks=0`` or more head blocks than it has): parts the new network lacks are left out, parts the

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import guided_input_pair
+from conftest import assert_killed_run_resumes, guided_input_pair
 from uhrseg.cli import main
 from uhrseg.datasets.readers import open_dataset
 from uhrseg.inference.resize import output_grid, resize_image
@@ -97,14 +97,8 @@ def _tiny(mini_bsds, **overrides) -> HeadDistillConfig:
 
 def test_a_killed_distillation_resumes_to_the_same_weights_and_keeps_the_trunk(mini_bsds, tmp_path, teacher):
     cfg = _tiny(mini_bsds)
-    distill_head(cfg, tmp_path / "whole", progress=False)
-    distill_head(cfg, tmp_path / "split", progress=False, stop_after=2)
-    distill_head(cfg, tmp_path / "split", progress=False)
-    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)
-    b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
-    assert a["step"] == b["step"] == 4
-    for key in a["state_dict"]:
-        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=1e-4, atol=1e-5)
+    a = assert_killed_run_resumes(lambda folder, stop: distill_head(cfg, folder, progress=False, stop_after=stop),
+                                  tmp_path, steps=4, stop_after=2)
     student = load_model(tmp_path / "whole" / "best.pt", expected="pcnet")
     assert (student.config.guide_channels, student.config.head_blocks) == (16, 1)
     record = student.training_record
