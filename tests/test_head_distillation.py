@@ -120,6 +120,19 @@ def test_train_pcnet_head_command(mini_bsds, tmp_path, capsys):
     assert load_model(tmp_path / "run" / "best.pt", expected="pcnet").config.head_blocks == 1
     assert main([*args, "--out", str(tmp_path / "bad"), "--lr-step", "3"]) == 2
     assert "--lr-step does not apply to pcnet-head" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "bad"), "--no-sr"]) == 2
+    assert "--no-sr does not apply to pcnet-head" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "bad"), "--crop", "48"]) == 2
+    assert "crop must be a positive multiple of 64" in capsys.readouterr().err
+    # a run folder of the other superpixel trainer is refused, both ways, with a message (was a TypeError)
+    assert main(["train", "pcnet", "--data", "bsds500:test", "--bsds500-root", str(mini_bsds), "--val", "none",
+                 "--iterations", "1", "--batch-size", "2", "--crop", "128", "--patch", "128", "--global-resize", "192",
+                 "-q", "--out", str(tmp_path / "pc")]) == 0
+    assert main([*args, "--out", str(tmp_path / "pc")]) == 2
+    assert "not of pcnet-head" in capsys.readouterr().err
+    assert main(["train", "pcnet", "--data", "bsds500:test", "--bsds500-root", str(mini_bsds), "-q",
+                 "--out", str(tmp_path / "run")]) == 2
+    assert "a run of another trainer (pcnet-head)" in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "scn"), "--teacher", "scn"]) == 2
     assert "'scn' model, but 'pcnet' was asked for" in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "wide"), "--guide-channels", "65"]) == 2

@@ -38,7 +38,7 @@ def test_the_shipped_export_comes_from_the_shipped_weights(method):
     info = json.loads(packaged_onnx_path(method).read_text())
     assert info["method"] == method and info["source"] == f"{method}.pt"
     net = OpenCVNetwork.from_files(packaged_onnx_path(method), weights=packaged_weights_path(method))
-    # the packaged PCNet has three head blocks, so its head strips need 3 input rows of context (PCNet.head_halo)
+    # the packaged PCNet has one head block, so its head strips need 2 input rows of context (PCNet.head_halo)
     assert (net.upscale, net.cell_size, net.head_halo) == ((4, 16, 2) if method == "pcnet" else (1, 16, 1))
     with pytest.raises(WeightsNotFoundError, match="another file"):
         OpenCVNetwork.from_files(packaged_onnx_path(method), weights=packaged_weights_path("pcnet-aerial"))

@@ -116,13 +116,14 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                          "paper; with --init from weights without it, the guide branch starts at zero)")
     sp.add_argument("--guide-channels", type=int, metavar="N",
                     help="pcnet --guide: width of the guide branch's first conv (default 8; from a narrower --init "
-                         "the new channels start with zero weight in the second conv)")
+                         "the new channels start with zero weight in the second conv); pcnet-head: the student's "
+                         "(default 16)")
     sp.add_argument("--guide-lr-scale", type=float, metavar="F",
                     help="pcnet --guide: learning-rate factor of the guide branch (default 1)")
     sp.add_argument("--head-blocks", type=int, metavar="N",
                     help="pcnet: N residual blocks of 3x3 convs between the embedding and the association conv "
                          "(our addition to the paper; with --init from weights without them, they start as the "
-                         "identity) (default 0)")
+                         "identity) (default 0); pcnet-head: the student's (default 1)")
     sp.add_argument("--head-blocks-lr-scale", type=float, metavar="F",
                     help="pcnet --head-blocks: learning-rate factor of the head blocks (default 1)")
     sp.add_argument("--revive-channels", action="store_true",
@@ -263,7 +264,7 @@ _DISTILL_FLAGS = ("teacher", "guide_channels", "head_blocks", "val_n_segments")
 
 def _distill_config(args: argparse.Namespace) -> HeadDistillConfig:
     wrong = _given(args, tuple(n for n in _SUPERPIXEL_ONLY + _SEGMENTATION_ONLY + _MAGNET_ONLY
-                               + ("init", "precision", "scale_range") if n not in _DISTILL_FLAGS))
+                               + ("init", "precision", "scale_range", "no_sr") if n not in _DISTILL_FLAGS))
     if wrong:
         raise UhrsegError(f"{', '.join(wrong)} does not apply to pcnet-head")
     extra = {k: getattr(args, k) for k in _DISTILL_FLAGS if getattr(args, k) is not None}

@@ -274,8 +274,9 @@ class SuperpixelPredictor:
         the command line does, and ``torch`` if the installed OpenCV cannot read the export).
     weights : path-like, optional
         Checkpoint to use instead of the packaged weights (networks only), or the name of other weights
-        shipped in the package: ``"pcnet-aerial"`` (PCNet fine-tuned on aerial frames, see
-        ``uhrseg/weights/README.md``).
+        shipped in the package: ``"pcnet-aerial"`` (PCNet fine-tuned on aerial frames) or ``"pcnet-large"`` (the
+        default PCNet until 2026-12-07, whose head the packaged one distils at half the cost; see
+        ``uhrseg/weights/README.md``). Other weights than the packaged ones run on the torch backend.
     precision : str
         Arithmetic of the network on the torch backend (networks only): ``"fp32"`` (default), ``"bf16"`` or
         ``"fp16"`` (:func:`torch.autocast`; :func:`uhrseg.inference.cell_id_map`, which gives the measured speed

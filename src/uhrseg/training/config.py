@@ -361,8 +361,8 @@ class HeadDistillConfig(_Recipe):
             raise ValueError("iterations and batch_size must be >= 1")
         if self.head_blocks < 0:
             raise ValueError(f"head_blocks must be >= 0, got {self.head_blocks}")
-        if self.crop < 16 or self.crop % 16:
-            raise ValueError(f"crop must be a positive multiple of 16 output pixels, got {self.crop}")
+        if self.crop < 64 or self.crop % 64:  # PCNet's input, a quarter of it, must be a multiple of 16
+            raise ValueError(f"crop must be a positive multiple of 64 output pixels, got {self.crop}")
         if not (len(self.n_range) == 2 and 1 <= self.n_range[0] <= self.n_range[1] < math.inf):
             raise ValueError(f"n_range must be two finite counts 1 <= low <= high, got {self.n_range}")
         if not 1 <= self.oversegmentation < math.inf:  # NaN too

@@ -23,7 +23,7 @@ maps (folded into the convolutions on export).
 The packaged ``pcnet.pt`` is such a student of ``pcnet-large.pt`` (16 guide channels, one head block, about 13 k
 multiply-adds per output pixel; the recipe's defaults): on the 5K photograph at n = 5000 its network takes about
 half the time, and on BSDS500 test at n = 600 the default pipeline scores as the teacher does (BR / BP / ASA
-0.8792 / 0.1279 / 0.9657 against 0.8791 / 0.1282 / 0.9661), the network's own labels a little lower (BR 0.7971
+0.8792 / 0.1279 / 0.9657 against 0.8791 / 0.1282 / 0.9661), the network's own labels a little lower (BR 0.7972
 against 0.8044). ``src/uhrseg/weights/README.md`` has the record.
 """
 
@@ -209,6 +209,9 @@ def distill_head(cfg: HeadDistillConfig, run_dir: str | os.PathLike, progress: b
 
     run_dir, state = open_run(run_dir)
     if state is not None:
+        if "n_range" not in state["train_config"]:  # another trainer's run (its recipe has no such field)
+            raise ValueError(f"{run_dir}: its last.pt is a run of another trainer, not of pcnet-head; use a new "
+                             "run folder")
         cfg = HeadDistillConfig.from_dict(state["train_config"])
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)

@@ -246,6 +246,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, progress: bool = True, s
         raise ValueError(f"extend_to: {Path(run_dir) / 'last.pt'} does not exist; there is no run to extend")
     run_dir, state = open_run(run_dir)
     if state is not None:
+        if "model" not in state["train_config"]:  # a pcnet-head run (uhrseg.training.head_distillation)
+            raise ValueError(f"{run_dir}: its last.pt is a run of another trainer (pcnet-head), not of "
+                             f"{cfg.model}; use a new run folder")
         cfg = TrainConfig.from_dict(state["train_config"])
     if extend_to is not None:
         if extend_to < cfg.iterations:
