@@ -172,12 +172,6 @@ def distillation_losses(student: PCNet, teacher: PCNet, inputs: torch.Tensor, gu
     return {"total": kd, "kd": kd, "agree": agree}
 
 
-def _teacher_file(teacher: str) -> Path:
-    from ..inference.predictor import _weights_file  # a packaged name or a file, as --weights takes it
-
-    return _weights_file(teacher)
-
-
 def distill_head(cfg: HeadDistillConfig, run_dir: str | os.PathLike, progress: bool = True,
                  stop_after: int | None = None) -> Path:
     """Distil ``cfg.teacher``'s head into a cheaper one (or resume); returns ``best.pt`` (``last.pt`` without
@@ -204,7 +198,7 @@ def distill_head(cfg: HeadDistillConfig, run_dir: str | os.PathLike, progress: b
     uhrseg.errors.WeightsNotFoundError, uhrseg.errors.CheckpointError
         If the teacher is missing, unreadable or not a PCNet.
     """
-    from ..inference.predictor import resolve_device
+    from ..inference.predictor import _weights_file, resolve_device  # a packaged name or a file, as --weights
     from .trainer import validate
 
     run_dir, state = open_run(run_dir)
@@ -215,7 +209,7 @@ def distill_head(cfg: HeadDistillConfig, run_dir: str | os.PathLike, progress: b
         cfg = HeadDistillConfig.from_dict(state["train_config"])
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    teacher_path = _teacher_file(cfg.teacher)
+    teacher_path = _weights_file(cfg.teacher)
     teacher = load_model(teacher_path, expected="pcnet").float().eval()
     student = student_from_teacher(teacher, cfg.guide_channels, cfg.head_blocks)
     teacher.requires_grad_(False).to(device)
