@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -288,27 +290,78 @@ class Record(event.Listener):
         self.depth -= 1
 
 event.register("numba:compile", Record())
-warm_up = start_warm_up(refinement=sys.argv[1] == "1")
+warm_up = start_warm_up(refinement=sys.argv[1] == "1", child=sys.argv[2] == "1")
 warm_up.join()
 kernels = (refine._add_sums, refine._refine_rows, connectivity._enforce_connectivity_kernel)
-print(" ".join(order), "|", " ".join(str(bool(k.signatures)) for k in kernels))
+print(" ".join(order), "|", " ".join(str(bool(k.signatures)) for k in kernels), "|", warm_up.compiled_in_child)
 """
 
 
-def test_warm_up_compiles_the_refinement_first_and_only_what_is_needed(tmp_path):
-    """With an empty cache (a first run after an install) the warm-up compiles the refinement's kernels before
-    the connectivity kernel, which the pipeline's join then waits for last; without the refinement
-    (refine_iterations=0) it compiles only the connectivity kernel."""
+def _warm_up_order(refinement: str, child: str, cache) -> str:
     import os
     import subprocess
     import sys
 
-    for refinement, expected in (("1", "_add_sums _refine_rows _enforce_connectivity_kernel | True True True"),
-                                 ("0", "_enforce_connectivity_kernel | False False True")):
-        env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / f"cache{refinement}")}
-        out = subprocess.run([sys.executable, "-c", _WARM_UP_ORDER, refinement], capture_output=True, text=True,
-                             check=True, env=env).stdout.strip()
-        assert out == expected
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+    return subprocess.run([sys.executable, "-c", _WARM_UP_ORDER, refinement, child], capture_output=True, text=True,
+                          check=True, env=env).stdout.strip()
+
+
+def test_warm_up_compiles_the_refinement_first_and_only_what_is_needed(tmp_path):
+    """With an empty cache (a first run after an install) and no child process, the warm-up compiles the
+    refinement's kernels before the connectivity kernel, which the pipeline's join then waits for last; without
+    the refinement (refine_iterations=0) it compiles only the connectivity kernel."""
+    assert (_warm_up_order("1", "0", tmp_path / "a")
+            == "_add_sums _refine_rows _enforce_connectivity_kernel | True True True | False")
+    assert _warm_up_order("0", "0", tmp_path / "b") == "_enforce_connectivity_kernel | False False True | False"
+    assert _warm_up_order("0", "1", tmp_path / "c") == "_enforce_connectivity_kernel | False False True | False"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sweep is compiled in a child on Linux only")
+def test_warm_up_compiles_the_sweep_in_a_child_on_a_cache_miss_only(tmp_path):
+    """On Linux with an empty cache, a forked child compiles the refinement's sweep into numba's cache while the
+    warm-up thread compiles the other two kernels; the thread then loads the sweep from the cache (no compile
+    event of its own) and the cache holds it. With the cache filled, nothing is forked or compiled."""
+    assert (_warm_up_order("1", "1", tmp_path)
+            == "_add_sums _enforce_connectivity_kernel | True True True | True")
+    assert any(p.name.startswith("refine._refine_rows-") and p.suffix == ".nbi" for p in tmp_path.rglob("*"))
+    assert _warm_up_order("1", "1", tmp_path) == "| True True True | False"
+
+
+_CHILD_LABELS = """
+import hashlib, sys
+import numpy as np
+from uhrseg.grid.refine import refine_boundaries
+from uhrseg.grid.warmup import start_warm_up
+from uhrseg.io import read_image
+from skimage.segmentation import slic
+warm_up = start_warm_up(child=sys.argv[2] == "1")
+warm_up.join()
+image = read_image(sys.argv[1])
+labels = slic(image, n_segments=300, start_label=0).astype(np.int32)
+refined = refine_boundaries(image, labels)
+print(warm_up.compiled_in_child, int((refined != labels).sum()), hashlib.sha256(refined.tobytes()).hexdigest())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sweep is compiled in a child on Linux only")
+def test_the_sweep_compiled_in_a_child_refines_as_the_one_compiled_in_process(tmp_path):
+    """A real BSDS500 image's SLIC superpixels refined with the sweep that a child compiled (and the process
+    loaded from the cache) equal those refined with the sweep compiled in the process itself, and the
+    refinement moved pixels."""
+    import os
+    import subprocess
+
+    from conftest import bsds_image_path
+
+    outs = []
+    for child in ("1", "0"):
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / child)}
+        outs.append(subprocess.run([sys.executable, "-c", _CHILD_LABELS, str(bsds_image_path()), child],
+                                   capture_output=True, text=True, check=True, env=env).stdout.split())
+    assert outs[0][0] == "True" and outs[1][0] == "False"
+    assert int(outs[0][1]) > 1000  # pixels moved by the refinement
+    assert outs[0][1:] == outs[1][1:]
 
 
 def test_opencv_runs_one_thread_fewer_while_numba_compiles():

@@ -127,7 +127,9 @@ def _refine_rows(lab, labels, acc, means, spatial_weight, smoothness, reverse, r
             on_boundary[x] = (v != up[x]) | (v != down[x]) | (v != row[x - 1]) | (v != row[x + 1])
         for x in (0, width - 1):  # the ends, with the row's own pixel standing in for the one outside
             v = row[x]
-            on_boundary[x] = (v != up[x]) | (v != down[x]) | (v != row[max(x - 1, 0)]) | (v != row[min(x + 1, width - 1)])
+            left = x - 1 if x > 0 else 0
+            right = x + 1 if x < width - 1 else x
+            on_boundary[x] = (v != up[x]) | (v != down[x]) | (v != row[left]) | (v != row[right])
         for xi in range(width):
             x = width - 1 - xi if reverse else xi
             if on_boundary[x] == 0:  # most pixels are inside a superpixel
@@ -213,6 +215,23 @@ def _refine_rows(lab, labels, acc, means, spatial_weight, smoothness, reverse, r
     return changed
 
 
+def _sweep_arguments(lab: np.ndarray, labels: np.ndarray, acc: np.ndarray | None = None,
+                    means: np.ndarray | None = None, spatial_weight: float = 1.0, smoothness: float = 1.0,
+                    reverse: bool = False, row_start: int = 0, row_stop: int = 0, y_offset: int = 0) -> tuple:
+    """The arguments of one call of the refinement's sweep kernel, ``_refine_rows``, scratch arrays included.
+
+    The defaults make a call that sweeps no row (what :mod:`uhrseg.grid.warmup` compiles the kernel with): the
+    kernel's types are those of every call :func:`refine_store` makes. ``lab`` is (h, W, 3) uint8, ``labels``
+    (h, W) int32, ``acc`` (K, 6) and ``means`` (K, 5) float64 (zeros of K = 2 when None).
+    """
+    width = labels.shape[1]
+    acc = np.zeros((2, 6)) if acc is None else acc
+    means = np.zeros((2, 5)) if means is None else means
+    return (lab, labels, acc, means, float(spatial_weight), float(smoothness), bool(reverse), int(row_start),
+            int(row_stop), int(y_offset), _RING_DY, _RING_DX, np.empty(5, np.int32), np.empty(8, np.int32),
+            np.empty(6, np.float64), _CAN_LEAVE, np.empty(width, np.uint8))
+
+
 #: Rows per chunk of a refinement pass. The chunks of a pass are swept in two phases, every other chunk in each,
 #: and the chunks of a phase in parallel; fixed, so that the labels depend on it but not on the number of threads.
 REFINE_CHUNK_ROWS = 512
@@ -287,9 +306,8 @@ def refine_store(lab, labels, n_labels: int, iterations: int = DEFAULT_REFINE_IT
         sums = start.copy()
         with np.errstate(divide="ignore", invalid="ignore"):  # ids that no pixel has are never read
             means = sums[:, :5] / sums[:, 5:]
-        moved = _refine_rows(lab.read(w0, w1), window, sums, means, spatial_weight, smoothness, reverse, y0 - w0,
-                             y1 - w0, w0, _RING_DY, _RING_DX, np.empty(5, np.int32), np.empty(8, np.int32),
-                             np.empty(6, np.float64), _CAN_LEAVE, np.empty(width, np.uint8))
+        moved = _refine_rows(*_sweep_arguments(lab.read(w0, w1), window, sums, means, spatial_weight, smoothness,
+                                              reverse, y0 - w0, y1 - w0, w0))
         labels.write(y0, window[y0 - w0 : y1 - w0])
         return moved, sums
 

@@ -9,14 +9,22 @@ release the GIL) and waits for it before the connectivity step (:class:`WarmUp`)
 it: it only moves when the kernels are loaded. The thread also makes OpenCV's first CIELAB conversion and area
 resize, which cost 30-40 ms each in a new process, on a few pixels, before the pipeline reads its first band.
 
-In a process's first run after an install the kernels are compiled instead (about 1.9 s of CPU on the 2-core
-CPU, most of it the refinement's sweep). Two things keep that off the pipeline's path as far as they can:
+In a process's first run after an install the kernels are compiled instead (about 1.8 s of CPU on the 2-core
+CPU, 1.15 s of it the refinement's sweep, ``_refine_rows``). numba's compiler is Python and holds the GIL, so
+one process compiles one kernel at a time. On Linux the warm-up therefore compiles the sweep in a forked child
+process (:func:`compile_in_child`) while the thread compiles the other two kernels, and loads the sweep from
+numba's on-disk cache once the child has written it there: the README demo's first run took 2.44 against 2.80 s
+(medians of 8, interleaved with the code before, 2026-12-07; ratio to the second run 2.00x against 2.28x). The
+child forks only on a cache miss, while the thread holds numba's compiler lock, and does nothing but compile that
+one kernel and leave with ``os._exit``; if it fails, or the cache cannot be written, the thread compiles the
+sweep itself afterwards. Besides:
 
-- OpenCV runs on one thread fewer while numba compiles (:func:`uhrseg.grid.compile_priority.opencv_yields_to_compiler`),
-  so that the compiler, which the pipeline will wait for, gets a core of its own beside the network;
-- the refinement's kernels are compiled first and the connectivity kernel last, and the pipeline waits for
-  all of them before its connectivity step. numba's compiler is Python and holds the GIL, and the steps after
-  the connectivity (the merge's heap loop) are Python too: run beside the compiler, each waited for the GIL at
+- OpenCV runs on one thread fewer while numba compiles in this process
+  (:func:`uhrseg.grid.compile_priority.opencv_yields_to_compiler`), so that the compiler, which the pipeline will
+  wait for, gets a core of its own beside the network (keeping it at one thread fewer until the child had ended
+  too made no measurable difference: 2.54 against 2.52 s, medians of 6);
+- the refinement's kernels are compiled first and the connectivity kernel last (where no child compiles), and
+  the pipeline waits for all of them before its connectivity step. The steps after the connectivity (the merge's heap loop) are Python too: run beside the compiler, each waited for the GIL at
   every turn, and the README demo's merge took 0.5-0.7 s instead of 0.05 s. Waiting for the compiler and
   then running them alone costs less (measured in ``benchmarks/README.md``, "The first run after an install").
   With a warm cache all the kernels load within 0.2-0.3 s of numba's import, long before the network ends,
@@ -37,13 +45,15 @@ same moment either can happen), and numba's check of the installed SciPy's versi
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import threading
+import warnings
 from importlib.abc import MetaPathFinder
 
 import numpy as np
 
-__all__ = ["WarmUp", "import_numba_without_scipy", "start_warm_up", "warm_up_kernels"]
+__all__ = ["WarmUp", "compile_in_child", "import_numba_without_scipy", "start_warm_up", "warm_up_kernels"]
 
 
 class _NoScipyInThread(MetaPathFinder):
@@ -79,7 +89,62 @@ def import_numba_without_scipy() -> None:
         sys.meta_path = [f for f in sys.meta_path if f is not finder]
 
 
-def warm_up_kernels(refinement: bool = True) -> None:
+def _in_cache(kernel, args: tuple) -> bool:
+    """True if numba's on-disk cache holds ``kernel``'s machine code for ``args`` (or if that cannot be told,
+    e.g. with ``NUMBA_DISABLE_JIT`` or a numba whose dispatchers changed: then nothing is forked)."""
+    try:
+        signature = tuple(kernel.typeof_pyval(a) for a in args)
+        return kernel._cache.load_overload(signature, kernel.targetctx) is not None
+    except Exception:
+        return True
+
+
+def compile_in_child(kernel, args: tuple) -> int | None:
+    """Fork a child process that compiles the numba ``kernel`` for ``args`` into numba's on-disk cache and exits.
+
+    Only on Linux, and only when the cache lacks that specialisation (a first run after an install, or after
+    the kernel's source changed): otherwise returns None and forks nothing. The fork is made while the calling
+    thread holds numba's compiler lock, so that no other thread of the process is inside numba's compiler or LLVM
+    at that moment; the child calls only ``kernel`` and leaves with ``os._exit`` (no interpreter teardown, no
+    stdio flush, no ``atexit`` handler), with status 0 if the call returned. The caller waits for it
+    (``os.waitpid``) before it calls ``kernel``, which then loads the machine code from the cache; if the child
+    failed or could not write the cache, that call compiles it, as without a child.
+
+    Parameters
+    ----------
+    kernel : numba dispatcher
+        A ``numba.njit(cache=True)`` function.
+    args : tuple
+        Arguments of the types the caller will use (the kernel must return quickly on them).
+
+    Returns
+    -------
+    int or None
+        The child's process id, or None when nothing was forked (not Linux, a cache hit, or ``os.fork`` failed,
+        e.g. for want of memory).
+    """
+    if not sys.platform.startswith("linux") or _in_cache(kernel, args):
+        return None
+    from numba.core.compiler_lock import global_compiler_lock
+
+    with global_compiler_lock, warnings.catch_warnings():
+        # Python 3.12+ warns about any fork of a process with threads; this child runs one numba compilation only
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            pid = os.fork()
+        except OSError:
+            return None
+    if pid == 0:  # pragma: no cover - the child (its coverage is not collected)
+        status = 1
+        try:
+            kernel(*args)
+            status = 0
+        finally:
+            os._exit(status)
+    return pid
+
+
+def warm_up_kernels(refinement: bool = True, child: bool = True) -> bool:
     """Call the refinement and connectivity kernels once on 2 x 2 inputs of the dtypes the pipeline uses, and
     OpenCV's CIELAB conversion and area resize on a few pixels.
 
@@ -92,6 +157,14 @@ def warm_up_kernels(refinement: bool = True) -> None:
     ----------
     refinement : bool
         Also the refinement's kernels (a pipeline without the refinement needs only the connectivity kernel).
+    child : bool
+        Where the refinement's sweep is not in numba's cache, compile it in a child process
+        (:func:`compile_in_child`, Linux only) while this thread compiles the other kernels.
+
+    Returns
+    -------
+    bool
+        True if a child process compiled the refinement's sweep.
     """
     import cv2
 
@@ -106,26 +179,36 @@ def warm_up_kernels(refinement: bool = True) -> None:
     from ..stores import ArrayStore
     from .compile_priority import opencv_yields_to_compiler
     from .connectivity import enforce_connectivity
-    from .refine import refine_store
+    from .refine import _add_sums, _refine_rows, _sweep_arguments, refine_store
 
+    labels = np.array([[0, 0], [1, 1]], np.int32)  # two 4-connected superpixels
+    lab = np.zeros((2, 2, 3), np.uint8)
+    pid = compile_in_child(_refine_rows, _sweep_arguments(lab, labels)) if refinement and child else None
     with opencv_yields_to_compiler():
-        labels = np.array([[0, 0], [1, 1]], np.int32)  # two 4-connected superpixels
+        if pid is not None:
+            _add_sums(lab, labels, np.zeros((2, 6)), 0)  # the thread's share beside the child: then connectivity
+            enforce_connectivity(labels, 1, 4, np.ones(2, np.int64), np.ones(2, np.int64))
+            os.waitpid(pid, 0)
         if refinement:
-            refine_store(ArrayStore(np.zeros((2, 2, 3), np.uint8)), ArrayStore(labels), 2, 1)
+            refine_store(ArrayStore(lab), ArrayStore(labels), 2, 1)
         enforce_connectivity(labels, 1, 4, np.ones(2, np.int64), np.ones(2, np.int64))
+    return pid is not None
 
 
 class WarmUp:
     """:func:`warm_up_kernels` running in a background thread (:func:`start_warm_up`), joined at interpreter exit.
 
     :meth:`join` waits until every kernel is ready. An exception in the thread ends the wait and is left for the
-    real call to raise.
+    real call to raise. After :meth:`join`, :attr:`compiled_in_child` says whether a child process compiled the
+    refinement's sweep (a cache miss on Linux with ``child``; :func:`warm_up_kernels`).
     """
 
-    def __init__(self, refinement: bool = True) -> None:
+    def __init__(self, refinement: bool = True, child: bool = True) -> None:
+        self.compiled_in_child = False
+
         def target() -> None:
             try:
-                warm_up_kernels(refinement)
+                self.compiled_in_child = warm_up_kernels(refinement, child)
             except Exception:  # pragma: no cover - the real call raises the same error where it can be handled
                 pass
 
@@ -141,7 +224,7 @@ class WarmUp:
         self._thread.join()
 
 
-def start_warm_up(refinement: bool = True) -> WarmUp:
-    """Start :func:`warm_up_kernels` (``refinement``: also the refinement's kernels) in a new thread
-    (:class:`WarmUp`)."""
-    return WarmUp(refinement)
+def start_warm_up(refinement: bool = True, child: bool = True) -> WarmUp:
+    """Start :func:`warm_up_kernels` (``refinement``: also the refinement's kernels; ``child``: compile the
+    refinement's sweep in a child process on a cache miss) in a new thread (:class:`WarmUp`)."""
+    return WarmUp(refinement, child)

@@ -260,6 +260,11 @@ class SuperpixelPredictor:
     the network's grid, mean subtraction, device transfers, padding, strip-wise inference, mapping back to the
     image size and connectivity enforcement.
 
+    A network predictor loads (or, the first time after an install, compiles) the pipeline's numba kernels in a
+    background thread from its creation on (:mod:`uhrseg.grid.warmup`). When numba's cache lacks the
+    refinement's sweep, on Linux, that thread forks one short-lived child process which compiles it into the
+    cache and exits (:func:`uhrseg.grid.warmup.compile_in_child`); nothing is forked once the cache holds it.
+
     Parameters
     ----------
     method : str
@@ -408,9 +413,10 @@ class SuperpixelPredictor:
             self.backend = resolve_backend(backend, method, device, weights)
             if self.backend == "opencv":
                 # numba's import, its one-time start-up and the kernels' cache loads (0.5 s; their compilation,
-                # about 1.9 s of CPU, in a process's first run after an install, with OpenCV on one thread fewer
-                # meanwhile) run in the background while the network loads, the caller reads its image and the
-                # network runs; run_source waits for them before the connectivity step. On the torch backend
+                # about 1.8 s of CPU, in a process's first run after an install: on Linux the refinement's sweep
+                # in a forked child, with OpenCV on one thread fewer meanwhile) run in the background while the
+                # network loads, the caller reads its image and the network runs; run_source waits for them
+                # before the connectivity step. On the torch backend
                 # they start after torch's import (below), not beside it.
                 self._warm_up = start_warm_up(refinement=self.refine_iterations > 0)
                 try:
