@@ -186,9 +186,11 @@ def warm_up_kernels(refinement: bool = True, child: bool = True) -> bool:
     pid = compile_in_child(_refine_rows, _sweep_arguments(lab, labels)) if refinement and child else None
     with opencv_yields_to_compiler():
         if pid is not None:
-            _add_sums(lab, labels, np.zeros((2, 6)), 0)  # the thread's share beside the child: then connectivity
-            enforce_connectivity(labels, 1, 4, np.ones(2, np.int64), np.ones(2, np.int64))
-            os.waitpid(pid, 0)
+            try:  # the thread's share beside the child: the sums, then connectivity
+                _add_sums(lab, labels, np.zeros((2, 6)), 0)
+                enforce_connectivity(labels, 1, 4, np.ones(2, np.int64), np.ones(2, np.int64))
+            finally:
+                os.waitpid(pid, 0)  # reaped whatever happened here
         if refinement:
             refine_store(ArrayStore(lab), ArrayStore(labels), 2, 1)
         enforce_connectivity(labels, 1, 4, np.ones(2, np.int64), np.ones(2, np.int64))
