@@ -16,8 +16,9 @@ process (:func:`compile_in_child`) while the thread compiles the other two kerne
 numba's on-disk cache once the child has written it there: the README demo's first run took 2.44 against 2.80 s
 (medians of 8, interleaved with the code before, 2026-12-07; ratio to the second run 2.00x against 2.28x). The
 child forks only on a cache miss, while the thread holds numba's compiler lock, and does nothing but compile that
-one kernel and leave with ``os._exit``; if it fails, or the cache cannot be written, the thread compiles the
-sweep itself afterwards. Besides:
+one kernel and leave with ``os._exit``; the thread waits for it at most :data:`CHILD_TIMEOUT` seconds
+(:func:`wait_for_child`), and if it fails, or the cache cannot be written, compiles the sweep itself afterwards.
+Besides:
 
 - OpenCV runs on one thread fewer while numba compiles in this process
   (:func:`uhrseg.grid.compile_priority.opencv_yields_to_compiler`), so that the compiler, which the pipeline will
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 import threading
 import warnings
@@ -53,7 +55,8 @@ from importlib.abc import MetaPathFinder
 
 import numpy as np
 
-__all__ = ["WarmUp", "compile_in_child", "import_numba_without_scipy", "start_warm_up", "warm_up_kernels"]
+__all__ = ["CHILD_TIMEOUT", "WarmUp", "compile_in_child", "import_numba_without_scipy", "start_warm_up",
+           "wait_for_child", "warm_up_kernels"]
 
 
 class _NoScipyInThread(MetaPathFinder):
@@ -89,12 +92,28 @@ def import_numba_without_scipy() -> None:
         sys.meta_path = [f for f in sys.meta_path if f is not finder]
 
 
+# Python 3.12+ warns (DeprecationWarning) about any fork of a process that has threads. The one fork this module
+# makes runs a single numba compilation in the child (compile_in_child), so that warning is silenced for calls
+# from this module only (a filter, rather than warnings.catch_warnings, which is not thread-safe).
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=re.escape(__name__))
+
+#: Seconds :func:`wait_for_child` waits for a compiling child before it kills it (the compilation takes 1-3 s).
+CHILD_TIMEOUT = 60.0
+
+
 def _in_cache(kernel, args: tuple) -> bool:
-    """True if numba's on-disk cache holds ``kernel``'s machine code for ``args`` (or if that cannot be told,
-    e.g. with ``NUMBA_DISABLE_JIT`` or a numba whose dispatchers changed: then nothing is forked)."""
+    """True if numba's on-disk cache index lists ``kernel`` for ``args`` on this machine (or if that cannot be
+    told, e.g. with ``NUMBA_DISABLE_JIT`` or a numba whose cache classes changed: then nothing is forked).
+
+    Called with numba's compiler lock held. It makes numba's one-time target set-up (which a child then inherits)
+    and reads the index with the key numba's dispatcher uses (argument types, CPU, bytecode hash); it loads no
+    machine code, so a warm run loads the kernel once, where the pipeline calls it."""
     try:
         signature = tuple(kernel.typeof_pyval(a) for a in args)
-        return kernel._cache.load_overload(signature, kernel.targetctx) is not None
+        context = kernel.targetctx
+        context.refresh()
+        cache = kernel._cache
+        return cache._index_key(signature, context.codegen()) in cache._cache_file._load_index()
     except Exception:
         return True
 
@@ -103,12 +122,14 @@ def compile_in_child(kernel, args: tuple) -> int | None:
     """Fork a child process that compiles the numba ``kernel`` for ``args`` into numba's on-disk cache and exits.
 
     Only on Linux, and only when the cache lacks that specialisation (a first run after an install, or after
-    the kernel's source changed): otherwise returns None and forks nothing. The fork is made while the calling
-    thread holds numba's compiler lock, so that no other thread of the process is inside numba's compiler or LLVM
-    at that moment; the child calls only ``kernel`` and leaves with ``os._exit`` (no interpreter teardown, no
-    stdio flush, no ``atexit`` handler), with status 0 if the call returned. The caller waits for it
-    (``os.waitpid``) before it calls ``kernel``, which then loads the machine code from the cache; if the child
-    failed or could not write the cache, that call compiles it, as without a child.
+    the kernel's source changed): otherwise returns None and forks nothing. The check and the fork are made while
+    the calling thread holds numba's compiler lock, so that no other thread of the process is inside numba's
+    compiler or LLVM at that moment; the child calls only ``kernel`` and leaves with ``os._exit`` (no interpreter
+    teardown, no stdio flush, no ``atexit`` handler), with status 0 if the call returned (a failure is written to
+    standard error in one line). The caller waits for it (:func:`wait_for_child`) before it calls ``kernel``,
+    which then loads the machine code from the cache; if the child failed or could not write the cache, that call
+    compiles it, as without a child. Two warm-ups that miss the cache at once each fork a child; both write the
+    same files (numba replaces them atomically).
 
     Parameters
     ----------
@@ -123,13 +144,13 @@ def compile_in_child(kernel, args: tuple) -> int | None:
         The child's process id, or None when nothing was forked (not Linux, a cache hit, or ``os.fork`` failed,
         e.g. for want of memory).
     """
-    if not sys.platform.startswith("linux") or _in_cache(kernel, args):
+    if not sys.platform.startswith("linux"):
         return None
     from numba.core.compiler_lock import global_compiler_lock
 
-    with global_compiler_lock, warnings.catch_warnings():
-        # Python 3.12+ warns about any fork of a process with threads; this child runs one numba compilation only
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with global_compiler_lock:
+        if _in_cache(kernel, args):
+            return None
         try:
             pid = os.fork()
         except OSError:
@@ -139,9 +160,35 @@ def compile_in_child(kernel, args: tuple) -> int | None:
         try:
             kernel(*args)
             status = 0
+        except BaseException as error:
+            name = getattr(getattr(kernel, "py_func", None), "__name__", "a kernel")
+            os.write(2, f"uhrseg: compiling {name} in a child process failed ({error!r}); "
+                        "the parent compiles it\n".encode(errors="replace"))
         finally:
             os._exit(status)
     return pid
+
+
+def wait_for_child(pid: int, timeout: float = CHILD_TIMEOUT) -> bool:
+    """Wait for the child of :func:`compile_in_child` to end, at most ``timeout`` seconds (then it is killed);
+    returns True if it ended with status 0. Never raises for a child that is already gone (e.g. reaped by a
+    ``SIGCHLD`` handler of the host program)."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status) == 0
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return False
+            time.sleep(0.002)
+    except (ChildProcessError, ProcessLookupError):
+        return False
 
 
 def warm_up_kernels(refinement: bool = True, child: bool = True) -> bool:
@@ -190,7 +237,7 @@ def warm_up_kernels(refinement: bool = True, child: bool = True) -> bool:
                 _add_sums(lab, labels, np.zeros((2, 6)), 0)
                 enforce_connectivity(labels, 1, 4, np.ones(2, np.int64), np.ones(2, np.int64))
             finally:
-                os.waitpid(pid, 0)  # reaped whatever happened here
+                wait_for_child(pid)  # reaped whatever happened here
         if refinement:
             refine_store(ArrayStore(lab), ArrayStore(labels), 2, 1)
         enforce_connectivity(labels, 1, 4, np.ones(2, np.int64), np.ones(2, np.int64))
