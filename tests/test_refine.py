@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -261,8 +262,6 @@ def test_warm_up_loads_the_kernels_the_pipeline_calls():
     """The warm-up thread is only useful if it loads the very specialisations the pipeline calls: in a fresh
     process, after it, a real image through the network pipeline adds no kernel signature (nothing compiled
     or loaded late)."""
-    import subprocess
-    import sys
 
     from conftest import bsds_image_path
 
@@ -299,9 +298,6 @@ print(" ".join(order), "|", " ".join(str(bool(k.signatures)) for k in kernels), 
 
 
 def _warm_up_order(refinement: str, child: str, cache) -> str:
-    import os
-    import subprocess
-    import sys
 
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
     return subprocess.run([sys.executable, "-c", _WARM_UP_ORDER, refinement, child], capture_output=True, text=True,
@@ -334,7 +330,6 @@ def test_wait_for_child_reports_the_status_kills_a_hung_child_and_never_raises()
     """The warm-up's wait for its compiling child: True for exit status 0, False for another status, a child
     still running at the timeout is killed and reaped (False, promptly), and a child already reaped elsewhere
     gives False instead of an error."""
-    import subprocess
     import time
 
     from uhrseg.grid.warmup import wait_for_child
@@ -373,8 +368,6 @@ def test_the_sweep_compiled_in_a_child_refines_as_the_one_compiled_in_process(tm
     """A real BSDS500 image's SLIC superpixels refined with the sweep that a child compiled (and the process
     loaded from the cache) equal those refined with the sweep compiled in the process itself, and the
     refinement moved pixels."""
-    import os
-    import subprocess
 
     from conftest import bsds_image_path
 
