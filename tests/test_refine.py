@@ -353,8 +353,7 @@ import os, sys, threading
 from uhrseg.grid.warmup import _sweep_index_files, fork_sweep_compiler, wait_for_child
 before = bool(_sweep_index_files())
 pid = fork_sweep_compiler()
-done = pid is not None and wait_for_child(pid)
-print(before, pid is not None, 'numba' in sys.modules, done, bool(_sweep_index_files()))
+print(before, pid is not None, 'numba' in sys.modules, pid is not None and wait_for_child(pid), bool(_sweep_index_files()))
 again = fork_sweep_compiler()  # the index is there now: nothing forked
 gate = threading.Event()
 other = threading.Thread(target=gate.wait)
