@@ -317,11 +317,10 @@ def test_warm_up_compiles_the_refinement_first_and_only_what_is_needed(tmp_path)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sweep is compiled in a child on Linux only")
 def test_warm_up_compiles_the_sweep_in_a_child_on_a_cache_miss_only(tmp_path):
     """On Linux with an empty cache, a forked child compiles the refinement's sweep into numba's cache while the
-    warm-up thread compiles the other two kernels (connectivity, which the pipeline needs first, then the sums);
-    the thread then loads the sweep from the cache (no compile event of its own) and the cache holds it. With
-    the cache filled, nothing is forked or compiled."""
+    warm-up thread compiles the other two kernels; the thread then loads the sweep from the cache (no compile
+    event of its own) and the cache holds it. With the cache filled, nothing is forked or compiled."""
     assert (_warm_up_order("1", "1", tmp_path)
-            == "_enforce_connectivity_kernel _add_sums | True True True | True")
+            == "_add_sums _enforce_connectivity_kernel | True True True | True")
     assert any(p.name.startswith("refine._refine_rows-") and p.suffix == ".nbi" for p in tmp_path.rglob("*"))
     assert _warm_up_order("1", "1", tmp_path) == "| True True True | False"
 
@@ -346,97 +345,6 @@ def test_wait_for_child_reports_the_status_kills_a_hung_child_and_never_raises()
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     assert wait_for_child(gone.pid) is False
-
-
-_EARLY_CHILD = """
-import os, sys, threading
-from uhrseg.grid.warmup import _sweep_index_files, fork_sweep_compiler, wait_for_child
-before = bool(_sweep_index_files())
-pid = fork_sweep_compiler()
-print(before, pid is not None, 'numba' in sys.modules, pid is not None and wait_for_child(pid), bool(_sweep_index_files()))
-again = fork_sweep_compiler()  # the index is there now: nothing forked
-gate = threading.Event()
-other = threading.Thread(target=gate.wait)
-other.start()
-os.environ["NUMBA_CACHE_DIR"] = sys.argv[1]  # an empty cache again, but a second thread
-print(again is None, fork_sweep_compiler() is None)
-gate.set()
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sweep is compiled in a child on Linux only")
-def test_fork_sweep_compiler_forks_only_on_a_first_run_in_a_one_thread_process(tmp_path):
-    """At a process's start with an empty numba cache, fork_sweep_compiler forks a child, without importing numba
-    itself; the child compiles the refinement's sweep into the cache where the check looks (an index file for
-    it appears) and ends with status 0. Then nothing is forked: not with the index there, and not from a
-    process with a second thread, even with an empty cache."""
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "a")}
-    out = subprocess.run([sys.executable, "-c", _EARLY_CHILD, str(tmp_path / "b")], capture_output=True, text=True,
-                         check=True, env=env).stdout.split()
-    assert out == ["False", "True", "False", "True", "True", "True", "True"]
-    assert [p.name.split("-")[0] for p in (tmp_path / "a").rglob("*.nbi")] == ["refine._refine_rows"]
-    assert not (tmp_path / "b").exists()
-
-
-_EARLY_PIPELINE = """
-import hashlib, os, sys
-from uhrseg.grid.warmup import fork_sweep_compiler
-from uhrseg.inference.predictor import SuperpixelPredictor
-from uhrseg.io import read_image
-pid = fork_sweep_compiler() if sys.argv[2] == "1" else None
-predictor = SuperpixelPredictor("pcnet", backend="opencv", compiling_child=pid)
-labels = predictor.predict(read_image(sys.argv[1]), n_segments=300)
-predictor._warm_up.join()
-try:
-    reaped = os.waitpid(pid, os.WNOHANG) is None
-except ChildProcessError:
-    reaped = True
-except TypeError:  # no child
-    reaped = None
-print(pid is not None, reaped, predictor._warm_up.compiled_in_child, hashlib.sha256(labels.tobytes()).hexdigest())
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sweep is compiled in a child on Linux only")
-def test_a_predictor_given_the_early_child_waits_for_it_and_labels_as_without(tmp_path):
-    """A predictor given fork_sweep_compiler's child (a first run: empty cache) waits for it, reaps it and
-    reports it, forks none of its own, and gives a real BSDS500 image the labels of a first run without it."""
-    from conftest import bsds_image_path
-
-    outs = []
-    for early in ("1", "0"):
-        env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / early)}
-        outs.append(subprocess.run([sys.executable, "-c", _EARLY_PIPELINE, str(bsds_image_path()), early],
-                                   capture_output=True, text=True, check=True, env=env).stdout.split())
-    assert outs[0][:3] == ["True", "True", "True"]
-    assert outs[1][:3] == ["False", "None", "True"]  # no early child: the warm-up forked its own
-    assert outs[0][3] == outs[1][3]
-
-
-def test_the_warm_up_lets_the_pipeline_on_before_the_child_ends(tmp_path):
-    """With a child compiling the sweep, join_compiled_here returns once the kernels compiled in the process are
-    ready, while the child still runs; join waits for the child, reaps it and reports its status."""
-    import time
-
-    from uhrseg.grid.warmup import start_warm_up
-
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(4)"])
-    warm_up = start_warm_up(refinement=True, compiling_child=child.pid)
-    warm_up.join_compiled_here()
-    assert child.poll() is None
-    start = time.monotonic()
-    warm_up.join()
-    assert time.monotonic() - start > 0.5  # (the kernels load in well under the child's 4 s)
-    assert warm_up.compiled_in_child is True
-    with pytest.raises(ChildProcessError):  # reaped by the warm-up
-        os.waitpid(child.pid, os.WNOHANG)
-
-
-def test_classical_methods_take_no_compiling_child():
-    from uhrseg import SuperpixelPredictor
-
-    with pytest.raises(ValueError, match="compiling_child"):
-        SuperpixelPredictor("slic", compiling_child=1)
 
 
 _CHILD_LABELS = """

@@ -307,25 +307,17 @@ def run(args: argparse.Namespace) -> int:
         from ..distributed import run_on_ray
 
         return run_on_ray(__name__, args, images, f"{args.method} n={args.n_segments}")
-    compiling_child = None
-    if args.method in ("pcnet", "scn") and args.refine != 0:
-        from ..grid.warmup import fork_sweep_compiler
-
-        # First, while this process has one thread: on a first run after an install a child compiles the
-        # refinement's sweep on the core that the imports below leave idle (nothing is forked on later runs)
-        compiling_child = fork_sweep_compiler()
     tune_allocator()  # glibc: large blocks reused from the heap, not mapped and faulted in afresh
     opener = ImageOpener(images)  # the first image decodes while torch, numba and the network load
-    process, summary = prepare(args, opener, compiling_child)
+    process, summary = prepare(args, opener)
     prepare_output_dir(args.out)  # after the flag checks and the network: bad flags or weights leave no folder
     return process_batch(images, args.out, process, summary, f"{args.method} n={args.n_segments}", args.quiet,
                          created_out)
 
 
-def prepare(args: argparse.Namespace, opener: ImageOpener, compiling_child: int | None = None):
+def prepare(args: argparse.Namespace, opener: ImageOpener):
     """Build the predictor once; returns ``(process(path, stem, inputs, bar) -> summary entry, summary header)``,
-    used by the local batch loop and by each Ray worker (:mod:`uhrseg.distributed`). ``compiling_child``: see
-    :class:`uhrseg.SuperpixelPredictor`."""
+    used by the local batch loop and by each Ray worker (:mod:`uhrseg.distributed`)."""
     from ..inference.predictor import SuperpixelPredictor
 
     predictor = SuperpixelPredictor(args.method, device=args.device, backend=args.backend, weights=args.weights,
@@ -334,8 +326,7 @@ def prepare(args: argparse.Namespace, opener: ImageOpener, compiling_child: int 
                                     refine_compactness=args.refine_compactness,
                                     refine_smoothness=args.refine_smoothness,
                                     oversegmentation=args.oversegmentation,
-                                    merge_boundary_weight=args.merge_boundary_weight, tile=args.tile,
-                                    compiling_child=compiling_child)
+                                    merge_boundary_weight=args.merge_boundary_weight, tile=args.tile)
     summary = {
         "method": args.method,
         "device": str(predictor.device),

@@ -18,23 +18,16 @@ numba's on-disk cache once the child has written it there: the README demo's fir
 child forks only on a cache miss, while the thread holds numba's compiler lock, and does nothing but compile that
 one kernel and leave with ``os._exit``; the thread waits for it at most :data:`CHILD_TIMEOUT` seconds
 (:func:`wait_for_child`), and if it fails, or the cache cannot be written, compiles the sweep itself afterwards.
-``uhrseg superpixels`` forks that child earlier, at its start, before its own imports
-(:func:`fork_sweep_compiler`, which checks for numba's index file without importing numba): the child then
-compiles on the core that the parent's single-threaded imports leave idle, and the pipeline waits for the sweep
-only before its refinement (:meth:`WarmUp.join_compiled_here` before the connectivity step). The README demo's
-first run: 2.47 against 2.58 s (medians of 10, interleaved with the code before, 2026-12-07; ratio to the second
-run 1.99x against 2.06x). Besides:
+Besides:
 
 - OpenCV runs on one thread fewer while numba compiles in this process
   (:func:`uhrseg.grid.compile_priority.opencv_yields_to_compiler`), so that the compiler, which the pipeline will
   wait for, gets a core of its own beside the network (keeping it at one thread fewer until the child had ended
   too made no measurable difference: 2.54 against 2.52 s, medians of 6);
 - the refinement's kernels are compiled first and the connectivity kernel last (where no child compiles), and
-  the pipeline waits for all the kernels compiled in its process before its connectivity step. The steps after
-  the connectivity (the merge's heap loop) are Python too: run beside the compiler, each waited for the GIL at
+  the pipeline waits for all of them before its connectivity step. The steps after the connectivity (the merge's heap loop) are Python too: run beside the compiler, each waited for the GIL at
   every turn, and the README demo's merge took 0.5-0.7 s instead of 0.05 s. Waiting for the compiler and
   then running them alone costs less (measured in ``benchmarks/README.md``, "The first run after an install").
-  A child's compilation holds no GIL of this process, so the pipeline does not wait for it before that step.
   With a warm cache all the kernels load within 0.2-0.3 s of numba's import, long before the network ends,
   so the order makes no difference there.
 
@@ -62,8 +55,8 @@ from importlib.abc import MetaPathFinder
 
 import numpy as np
 
-__all__ = ["CHILD_TIMEOUT", "WarmUp", "compile_in_child", "fork_sweep_compiler", "import_numba_without_scipy",
-           "start_warm_up", "wait_for_child", "warm_up_kernels"]
+__all__ = ["CHILD_TIMEOUT", "WarmUp", "compile_in_child", "import_numba_without_scipy", "start_warm_up",
+           "wait_for_child", "warm_up_kernels"]
 
 
 class _NoScipyInThread(MetaPathFinder):
@@ -163,86 +156,16 @@ def compile_in_child(kernel, args: tuple) -> int | None:
         except OSError:
             return None
     if pid == 0:  # pragma: no cover - the child (its coverage is not collected)
-        _run_and_exit(lambda: kernel(*args), getattr(getattr(kernel, "py_func", None), "__name__", "a kernel"))
-    return pid
-
-
-def _run_and_exit(call, name: str) -> None:  # pragma: no cover - runs in a forked child
-    """The body of a compiling child: ``call()``, then ``os._exit`` with status 0, or 1 after one line on standard
-    error if it raised (the parent then compiles ``name`` itself)."""
-    status = 1
-    try:
-        call()
-        status = 0
-    except BaseException as error:
-        os.write(2, f"uhrseg: compiling {name} in a child process failed ({error!r}); "
-                    "the parent compiles it\n".encode(errors="replace"))
-    finally:
-        os._exit(status)
-
-
-def _sweep_index_files() -> list[str]:
-    """numba cache index files (``.nbi``) of the refinement's sweep for this Python, in the places numba's cache
-    locators look for ``uhrseg/grid/refine.py`` (``NUMBA_CACHE_DIR`` when set, else the source's
-    ``__pycache__`` and the user-wide cache), found without importing numba. Whether an index lists this CPU
-    and the current source is not checked (:func:`_in_cache` does that, with numba)."""
-    import glob
-    import hashlib
-
-    source = os.path.abspath(os.path.join(os.path.dirname(__file__), "refine.py"))
-    folder = os.path.dirname(source)
-    # numba.core.caching._CacheLocator.get_suitable_cache_subpath
-    subpath = f"{os.path.basename(folder)}_{hashlib.sha1(folder.encode()).hexdigest()}"
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        places = [os.path.join(os.environ["NUMBA_CACHE_DIR"], subpath)]
-    else:
-        user_cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser(os.path.join("~", ".cache"))
-        places = [os.path.join(folder, "__pycache__"), os.path.join(user_cache, "numba", subpath)]
-    name = f"refine._refine_rows-*.py{sys.version_info[0]}{sys.version_info[1]}{getattr(sys, 'abiflags', '')}.nbi"
-    return [f for place in places for f in glob.glob(os.path.join(glob.escape(place), name))]
-
-
-def _compile_sweep_unless_cached() -> None:  # pragma: no cover - runs in the child of fork_sweep_compiler
-    """Import numba and the refinement, then compile the sweep for the pipeline's types unless numba's cache
-    holds it already."""
-    import_numba_without_scipy()
-    from .refine import _refine_rows, _sweep_arguments
-
-    args = _sweep_arguments(np.zeros((2, 2, 3), np.uint8), np.array([[0, 0], [1, 1]], np.int32))
-    if not _in_cache(_refine_rows, args):
-        _refine_rows(*args)
-
-
-def fork_sweep_compiler() -> int | None:
-    """At a process's start, fork a child that compiles the refinement's sweep into numba's on-disk cache, if
-    that looks like a first run after an install; for a command line to call before its own imports.
-
-    The child imports numba and the refinement and compiles the sweep (:func:`compile_in_child` does the same
-    later, from the warm-up thread); started at once, it runs on the core that the parent's single-threaded
-    imports (OpenCV, the network, or torch's 1-1.5 s) leave idle. Forked only on Linux, only while the process
-    has a single thread (a fork while another thread holds an import lock could leave the child's imports
-    waiting for ever), and only when numba's cache has no index file for the sweep at all
-    (:func:`_sweep_index_files`, a few ``stat`` calls: numba itself is not imported, so a later run pays
-    nothing). The child checks the cache with numba's own key before it compiles, and leaves with ``os._exit``
-    (status 0, or 1 after one line on standard error).
-
-    Pass the process id to :class:`uhrseg.SuperpixelPredictor` (``compiling_child``), whose warm-up thread
-    (:func:`warm_up_kernels`) then waits for this child instead of forking its own, and reaps it. Measured on
-    the README demo's first run: see ``benchmarks/README.md``, "The first run after an install".
-
-    Returns
-    -------
-    int or None
-        The child's process id, or None when nothing was forked.
-    """
-    if not sys.platform.startswith("linux") or threading.active_count() > 1 or _sweep_index_files():
-        return None
-    try:
-        pid = os.fork()
-    except OSError:
-        return None
-    if pid == 0:  # pragma: no cover - the child
-        _run_and_exit(_compile_sweep_unless_cached, "_refine_rows")
+        status = 1
+        try:
+            kernel(*args)
+            status = 0
+        except BaseException as error:
+            name = getattr(getattr(kernel, "py_func", None), "__name__", "a kernel")
+            os.write(2, f"uhrseg: compiling {name} in a child process failed ({error!r}); "
+                        "the parent compiles it\n".encode(errors="replace"))
+        finally:
+            os._exit(status)
     return pid
 
 
@@ -268,8 +191,7 @@ def wait_for_child(pid: int, timeout: float = CHILD_TIMEOUT) -> bool:
         return False
 
 
-def warm_up_kernels(refinement: bool = True, child: bool = True, compiling_child: int | None = None,
-                    compiled_here: threading.Event | None = None) -> bool:
+def warm_up_kernels(refinement: bool = True, child: bool = True) -> bool:
     """Call the refinement and connectivity kernels once on 2 x 2 inputs of the dtypes the pipeline uses, and
     OpenCV's CIELAB conversion and area resize on a few pixels.
 
@@ -285,20 +207,11 @@ def warm_up_kernels(refinement: bool = True, child: bool = True, compiling_child
     child : bool
         Where the refinement's sweep is not in numba's cache, compile it in a child process
         (:func:`compile_in_child`, Linux only) while this thread compiles the other kernels.
-    compiling_child : int or None
-        The process id of a child of :func:`fork_sweep_compiler` (already compiling the sweep): waited for and
-        reaped in place of a child of this call's own.
-    compiled_here : threading.Event, optional
-        Set once no kernel is left to compile in this process: every kernel is ready except, where a child
-        compiles it, the refinement's sweep, which this call then loads from the cache after the child ends.
-        Work that needs only the other kernels can start then: the child's compilation does not hold this
-        process's GIL, so Python run beside it is not slowed as beside an in-process compilation.
 
     Returns
     -------
     bool
-        True if a child process compiled the refinement's sweep (or, with ``compiling_child``, ended with
-        status 0).
+        True if a child process compiled the refinement's sweep.
     """
     import cv2
 
@@ -317,47 +230,36 @@ def warm_up_kernels(refinement: bool = True, child: bool = True, compiling_child
 
     labels = np.array([[0, 0], [1, 1]], np.int32)  # two 4-connected superpixels
     lab = np.zeros((2, 2, 3), np.uint8)
-    pid = compiling_child
-    if pid is None and refinement and child:
-        pid = compile_in_child(_refine_rows, _sweep_arguments(lab, labels))
-    compiled = False
+    pid = compile_in_child(_refine_rows, _sweep_arguments(lab, labels)) if refinement and child else None
     with opencv_yields_to_compiler():
         if pid is not None:
-            try:  # the thread's share beside the child: connectivity (needed first), then the sums
+            try:  # the thread's share beside the child: the sums, then connectivity
+                _add_sums(lab, labels, np.zeros((2, 6)), 0)
                 enforce_connectivity(labels, 1, 4, np.ones(2, np.int64), np.ones(2, np.int64))
-                if refinement:
-                    _add_sums(lab, labels, np.zeros((2, 6)), 0)
             finally:
-                if compiled_here is not None:
-                    compiled_here.set()
-                compiled = wait_for_child(pid)  # reaped whatever happened here
+                wait_for_child(pid)  # reaped whatever happened here
         if refinement:
             refine_store(ArrayStore(lab), ArrayStore(labels), 2, 1)
         enforce_connectivity(labels, 1, 4, np.ones(2, np.int64), np.ones(2, np.int64))
-    return compiled
+    return pid is not None
 
 
 class WarmUp:
     """:func:`warm_up_kernels` running in a background thread (:func:`start_warm_up`), joined at interpreter exit.
 
-    :meth:`join` waits until every kernel is ready; :meth:`join_compiled_here` only until none is left to
-    compile in this process (a child may still be compiling the refinement's sweep). An exception in the thread
-    ends the waits and is left for the real call to raise. After :meth:`join`, :attr:`compiled_in_child` says
-    whether a child process compiled the refinement's sweep (a cache miss on Linux with ``child``, or
-    ``compiling_child`` given and ended with status 0; :func:`warm_up_kernels`, whose parameters these are).
+    :meth:`join` waits until every kernel is ready. An exception in the thread ends the wait and is left for the
+    real call to raise. After :meth:`join`, :attr:`compiled_in_child` says whether a child process compiled the
+    refinement's sweep (a cache miss on Linux with ``child``; :func:`warm_up_kernels`).
     """
 
-    def __init__(self, refinement: bool = True, child: bool = True, compiling_child: int | None = None) -> None:
+    def __init__(self, refinement: bool = True, child: bool = True) -> None:
         self.compiled_in_child = False
-        self._compiled_here = threading.Event()
 
         def target() -> None:
             try:
-                self.compiled_in_child = warm_up_kernels(refinement, child, compiling_child, self._compiled_here)
+                self.compiled_in_child = warm_up_kernels(refinement, child)
             except Exception:  # pragma: no cover - the real call raises the same error where it can be handled
                 pass
-            finally:
-                self._compiled_here.set()
 
         # Not a daemon: the interpreter joins it before it shuts down. A daemon thread still inside numba's
         # compiler or OpenCV's first resize when the process ends made the C++ runtime abort ("terminate called
@@ -367,17 +269,11 @@ class WarmUp:
         self._thread.start()
 
     def join(self) -> None:
-        """Wait until the warm-up has ended: every kernel is ready."""
+        """Wait until the warm-up has ended."""
         self._thread.join()
 
-    def join_compiled_here(self) -> None:
-        """Wait until no kernel is left to compile in this process: every kernel is ready but, where a child
-        process compiles it, the refinement's sweep (see ``compiled_here`` of :func:`warm_up_kernels`)."""
-        self._compiled_here.wait()
 
-
-def start_warm_up(refinement: bool = True, child: bool = True, compiling_child: int | None = None) -> WarmUp:
+def start_warm_up(refinement: bool = True, child: bool = True) -> WarmUp:
     """Start :func:`warm_up_kernels` (``refinement``: also the refinement's kernels; ``child``: compile the
-    refinement's sweep in a child process on a cache miss; ``compiling_child``: the process id of a child of
-    :func:`fork_sweep_compiler`, waited for instead) in a new thread (:class:`WarmUp`)."""
-    return WarmUp(refinement, child, compiling_child)
+    refinement's sweep in a child process on a cache miss) in a new thread (:class:`WarmUp`)."""
+    return WarmUp(refinement, child)

@@ -322,10 +322,6 @@ class SuperpixelPredictor:
         memory; the labels do not depend on it.
     band_rows : int
         Full-resolution rows per band of the upsampling and refinement passes; the labels do not depend on it.
-    compiling_child : int, optional
-        Networks only: the process id that :func:`uhrseg.grid.warmup.fork_sweep_compiler` returned (a child
-        compiling the refinement's sweep, forked by a command line before its imports): the warm-up waits for it
-        and reaps it instead of forking a child of its own. The labels do not depend on it.
 
     Attributes
     ----------
@@ -343,8 +339,7 @@ class SuperpixelPredictor:
         If the method, device, backend or precision is unknown, weights, an ``oversegmentation``, a
         ``merge_boundary_weight`` or a precision other than ``"fp32"`` are given for a classical method,
         ``oversegmentation < 1``, ``merge_boundary_weight`` is negative or not finite or given with
-        ``oversegmentation=1`` (which merges nothing), ``compiling_child`` is given for a classical method, the
-        OpenCV backend is
+        ``oversegmentation=1`` (which merges nothing), the OpenCV backend is
         asked for with another precision than ``"fp32"``, or the device cannot run the precision (bf16 on a GPU
         without bfloat16).
     uhrseg.errors.WeightsNotFoundError
@@ -367,12 +362,9 @@ class SuperpixelPredictor:
                  strip_pixels: int = DEFAULT_STRIP_PIXELS, refine_iterations: int | None = None,
                  refine_compactness: float = DEFAULT_COMPACTNESS, refine_smoothness: float | None = None,
                  oversegmentation: float | None = None, merge_boundary_weight: float = 0.0,
-                 tile: int = DEFAULT_TILE, band_rows: int = DEFAULT_BAND_ROWS,
-                 compiling_child: int | None = None) -> None:
+                 tile: int = DEFAULT_TILE, band_rows: int = DEFAULT_BAND_ROWS) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-        if compiling_child is not None and method not in NETWORK_METHODS:
-            raise ValueError(f"method {method!r} takes no compiling_child (networks only)")
         if refine_iterations is None:
             refine_iterations = DEFAULT_REFINE_ITERATIONS if method in NETWORK_METHODS else 0
         if refine_iterations < 0:
@@ -426,7 +418,7 @@ class SuperpixelPredictor:
                 # network loads, the caller reads its image and the network runs; run_source waits for them
                 # before the connectivity step. On the torch backend
                 # they start after torch's import (below), not beside it.
-                self._warm_up = start_warm_up(refinement=self.refine_iterations > 0, compiling_child=compiling_child)
+                self._warm_up = start_warm_up(refinement=self.refine_iterations > 0)
                 try:
                     self.network = OpenCVNetwork.packaged(method)
                 except WeightsNotFoundError:
@@ -443,8 +435,7 @@ class SuperpixelPredictor:
                          else load_packaged_model(method))
                 self.model = self.network = inference_model(model.to(self.device))
                 if self._warm_up is None:  # (already running when an OpenCV export failed to load)
-                    self._warm_up = start_warm_up(refinement=self.refine_iterations > 0,
-                                                  compiling_child=compiling_child)
+                    self._warm_up = start_warm_up(refinement=self.refine_iterations > 0)
         else:
             if weights is not None:
                 raise ValueError(f"method {method!r} takes no weights")
@@ -662,9 +653,7 @@ class SuperpixelPredictor:
         say("connectivity")
         t0 = time.perf_counter()
         lab_filled = _fill_lab_in_background(source, lab, self.band_rows) if lab_later else None
-        # Every kernel compiled in this process (uhrseg.grid.warmup says why all of them before this step); the
-        # refinement's sweep, if a child process compiles it, is waited for before the refinement
-        self._warm_up.join_compiled_here()
+        self._warm_up.join()  # every kernel (uhrseg.grid.warmup says why all of them before this step)
         from ..grid.connectivity import connectivity_bounds, enforce_connectivity
         from ..grid.refine import refine_store
 
@@ -706,7 +695,6 @@ class SuperpixelPredictor:
             smoothness = self._smoothness_on(big_h, big_w, grid)  # the grid above: not computed again
             if lab_filled is not None:
                 lab_filled.result()
-            self._warm_up.join()
             refine_store(lab, labels, n_produced, self.refine_iterations, self.refine_compactness, smoothness,
                          band_rows=self.band_rows)
             timings["refine"] = time.perf_counter() - t0
