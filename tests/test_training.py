@@ -556,3 +556,19 @@ def test_recipes_refuse_values_that_cannot_train(name, field_name, value, messag
 
     with pytest.raises(ValueError, match=message):
         getattr(config, name)(**{field_name: value})
+
+
+@pytest.mark.parametrize("recipe", ["TrainConfig", "SemanticTrainConfig", "MagNetTrainConfig", "HeadDistillConfig"])
+def test_every_recipe_refuses_no_data_and_zero_steps_or_batch(recipe):
+    """The four training recipes check their data, iterations and batch size the same way: an empty data list is
+    refused before any loader starts, and 0 iterations or a batch of 0 name the field and the value."""
+    import uhrseg.training as training
+
+    cls = getattr(training, recipe)
+    cls()  # the defaults are valid
+    with pytest.raises(ValueError, match="no training data given"):
+        cls(data=[])
+    with pytest.raises(ValueError, match="iterations must be >= 1, got 0"):
+        cls(iterations=0)
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        cls(batch_size=0)

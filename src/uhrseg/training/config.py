@@ -40,21 +40,24 @@ class _Recipe:
         """Check the named fields: ``positive`` finite and > 0, ``nonnegative`` finite and >= 0 (NaN fails both:
         a NaN loss weight trained on NaN losses, and a NaN learning-rate scale left a branch out of the
         optimiser), ``at_least_one`` >= 1 (0 steps between validations or learning-rate steps divided by zero).
-        The same for every recipe: ``lr`` and ``weight_decay`` (finite, >= 0) and the steps between checkpoints,
-        validations and log lines, and ``scale_range`` where the recipe has one.
+        The same for every recipe: ``data`` (not empty), ``iterations`` and ``batch_size`` (>= 1), ``lr`` and
+        ``weight_decay`` (finite, >= 0) and the steps between checkpoints, validations and log lines, and
+        ``scale_range`` where the recipe has one.
 
         Raises
         ------
         ValueError
-            Naming the first field out of range and its value.
+            Naming the first field out of range and its value, or ``"no training data given"``.
         """
+        if not self.data:
+            raise ValueError("no training data given")
         for name in positive:
             if not 0 < getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
         for name in ("lr", "weight_decay", *nonnegative):  # lr 0: the weights stay (tests use it)
             if not 0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
-        for name in ("checkpoint_every", "val_every", "log_every", *at_least_one):
+        for name in ("iterations", "batch_size", "checkpoint_every", "val_every", "log_every", *at_least_one):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.seed < 0:  # NumPy's generator said only "expected non-negative integer"
@@ -156,8 +159,6 @@ class TrainConfig(_Recipe):
             raise ValueError("revive_channels needs init (the weights whose unused channels are restarted)")
         if self.teacher_refine and self.teacher is None:
             raise ValueError("teacher_refine needs teacher (the SCN whose refined Q is the target)")
-        if self.iterations < 1 or self.batch_size < 1:
-            raise ValueError("iterations and batch_size must be >= 1")
         self._check_ranges(positive=("guide_lr_scale", "head_blocks_lr_scale", "lr_gamma"),
                            nonnegative=("teacher_weight", "sp_weight", "position_weight", "sr_weight", "ld_weight",
                                         "patch_weight"),
@@ -226,12 +227,8 @@ class SemanticTrainConfig(_Recipe):
         self.scale_range = tuple(float(v) for v in self.scale_range)
         if self.model == "deeppath":
             self.shallow = self.sr = self.sd = False
-        if self.iterations < 1 or self.batch_size < 1:
-            raise ValueError("iterations and batch_size must be >= 1")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if not self.data:
-            raise ValueError("no training data given")
         self._check_ranges(positive=("poly_power",),
                            nonnegative=("momentum", "ohem_threshold", "aux_weight", "deep_weight", "sr_weight",
                                         "sd_weight"),
@@ -288,8 +285,8 @@ class MagNetTrainConfig(_Recipe):
     log_every: int = 10
 
     def __post_init__(self) -> None:
-        if self.iterations < 1 or self.batch_size < 1 or self.n_scales < 2:
-            raise ValueError("iterations and batch_size must be >= 1 and n_scales >= 2")
+        if self.n_scales < 2:
+            raise ValueError(f"n_scales must be >= 2, got {self.n_scales}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.fine_range is None:
@@ -297,8 +294,6 @@ class MagNetTrainConfig(_Recipe):
         self.fine_range = tuple(float(v) for v in self.fine_range)
         if not 0 < self.fine_range[0] <= self.fine_range[1] <= 1:
             raise ValueError(f"fine_range must satisfy 0 < low <= high <= 1, got {self.fine_range}")
-        if not self.data:
-            raise ValueError("no training data given")
         self._check_ranges(positive=("poly_power",), nonnegative=("momentum", "ohem_threshold"),
                            at_least_one=("val_images",))
 
@@ -355,10 +350,6 @@ class HeadDistillConfig(_Recipe):
                     or sum(self.data_weights) <= 0:
                 raise ValueError(f"data_weights must be {len(self.data)} finite weights >= 0 (one per data "
                                  f"entry) with a positive sum, got {self.data_weights}")
-        if not self.data:
-            raise ValueError("no training data given")
-        if self.iterations < 1 or self.batch_size < 1:
-            raise ValueError("iterations and batch_size must be >= 1")
         if self.head_blocks < 0:
             raise ValueError(f"head_blocks must be >= 0, got {self.head_blocks}")
         if self.crop < 64 or self.crop % 64:  # PCNet's input, a quarter of it, must be a multiple of 16
