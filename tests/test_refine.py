@@ -347,6 +347,35 @@ def test_wait_for_child_reports_the_status_kills_a_hung_child_and_never_raises()
     assert wait_for_child(gone.pid) is False
 
 
+_NICE = """
+import os, sys, threading
+from uhrseg.grid.warmup import CHILD_NICE, warm_up_kernels
+seen = []
+
+def run(lower):
+    forked = warm_up_kernels(child=True, lower_priority=lower)
+    seen.append((forked, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+
+for lower in (True, False, True):  # empty cache: a child; then cache hits: none
+    thread = threading.Thread(target=run, args=(lower,))
+    thread.start()
+    thread.join()
+print(CHILD_NICE, seen, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sweep is compiled in a child on Linux only")
+def test_the_warm_up_thread_yields_to_its_compiling_child_only(tmp_path):
+    """With lower_priority (as WarmUp's own thread calls it), the thread that forked the compiling child ends
+    CHILD_NICE nice levels lower; without it, or with no child (a cache hit), its priority stays; the main
+    thread's is never touched."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", _NICE], capture_output=True, text=True, check=True,
+                         env=env).stdout.strip()
+    base = os.getpriority(os.PRIO_PROCESS, 0)  # the test process's (the subprocess inherits it)
+    assert out == f"5 [(True, {min(base + 5, 19)}), (False, {base}), (False, {base})] {base}"  # (19: the lowest)
+
+
 _CHILD_LABELS = """
 import hashlib, sys
 import numpy as np
