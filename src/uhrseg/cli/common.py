@@ -1,5 +1,8 @@
 """Pieces shared by the image-processing commands (``superpixels``, ``segment``): unique output names, the
-never-overwrite-an-input check, and the batch loop (progress bar, one error line per failed image, summary)."""
+never-overwrite-an-input check, and the batch loop (progress bar, one error line per failed image, summary).
+
+The image readers and writers (:mod:`uhrseg.io`: NumPy, OpenCV, Pillow, tifffile) are imported where they are
+used, so that a command's parser, and ``uhrseg COMMAND --help``, loads none of them."""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UhrsegError
-from ..io import commit_files, open_image
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -111,6 +113,8 @@ class ImageOpener:
         self._first = images[0] if images else None
         self._future = None
         if self._first is not None:
+            from ..io import open_image
+
             pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uhrseg-read")
             self._future = pool.submit(open_image, self._first)
             pool.shutdown(wait=False)
@@ -126,6 +130,8 @@ class ImageOpener:
         if self._future is not None and path == self._first:
             future, self._future = self._future, None
             return future.result()
+        from ..io import open_image
+
         return open_image(path)
 
 
@@ -195,6 +201,8 @@ def finish_batch(out: Path, summary: dict, done: list[dict], failed: list[dict],
     """Write ``summary.json`` (when an image succeeded), report the count and the failures; returns the exit
     code (0, or 2 when any image failed). With no image done, an empty ``out`` this command created is removed."""
     if done:
+        from ..io import commit_files
+
         text = json.dumps({**summary, "images": done, "failed": failed}, indent=2)
         commit_files({out / "summary.json": lambda p: p.write_text(text + "\n")})
     if not done and created_out and out.is_dir() and not any(out.iterdir()):

@@ -8,11 +8,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ..defaults import NETWORK_METHODS
 from ..errors import UhrsegError
 from ..memory import peak_rss_bytes, tune_allocator
+
+# NumPy and the readers and writers are imported by the functions that run the command: the parser, and so
+# ``uhrseg refine-classes --help``, loads none of them.
 
 DESCRIPTION = """\
 Sharpen a class map with superpixels. --classes is either a class map of the image's size
@@ -53,6 +54,7 @@ def _palette(args: argparse.Namespace, classes_path: Path):
     """``(colours, names)`` from --palette, else the PNG's own palette (names None), else ``(None, None)``."""
     if args.palette is None:
         if classes_path.suffix.lower() == ".png":
+            import numpy as np
             from PIL import Image
 
             with Image.open(classes_path) as im:
@@ -78,6 +80,8 @@ def _palette(args: argparse.Namespace, classes_path: Path):
 
 def run(args: argparse.Namespace) -> int:
     """Execute the sub-command; returns the exit code."""
+    import numpy as np
+
     from ..datasets.readers import read_label_map
     from ..io import commit_files, prepare_output_dir, read_image, render_class_overlay, write_class_png, write_png
     from ..semantic import ClassRefinement, infer_stride, refine_with_superpixels

@@ -8,8 +8,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ..defaults import (
     DEFAULT_SEMANTIC_TILE,
     MAGNET_MODELS,
@@ -21,27 +19,16 @@ from ..defaults import (
     SEMANTIC_MODELS,
 )
 from ..errors import UhrsegError
-from ..io import (
-    commit_files,
-    label_suffix,
-    prepare_output_dir,
-    render_class_overlay,
-    sample_label_store,
-    write_class_png,
-    write_class_store,
-    write_label_store,
-    write_labels,
-    write_overlay,
-)
-from ..io.geo import NODATA_CLASS, NODATA_LABEL, mask_nodata_classes, mask_nodata_labels, read_georeference
-from ..io.sources import ArraySource, TiffSource
-from ..memory import peak_rss_bytes, reset_peak_rss, tune_allocator
-from ..stores import ArrayStore, FileStore
 from .common import (ImageOpener, add_ray_options, check_ray_options, check_targets, export_writers, parse_exports,
                      process_batch)
 
 if TYPE_CHECKING:  # loaded by run(), after the first image has started decoding
+    import numpy as np
+
     from ..inference.semantic import SemanticPredictor
+
+# NumPy and uhrseg's readers and writers (OpenCV, Pillow, tifffile) are imported by the functions that run the
+# command, not here: the parser, and so ``uhrseg segment --help``, loads none of them.
 
 DESCRIPTION = """\
 Segment images into classes at their full resolution. For every IMAGE, DIR receives
@@ -126,6 +113,8 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 
 def _entry(path: Path, written, height: int, width: int, names, counts: np.ndarray, mode: str, streamed: bool,
            timings: dict) -> dict:
+    from ..memory import peak_rss_bytes
+
     total = max(1, int(counts.sum()))
     return {
         "file": str(path),
@@ -142,6 +131,15 @@ def _entry(path: Path, written, height: int, width: int, names, counts: np.ndarr
 
 def _process(predictor: SemanticPredictor, opener: ImageOpener, path: Path, stem: str, args: argparse.Namespace,
              inputs: set[Path], bar) -> dict:
+    import numpy as np
+
+    from ..io import commit_files, label_suffix, render_class_overlay, write_class_png, write_class_store
+    from ..io import write_label_store, write_labels, write_overlay
+    from ..io.geo import NODATA_CLASS, NODATA_LABEL, mask_nodata_classes, mask_nodata_labels, read_georeference
+    from ..io.sources import ArraySource, TiffSource
+    from ..memory import reset_peak_rss
+    from ..stores import ArrayStore
+
     reset_peak_rss()
     t_start = time.perf_counter()
     source = opener.open(path)
@@ -195,7 +193,10 @@ def _process(predictor: SemanticPredictor, opener: ImageOpener, path: Path, stem
 def class_regions(classes: np.ndarray) -> tuple[np.ndarray, int]:
     """The connected regions of one class each (4-connectivity; :func:`skimage.measure.label`) of an in-memory
     class map, ``0 .. K-1`` int32, nodata (255) -1; and ``K``."""
+    import numpy as np
     from skimage.measure import label
+
+    from ..io.geo import NODATA_CLASS
 
     regions = label(classes.astype(np.int16), background=NODATA_CLASS, connectivity=1).astype(np.int32) - 1
     return regions, int(regions.max()) + 1
@@ -204,6 +205,13 @@ def class_regions(classes: np.ndarray) -> tuple[np.ndarray, int]:
 def _process_streamed(predictor: SemanticPredictor, source, path: Path, stem: str, args: argparse.Namespace,
                       inputs: set[Path], bar, t_start: float) -> dict:
     """Bounded-memory path: intermediate maps and the class map in temporary files in the output folder."""
+    import numpy as np
+
+    from ..io import commit_files, render_class_overlay, sample_label_store, write_class_store, write_label_store
+    from ..io import write_overlay
+    from ..io.geo import NODATA_CLASS, NODATA_LABEL, mask_nodata_classes, mask_nodata_labels, read_georeference
+    from ..stores import FileStore
+
     height, width = source.shape[:2]
     scale = min(1.0, args.preview_side / max(height, width))
     preview_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
@@ -294,6 +302,9 @@ def run(args: argparse.Namespace) -> int:
         from ..distributed import run_on_ray
 
         return run_on_ray(__name__, args, images, desc)
+    from ..io import prepare_output_dir
+    from ..memory import tune_allocator
+
     tune_allocator()  # glibc: large blocks (torch's tensors, bands) reused from the heap, not faulted in afresh
     opener = ImageOpener(images)  # the first image decodes while torch and the network load
     process, summary = prepare(args, opener)  # before the folder: bad weights make none
