@@ -20,12 +20,14 @@ one kernel and leave with ``os._exit``; the thread waits for it at most :data:`C
 (:func:`wait_for_child`), and if it fails, or the cache cannot be written, compiles the sweep itself afterwards.
 Besides:
 
-- while the child compiles, the warm-up thread runs :data:`CHILD_NICE` (5) nice levels lower (Linux keeps a nice
-  value per thread). The child's sweep is what the pipeline waits for last, and the thread's own compilation is
-  shorter, so the child and the network get more of the two cores. README demo's first run, interleaved with the
-  thread at its usual priority, 2026-12-07: 2.38 against 2.56 s (medians of 14; paired differences: mean
-  -0.15 s, 10 of 14 faster; a second batch of 10: mean -0.13 s, 9 faster). Ratio to the second run 1.88x against
-  2.01x. Nice 10 and 19 measured the same within the noise;
+- while the child compiles, the other two kernels are compiled :data:`CHILD_NICE` (5) nice levels lower, in a
+  short-lived thread of their own (Linux keeps a nice value per thread; the warm-up thread's own priority never
+  changes). The child's sweep is what the pipeline waits for last, and the other compilation is shorter, so the
+  child and the network get more of the two cores. README demo's first run, interleaved with the code before
+  (no lowering), 2026-12-07: 2.34 against 2.54 s (medians of 14; paired differences: mean -0.08 s, 11 of 14
+  faster), ratio to the second run 1.88x against 2.01x. Lowering the whole warm-up thread instead (for good,
+  including its later work) measured about the same (mean -0.12 to -0.15 s in three batches), and nice 10 and 19
+  the same as 5 within the noise;
 - OpenCV runs on one thread fewer while numba compiles in this process
   (:func:`uhrseg.grid.compile_priority.opencv_yields_to_compiler`), so that the compiler, which the pipeline will
   wait for, gets a core of its own beside the network (keeping it at one thread fewer until the child had ended
@@ -107,20 +109,35 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module=re.escape(
 #: Seconds :func:`wait_for_child` waits for a compiling child before it kills it (the compilation takes 1-3 s).
 CHILD_TIMEOUT = 60.0
 
-#: Nice increment (Linux, per thread) that the warm-up thread takes while a child compiles the refinement's sweep
-#: beside it (``lower_priority`` of :func:`warm_up_kernels`): the child, whose sweep the pipeline waits for last,
-#: and the network then get more of the two cores than the thread's own, shorter compilation.
+#: Nice increment (Linux, per thread) of the warm-up's compilation beside a child that compiles the refinement's
+#: sweep (``lower_priority`` of :func:`warm_up_kernels`): the child, whose sweep the pipeline waits for last, and
+#: the network then get more of the two cores than that shorter compilation.
 CHILD_NICE = 5
 
 
-def _lower_own_priority(increment: int) -> None:
-    """Add ``increment`` to the calling thread's nice value (Linux keeps one per thread; it cannot be raised back
-    without privileges). Does nothing where that is not possible."""
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
-    except (AttributeError, OSError):
-        pass
+def _run_lowered(work, increment: int) -> None:
+    """Run ``work()`` in a new thread whose nice value is ``increment`` above the caller's, and wait for it
+    (Linux keeps a nice value per thread, which cannot be lowered back without privileges: hence a thread of its
+    own, which ends with ``work``). Where the priority cannot be changed, ``work`` runs at the usual one. An
+    exception of ``work`` is raised again here."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+        except (AttributeError, OSError):
+            pass
+        try:
+            work()
+        except BaseException as error:  # handed to the caller
+            errors.append(error)
+
+    thread = threading.Thread(target=target, name="uhrseg-kernel-warm-up-lowered")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
 
 
 def _in_cache(kernel, args: tuple) -> bool:
@@ -230,8 +247,10 @@ def warm_up_kernels(refinement: bool = True, child: bool = True, lower_priority:
         Where the refinement's sweep is not in numba's cache, compile it in a child process
         (:func:`compile_in_child`, Linux only) while this thread compiles the other kernels.
     lower_priority : bool
-        While such a child compiles, run the calling thread :data:`CHILD_NICE` nice levels lower, for good (so
-        only for a thread of its own, as :class:`WarmUp` does; nothing changes where no child is forked).
+        While such a child compiles, compile the other kernels in a short-lived thread :data:`CHILD_NICE` nice
+        levels lower (Linux), which ends before the child is waited for: the calling thread's own priority never
+        changes, and whatever it does afterwards (loading the sweep, or compiling it where the child failed)
+        runs at its usual priority. Nothing changes where no child is forked.
 
     Returns
     -------
@@ -256,13 +275,17 @@ def warm_up_kernels(refinement: bool = True, child: bool = True, lower_priority:
     labels = np.array([[0, 0], [1, 1]], np.int32)  # two 4-connected superpixels
     lab = np.zeros((2, 2, 3), np.uint8)
     pid = compile_in_child(_refine_rows, _sweep_arguments(lab, labels)) if refinement and child else None
+    def beside_child() -> None:  # this process's share while the child compiles: the sums, then connectivity
+        _add_sums(lab, labels, np.zeros((2, 6)), 0)
+        enforce_connectivity(labels, 1, 4, np.ones(2, np.int64), np.ones(2, np.int64))
+
     with opencv_yields_to_compiler():
         if pid is not None:
-            if lower_priority:
-                _lower_own_priority(CHILD_NICE)
-            try:  # the thread's share beside the child: the sums, then connectivity
-                _add_sums(lab, labels, np.zeros((2, 6)), 0)
-                enforce_connectivity(labels, 1, 4, np.ones(2, np.int64), np.ones(2, np.int64))
+            try:
+                if lower_priority:  # in a thread of its own, lowered for its short life only
+                    _run_lowered(beside_child, CHILD_NICE)
+                else:
+                    beside_child()
             finally:
                 wait_for_child(pid)  # reaped whatever happened here
         if refinement:
