@@ -305,6 +305,13 @@ def test_train_command_for_scn(mini_bsds, tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "scaled"), "--scale-range", "0.5,1.5"]) == 0
     record = load_model(tmp_path / "scaled" / "last.pt", expected="scn").training_record
     assert tuple(record["train_config"]["scale_range"]) == (0.5, 1.5)
+    assert record["train_config"]["weight_decay"] == TrainConfig().weight_decay  # the recipe's default
+    # --weight-decay reaches the superpixel recipes too (it was a segmentation-only flag before 2026-12-07)
+    assert main([*args, "--out", str(tmp_path / "decay"), "--weight-decay", "0.002"]) == 0
+    assert load_model(tmp_path / "decay" / "last.pt", expected="scn").training_record["train_config"][
+        "weight_decay"] == 0.002
+    assert main([*args, "--out", str(tmp_path / "x"), "--weight-decay", "-1"]) == 2
+    assert "weight_decay must be finite and >= 0, got -1.0" in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "x"), "--scale-range", "1,1", "--global-resize", "128"]) == 2
     assert "exclude each other" in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "x"), "--scale-range", "2,1"]) == 2

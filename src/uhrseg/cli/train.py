@@ -68,6 +68,10 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--iterations", type=int, metavar="N", help=f"(default {d.iterations} / {s.iterations})")
     p.add_argument("--batch-size", type=int, metavar="N", help=f"(default {d.batch_size} / {s.batch_size})")
     p.add_argument("--lr", type=float, help=f"learning rate (default {d.lr} / {s.lr})")
+    p.add_argument("--weight-decay", type=float, metavar="W",
+                   help=f"the optimiser's weight decay (default {d.weight_decay:g} for pcnet and scn, "
+                        f"{HeadDistillConfig.weight_decay:g} for pcnet-head, {s.weight_decay:g} for the segmentation "
+                        "networks with adamw, 5e-4 with sgd)")
     p.add_argument("--crop", type=int, metavar="PX",
                    help=f"crop side (default {d.crop} / {s.crop}; a multiple of 64 for PCNet, of 32 for the "
                         "segmentation networks)")
@@ -148,7 +152,6 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 
     sg = p.add_argument_group("segmentation networks (isdnet, deeppath)")
     sg.add_argument("--optimizer", choices=("adamw", "sgd"), help="(default adamw)")
-    sg.add_argument("--weight-decay", type=float, help=f"(default {s.weight_decay})")
     sg.add_argument("--warmup", type=int, metavar="N", help=f"linear warm-up iterations (default {s.warmup})")
     sg.add_argument("--width", type=int, metavar="C", help=f"ResNet stem width (ResNet-18: 64; default {s.width})")
     sg.add_argument("--deep-scale", type=int, choices=(1, 4),
@@ -174,7 +177,7 @@ _SUPERPIXEL_ONLY = ("val_n_segments", "lr_step", "patch", "global_resize", "no_d
                     "loader_workers", "extend_to", "teacher", "teacher_weight", "teacher_refine",
                     "revive_channels", "head_norm", "guide", "guide_channels", "guide_lr_scale", "head_blocks",
                     "head_blocks_lr_scale", "position_weight")
-_SEGMENTATION_ONLY = ("optimizer", "weight_decay", "warmup", "width", "deep_scale", "no_shallow",
+_SEGMENTATION_ONLY = ("optimizer", "warmup", "width", "deep_scale", "no_shallow",
                       "fusion", "no_sd", "no_aux", "no_ohem", "no_photometric")
 
 
@@ -184,7 +187,7 @@ def _given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
 
 def _common(args: argparse.Namespace) -> dict:
     out = {}
-    for name in ("iterations", "batch_size", "lr", "crop", "init", "seed", "device", "precision",
+    for name in ("iterations", "batch_size", "lr", "weight_decay", "crop", "init", "seed", "device", "precision",
                  "checkpoint_every", "val_every", "val_images"):
         if getattr(args, name) is not None:
             out[name] = getattr(args, name)
@@ -224,7 +227,7 @@ def _superpixel_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _segmentation_config(args: argparse.Namespace) -> SemanticTrainConfig:
-    extra = {k: getattr(args, k) for k in ("optimizer", "weight_decay", "warmup", "width", "deep_scale", "fusion")
+    extra = {k: getattr(args, k) for k in ("optimizer", "warmup", "width", "deep_scale", "fusion")
              if getattr(args, k) is not None}
     if args.scale_range is not None:
         extra["scale_range"] = _scale_range(args.scale_range)
@@ -251,7 +254,7 @@ def _magnet_config(args: argparse.Namespace) -> MagNetTrainConfig:
     if args.data is None:
         raise UhrsegError("magnet needs --data (folders of images/ + labels/ or DeepGlobe images/ + masks/)")
     common = {k: v for k, v in _common(args).items() if k not in ("crop", "init", "precision")}
-    extra = {k: getattr(args, k) for k in ("optimizer", "weight_decay", "warmup") if getattr(args, k) is not None}
+    extra = {k: getattr(args, k) for k in ("optimizer", "warmup") if getattr(args, k) is not None}
     if args.scales is not None:
         extra["n_scales"] = args.scales
     return MagNetTrainConfig(backbone=str(args.backbone), backbone_model=args.backbone_model or "isdnet",
