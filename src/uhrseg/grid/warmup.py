@@ -275,6 +275,7 @@ def warm_up_kernels(refinement: bool = True, child: bool = True, lower_priority:
     labels = np.array([[0, 0], [1, 1]], np.int32)  # two 4-connected superpixels
     lab = np.zeros((2, 2, 3), np.uint8)
     pid = compile_in_child(_refine_rows, _sweep_arguments(lab, labels)) if refinement and child else None
+
     def beside_child() -> None:  # this process's share while the child compiles: the sums, then connectivity
         _add_sums(lab, labels, np.zeros((2, 6)), 0)
         enforce_connectivity(labels, 1, 4, np.ones(2, np.int64), np.ones(2, np.int64))
