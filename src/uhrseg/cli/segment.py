@@ -19,6 +19,7 @@ from ..defaults import (
     SEMANTIC_MODELS,
 )
 from ..errors import UhrsegError
+from ..memory import peak_rss_bytes, reset_peak_rss, tune_allocator
 from .common import (ImageOpener, add_ray_options, check_ray_options, check_targets, export_writers, parse_exports,
                      process_batch)
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # loaded by run(), after the first image has started decoding
     from ..inference.semantic import SemanticPredictor
 
 # NumPy and uhrseg's readers and writers (OpenCV, Pillow, tifffile) are imported by the functions that run the
-# command, not here: the parser, and so ``uhrseg segment --help``, loads none of them.
+# command, not here (uhrseg.memory needs neither): the parser, and so ``uhrseg segment --help``, loads none of them.
 
 DESCRIPTION = """\
 Segment images into classes at their full resolution. For every IMAGE, DIR receives
@@ -113,8 +114,6 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 
 def _entry(path: Path, written, height: int, width: int, names, counts: np.ndarray, mode: str, streamed: bool,
            timings: dict) -> dict:
-    from ..memory import peak_rss_bytes
-
     total = max(1, int(counts.sum()))
     return {
         "file": str(path),
@@ -133,11 +132,10 @@ def _process(predictor: SemanticPredictor, opener: ImageOpener, path: Path, stem
              inputs: set[Path], bar) -> dict:
     import numpy as np
 
-    from ..io import commit_files, label_suffix, render_class_overlay, write_class_png, write_class_store
-    from ..io import write_label_store, write_labels, write_overlay
+    from ..io import (commit_files, label_suffix, render_class_overlay, write_class_png, write_class_store,
+                      write_label_store, write_labels, write_overlay)
     from ..io.geo import NODATA_CLASS, NODATA_LABEL, mask_nodata_classes, mask_nodata_labels, read_georeference
     from ..io.sources import ArraySource, TiffSource
-    from ..memory import reset_peak_rss
     from ..stores import ArrayStore
 
     reset_peak_rss()
@@ -207,8 +205,8 @@ def _process_streamed(predictor: SemanticPredictor, source, path: Path, stem: st
     """Bounded-memory path: intermediate maps and the class map in temporary files in the output folder."""
     import numpy as np
 
-    from ..io import commit_files, render_class_overlay, sample_label_store, write_class_store, write_label_store
-    from ..io import write_overlay
+    from ..io import (commit_files, render_class_overlay, sample_label_store, write_class_store, write_label_store,
+                      write_overlay)
     from ..io.geo import NODATA_CLASS, NODATA_LABEL, mask_nodata_classes, mask_nodata_labels, read_georeference
     from ..stores import FileStore
 
@@ -303,7 +301,6 @@ def run(args: argparse.Namespace) -> int:
 
         return run_on_ray(__name__, args, images, desc)
     from ..io import prepare_output_dir
-    from ..memory import tune_allocator
 
     tune_allocator()  # glibc: large blocks (torch's tensors, bands) reused from the heap, not faulted in afresh
     opener = ImageOpener(images)  # the first image decodes while torch and the network load

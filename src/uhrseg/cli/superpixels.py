@@ -23,6 +23,8 @@ from ..defaults import (
     OVERLAY_FORMATS,
 )
 from ..errors import UhrsegError
+from ..memory import peak_rss_bytes, reset_peak_rss, tune_allocator
+from ..threads import usable_cpus
 from .common import (ImageOpener, add_ray_options, check_ray_options, check_targets, export_writers, parse_exports,
                      process_batch)
 
@@ -30,7 +32,8 @@ if TYPE_CHECKING:  # loaded by run(), after the first image has started decoding
     from ..inference.predictor import SuperpixelPredictor
 
 # NumPy and uhrseg's readers and writers (OpenCV, Pillow, tifffile) are imported by the functions that run the
-# command, not here: the parser, and so ``uhrseg superpixels --help``, loads none of them (0.05 against 0.21 s).
+# command, not here (uhrseg.memory and uhrseg.threads need neither): the parser, and so ``uhrseg superpixels
+# --help``, loads none of them (0.05 against 0.21 s).
 
 DESCRIPTION = """\
 Compute superpixels at each image's full resolution. For every IMAGE, DIR receives
@@ -131,9 +134,7 @@ def _process(predictor: SuperpixelPredictor, opener: ImageOpener, path: Path, st
     from ..io import commit_files, label_suffix, render_overlay, write_label_store, write_labels, write_overlay
     from ..io.geo import NODATA_LABEL, mask_nodata_labels, read_georeference
     from ..io.sources import ArraySource, TiffSource
-    from ..memory import peak_rss_bytes, reset_peak_rss
     from ..stores import ArrayStore
-    from ..threads import usable_cpus
 
     reset_peak_rss()
     t_start = time.perf_counter()
@@ -205,7 +206,6 @@ def _process_streamed(predictor: SuperpixelPredictor, source, path: Path, stem: 
 
     from ..io import commit_files, render_overlay, sample_label_store, write_label_store, write_overlay
     from ..io.geo import NODATA_LABEL, mask_nodata_labels, read_georeference
-    from ..memory import peak_rss_bytes
     from ..stores import FileStore
 
     height, width = source.shape[:2]
@@ -308,7 +308,6 @@ def run(args: argparse.Namespace) -> int:
 
         return run_on_ray(__name__, args, images, f"{args.method} n={args.n_segments}")
     from ..io import prepare_output_dir
-    from ..memory import tune_allocator
 
     tune_allocator()  # glibc: large blocks reused from the heap, not mapped and faulted in afresh
     opener = ImageOpener(images)  # the first image decodes while torch, numba and the network load
