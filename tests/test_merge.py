@@ -46,10 +46,9 @@ def test_merge_gives_the_count_asked_and_unions_of_connected_superpixels(labels,
 def _ward_merges_by_search(lo, hi, costs, count, means, k, n_segments, shared=None, boundary_weight=0.0):
     """The merge order of :func:`uhrseg.grid.merge._ward_merges` found the slow way: every step scans all current
     pairs for the least (cost, a, b). The pairs' costs are kept as that function computes them: the numpy costs of
-    the graph's edges until an end merges, then ``math.dist`` in the order (smaller label, larger label), minus
-    ``boundary_weight`` times the pair's boundary (``shared``: the edges' lengths, summed when ends merge)."""
-    from math import dist
-
+    the graph's edges until an end merges, then the squared distance summed feature by feature in the order (smaller
+    label, larger label), minus ``boundary_weight`` times the pair's boundary (``shared``: the edges' lengths,
+    summed when ends merge)."""
     cost = {(a, b): c for a, b, c in zip(lo.tolist(), hi.tolist(), costs.tolist())}
     length = {(a, b): 0.0 for a, b in cost} if shared is None else dict(zip(cost, shared.tolist()))
     n_pix, mean, parent = count.tolist(), means.tolist(), list(range(k))
@@ -68,7 +67,8 @@ def _ward_merges_by_search(lo, hi, costs, count, means, k, n_segments, shared=No
         for m in around:
             a, b = min(i, m), max(i, m)
             length[a, b] = merged[m]
-            cost[a, b] = dist(mean[a], mean[b]) ** 2 * n_pix[a] * n_pix[b] / (n_pix[a] + n_pix[b])
+            cost[a, b] = sum((p - q) * (p - q) for p, q in zip(mean[a], mean[b])) * n_pix[a] * n_pix[b] / (
+                n_pix[a] + n_pix[b])
             if shared is not None:
                 cost[a, b] -= boundary_weight * merged[m]
         alive -= 1
@@ -79,8 +79,14 @@ def _ward_merges_by_search(lo, hi, costs, count, means, k, n_segments, shared=No
 @given(label_maps, st.integers(1, 30), st.integers(0, 2**32 - 1), st.integers(1, 8))
 def test_ward_merges_equal_an_exhaustive_search(labels, n_segments, seed, levels):
     """The heap with lazy deletion, its compaction and the neighbour lists merge the same pairs in the same order
-    as scanning every pair at every step (colours of few levels, so that equal costs and their tie-break occur)."""
+    as scanning every pair at every step (colours of few levels, so that equal costs and their tie-break occur),
+    in Python and in the compiled kernel that large merges use."""
     from uhrseg.grid.merge import _ward_merges
+    from uhrseg.grid.merge_kernel import ward_merges_kernel
+
+    def compiled(lo, hi, costs, count, means, k, n_segments, compact_factor=2.0, shared=None, boundary_weight=0.0):
+        return ward_merges_kernel(lo, hi, costs, count, means, n_segments, compact_factor,
+                                  np.empty(0) if shared is None else shared, boundary_weight).tolist()
 
     labels = connected(labels)
     k = int(labels.max()) + 1
@@ -92,20 +98,21 @@ def test_ward_merges_equal_an_exhaustive_search(labels, n_segments, seed, levels
     pairs = np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), axis=0)
     lo, hi = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
     d = means[lo] - means[hi]
-    costs = np.einsum("ij,ij->i", d, d) * count[lo] * count[hi] / (count[lo] + count[hi])
+    costs = (d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2]) * count[lo] * count[hi] / (count[lo] + count[hi])
     expected = _ward_merges_by_search(lo, hi, costs, count, means, k, n_segments)
-    assert _ward_merges(lo, hi, costs, count, means, k, n_segments) == expected
-    # The heap compacted (its stale entries dropped) after nearly every push, as it is at scale now and then
-    assert _ward_merges(lo, hi, costs, count, means, k, n_segments, compact_factor=1.0) == expected
     # The Mumford-Shah cost: Ward's minus the weight times the boundary, lengths summed as superpixels merge
     shared = rng.integers(1, 4, len(lo)).astype(float)
     weight = float(rng.choice([0.5, 40.0, 1e4]))
     ms_costs = costs - weight * shared
-    expected = _ward_merges_by_search(lo, hi, ms_costs, count, means, k, n_segments, shared, weight)
-    assert _ward_merges(lo, hi, ms_costs, count, means, k, n_segments, shared=shared, boundary_weight=weight) \
-        == expected
-    assert _ward_merges(lo, hi, ms_costs, count, means, k, n_segments, compact_factor=1.0, shared=shared,
-                        boundary_weight=weight) == expected
+    expected_ms = _ward_merges_by_search(lo, hi, ms_costs, count, means, k, n_segments, shared, weight)
+    for merges in (_ward_merges, compiled):
+        assert merges(lo, hi, costs, count, means, k, n_segments) == expected
+        # The heap compacted (its stale entries dropped) after nearly every push, as it is at scale now and then
+        assert merges(lo, hi, costs, count, means, k, n_segments, compact_factor=1.0) == expected
+        assert merges(lo, hi, ms_costs, count, means, k, n_segments, shared=shared, boundary_weight=weight) \
+            == expected_ms
+        assert merges(lo, hi, ms_costs, count, means, k, n_segments, compact_factor=1.0, shared=shared,
+                      boundary_weight=weight) == expected_ms
 
 
 @settings(max_examples=100, deadline=None)
@@ -145,6 +152,29 @@ def test_boundary_lengths_are_counted_once_across_the_accumulation_bands():
         np.testing.assert_array_equal(np.repeat(weighted, rows, 0), expected)
         assert not np.array_equal(weighted, merge_superpixels(labels, features, n_segments, rows.astype(float),
                                                               cols.astype(float)))  # the weight changed the merge
+
+
+@pytest.mark.parametrize("boundary_weight", [0.0, 3000.0])
+def test_large_merges_run_compiled_with_the_python_loops_labels(monkeypatch, boundary_weight):
+    """From COMPILED_MERGES merges on, the loop runs in the numba kernel: on a Semantic Drone photograph (1500 x
+    1000) cut into 4 x 4 cells, 93 750 superpixels merged to 60 000 on their 8-bit CIELAB colours, it gives
+    exactly the Python loop's labels (forced by raising the threshold), with Ward's cost and with the boundary
+    term."""
+    import cv2
+
+    from uhrseg.grid import lab8
+    from uhrseg.grid import merge
+
+    path = sorted((DRONE / "test" / "images").iterdir())[0]
+    colour = lab8(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+    rows, cols = np.mgrid[0:colour.shape[0], 0:colour.shape[1]]
+    cells = (rows // 4) * -(-colour.shape[1] // 4) + cols // 4
+    assert cells.max() + 1 - 60_000 >= merge.COMPILED_MERGES
+    compiled = merge_superpixels(cells, colour, 60_000, boundary_weight=boundary_weight)
+    monkeypatch.setattr(merge, "COMPILED_MERGES", 10**9)
+    in_python = merge_superpixels(cells, colour, 60_000, boundary_weight=boundary_weight)
+    assert assert_superpixel_labels(compiled, cells.shape) == 60_000
+    np.testing.assert_array_equal(compiled, in_python)
 
 
 def test_the_boundary_weight_merges_long_boundaries_first():

@@ -23,14 +23,20 @@ from __future__ import annotations
 
 import heapq
 import math
-from math import dist
 
 import numpy as np
 
-__all__ = ["merge_superpixels"]
+__all__ = ["COMPILED_MERGES", "merge_superpixels"]
 
 # Rows of the label map per band of the accumulation pass (temporaries: about 40 bytes per pixel of a band).
 _BAND_ROWS = 256
+
+#: Merges (``K - n_segments``) from which the loop runs in the numba kernel
+#: (:func:`uhrseg.grid.merge_kernel.ward_merges_kernel`: the same merges, about 10x faster, a seventh of the
+#: memory) rather than in Python. Its first call after an install compiles it (about 3 s of CPU on the 2-core
+#: CPU), which 20 000 merges repay (about 0.4-0.6 s in Python; 9.3 s for the 195 586 of a 20K image's bridge); the
+#: README demo (1 000 merges) and the 5K photograph at ``n = 5000`` (2 500) compile nothing.
+COMPILED_MERGES = 20_000
 
 
 def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
@@ -45,6 +51,10 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
     boundaries through flat regions then go first, so homogeneous areas end in fewer, larger superpixels: more
     boundary precision for less recall (``docs/results/refine-tuning/report.md``, "Merge costs that see the
     boundary").
+
+    The merging loop runs in Python, or from :data:`COMPILED_MERGES` merges on in a numba kernel
+    (:mod:`uhrseg.grid.merge_kernel`) that makes the same merges in the same order: the labels do not depend on
+    which (tested).
 
     Parameters
     ----------
@@ -150,15 +160,23 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
         shared = np.bincount(inverse.ravel(), np.concatenate(lengths), minlength=len(edges))
     lo, hi = edges // k, edges % k
     d = means[lo] - means[hi]
-    costs = np.einsum("ij,ij->i", d, d) * count[lo] * count[hi] / (count[lo] + count[hi])
+    squared = d[:, 0] * d[:, 0]  # summed feature by feature, as the merging loop sums them
+    for c in range(1, n_features):
+        squared = squared + d[:, c] * d[:, c]
+    costs = squared * count[lo] * count[hi] / (count[lo] + count[hi])
+    del d, squared
     if shared is not None:
         costs = costs - boundary_weight * shared
 
-    # The merge runs in a helper, so that its Python lists (hundreds of bytes per superpixel) are freed before the
-    # new map is written.
-    root = np.asarray(_ward_merges(lo, hi, costs, count, means, k, n_segments, shared=shared,
-                                   boundary_weight=boundary_weight))
-    del lo, hi, costs, count, means, d, edges, shared
+    if k - n_segments >= COMPILED_MERGES:
+        from .merge_kernel import ward_merges_kernel
+
+        root = ward_merges_kernel(lo, hi, costs, count, means, n_segments, 2.0,
+                                  np.empty(0) if shared is None else shared, boundary_weight)
+    else:  # in a helper, so that its Python lists (hundreds of bytes per superpixel) are freed before the new map
+        root = np.asarray(_ward_merges(lo, hi, costs, count, means, k, n_segments, shared=shared,
+                                       boundary_weight=boundary_weight))
+    del lo, hi, costs, count, means, edges, shared
     while True:
         up = root[root]
         if np.array_equal(up, root):
@@ -199,8 +217,9 @@ def _ward_merges(lo: np.ndarray, hi: np.ndarray, costs: np.ndarray, count: np.nd
 
     # Lazy deletion: an entry is stale once either end has changed since it was pushed (its version moved on; a
     # superpixel merged into another gets version -1, which no entry carries). An entry is (cost, a, b, version
-    # of a, version of b) with a < b; its cost is dist(mean[a], mean[b]) ** 2 * n[a] * n[b] / (n[a] + n[b]),
-    # always in that order of operands, so that the heap's order does not depend on the order of the pushes.
+    # of a, version of b) with a < b; its cost is _squared_distance(mean[a], mean[b]) * n[a] * n[b] / (n[a] +
+    # n[b]), always in that order of operands, so that the heap's order does not depend on the order of the
+    # pushes (and the compiled kernel, which computes it the same way, makes the same merges).
     version = [0] * k
     heap = list(zip(costs.tolist(), lo_list, hi_list, [0] * len(lo_list), [0] * len(lo_list)))
     # (a, b) with a < b -> their shared boundary, only for the Mumford-Shah cost
@@ -248,14 +267,22 @@ def _ward_merges(lo: np.ndarray, hi: np.ndarray, costs: np.ndarray, count: np.nd
         for m in around_i:
             n_m = n_pix[m]
             if i < m:
-                cost = dist(mean_i, mean[m]) ** 2 * total * n_m / (total + n_m)
+                cost = _squared_distance(mean_i, mean[m]) * total * n_m / (total + n_m)
                 if length is not None:
                     cost -= boundary_weight * length[i, m]
                 heappush(heap, (cost, i, m, v_i, version[m]))
             else:
-                cost = dist(mean[m], mean_i) ** 2 * n_m * total / (n_m + total)
+                cost = _squared_distance(mean[m], mean_i) * n_m * total / (n_m + total)
                 if length is not None:
                     cost -= boundary_weight * length[m, i]
                 heappush(heap, (cost, m, i, version[m], v_i))
         alive -= 1
     return parent
+
+
+def _squared_distance(p: list[float], q: list[float]) -> float:
+    """``||p - q||^2``, summed in feature order (as the initial costs and the compiled kernel sum it)."""
+    total = 0.0
+    for a, b in zip(p, q):
+        total += (a - b) * (a - b)
+    return total
