@@ -47,10 +47,10 @@ class _Recipe:
         Raises
         ------
         ValueError
-            Naming the first field out of range and its value, or ``"no training data given"``.
+            Naming the first field out of range and its value (``data``: an empty list).
         """
         if not self.data:
-            raise ValueError("no training data given")
+            raise ValueError(f"data must name at least one training dataset, got {self.data!r}")
         for name in positive:
             if not 0 < getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
