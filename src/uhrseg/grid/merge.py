@@ -171,8 +171,9 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
     if k - n_segments >= COMPILED_MERGES:
         from .merge_kernel import ward_merges_kernel
 
-        root = ward_merges_kernel(lo, hi, costs, count, means, n_segments, 2.0,
-                                  np.empty(0) if shared is None else shared, boundary_weight)
+        # (Python int and float arguments: one compiled specialisation, whatever numeric types the caller gave)
+        root = ward_merges_kernel(lo, hi, costs, count, means, int(n_segments), 2.0,
+                                  np.empty(0) if shared is None else shared, float(boundary_weight))
     else:  # in a helper, so that its Python lists (hundreds of bytes per superpixel) are freed before the new map
         root = np.asarray(_ward_merges(lo, hi, costs, count, means, k, n_segments, shared=shared,
                                        boundary_weight=boundary_weight))
