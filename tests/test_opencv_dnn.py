@@ -33,24 +33,27 @@ def photo() -> np.ndarray:
     return read_image(PHOTOS / "bythewater-2560x1600.jpg")
 
 
-@pytest.mark.parametrize("method", ["pcnet", "scn"])
-def test_the_shipped_export_comes_from_the_shipped_weights(method):
-    info = json.loads(packaged_onnx_path(method).read_text())
-    assert info["method"] == method and info["source"] == f"{method}.pt"
-    net = OpenCVNetwork.from_files(packaged_onnx_path(method), weights=packaged_weights_path(method))
-    # the packaged PCNet has one head block, so its head strips need 2 input rows of context (PCNet.head_halo)
+@pytest.mark.parametrize("method, name", [("pcnet", "pcnet"), ("scn", "scn"), ("pcnet", "pcnet-aerial-fast")])
+def test_the_shipped_export_comes_from_the_shipped_weights(method, name):
+    info = json.loads(packaged_onnx_path(name).read_text())
+    assert info["method"] == method and info["source"] == f"{name}.pt"
+    net = OpenCVNetwork.from_files(packaged_onnx_path(name), weights=packaged_weights_path(name))
+    # the packaged PCNets have one head block, so their head strips need 2 input rows of context (PCNet.head_halo)
     assert (net.upscale, net.cell_size, net.head_halo) == ((4, 16, 2) if method == "pcnet" else (1, 16, 1))
     with pytest.raises(WeightsNotFoundError, match="another file"):
-        OpenCVNetwork.from_files(packaged_onnx_path(method), weights=packaged_weights_path("pcnet-aerial"))
+        OpenCVNetwork.from_files(packaged_onnx_path(name), weights=packaged_weights_path("pcnet-aerial"))
 
 
-@pytest.mark.parametrize("method,n", [("pcnet", 600), ("pcnet", 5000), ("scn", 600)])
-def test_network_labels_agree_with_torch(method, n, bsds_image, photo):
+@pytest.mark.parametrize("method,n,weights", [("pcnet", 600, None), ("pcnet", 5000, None), ("scn", 600, None),
+                                              ("pcnet", 5000, "pcnet-aerial-fast")])
+def test_network_labels_agree_with_torch(method, n, weights, bsds_image, photo):
     """Raw network labels (before connectivity) at full resolution: the two backends may differ only where
     two association logits tie to float32 rounding; measured: no pixel on these images."""
     image = bsds_image if n == 600 else photo
-    cv = SuperpixelPredictor(method, device="cpu", backend="opencv").run(image, n, connectivity=False)
-    pt = SuperpixelPredictor(method, device="cpu", backend="torch").run(image, n, connectivity=False)
+    cv = SuperpixelPredictor(method, device="cpu", backend="opencv", weights=weights).run(image, n,
+                                                                                         connectivity=False)
+    pt = SuperpixelPredictor(method, device="cpu", backend="torch", weights=weights).run(image, n,
+                                                                                        connectivity=False)
     assert cv.n_cells == pt.n_cells
     differ = float((cv.labels != pt.labels).mean())
     assert differ <= 1e-5, differ
@@ -102,9 +105,17 @@ def test_backend_choice_and_errors(tmp_path):
     assert resolve_backend("auto", "scn", "cpu") == "torch"
     assert resolve_backend("opencv", "scn", "cpu") == "opencv"
     assert resolve_backend("auto", "pcnet", "cpu", weights="pcnet-aerial") == "torch"
+    # named packaged weights with their own export run on OpenCV too; the same weights as a file path do not
+    assert resolve_backend("auto", "pcnet", "cpu", weights="pcnet-aerial-fast") == "opencv"
+    assert resolve_backend("opencv", "pcnet", "cpu", weights="pcnet-aerial-fast") == "opencv"
+    assert resolve_backend("auto", "pcnet", "cpu", weights=packaged_weights_path("pcnet-aerial-fast")) == "torch"
+    assert resolve_backend("auto", "pcnet", "cuda", weights="pcnet-aerial-fast") == "torch"
+    assert resolve_backend("auto", "scn", "cpu", weights="pcnet-aerial-fast") == "torch"
     assert resolve_backend("auto", "pcnet", "auto") == ("torch" if torch_may_see_gpu() else "opencv")
-    with pytest.raises(ValueError, match="packaged weights only"):
-        SuperpixelPredictor("pcnet", backend="opencv", weights=packaged_weights_path("pcnet-aerial"))
+    for weights in (packaged_weights_path("pcnet-aerial"), "pcnet-aerial"):
+        with pytest.raises(ValueError, match=r"packaged weights with an ONNX export only \(pcnet, pcnet-aerial-fast, "
+                                             r"scn\)"):
+            SuperpixelPredictor("pcnet", backend="opencv", weights=weights)
     with pytest.raises(ValueError, match="on the CPU"):
         resolve_backend("opencv", "pcnet", "cuda")
     with pytest.raises(ValueError, match="unknown backend"):
@@ -150,6 +161,12 @@ def test_command_runs_without_importing_torch(tmp_path):
     assert out == ["0", "False"]
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["backend"] == "opencv" and summary["images"][0]["n_produced"] > 400
+    aerial = code.replace("'--out'", "'--weights', 'pcnet-aerial-fast', '--out'")  # its export ships too
+    out = subprocess.run([sys.executable, "-c", aerial, str(tmp_path / "c")], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["0", "False"]
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["backend"] == "opencv" and summary["weights"] == "pcnet-aerial-fast"
     code = code.replace("'--out'", "'--backend', 'torch', '--out'")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "b")], capture_output=True, text=True,
                          check=True).stdout.split()

@@ -79,8 +79,10 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                         "fp16 is slower than fp32 on a CPU; on GPUs both are unmeasured here (default fp32)")
     p.add_argument("--weights", type=Path, metavar="FILE|NAME",
                    help="pcnet/scn checkpoint to use instead of the packaged weights, or a packaged name "
-                        "(pcnet-aerial: PCNet fine-tuned on aerial frames; pcnet-large: the previous default "
-                        "PCNet, whose head the packaged one distils at half the cost; both on the torch backend)")
+                        "(pcnet-aerial: PCNet fine-tuned on aerial frames; pcnet-aerial-fast: its head distilled "
+                        "at half the cost; pcnet-large: the previous default PCNet, whose head the packaged one "
+                        "distils at half the cost; pcnet-aerial-fast runs on OpenCV like the packaged weights, "
+                        "the others on the torch backend)")
     p.add_argument("-o", "--out", type=Path, default=Path("uhrseg-out"), metavar="DIR",
                    help="output folder, created if needed (default ./uhrseg-out)")
     p.add_argument("--label-format", default="auto", choices=LABEL_FORMATS,

@@ -33,7 +33,8 @@ from ..errors import WeightsNotFoundError
 from ..grid.geometry import CellGrid, choice_to_cell_ids
 from .tiling import TRUNK_HALO, check_guide, check_tiling, guide_window, tile_plan
 
-__all__ = ["AUTO_OPENCV_METHODS", "OPENCV_METHODS", "OpenCVNetwork", "file_sha256", "packaged_onnx_path"]
+__all__ = ["AUTO_OPENCV_METHODS", "OPENCV_METHODS", "OpenCVNetwork", "file_sha256", "packaged_export_name",
+           "packaged_onnx_path"]
 
 #: Methods whose packaged weights ship with an ONNX export.
 OPENCV_METHODS = ("pcnet", "scn")
@@ -53,9 +54,29 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def packaged_onnx_path(method: str) -> Path:
-    """Path of the ``<method>.onnx.json`` shipped in the package (it may not exist)."""
-    return Path(str(resources.files("uhrseg") / "weights" / f"{method}.onnx.json"))
+def packaged_onnx_path(name: str) -> Path:
+    """Path of the ``<name>.onnx.json`` shipped in the package (it may not exist): ``name`` a method (its packaged
+    weights) or the name of other packaged weights (e.g. ``"pcnet-aerial-fast"``)."""
+    return Path(str(resources.files("uhrseg") / "weights" / f"{name}.onnx.json"))
+
+
+def packaged_export_name(method: str, weights: str | os.PathLike | None = None) -> str | None:
+    """The stem of the packaged ONNX export that runs ``method`` with ``weights``, or None if there is none.
+
+    ``weights`` None means the method's packaged weights (stem ``method``); a bare name (no folder, no suffix) that
+    is not a file in the working folder and names packaged weights of the method, as
+    :class:`uhrseg.SuperpixelPredictor` reads ``weights``, has an export when ``<name>.onnx.json`` is installed
+    (``pcnet-aerial-fast``); a checkpoint file has none (it runs on the torch backend, or is exported with
+    :func:`uhrseg.inference.onnx_export.export_onnx`).
+    """
+    if weights is None:
+        name = method
+    else:
+        path = Path(weights)
+        if path.exists() or len(path.parts) != 1 or path.suffix or not path.name.startswith(f"{method}-"):
+            return None
+        name = path.name
+    return name if packaged_onnx_path(name).is_file() else None
 
 
 @dataclass
@@ -140,21 +161,23 @@ class OpenCVNetwork:
             raise ValueError(f"the graphs gave {features.shape} and {choice.shape} on a {2 * m} x {2 * m} input")
 
     @classmethod
-    def packaged(cls, method: str) -> "OpenCVNetwork":
-        """The packaged weights of ``method`` (``"pcnet"`` or ``"scn"``).
+    def packaged(cls, method: str, name: str | None = None) -> "OpenCVNetwork":
+        """The packaged weights of ``method`` (``"pcnet"`` or ``"scn"``), or the packaged weights ``name`` of it
+        that ship with an export (:func:`packaged_export_name`, e.g. ``"pcnet-aerial-fast"``).
 
         Raises
         ------
         ValueError
             For another method.
         uhrseg.errors.WeightsNotFoundError
-            If the export is missing from the installed package.
+            If the export is missing from the installed package, or holds another method.
         """
         if method not in OPENCV_METHODS:
             raise ValueError(f"the OpenCV backend runs {', '.join(OPENCV_METHODS)}, not {method!r}")
-        net = cls.from_files(packaged_onnx_path(method))
+        path = packaged_onnx_path(name or method)
+        net = cls.from_files(path)
         if net.method != method:
-            raise WeightsNotFoundError(f"{packaged_onnx_path(method)}: holds {net.method}, not {method}")
+            raise WeightsNotFoundError(f"{path}: holds {net.method}, not {method}")
         return net
 
     def _set_head_inputs(self, features: np.ndarray, guide: np.ndarray | None) -> None:

@@ -44,7 +44,8 @@ from ..io.sources import ArraySource
 from ..memory import release_free_memory
 from ..stores import ArrayStore, FileStore, rows_of
 from ..threads import for_each_band, usable_cpus
-from .opencv_dnn import AUTO_OPENCV_METHODS, OPENCV_METHODS, OpenCVNetwork, packaged_onnx_path
+from .opencv_dnn import (AUTO_OPENCV_METHODS, OPENCV_METHODS, OpenCVNetwork, packaged_export_name,
+                          packaged_onnx_path)
 from .resize import AreaAccumulator, nearest_index, network_inputs, output_grid, sampled_cell_ids
 
 # torch (1.0-1.5 s to import) is imported where the torch backend needs it, so that the OpenCV backend and
@@ -116,16 +117,18 @@ def resolve_backend(backend: str, method: str, device: str = "auto",
                     weights: str | os.PathLike | None = None) -> str:
     """The backend a network method runs on: ``"torch"`` or ``"opencv"``.
 
-    ``auto`` takes ``opencv`` for the packaged PCNet weights when the device is the CPU: ``device="cpu"``, or
-    ``"auto"`` where torch would see no GPU (:func:`torch_may_see_gpu`: a CPU-only build, or no GPU device);
-    otherwise ``torch`` (SCN too: :data:`uhrseg.inference.opencv_dnn.AUTO_OPENCV_METHODS`).
+    ``auto`` takes ``opencv`` for PCNet weights that ship with an ONNX export (the packaged ones, and the named
+    ``pcnet-aerial-fast``: :func:`uhrseg.inference.opencv_dnn.packaged_export_name`) when the device is the CPU:
+    ``device="cpu"``, or ``"auto"`` where torch would see no GPU (:func:`torch_may_see_gpu`: a CPU-only build, or
+    no GPU device); otherwise ``torch`` (SCN too: :data:`uhrseg.inference.opencv_dnn.AUTO_OPENCV_METHODS`).
 
     Raises
     ------
     ValueError
-        If ``backend`` is unknown, or ``opencv`` is asked for another method, other weights or a GPU device.
+        If ``backend`` is unknown, or ``opencv`` is asked for another method, weights without a packaged export
+        or a GPU device.
     uhrseg.errors.WeightsNotFoundError
-        If ``opencv`` is asked for and the installed package lacks the export.
+        If ``opencv`` is asked for the packaged weights and the installed package lacks their export.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
@@ -134,13 +137,15 @@ def resolve_backend(backend: str, method: str, device: str = "auto",
         return "torch"
     if backend == "auto":
         on_cpu = device == "cpu" or (device == "auto" and not torch_may_see_gpu())
-        usable = method in AUTO_OPENCV_METHODS and weights is None and packaged_onnx_path(method).is_file()
+        usable = method in AUTO_OPENCV_METHODS and packaged_export_name(method, weights) is not None
         return "opencv" if on_cpu and usable else "torch"
     if method not in OPENCV_METHODS:
         raise ValueError(f"the opencv backend runs {' and '.join(OPENCV_METHODS)}, not {method!r}")
-    if weights is not None:
-        raise ValueError("the opencv backend runs the packaged weights only; use the torch backend for "
-                         f"{weights}")
+    if weights is not None and packaged_export_name(method, weights) is None:
+        exports = sorted(f.name.removesuffix(".onnx.json")
+                         for f in packaged_onnx_path(method).parent.glob("*.onnx.json"))
+        raise ValueError(f"the opencv backend runs packaged weights with an ONNX export only ({', '.join(exports)}); "
+                         f"use the torch backend for {weights}")
     if device not in ("auto", "cpu"):
         raise ValueError(f"the opencv backend runs on the CPU, not on {device!r}")
     if not packaged_onnx_path(method).is_file():
@@ -279,9 +284,11 @@ class SuperpixelPredictor:
         the command line does, and ``torch`` if the installed OpenCV cannot read the export).
     weights : path-like, optional
         Checkpoint to use instead of the packaged weights (networks only), or the name of other weights
-        shipped in the package: ``"pcnet-aerial"`` (PCNet fine-tuned on aerial frames) or ``"pcnet-large"`` (the
-        default PCNet until 2026-12-07, whose head the packaged one distils at half the cost; see
-        ``uhrseg/weights/README.md``). Other weights than the packaged ones run on the torch backend.
+        shipped in the package: ``"pcnet-aerial"`` (PCNet fine-tuned on aerial frames), ``"pcnet-aerial-fast"``
+        (its head distilled at half the cost) or ``"pcnet-large"`` (the default PCNet until 2026-12-07, whose head
+        the packaged one distils at half the cost; see ``uhrseg/weights/README.md``). The OpenCV backend runs the
+        packaged weights and ``"pcnet-aerial-fast"`` (their ONNX exports ship in the package); other weights run
+        on the torch backend.
     precision : str
         Arithmetic of the network on the torch backend (networks only): ``"fp32"`` (default), ``"bf16"`` or
         ``"fp16"`` (:func:`torch.autocast`; :func:`uhrseg.inference.cell_id_map`, which gives the measured speed
@@ -420,7 +427,7 @@ class SuperpixelPredictor:
                 # they start after torch's import (below), not beside it.
                 self._warm_up = start_warm_up(refinement=self.refine_iterations > 0)
                 try:
-                    self.network = OpenCVNetwork.packaged(method)
+                    self.network = OpenCVNetwork.packaged(method, packaged_export_name(method, weights))
                 except WeightsNotFoundError:
                     if backend != "auto":
                         raise
