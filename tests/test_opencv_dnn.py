@@ -16,7 +16,7 @@ from uhrseg import SuperpixelPredictor
 from uhrseg.errors import WeightsNotFoundError
 from uhrseg.grid.cells import neighbour_choice_to_cell_ids
 from uhrseg.grid.geometry import CellGrid, choice_to_cell_ids
-from uhrseg.inference.opencv_dnn import OpenCVNetwork, packaged_onnx_path
+from uhrseg.inference.opencv_dnn import OpenCVNetwork, packaged_export_name, packaged_onnx_path
 from uhrseg.inference.predictor import resolve_backend, torch_may_see_gpu
 from uhrseg.inference.resize import network_input, network_inputs
 from uhrseg.inference.tiling import tile_plan
@@ -113,9 +113,20 @@ def test_backend_choice_and_errors(tmp_path):
     assert resolve_backend("auto", "scn", "cpu", weights="pcnet-aerial-fast") == "torch"
     assert resolve_backend("auto", "pcnet", "auto") == ("torch" if torch_may_see_gpu() else "opencv")
     for weights in (packaged_weights_path("pcnet-aerial"), "pcnet-aerial"):
-        with pytest.raises(ValueError, match=r"packaged weights with an ONNX export only \(pcnet, pcnet-aerial-fast, "
-                                             r"scn\)"):
+        with pytest.raises(ValueError, match=r"runs pcnet weights with a packaged ONNX export only "
+                                             r"\(pcnet, pcnet-aerial-fast\); use the torch backend"):
             SuperpixelPredictor("pcnet", backend="opencv", weights=weights)
+    with pytest.raises(ValueError, match=r"runs scn weights with a packaged ONNX export only \(scn\)"):
+        resolve_backend("opencv", "scn", "cpu", weights="pcnet-aerial-fast")
+    # a packaged name is read as the predictor reads it: the method's own name too, never a file of that name
+    assert resolve_backend("opencv", "pcnet", "cpu", weights="pcnet") == "opencv"
+    assert packaged_export_name("pcnet", "pcnet-aerial-fast") == "pcnet-aerial-fast"
+    assert packaged_export_name("scn") == "scn" and packaged_export_name("scn", "pcnet-aerial-fast") is None
+    assert packaged_export_name("pcnet", "pcnet-large") is None  # packaged, but without an export: torch
+    (tmp_path / "pcnet-aerial-fast").write_bytes(b"")
+    assert packaged_export_name("pcnet", tmp_path / "pcnet-aerial-fast") is None
+    assert packaged_export_name("pcnet", "weights/pcnet-aerial-fast") is None
+    assert packaged_export_name("pcnet", "pcnet-aerial-fast.pt") is None
     with pytest.raises(ValueError, match="on the CPU"):
         resolve_backend("opencv", "pcnet", "cuda")
     with pytest.raises(ValueError, match="unknown backend"):

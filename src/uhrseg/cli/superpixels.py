@@ -69,8 +69,8 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                    help="where the network runs: auto picks CUDA when available (default auto)")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="what runs pcnet/scn: torch, or opencv (the packaged weights' ONNX export with OpenCV's "
-                        "DNN module, CPU only; skips the 1-1.5 s torch import); auto = opencv for the packaged "
-                        "pcnet weights on the CPU, else torch (default auto)")
+                        "DNN module, CPU only; skips the 1-1.5 s torch import; also --weights pcnet-aerial-fast); "
+                        "auto = opencv for those pcnet weights on the CPU, else torch (default auto)")
     p.add_argument("--precision", default="fp32", choices=INFERENCE_PRECISIONS,
                    help="arithmetic of pcnet/scn: fp32, or bf16 / fp16 autocast on the torch backend (auto then "
                         "takes torch). On a CPU with AMX-BF16, bf16 runs the network about 2x faster at the same "

@@ -92,7 +92,8 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
     ------
     ValueError
         If ``labels`` is not 2-D, ``features``, the weights or ``out`` do not match its shape (``out`` must be
-        int32), ``n_segments < 1``, or ``boundary_weight`` is negative or not finite.
+        int32), ``n_segments < 1``, ``boundary_weight`` is negative or not finite, or a merge cost is not finite
+        (NaN or infinite features, or a superpixel whose pixels all have zero weight).
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:
@@ -163,10 +164,14 @@ def merge_superpixels(labels: np.ndarray, features: np.ndarray, n_segments: int,
     squared = d[:, 0] * d[:, 0]  # summed feature by feature, as the merging loop sums them
     for c in range(1, n_features):
         squared = squared + d[:, c] * d[:, c]
-    costs = squared * count[lo] * count[hi] / (count[lo] + count[hi])
+    with np.errstate(invalid="ignore", divide="ignore"):  # (refused below, with a message)
+        costs = squared * count[lo] * count[hi] / (count[lo] + count[hi])
     del d, squared
     if shared is not None:
         costs = costs - boundary_weight * shared
+    if not np.isfinite(costs).all():  # no order to merge in
+        raise ValueError("merge costs must be finite: features must be finite and every superpixel must have a "
+                         "positive weight (row_weights x col_weights)")
 
     if k - n_segments >= COMPILED_MERGES:
         from .merge_kernel import ward_merges_kernel

@@ -1,7 +1,8 @@
 """PCNet and SCN on OpenCV's DNN module: the packaged networks on the CPU without importing torch.
 
 ``import torch`` alone takes 1.0-1.5 s on the 2-core CPU, more than the network's own time on a 5K photo, so
-the command line runs the packaged weights through their ONNX export (:mod:`uhrseg.inference.onnx_export`)
+the command line runs the packaged weights (and the named ``pcnet-aerial-fast``, whose export ships too:
+:func:`packaged_export_name`) through their ONNX export (:mod:`uhrseg.inference.onnx_export`)
 with ``cv2.dnn`` when it works on the CPU (``uhrseg superpixels --backend``). The tiling is the torch backend's
 (:func:`uhrseg.inference.tiling.tile_plan`), so memory stays bounded on any image.
 
@@ -34,7 +35,7 @@ from ..grid.geometry import CellGrid, choice_to_cell_ids
 from .tiling import TRUNK_HALO, check_guide, check_tiling, guide_window, tile_plan
 
 __all__ = ["AUTO_OPENCV_METHODS", "OPENCV_METHODS", "OpenCVNetwork", "file_sha256", "packaged_export_name",
-           "packaged_onnx_path"]
+           "packaged_export_names", "packaged_onnx_path"]
 
 #: Methods whose packaged weights ship with an ONNX export.
 OPENCV_METHODS = ("pcnet", "scn")
@@ -63,20 +64,33 @@ def packaged_onnx_path(name: str) -> Path:
 def packaged_export_name(method: str, weights: str | os.PathLike | None = None) -> str | None:
     """The stem of the packaged ONNX export that runs ``method`` with ``weights``, or None if there is none.
 
-    ``weights`` None means the method's packaged weights (stem ``method``); a bare name (no folder, no suffix) that
-    is not a file in the working folder and names packaged weights of the method, as
-    :class:`uhrseg.SuperpixelPredictor` reads ``weights``, has an export when ``<name>.onnx.json`` is installed
-    (``pcnet-aerial-fast``); a checkpoint file has none (it runs on the torch backend, or is exported with
-    :func:`uhrseg.inference.onnx_export.export_onnx`).
+    ``weights`` None means the method's packaged weights (stem ``method``). A bare name (no folder, no suffix)
+    that is not a file in the working folder names packaged weights, as :class:`uhrseg.SuperpixelPredictor` reads
+    ``weights``; it has an export for ``method`` when ``<name>.onnx.json`` is installed and records that method
+    (``pcnet``, ``pcnet-aerial-fast``). A checkpoint file has none (it runs on the torch backend, or is exported
+    with :func:`uhrseg.inference.onnx_export.export_onnx`).
     """
     if weights is None:
         name = method
     else:
         path = Path(weights)
-        if path.exists() or len(path.parts) != 1 or path.suffix or not path.name.startswith(f"{method}-"):
+        if path.exists() or len(path.parts) != 1 or path.suffix:
             return None
         name = path.name
-    return name if packaged_onnx_path(name).is_file() else None
+    info = packaged_onnx_path(name)
+    if not info.is_file():
+        return None
+    try:
+        return name if json.loads(info.read_text()).get("method") == method else None
+    except (OSError, ValueError, AttributeError):  # unreadable: OpenCVNetwork.from_files says why, where it loads
+        return name if weights is None else None
+
+
+def packaged_export_names(method: str) -> list[str]:
+    """The packaged weights of ``method`` that ship an ONNX export (:func:`packaged_export_name`), sorted."""
+    folder = packaged_onnx_path(method).parent
+    stems = (f.name.removesuffix(".onnx.json") for f in folder.glob("*.onnx.json"))
+    return sorted(stem for stem in stems if packaged_export_name(method, stem) is not None)
 
 
 @dataclass

@@ -45,7 +45,7 @@ from ..memory import release_free_memory
 from ..stores import ArrayStore, FileStore, rows_of
 from ..threads import for_each_band, usable_cpus
 from .opencv_dnn import (AUTO_OPENCV_METHODS, OPENCV_METHODS, OpenCVNetwork, packaged_export_name,
-                          packaged_onnx_path)
+                          packaged_export_names, packaged_onnx_path)
 from .resize import AreaAccumulator, nearest_index, network_inputs, output_grid, sampled_cell_ids
 
 # torch (1.0-1.5 s to import) is imported where the torch backend needs it, so that the OpenCV backend and
@@ -142,13 +142,12 @@ def resolve_backend(backend: str, method: str, device: str = "auto",
     if method not in OPENCV_METHODS:
         raise ValueError(f"the opencv backend runs {' and '.join(OPENCV_METHODS)}, not {method!r}")
     if weights is not None and packaged_export_name(method, weights) is None:
-        exports = sorted(f.name.removesuffix(".onnx.json")
-                         for f in packaged_onnx_path(method).parent.glob("*.onnx.json"))
-        raise ValueError(f"the opencv backend runs packaged weights with an ONNX export only ({', '.join(exports)}); "
-                         f"use the torch backend for {weights}")
+        raise ValueError(f"the opencv backend runs {method} weights with a packaged ONNX export only "
+                         f"({', '.join(packaged_export_names(method)) or 'none installed'}); use the torch backend "
+                         f"for {weights}")
     if device not in ("auto", "cpu"):
         raise ValueError(f"the opencv backend runs on the CPU, not on {device!r}")
-    if not packaged_onnx_path(method).is_file():
+    if weights is None and not packaged_onnx_path(method).is_file():
         raise WeightsNotFoundError(f"{packaged_onnx_path(method)}: the ONNX export of {method} is not installed")
     return "opencv"
 
@@ -278,8 +277,8 @@ class SuperpixelPredictor:
         ``"auto"``, ``"cpu"`` or ``"cuda"`` (networks only; classical methods run on the CPU).
     backend : str
         How a network runs (:data:`BACKENDS`, :func:`resolve_backend`): ``"torch"`` (default; any weights, CPU
-        or CUDA), ``"opencv"`` (the packaged PCNet or SCN with OpenCV's DNN module on the CPU, without
-        importing torch; PCNet's labels matched torch's on all 210 real images measured, see
+        or CUDA), ``"opencv"`` (the packaged PCNet or SCN, or ``weights="pcnet-aerial-fast"``, with OpenCV's DNN
+        module on the CPU, without importing torch; PCNet's labels matched torch's on all 210 real images measured, see
         :mod:`uhrseg.inference.opencv_dnn`) or ``"auto"`` (``opencv`` where :func:`resolve_backend` says, as
         the command line does, and ``torch`` if the installed OpenCV cannot read the export).
     weights : path-like, optional
