@@ -32,10 +32,11 @@ __all__ = ["COMPILED_MERGES", "merge_superpixels"]
 _BAND_ROWS = 256
 
 #: Merges (``K - n_segments``) from which the loop runs in the numba kernel
-#: (:func:`uhrseg.grid.merge_kernel.ward_merges_kernel`: the same merges, about 10x faster, a seventh of the
-#: memory) rather than in Python. Its first call after an install compiles it (about 3 s of CPU on the 2-core
-#: CPU), which 20 000 merges repay (about 0.4-0.6 s in Python; 9.3 s for the 195 586 of a 20K image's bridge); the
-#: README demo (1 000 merges) and the 5K photograph at ``n = 5000`` (2 500) compile nothing.
+#: (:func:`uhrseg.grid.merge_kernel.ward_merges_kernel`: the same merges, about 10x faster, a third of the
+#: memory) rather than in Python. Its first call after an install compiles it (4.4 s on the 2-core CPU; 0.4 s to
+#: load it from numba's cache afterwards), which large merges repay (about 0.8 s in Python for 20 000; 9.3 s for
+#: the 195 586 of a 20K image's bridge); the README demo (1 000 merges) and the 5K photograph at ``n = 5000``
+#: (2 500) compile nothing.
 COMPILED_MERGES = 20_000
 
 
