@@ -35,7 +35,7 @@ from ..grid.geometry import CellGrid, choice_to_cell_ids
 from .tiling import TRUNK_HALO, check_guide, check_tiling, guide_window, tile_plan
 
 __all__ = ["AUTO_OPENCV_METHODS", "OPENCV_METHODS", "OpenCVNetwork", "file_sha256", "packaged_export_name",
-           "packaged_export_names", "packaged_onnx_path"]
+           "packaged_export_names", "packaged_name", "packaged_onnx_path"]
 
 #: Methods whose packaged weights ship with an ONNX export.
 OPENCV_METHODS = ("pcnet", "scn")
@@ -61,6 +61,15 @@ def packaged_onnx_path(name: str) -> Path:
     return Path(str(resources.files("uhrseg") / "weights" / f"{name}.onnx.json"))
 
 
+def packaged_name(weights: str | os.PathLike) -> str | None:
+    """The packaged weights that a ``weights`` argument names, or None for a checkpoint file: a bare name (no
+    folder, no suffix) that is not a file in the working folder names packaged weights (``"pcnet-aerial"``), as
+    :class:`uhrseg.SuperpixelPredictor` and ``uhrseg superpixels --weights`` read it. Whether such weights exist
+    is not checked here."""
+    path = Path(weights)
+    return path.name if not path.exists() and len(path.parts) == 1 and not path.suffix else None
+
+
 def packaged_export_name(method: str, weights: str | os.PathLike | None = None) -> str | None:
     """The stem of the packaged ONNX export that runs ``method`` with ``weights``, or None if there is none.
 
@@ -70,13 +79,9 @@ def packaged_export_name(method: str, weights: str | os.PathLike | None = None) 
     (``pcnet``, ``pcnet-aerial-fast``). A checkpoint file has none (it runs on the torch backend, or is exported
     with :func:`uhrseg.inference.onnx_export.export_onnx`).
     """
-    if weights is None:
-        name = method
-    else:
-        path = Path(weights)
-        if path.exists() or len(path.parts) != 1 or path.suffix:
-            return None
-        name = path.name
+    name = method if weights is None else packaged_name(weights)
+    if name is None:
+        return None
     info = packaged_onnx_path(name)
     if not info.is_file():
         return None

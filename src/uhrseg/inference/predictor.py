@@ -45,7 +45,7 @@ from ..memory import release_free_memory
 from ..stores import ArrayStore, FileStore, rows_of
 from ..threads import for_each_band, usable_cpus
 from .opencv_dnn import (AUTO_OPENCV_METHODS, OPENCV_METHODS, OpenCVNetwork, packaged_export_name,
-                          packaged_export_names, packaged_onnx_path)
+                          packaged_export_names, packaged_name, packaged_onnx_path)
 from .resize import AreaAccumulator, nearest_index, network_inputs, output_grid, sampled_cell_ids
 
 # torch (1.0-1.5 s to import) is imported where the torch backend needs it, so that the OpenCV backend and
@@ -247,14 +247,14 @@ def _weights_file(weights: str | os.PathLike) -> Path:
     """
     from ..models.checkpoint import packaged_weights_path
 
-    path = Path(weights)
-    if not path.exists() and len(path.parts) == 1 and not path.suffix:
-        packaged = packaged_weights_path(path.name)
+    name = packaged_name(weights)
+    if name is not None:
+        packaged = packaged_weights_path(name)
         if packaged.is_file():
             return packaged
         names = sorted(p.stem for p in packaged.parent.glob("*.pt") if p.stem.startswith(NETWORK_METHODS))
-        raise WeightsNotFoundError(f"{path}: neither a weights file nor a packaged name ({', '.join(names)})")
-    return path
+        raise WeightsNotFoundError(f"{name}: neither a weights file nor a packaged name ({', '.join(names)})")
+    return Path(weights)
 
 
 class SuperpixelPredictor:
