@@ -33,19 +33,41 @@ def photo() -> np.ndarray:
     return read_image(PHOTOS / "bythewater-2560x1600.jpg")
 
 
-@pytest.mark.parametrize("method, name", [("pcnet", "pcnet"), ("scn", "scn"), ("pcnet", "pcnet-aerial-fast")])
-def test_the_shipped_export_comes_from_the_shipped_weights(method, name):
+@pytest.mark.parametrize("method, name, head_halo", [("pcnet", "pcnet", 2), ("scn", "scn", 1),
+                                                     ("pcnet", "pcnet-aerial-fast", 2), ("pcnet", "pcnet-aerial", 3)])
+def test_the_shipped_export_comes_from_the_shipped_weights(method, name, head_halo):
     info = json.loads(packaged_onnx_path(name).read_text())
     assert info["method"] == method and info["source"] == f"{name}.pt"
     net = OpenCVNetwork.from_files(packaged_onnx_path(name), weights=packaged_weights_path(name))
-    # the packaged PCNets have one head block, so their head strips need 2 input rows of context (PCNet.head_halo)
-    assert (net.upscale, net.cell_size, net.head_halo) == ((4, 16, 2) if method == "pcnet" else (1, 16, 1))
+    # head strips need 1 + ceil((2 + 2 head blocks) / 4) input rows of context (PCNet.head_halo): pcnet-aerial
+    # has three head blocks, the other PCNets one
+    assert (net.upscale, net.cell_size, net.head_halo) == ((4, 16, head_halo) if method == "pcnet" else (1, 16, 1))
     with pytest.raises(WeightsNotFoundError, match="another file"):
-        OpenCVNetwork.from_files(packaged_onnx_path(name), weights=packaged_weights_path("pcnet-aerial"))
+        OpenCVNetwork.from_files(packaged_onnx_path(name), weights=packaged_weights_path("pcnet-large"))
+
+
+def test_exports_share_a_trunk_graph_only_where_the_weights_share_the_trunk():
+    """pcnet-aerial's export names pcnet-aerial-fast's trunk graph rather than shipping a second copy of the same
+    6.3 MB: valid because pcnet-aerial-fast was distilled on pcnet-aerial's frozen trunk (the exports of the two
+    trunks were byte-identical). Every export whose trunk graph another export uses must come from weights with
+    the same trunk, bit for bit."""
+    from uhrseg.models import load_model
+
+    exports = sorted(packaged_onnx_path("pcnet").parent.glob("*.onnx.json"))
+    by_trunk: dict[str, list[str]] = {}
+    for info_path in exports:
+        info = json.loads(info_path.read_text())
+        by_trunk.setdefault(info["trunk"], []).append(info["source"])
+    assert by_trunk["pcnet-aerial-fast.trunk.onnx"] == ["pcnet-aerial-fast.pt", "pcnet-aerial.pt"]
+    for sources in by_trunk.values():
+        models = [load_model(packaged_onnx_path("pcnet").parent / source).state_dict() for source in sources]
+        for other in models[1:]:
+            keys = [k for k in models[0] if k.startswith("trunk.")]
+            assert keys and all(torch.equal(models[0][k], other[k]) for k in keys)
 
 
 @pytest.mark.parametrize("method,n,weights", [("pcnet", 600, None), ("pcnet", 5000, None), ("scn", 600, None),
-                                              ("pcnet", 5000, "pcnet-aerial-fast")])
+                                              ("pcnet", 5000, "pcnet-aerial-fast"), ("pcnet", 5000, "pcnet-aerial")])
 def test_network_labels_agree_with_torch(method, n, weights, bsds_image, photo):
     """Raw network labels (before connectivity) at full resolution: the two backends may differ only where
     two association logits tie to float32 rounding; measured: no pixel on these images."""
@@ -104,17 +126,18 @@ def test_backend_choice_and_errors(tmp_path):
     assert resolve_backend("auto", "scn", "cuda") == "torch"
     assert resolve_backend("auto", "scn", "cpu") == "torch"
     assert resolve_backend("opencv", "scn", "cpu") == "opencv"
-    assert resolve_backend("auto", "pcnet", "cpu", weights="pcnet-aerial") == "torch"
     # named packaged weights with their own export run on OpenCV too; the same weights as a file path do not
+    assert resolve_backend("auto", "pcnet", "cpu", weights="pcnet-aerial") == "opencv"
+    assert resolve_backend("auto", "pcnet", "cpu", weights="pcnet-large") == "torch"  # packaged, no export
     assert resolve_backend("auto", "pcnet", "cpu", weights="pcnet-aerial-fast") == "opencv"
     assert resolve_backend("opencv", "pcnet", "cpu", weights="pcnet-aerial-fast") == "opencv"
     assert resolve_backend("auto", "pcnet", "cpu", weights=packaged_weights_path("pcnet-aerial-fast")) == "torch"
     assert resolve_backend("auto", "pcnet", "cuda", weights="pcnet-aerial-fast") == "torch"
     assert resolve_backend("auto", "scn", "cpu", weights="pcnet-aerial-fast") == "torch"
     assert resolve_backend("auto", "pcnet", "auto") == ("torch" if torch_may_see_gpu() else "opencv")
-    for weights in (packaged_weights_path("pcnet-aerial"), "pcnet-aerial"):
+    for weights in (packaged_weights_path("pcnet-aerial"), "pcnet-large"):
         with pytest.raises(ValueError, match=r"runs pcnet weights with a packaged ONNX export only "
-                                             r"\(pcnet, pcnet-aerial-fast\); use the torch backend"):
+                                             r"\(pcnet, pcnet-aerial, pcnet-aerial-fast\); use the torch backend"):
             SuperpixelPredictor("pcnet", backend="opencv", weights=weights)
     with pytest.raises(ValueError, match=r"runs scn weights with a packaged ONNX export only \(scn\)"):
         resolve_backend("opencv", "scn", "cpu", weights="pcnet-aerial-fast")

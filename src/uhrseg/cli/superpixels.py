@@ -69,7 +69,8 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                    help="where the network runs: auto picks CUDA when available (default auto)")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="what runs pcnet/scn: torch, or opencv (the packaged weights' ONNX export with OpenCV's "
-                        "DNN module, CPU only; skips the 1-1.5 s torch import; also --weights pcnet-aerial-fast); "
+                        "DNN module, CPU only; skips the 1-1.5 s torch import; also --weights pcnet-aerial and "
+                        "pcnet-aerial-fast); "
                         "auto = opencv for those pcnet weights on the CPU, else torch (default auto)")
     p.add_argument("--precision", default="fp32", choices=INFERENCE_PRECISIONS,
                    help="arithmetic of pcnet/scn: fp32, or bf16 / fp16 autocast on the torch backend (auto then "
@@ -81,8 +82,8 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                    help="pcnet/scn checkpoint to use instead of the packaged weights, or a packaged name "
                         "(pcnet-aerial: PCNet fine-tuned on aerial frames; pcnet-aerial-fast: its head distilled "
                         "at half the cost; pcnet-large: the previous default PCNet, whose head the packaged one "
-                        "distils at half the cost; pcnet-aerial-fast runs on OpenCV like the packaged weights, "
-                        "the others on the torch backend)")
+                        "distils at half the cost; the two aerial ones run on OpenCV like the packaged weights, "
+                        "pcnet-large on the torch backend)")
     p.add_argument("-o", "--out", type=Path, default=Path("uhrseg-out"), metavar="DIR",
                    help="output folder, created if needed (default ./uhrseg-out)")
     p.add_argument("--label-format", default="auto", choices=LABEL_FORMATS,

@@ -1,8 +1,8 @@
 """PCNet and SCN on OpenCV's DNN module: the packaged networks on the CPU without importing torch.
 
 ``import torch`` alone takes 1.0-1.5 s on the 2-core CPU, more than the network's own time on a 5K photo, so
-the command line runs the packaged weights (and the named ``pcnet-aerial-fast``, whose export ships too:
-:func:`packaged_export_name`) through their ONNX export (:mod:`uhrseg.inference.onnx_export`)
+the command line runs the packaged weights (and the named ``pcnet-aerial`` and ``pcnet-aerial-fast``, whose
+exports ship too: :func:`packaged_export_name`) through their ONNX export (:mod:`uhrseg.inference.onnx_export`)
 with ``cv2.dnn`` when it works on the CPU (``uhrseg superpixels --backend``). The tiling is the torch backend's
 (:func:`uhrseg.inference.tiling.tile_plan`), so memory stays bounded on any image.
 
@@ -75,9 +75,9 @@ def packaged_export_name(method: str, weights: str | os.PathLike | None = None) 
 
     ``weights`` None means the method's packaged weights (stem ``method``). A bare name (no folder, no suffix)
     that is not a file in the working folder names packaged weights, as :class:`uhrseg.SuperpixelPredictor` reads
-    ``weights``; it has an export for ``method`` when ``<name>.onnx.json`` is installed and records that method
-    (``pcnet``, ``pcnet-aerial-fast``). A checkpoint file has none (it runs on the torch backend, or is exported
-    with :func:`uhrseg.inference.onnx_export.export_onnx`).
+    ``weights``; it has an export for ``method`` when ``<name>.onnx.json`` is installed and records that
+    method (``pcnet``, ``pcnet-aerial``, ``pcnet-aerial-fast``). A checkpoint file has none (it runs on the torch
+    backend, or is exported with :func:`uhrseg.inference.onnx_export.export_onnx`).
     """
     name = method if weights is None else packaged_name(weights)
     if name is None:

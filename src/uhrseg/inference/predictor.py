@@ -118,9 +118,10 @@ def resolve_backend(backend: str, method: str, device: str = "auto",
     """The backend a network method runs on: ``"torch"`` or ``"opencv"``.
 
     ``auto`` takes ``opencv`` for PCNet weights that ship with an ONNX export (the packaged ones, and the named
-    ``pcnet-aerial-fast``: :func:`uhrseg.inference.opencv_dnn.packaged_export_name`) when the device is the CPU:
-    ``device="cpu"``, or ``"auto"`` where torch would see no GPU (:func:`torch_may_see_gpu`: a CPU-only build, or
-    no GPU device); otherwise ``torch`` (SCN too: :data:`uhrseg.inference.opencv_dnn.AUTO_OPENCV_METHODS`).
+    ``pcnet-aerial`` and ``pcnet-aerial-fast``: :func:`uhrseg.inference.opencv_dnn.packaged_export_name`) when
+    the device is the CPU: ``device="cpu"``, or ``"auto"`` where torch would see no GPU (:func:`torch_may_see_gpu`:
+    a CPU-only build, or no GPU device); otherwise ``torch`` (SCN too:
+    :data:`uhrseg.inference.opencv_dnn.AUTO_OPENCV_METHODS`).
 
     Raises
     ------
@@ -277,17 +278,18 @@ class SuperpixelPredictor:
         ``"auto"``, ``"cpu"`` or ``"cuda"`` (networks only; classical methods run on the CPU).
     backend : str
         How a network runs (:data:`BACKENDS`, :func:`resolve_backend`): ``"torch"`` (default; any weights, CPU
-        or CUDA), ``"opencv"`` (the packaged PCNet or SCN, or ``weights="pcnet-aerial-fast"``, with OpenCV's DNN
-        module on the CPU, without importing torch; PCNet's labels matched torch's on all 210 real images measured, see
-        :mod:`uhrseg.inference.opencv_dnn`) or ``"auto"`` (``opencv`` where :func:`resolve_backend` says, as
-        the command line does, and ``torch`` if the installed OpenCV cannot read the export).
+        or CUDA), ``"opencv"`` (the packaged PCNet or SCN, or ``weights="pcnet-aerial"`` or
+        ``"pcnet-aerial-fast"``, with OpenCV's DNN module on the CPU, without importing torch; PCNet's labels
+        matched torch's on all 210 real images measured, see :mod:`uhrseg.inference.opencv_dnn`) or ``"auto"``
+        (``opencv`` where :func:`resolve_backend` says, as the command line does, and ``torch`` if the installed
+        OpenCV cannot read the export).
     weights : path-like, optional
         Checkpoint to use instead of the packaged weights (networks only), or the name of other weights
         shipped in the package: ``"pcnet-aerial"`` (PCNet fine-tuned on aerial frames), ``"pcnet-aerial-fast"``
         (its head distilled at half the cost) or ``"pcnet-large"`` (the default PCNet until 2026-12-07, whose head
         the packaged one distils at half the cost; see ``uhrseg/weights/README.md``). The OpenCV backend runs the
-        packaged weights and ``"pcnet-aerial-fast"`` (their ONNX exports ship in the package); other weights run
-        on the torch backend.
+        packaged weights, ``"pcnet-aerial"`` and ``"pcnet-aerial-fast"`` (their ONNX exports ship in the package);
+        other weights run on the torch backend.
     precision : str
         Arithmetic of the network on the torch backend (networks only): ``"fp32"`` (default), ``"bf16"`` or
         ``"fp16"`` (:func:`torch.autocast`; :func:`uhrseg.inference.cell_id_map`, which gives the measured speed
