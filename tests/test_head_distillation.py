@@ -113,6 +113,27 @@ def test_a_killed_distillation_resumes_to_the_same_weights_and_keeps_the_trunk(m
     assert len(rows) == 4 and all(0 <= r["agree"] <= 1 and r["kd"] >= 0 for r in rows)
 
 
+def test_another_cycle_starts_from_an_earlier_student(mini_bsds, tmp_path, teacher):
+    """init: the student starts from an earlier student of the same teacher (the packaged pcnet.pt is one of
+    pcnet-large.pt), not from the teacher's head; other networks are refused with a message naming them."""
+    from uhrseg.inference.opencv_dnn import file_sha256
+
+    cfg = _tiny(mini_bsds, init="pcnet", iterations=1, lr=1e-9, val=None)
+    student = load_model(distill_head(cfg, tmp_path / "run", progress=False), expected="pcnet")
+    start = load_model(packaged_weights_path("pcnet"), expected="pcnet").float().state_dict()
+    fresh = student_from_teacher(teacher, 16, 1).state_dict()
+    got = student.float().state_dict()
+    head = [k for k in got if k.startswith(("assoc_head.", "guide.", "head_blocks.", "embed"))]
+    assert all(torch.allclose(got[k], start[k], atol=1e-6) for k in head)  # one step of lr 1e-9 from pcnet.pt
+    assert not all(torch.allclose(got[k], fresh[k], atol=1e-3) for k in head)  # not the teacher's head
+    assert student.training_record["starting_point"] == {"init": "pcnet",
+                                                         "sha256": file_sha256(packaged_weights_path("pcnet"))}
+    with pytest.raises(ValueError, match="init pcnet-aerial-fast: its trunk is not the teacher's"):
+        distill_head(_tiny(mini_bsds, init="pcnet-aerial-fast"), tmp_path / "aerial", progress=False)
+    with pytest.raises(ValueError, match="init pcnet-large: a PCNet with 64 guide channels and 3 head blocks"):
+        distill_head(_tiny(mini_bsds, init="pcnet-large"), tmp_path / "large", progress=False)
+
+
 def test_train_pcnet_head_command(mini_bsds, tmp_path, capsys):
     args = ["train", "pcnet-head", "--data", "bsds500:test", "--bsds500-root", str(mini_bsds), "--val", "none",
             "--iterations", "1", "--batch-size", "1", "--crop", "64", "-q"]

@@ -37,7 +37,8 @@ visits (--scale-range 0.25,2.0 unless given).
 pcnet-head: a cheaper head for a trained guided PCNet (--teacher, default the packaged
 pcnet-large), distilled on unlabelled crops at the scales inference runs at: the teacher's trunk,
 frozen, and a head of --guide-channels (default 16) and --head-blocks (default 1) that learns
-the teacher's association map Q (per-pixel KL), started from the teacher's head. Defaults:
+the teacher's association map Q (per-pixel KL), started from the teacher's head (or with
+--init from an earlier student of the same teacher, e.g. pcnet, for another cycle). Defaults:
 1200 iterations of 8 crops of 256, Adam 1e-3 on a half cosine, on BSDS500 train, Semantic
 Drone train and DeepGlobe train (about half an hour on 2 CPU cores).
 
@@ -76,7 +77,8 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                    help=f"crop side (default {d.crop} / {s.crop}; a multiple of 64 for PCNet, of 32 for the "
                         "segmentation networks)")
     p.add_argument("--init", metavar="FILE",
-                   help="start from the weights of this checkpoint (fine-tuning), e.g. a run's best.pt")
+                   help="start from the weights of this checkpoint (fine-tuning), e.g. a run's best.pt; "
+                        "pcnet-head: an earlier student of the same teacher (a file or a packaged name)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--precision", choices=("fp32", "bf16"),
@@ -267,11 +269,11 @@ _DISTILL_FLAGS = ("teacher", "guide_channels", "head_blocks", "val_n_segments")
 
 def _distill_config(args: argparse.Namespace) -> HeadDistillConfig:
     wrong = _given(args, tuple(n for n in _SUPERPIXEL_ONLY + _SEGMENTATION_ONLY + _MAGNET_ONLY
-                               + ("init", "precision", "scale_range", "no_sr") if n not in _DISTILL_FLAGS))
+                               + ("precision", "scale_range", "no_sr") if n not in _DISTILL_FLAGS))
     if wrong:
         raise UhrsegError(f"{', '.join(wrong)} does not apply to pcnet-head")
     extra = {k: getattr(args, k) for k in _DISTILL_FLAGS if getattr(args, k) is not None}
-    common = {k: v for k, v in _common(args).items() if k not in ("init", "precision")}
+    common = {k: v for k, v in _common(args).items() if k != "precision"}
     return HeadDistillConfig(bsds500_root=str(args.bsds500_root), **common, **extra)
 
 

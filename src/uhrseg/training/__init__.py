@@ -35,6 +35,7 @@ _EXPORTS = {
     "segmentation_loss": "segmentation_losses",
     "semantic_losses": "semantic_trainer",
     "structure_distillation_loss": "segmentation_losses",
+    "start_from_student": "head_distillation",
     "student_from_teacher": "head_distillation",
     "super_resolution_loss": "segmentation_losses",
     "superpixel_loss": "losses",

@@ -306,7 +306,9 @@ class HeadDistillConfig(_Recipe):
     branch's first conv and ``head_blocks`` residual blocks (``NetConfig``). It starts from the teacher's head
     (:func:`uhrseg.training.head_distillation.student_from_teacher`) and learns to give the teacher's association
     map ``Q``: the loss is the mean per-pixel KL divergence from the teacher's ``Q`` to the student's
-    (:func:`uhrseg.training.losses.association_distillation_loss`). No labels are needed, so ``data`` may hold
+    (:func:`uhrseg.training.losses.association_distillation_loss`). With ``init`` (a packaged name or a file: a
+    student of this teacher, e.g. an earlier run's ``best.pt`` or the packaged ``pcnet``) the student starts from
+    those weights instead, for another cycle of distillation. No labels are needed, so ``data`` may hold
     any labelled dataset (``bsds500:SPLIT``, folders with ``images/`` and ``labels/``, DeepGlobe splits; their
     labels are not read). ``data_weights`` (one per entry; default equal) is how often each is drawn.
 
@@ -319,6 +321,7 @@ class HeadDistillConfig(_Recipe):
     """
 
     teacher: str = "pcnet-large"
+    init: str | None = None
     guide_channels: int = 16
     head_blocks: int = 1
     data: list[str] = field(default_factory=lambda: ["bsds500:train", "../shared/datasets/semantic-drone/train",

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from ..datasets.readers import open_dataset
+from ..inference.opencv_dnn import file_sha256
 from ..inference.resize import resize_image
 from ..models.checkpoint import load_model
 from ..models.nets import PCNet
@@ -46,7 +47,29 @@ from .common import RunState, hardware, open_run, parameter_groups, restore_run,
 from .config import HeadDistillConfig
 from .losses import association_distillation_loss
 
-__all__ = ["DistillationSampler", "HeadDistillConfig", "distill_head", "distillation_losses", "student_from_teacher"]
+__all__ = ["DistillationSampler", "HeadDistillConfig", "distill_head", "distillation_losses", "start_from_student",
+           "student_from_teacher"]
+
+
+def start_from_student(student: PCNet, init: PCNet, name: str) -> None:
+    """Load the weights of ``init``, an earlier student of the same teacher, into ``student`` (made by
+    :func:`student_from_teacher`), for another cycle of distillation (``HeadDistillConfig.init``).
+
+    Raises
+    ------
+    ValueError
+        If ``init``'s configuration (guide channels, head blocks, ...) is not the student's, or its trunk is not
+        the teacher's bit for bit (the student's trunk stays frozen, so it would never become the teacher's).
+        ``name`` (how the user gave ``init``) is in the message.
+    """
+    if init.config != student.config:
+        raise ValueError(f"init {name}: a PCNet with {init.config.guide_channels} guide channels and "
+                         f"{init.config.head_blocks} head blocks ({init.config}), not the student's "
+                         f"{student.config.guide_channels} and {student.config.head_blocks} ({student.config})")
+    mine, theirs = student.state_dict(), {k: v.detach().float().cpu() for k, v in init.state_dict().items()}
+    if any(not torch.equal(mine[k], theirs[k]) for k in mine if k.startswith("trunk.")):
+        raise ValueError(f"init {name}: its trunk is not the teacher's; start from a student of this teacher")
+    student.load_state_dict(theirs)
 
 
 def student_from_teacher(teacher: PCNet, guide_channels: int, head_blocks: int) -> PCNet:
@@ -192,7 +215,7 @@ def distill_head(cfg: HeadDistillConfig, run_dir: str | os.PathLike, progress: b
     Raises
     ------
     ValueError
-        As :func:`student_from_teacher`, or the run folder cannot be made.
+        As :func:`student_from_teacher` and :func:`start_from_student`, or the run folder cannot be made.
     uhrseg.datasets.DatasetError
         If a dataset cannot be opened.
     uhrseg.errors.WeightsNotFoundError, uhrseg.errors.CheckpointError
@@ -212,6 +235,10 @@ def distill_head(cfg: HeadDistillConfig, run_dir: str | os.PathLike, progress: b
     teacher_path = _weights_file(cfg.teacher)
     teacher = load_model(teacher_path, expected="pcnet").float().eval()
     student = student_from_teacher(teacher, cfg.guide_channels, cfg.head_blocks)
+    init_path = None
+    if cfg.init is not None and state is None:  # (a resumed run's weights come from its last.pt)
+        init_path = _weights_file(cfg.init)
+        start_from_student(student, load_model(init_path, expected="pcnet"), str(cfg.init))
     teacher.requires_grad_(False).to(device)
     student.trunk.requires_grad_(False)
     student.to(device)
@@ -230,6 +257,7 @@ def distill_head(cfg: HeadDistillConfig, run_dir: str | os.PathLike, progress: b
 
     def record(run: RunState) -> dict:
         return {"command": " ".join(sys.argv), "distilled_from": str(teacher_path),
+                **({"starting_point": {"init": cfg.init, "sha256": file_sha256(init_path)}} if init_path else {}),
                 "teacher_training": getattr(teacher, "training_record", None), "data": cfg.data,
                 "iterations": run.step, "batch_size": cfg.batch_size, "crop": cfg.crop,
                 "wall_seconds": round(run.wall, 1), "hardware": hardware(device), "train_config": asdict(cfg)}
