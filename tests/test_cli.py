@@ -167,6 +167,20 @@ def test_merge_boundary_weight_is_checked_and_recorded(tmp_path, capsys):
     assert code == 0, err
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["merge_boundary_weight"] == 3000.0 and summary["images"][0]["n_produced"] == 300
+    assert summary["merge_texture_weight"] == 0.75  # the default
+
+
+def test_merge_texture_weight_is_checked_and_recorded(tmp_path, capsys):
+    for bad in (["--merge-texture-weight", "-1"], ["--merge-texture-weight", "inf"],
+                ["--merge-texture-weight", "1", "-m", "slic"]):
+        code, err = run_cli(capsys, bsds_image_path(), *bad, "--out", tmp_path / "bad")
+        assert code == 2 and "--merge-texture-weight is for pcnet and scn and must be finite and >= 0" in err
+        assert not (tmp_path / "bad").exists()
+    code, err = run_cli(capsys, bsds_image_path(), "-n", "300", "--merge-texture-weight", "0",
+                        "--out", tmp_path / "out")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["merge_texture_weight"] == 0.0 and summary["images"][0]["n_produced"] == 300
 
 
 def test_mismatched_weights(tmp_path, capsys, scn_ckpt):

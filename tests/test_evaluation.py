@@ -285,9 +285,10 @@ def test_method_specs_with_refinement():
     assert parse_method_spec("scn:precision=bf16:refine=0") == ("scn", {"precision": "bf16", "refine_iterations": 0})
     assert parse_method_spec("pcnet:oversegment=3:mergeboundary=3000") == (
         "pcnet", {"oversegmentation": 3.0, "merge_boundary_weight": 3000.0})
+    assert parse_method_spec("pcnet:texture=0") == ("pcnet", {"merge_texture_weight": 0.0})
     for bad in ("nope", "pcnet:refine", "pcnet:refine=-1", "pcnet:iters=2", "pcnet:refine=1.5",
                 "pcnet:smoothness=-3", "pcnet:smoothness=x", "pcnet:oversegment=-1", "pcnet:precision=half",
-                "pcnet:mergeboundary=-5", "pcnet:mergeboundary=nan", "pcnet:smoothness=inf"):
+                "pcnet:mergeboundary=-5", "pcnet:mergeboundary=nan", "pcnet:smoothness=inf", "pcnet:texture=-1"):
         with pytest.raises(ValueError):
             parse_method_spec(bad)
 

@@ -12,6 +12,7 @@ from conftest import DEEPGLOBE, DRONE, assert_superpixel_labels
 from uhrseg import SuperpixelPredictor
 from uhrseg.datasets.readers import LabelledFolder
 from uhrseg.grid import enforce_connectivity, merge_superpixels
+from uhrseg.grid.colour import fill_texture, lab8
 from uhrseg.metrics.superpixel import achievable_segmentation_accuracy, boundary_recall_precision
 
 label_maps = arrays(np.int64, st.tuples(st.integers(1, 24), st.integers(1, 24)), elements=st.integers(0, 5))
@@ -259,6 +260,14 @@ def test_nothing_to_merge_returns_the_labels():
     (lambda: SuperpixelPredictor("pcnet", device="cpu", merge_boundary_weight=float("nan")), "finite and >= 0"),
     (lambda: SuperpixelPredictor("pcnet", device="cpu", oversegmentation=0.5), "must be finite and >= 1"),
     (lambda: SuperpixelPredictor("pcnet", device="cpu", oversegmentation=float("inf")), "must be finite and >= 1"),
+    (lambda: SuperpixelPredictor("slic", merge_texture_weight=0.5), "networks only"),
+    (lambda: SuperpixelPredictor("pcnet", device="cpu", merge_texture_weight=-1.0), "finite and >= 0"),
+    (lambda: SuperpixelPredictor("scn", device="cpu", merge_texture_weight=float("nan")), "finite and >= 0"),
+    (lambda: fill_texture(np.zeros((4, 4, 3), np.uint8), 1.0), "\\(h, w, 4\\) uint8"),
+    (lambda: fill_texture(np.zeros((4, 4, 4), np.float32), 1.0), "\\(h, w, 4\\) uint8"),
+    (lambda: fill_texture(np.zeros((0, 4, 4), np.uint8), 1.0), "non-empty"),
+    (lambda: fill_texture(np.zeros((4, 4, 4), np.uint8), -0.5), "weight must be finite and >= 0"),
+    (lambda: fill_texture(np.zeros((4, 4, 4), np.uint8), 1.0, band_rows=0), "band_rows >= 1"),
 ])
 def test_bad_input_is_refused(call, message):
     with pytest.raises(ValueError, match=message):
@@ -310,3 +319,65 @@ def test_the_boundary_weight_gives_land_cover_fewer_boundaries_and_more_precisio
     (ward_length, ward_bp), (ms_length, ms_bp) = results[0.0], results[3000.0]
     assert ms_length < 0.9 * ward_length, results
     assert ms_bp > ward_bp, results
+
+
+@settings(max_examples=100, deadline=None)
+@given(arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 30))), st.integers(1, 45),
+       st.sampled_from([0.0, 0.75, 1.0, 3.0]))
+def test_texture_is_the_same_in_any_bands(lightness, band_rows, weight):
+    """fill_texture works in bands of rows with one row of context: any band height gives the whole map's values,
+    and the colour channels are left as they were."""
+    features = np.zeros((*lightness.shape, 4), np.uint8)
+    features[..., 0] = lightness
+    features[..., 1:3] = 7
+    whole = fill_texture(features.copy(), weight, band_rows=10**6)
+    banded = fill_texture(features.copy(), weight, band_rows=band_rows)
+    assert np.array_equal(whole, banded)
+    assert np.array_equal(banded[..., :3], features[..., :3])
+    if weight == 0.0:
+        assert not banded[..., 3].any()
+
+
+def test_texture_is_the_lightness_gradient_in_l_units():
+    """A flat image has no texture; a vertical step of 40 L units gives |grad L| = 20 (Sobel / 8) on the two
+    columns beside it and 0 elsewhere, times the weight (rounded, clipped to 255)."""
+    features = np.zeros((6, 8, 4), np.uint8)
+    assert not fill_texture(features.copy(), 1.0)[..., 3].any()
+    features[:, 4:, 0] = 40
+    texture = fill_texture(features.copy(), 1.0)[..., 3]
+    assert (texture[:, 3:5] == 20).all() and not texture[:, :3].any() and not texture[:, 5:].any()
+    assert (fill_texture(features.copy(), 0.75)[..., 3][:, 3:5] == 15).all()
+    assert (fill_texture(features.copy(), 100.0)[..., 3][:, 3:5] == 255).all()  # clipped
+
+
+def test_the_texture_feature_separates_textured_from_flat_ground():
+    """On a real drone frame (semantic-drone more/, 8-bit CIELAB as the merge gets it), the mean texture of the
+    most textured 16 x 16 block is more than 5 times that of the flattest: the channel that lets Ward's cost keep
+    such regions apart where their colours agree."""
+    image = LabelledFolder(DRONE / "more").image(LabelledFolder(DRONE / "more").names[0])
+    features = np.zeros((*image.shape[:2], 4), np.uint8)
+    features[..., :3] = lab8(image)
+    fill_texture(features, 0.75)
+    texture = features[..., 3].astype(float)
+    rows = np.arange(0, image.shape[0] - 16, 16)
+    cols = np.arange(0, image.shape[1] - 16, 16)
+    blocks = [(r, c, texture[r:r + 16, c:c + 16].mean()) for r in rows for c in cols]
+    flat = min(blocks, key=lambda b: b[2])
+    rough = max(blocks, key=lambda b: b[2])
+    assert rough[2] > 5 * max(flat[2], 1.0), (flat, rough)
+
+
+def test_the_default_merge_uses_the_texture_and_zero_restores_colour_alone():
+    """SuperpixelPredictor merges on CIELAB and 0.75 |grad L| by default; merge_texture_weight=0 gives the
+    labels of the colour-only merge (the default before 2026-12-07), and the two differ on a real frame while
+    both give exactly n superpixels."""
+    frames = LabelledFolder(DRONE / "more")
+    image = frames.image(frames.names[1])
+    default = SuperpixelPredictor("pcnet", device="cpu")
+    assert default.merge_texture_weight == 0.75 and SuperpixelPredictor("slic").merge_texture_weight == 0.0
+    textured = default.predict(image, 600)
+    colour_only = SuperpixelPredictor("pcnet", device="cpu", merge_texture_weight=0.0).predict(image, 600)
+    for labels in (textured, colour_only):
+        assert_superpixel_labels(labels, image.shape[:2])
+        assert labels.max() + 1 == 600
+    assert not np.array_equal(textured, colour_only)

@@ -57,6 +57,16 @@ SMOOTHNESS_UPSAMPLING_EXPONENT = 1.0 / 3.0
 #: DeepGlobe train tiles 0.374 / 0.0306 / 0.9419 -> 0.381 / 0.0316 / 0.9438 (2: ASA 0.9417). The network's time
 #: grows with the cells it makes: about 1.5x at 1.5.
 DEFAULT_OVERSEGMENTATION = 1.5
+#: Weight of the texture feature in that merge (:func:`uhrseg.grid.colour.fill_texture`): Ward's cost is taken on
+#: the mean 8-bit CIELAB and the mean of ``w |grad L|`` (Sobel, in 8-bit L units per pixel of the network's
+#: output grid), so that two flat regions of one colour merge before a flat and a textured one (grass and trees,
+#: a roof and gravel). 0.75 since 2026-12-07 (twenty-fifth session), chosen at n = 600 with the packaged
+#: ``pcnet.pt`` on the validation splits (BR / BP / ASA, 0 -> 0.75; ``docs/results/refine-tuning/``, "A texture
+#: feature in the merge"): BSDS500 val 0.8689 / 0.1163 / 0.9646 -> 0.8697 / 0.1171 / 0.9651, 30 Semantic Drone
+#: ``more/`` frames 0.5663 / 0.1148 / 0.9390 -> 0.5670 / 0.1152 / 0.9396, 8 DeepGlobe train tiles 0.3868 /
+#: 0.0316 / 0.9434 -> 0.3870 / 0.0316 / 0.9437; the only weight of 0.5, 0.75, 1 and 1.5 level or better on every
+#: column of the three. The class-map bridge keeps 0 (:class:`uhrseg.semantic.ClassRefinement`).
+DEFAULT_MERGE_TEXTURE_WEIGHT = 0.75
 
 
 def check_precision_name(precision: str, allowed: tuple[str, ...] = INFERENCE_PRECISIONS) -> str:

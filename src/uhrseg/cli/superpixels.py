@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from ..defaults import (
     BACKENDS,
     DEFAULT_COMPACTNESS,
+    DEFAULT_MERGE_TEXTURE_WEIGHT,
     DEFAULT_OVERSEGMENTATION,
     DEFAULT_REFINE_ITERATIONS,
     DEFAULT_SMOOTHNESS,
@@ -119,6 +120,11 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                         "pixels; a Mumford-Shah energy): long boundaries through flat regions go first, so "
                         "homogeneous areas get fewer, larger superpixels (higher BP, lower BR; e.g. 3000 with "
                         "--oversegmentation 3 on land-cover tiles) (default 0: Ward's cost alone)")
+    p.add_argument("--merge-texture-weight", type=float, default=None, metavar="W",
+                   help="pcnet/scn: in that merge, Ward's cost also compares the superpixels' mean of W |grad L| "
+                        "(lightness gradient, 8-bit L units per network output pixel), so flat and textured "
+                        "regions of one colour stay apart (0: colour alone, the default before 2026-12-07) "
+                        f"(default {DEFAULT_MERGE_TEXTURE_WEIGHT:g} for pcnet and scn)")
     p.add_argument("--refine-compactness", type=float, default=DEFAULT_COMPACTNESS, metavar="M",
                    help="refinement's weight of the distance to the centroid: higher keeps superpixels compact "
                         f"(default {DEFAULT_COMPACTNESS:g})")
@@ -295,6 +301,10 @@ def run(args: argparse.Namespace) -> int:
         raise UhrsegError(f"--merge-boundary-weight is for pcnet and scn with --oversegmentation above 1 and must be "
                           f"finite and >= 0, got {args.merge_boundary_weight} with --method {args.method}"
                           + (" --oversegmentation 1" if args.oversegmentation == 1 else ""))
+    if args.merge_texture_weight is not None and (args.method not in ("pcnet", "scn")
+                                                  or not 0 <= args.merge_texture_weight < math.inf):
+        raise UhrsegError(f"--merge-texture-weight is for pcnet and scn and must be finite and >= 0, got "
+                          f"{args.merge_texture_weight} with --method {args.method}")
     if args.precision != "fp32" and args.method not in ("pcnet", "scn"):
         raise UhrsegError(f"--precision {args.precision} is for pcnet and scn, not --method {args.method}")
     if args.precision != "fp32" and args.backend == "opencv":
@@ -331,7 +341,8 @@ def prepare(args: argparse.Namespace, opener: ImageOpener):
                                     refine_compactness=args.refine_compactness,
                                     refine_smoothness=args.refine_smoothness,
                                     oversegmentation=args.oversegmentation,
-                                    merge_boundary_weight=args.merge_boundary_weight, tile=args.tile)
+                                    merge_boundary_weight=args.merge_boundary_weight,
+                                    merge_texture_weight=args.merge_texture_weight, tile=args.tile)
     summary = {
         "method": args.method,
         "device": str(predictor.device),
@@ -344,5 +355,6 @@ def prepare(args: argparse.Namespace, opener: ImageOpener):
         "refine_smoothness": "auto" if predictor.refine_smoothness is None else predictor.refine_smoothness,
         "oversegmentation": predictor.oversegmentation,
         "merge_boundary_weight": predictor.merge_boundary_weight,
+        "merge_texture_weight": predictor.merge_texture_weight,
     }
     return (lambda path, stem, inputs, bar: _process(predictor, opener, path, stem, args, inputs, bar)), summary

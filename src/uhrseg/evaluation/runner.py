@@ -158,28 +158,31 @@ class EvaluationPlan:
 
 _SPEC_OPTIONS = {"refine": ("refine_iterations", int), "compactness": ("refine_compactness", float),
                  "smoothness": ("refine_smoothness", float), "oversegment": ("oversegmentation", float),
-                 "mergeboundary": ("merge_boundary_weight", float), "precision": ("precision", str)}
-_SPEC_SYNTAX = "METHOD[:refine=N][:compactness=M][:smoothness=L][:oversegment=R][:mergeboundary=B][:precision=P]"
+                 "mergeboundary": ("merge_boundary_weight", float), "texture": ("merge_texture_weight", float),
+                 "precision": ("precision", str)}
+_SPEC_SYNTAX = ("METHOD[:refine=N][:compactness=M][:smoothness=L][:oversegment=R][:mergeboundary=B][:texture=W]"
+                "[:precision=P]")
 
 
 def parse_method_spec(spec: str) -> tuple[str, dict]:
     """Split an evaluation method spec
-    ``METHOD[:refine=N][:compactness=M][:smoothness=L][:oversegment=R][:mergeboundary=B][:precision=P]``.
+    ``METHOD[:refine=N][:compactness=M][:smoothness=L][:oversegment=R][:mergeboundary=B][:texture=W][:precision=P]``.
 
     ``refine=N`` sets the passes of full-resolution boundary refinement (0: none), ``compactness`` and
     ``smoothness`` its ``m`` and ``lambda`` (:func:`uhrseg.grid.refine_boundaries`), ``oversegment`` the factor
     of extra cells merged away (``oversegmentation``; 1: none, so ``pcnet:refine=0:oversegment=1`` is the
     network's own labels), ``mergeboundary`` the weight of the shared boundary in that merge
-    (``merge_boundary_weight``; 0: Ward's cost), ``precision`` the network's arithmetic (``fp32``, ``bf16``, ``fp16``; the evaluation
-    runs the torch backend); what is not given keeps the method's default (see
-    :class:`uhrseg.SuperpixelPredictor`). The spec is the row label.
+    (``merge_boundary_weight``; 0: Ward's cost), ``texture`` the weight of the texture feature in it
+    (``merge_texture_weight``; 0: colour alone, the default before 2026-12-07), ``precision`` the network's
+    arithmetic (``fp32``, ``bf16``, ``fp16``; the evaluation runs the torch backend); what is not given keeps the
+    method's default (see :class:`uhrseg.SuperpixelPredictor`). The spec is the row label.
 
     Returns
     -------
     (str, dict)
         The method and the :class:`uhrseg.SuperpixelPredictor` keyword arguments the options set
         (``refine_iterations``, ``refine_compactness``, ``refine_smoothness``, ``oversegmentation``,
-        ``merge_boundary_weight``, ``precision``).
+        ``merge_boundary_weight``, ``merge_texture_weight``, ``precision``).
 
     Raises
     ------

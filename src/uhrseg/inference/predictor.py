@@ -24,6 +24,7 @@ from ..classical import classical_superpixels
 from ..defaults import (
     BACKENDS,
     DEFAULT_COMPACTNESS,
+    DEFAULT_MERGE_TEXTURE_WEIGHT,
     DEFAULT_OVERSEGMENTATION,
     DEFAULT_REFINE_ITERATIONS,
     DEFAULT_SMOOTHNESS,
@@ -35,7 +36,7 @@ from ..defaults import (
     resolution_smoothness,
 )
 from ..errors import WeightsNotFoundError
-from ..grid.colour import lab8
+from ..grid.colour import fill_texture, lab8
 from ..grid.geometry import CellGrid
 from ..grid.merge import merge_superpixels
 from ..grid.warmup import start_warm_up
@@ -325,6 +326,14 @@ class SuperpixelPredictor:
         homogeneous areas, higher boundary precision for lower recall. On DeepGlobe land cover at ``n = 600``,
         ``oversegmentation=3``, ``merge_boundary_weight=3000`` and ``refine_smoothness=150`` raise BP above
         Felzenszwalb's (``docs/results/refine-tuning/report.md``, "Merge costs that see the boundary").
+    merge_texture_weight : float, optional
+        Networks only: the merge's features are the 8-bit CIELAB and ``round(w |grad L|)`` (lightness gradient in
+        8-bit L units per output pixel; :func:`uhrseg.grid.colour.fill_texture`), so that Ward's cost keeps flat
+        and textured regions of one colour apart; 0 is colour alone (the default before 2026-12-07, and the
+        bridge's: :class:`uhrseg.semantic.ClassRefinement`). Default (None):
+        :data:`uhrseg.defaults.DEFAULT_MERGE_TEXTURE_WEIGHT` (0.75) for the networks, chosen on the validation
+        splits (BR, BP and ASA each up by 0.0002-0.0009 on BSDS500 val, 30 drone ``more/`` frames and DeepGlobe
+        train, or level).
     tile : int
         Trunk tile core in network-input pixels (:func:`uhrseg.inference.cell_id_map`): bounds the trunk's
         memory; the labels do not depend on it.
@@ -346,7 +355,8 @@ class SuperpixelPredictor:
     ValueError
         If the method, device, backend or precision is unknown, weights, an ``oversegmentation``, a
         ``merge_boundary_weight`` or a precision other than ``"fp32"`` are given for a classical method,
-        ``oversegmentation < 1``, ``merge_boundary_weight`` is negative or not finite or given with
+        ``oversegmentation < 1``, ``merge_texture_weight`` is given for a classical method or is negative or not
+        finite, ``merge_boundary_weight`` is negative or not finite or given with
         ``oversegmentation=1`` (which merges nothing), the OpenCV backend is
         asked for with another precision than ``"fp32"``, or the device cannot run the precision (bf16 on a GPU
         without bfloat16).
@@ -370,7 +380,8 @@ class SuperpixelPredictor:
                  strip_pixels: int = DEFAULT_STRIP_PIXELS, refine_iterations: int | None = None,
                  refine_compactness: float = DEFAULT_COMPACTNESS, refine_smoothness: float | None = None,
                  oversegmentation: float | None = None, merge_boundary_weight: float = 0.0,
-                 tile: int = DEFAULT_TILE, band_rows: int = DEFAULT_BAND_ROWS) -> None:
+                 merge_texture_weight: float | None = None, tile: int = DEFAULT_TILE,
+                 band_rows: int = DEFAULT_BAND_ROWS) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if refine_iterations is None:
@@ -400,6 +411,13 @@ class SuperpixelPredictor:
         if merge_boundary_weight and self.oversegmentation == 1.0:
             raise ValueError("merge_boundary_weight needs oversegmentation > 1 (with 1 nothing is merged)")
         self.merge_boundary_weight = float(merge_boundary_weight)
+        if merge_texture_weight is not None and method not in NETWORK_METHODS:
+            raise ValueError(f"method {method!r} takes no merge_texture_weight (networks only)")
+        if merge_texture_weight is None:
+            merge_texture_weight = DEFAULT_MERGE_TEXTURE_WEIGHT if method in NETWORK_METHODS else 0.0
+        if not 0.0 <= merge_texture_weight < math.inf:  # NaN too
+            raise ValueError(f"merge_texture_weight must be finite and >= 0, got {merge_texture_weight}")
+        self.merge_texture_weight = float(merge_texture_weight)
         self.method = method
         self.strip_pixels = int(strip_pixels)
         self.tile = int(tile)
@@ -651,10 +669,12 @@ class SuperpixelPredictor:
             timings["network"] = time.perf_counter() - t0
             colour = None
             t0 = time.perf_counter()
-            if merging:  # the merge's colours: 8-bit CIELAB (a quarter of the float guide), made band by band
-                colour = np.empty(guide.shape, np.uint8)
+            if merging:  # the merge's colours: 8-bit CIELAB (a quarter of the float guide), made band by band,
+                # and a fourth channel for the texture, filled once the map has its final rows and columns
+                textured = self.merge_texture_weight > 0
+                colour = np.empty((*guide.shape[:2], 4 if textured else 3), np.uint8)
                 for y0 in range(0, guide.shape[0], self.band_rows):
-                    colour[y0:y0 + self.band_rows] = lab8(rows_of(guide, y0, y0 + self.band_rows))
+                    colour[y0:y0 + self.band_rows, :, :3] = lab8(rows_of(guide, y0, y0 + self.band_rows))
             del guide
             t_colour = time.perf_counter() - t0
 
@@ -683,6 +703,8 @@ class SuperpixelPredictor:
             t0 = time.perf_counter()
             if len(used_rows) < grid.height or len(used_cols) < grid.width:
                 colour = colour[np.ix_(used_rows, used_cols)]
+            if colour.shape[2] == 4:  # the gradients between the pixels the image samples, as the merge sees them
+                fill_texture(colour, self.merge_texture_weight, self.band_rows)
             small = merge_superpixels(small, colour, n, row_weights, col_weights,
                                       boundary_weight=self.merge_boundary_weight, out=small)  # in place
             timings["merge"] = t_colour + time.perf_counter() - t0

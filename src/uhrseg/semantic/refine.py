@@ -121,7 +121,9 @@ class ClassRefinement:
 
     def superpixel_predictor(self, device: str = "auto"):
         """The :class:`uhrseg.SuperpixelPredictor` of ``superpixels`` on ``device``, its refinement at
-        ``smoothness`` and, for network superpixels, ``oversegmentation``.
+        ``smoothness`` and, for network superpixels, ``oversegmentation``, merged on colour alone
+        (``merge_texture_weight=0``: the bridge's defaults were measured so, before the superpixels' merge took a
+        texture feature in the twenty-fifth session; it has not been measured in the bridge).
 
         Raises
         ------
@@ -132,7 +134,8 @@ class ClassRefinement:
 
         network = self.superpixels in NETWORK_METHODS
         return SuperpixelPredictor(self.superpixels, device=device, refine_smoothness=self.smoothness,
-                                   oversegmentation=self.oversegmentation if network else None)
+                                   oversegmentation=self.oversegmentation if network else None,
+                                   merge_texture_weight=0.0 if network else None)
 
     def segments_for(self, height: int, width: int) -> int:
         """Superpixels to ask for on an ``H x W`` image: ``n_segments``, or by default ``H W / 1024`` for network
