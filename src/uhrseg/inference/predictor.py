@@ -238,6 +238,21 @@ class SourceResult:
     refine_smoothness: float | None = None
 
 
+def _merge_weight(name: str, value: float, method: str) -> float:
+    """A weight of the networks' merge (``merge_boundary_weight``, ``merge_texture_weight``) as a float.
+
+    Raises
+    ------
+    ValueError
+        If it is not 0 for a classical method, or is negative or not finite.
+    """
+    if value and method not in NETWORK_METHODS:
+        raise ValueError(f"method {method!r} takes no {name} (networks only)")
+    if not 0.0 <= value < math.inf:  # NaN too
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    return float(value)
+
+
 def _weights_file(weights: str | os.PathLike) -> Path:
     """A checkpoint path, or the name of extra weights shipped in the package (e.g. ``"pcnet-aerial"``).
 
@@ -355,8 +370,8 @@ class SuperpixelPredictor:
     ValueError
         If the method, device, backend or precision is unknown, weights, an ``oversegmentation``, a
         ``merge_boundary_weight`` or a precision other than ``"fp32"`` are given for a classical method,
-        ``oversegmentation < 1``, ``merge_texture_weight`` is given for a classical method or is negative or not
-        finite, ``merge_boundary_weight`` is negative or not finite or given with
+        ``oversegmentation < 1``, a nonzero ``merge_texture_weight`` is given for a classical method,
+        ``merge_texture_weight`` or ``merge_boundary_weight`` is negative or not finite, the latter given with
         ``oversegmentation=1`` (which merges nothing), the OpenCV backend is
         asked for with another precision than ``"fp32"``, or the device cannot run the precision (bf16 on a GPU
         without bfloat16).
@@ -404,20 +419,12 @@ class SuperpixelPredictor:
         if not 1.0 <= oversegmentation < math.inf:  # NaN too
             raise ValueError(f"oversegmentation must be finite and >= 1, got {oversegmentation}")
         self.oversegmentation = float(oversegmentation)
-        if merge_boundary_weight and method not in NETWORK_METHODS:
-            raise ValueError(f"method {method!r} takes no merge_boundary_weight (networks only)")
-        if not 0.0 <= merge_boundary_weight < math.inf:  # NaN too
-            raise ValueError(f"merge_boundary_weight must be finite and >= 0, got {merge_boundary_weight}")
-        if merge_boundary_weight and self.oversegmentation == 1.0:
+        self.merge_boundary_weight = _merge_weight("merge_boundary_weight", merge_boundary_weight, method)
+        if self.merge_boundary_weight and self.oversegmentation == 1.0:
             raise ValueError("merge_boundary_weight needs oversegmentation > 1 (with 1 nothing is merged)")
-        self.merge_boundary_weight = float(merge_boundary_weight)
-        if merge_texture_weight is not None and method not in NETWORK_METHODS:
-            raise ValueError(f"method {method!r} takes no merge_texture_weight (networks only)")
         if merge_texture_weight is None:
             merge_texture_weight = DEFAULT_MERGE_TEXTURE_WEIGHT if method in NETWORK_METHODS else 0.0
-        if not 0.0 <= merge_texture_weight < math.inf:  # NaN too
-            raise ValueError(f"merge_texture_weight must be finite and >= 0, got {merge_texture_weight}")
-        self.merge_texture_weight = float(merge_texture_weight)
+        self.merge_texture_weight = _merge_weight("merge_texture_weight", merge_texture_weight, method)
         self.method = method
         self.strip_pixels = int(strip_pixels)
         self.tile = int(tile)
