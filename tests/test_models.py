@@ -264,11 +264,13 @@ def test_default_pcnet_and_refinement_on_held_out_images():
     its unused neighbour channels restarted and the packaged SCN as a teacher, then 1000 + 1000 with the guide
     widened from 8 to 32 and to 64 channels, then 1000 + 1000 with the teacher's Q moved to its refined
     boundaries) with the default refinement (8 passes, m 2.5, lambda 150, tuned on val) and oversegmentation (1.5
-    n cells merged back to n): on the first 16 BSDS500 test images, which no run trained on, the default's BR is
-    above 0.85 (0.875 with the distilled head; 0.873 with pcnet-large.pt, 0.864 refined without the merge), the two
-    add more than 0.05 to the network's own BR (0.809 -> 0.875; pcnet-large.pt 0.807 -> 0.873; the refinement's gain shrinks as the network improves: 0.125 with the file whose own labels moved
-    only horizontal boundaries, 0.081 with the eighth session's file at lambda 125, 0.063 with the ninth's at 150)
-    and they do not lower ASA (0.9701 -> 0.9734; pcnet-large.pt 0.9702 -> 0.9730)."""
+    n cells merged back to n, on colour and texture): on the first 16 BSDS500 test images, which no run trained on,
+    the default's BR is above 0.85 (0.876 with the distilled head and the merge's texture feature, 0.875 with
+    colour alone; 0.873 with pcnet-large.pt, 0.864 refined without the merge), the two add more than 0.05 to the
+    network's own BR (0.809 -> 0.876; pcnet-large.pt 0.807 -> 0.873; the refinement's gain shrinks as the network
+    improves: 0.125 with the file whose own labels moved only horizontal boundaries, 0.081 with the eighth
+    session's file at lambda 125, 0.063 with the ninth's at 150) and they do not lower ASA (0.9701 -> 0.9735;
+    pcnet-large.pt 0.9702 -> 0.9730)."""
     from conftest import BSDS
     from uhrseg import SuperpixelPredictor
     from uhrseg.datasets import BSDS500
