@@ -118,13 +118,15 @@ def test_another_cycle_starts_from_an_earlier_student(mini_bsds, tmp_path, teach
     pcnet-large.pt), not from the teacher's head; other networks are refused with a message naming them."""
     from uhrseg.inference.opencv_dnn import file_sha256
 
-    cfg = _tiny(mini_bsds, init="pcnet", iterations=1, lr=1e-9, val=None)
-    student = load_model(distill_head(cfg, tmp_path / "run", progress=False), expected="pcnet")
+    cfg = _tiny(mini_bsds, init="pcnet", iterations=2, lr=1e-9, val=None)
+    distill_head(cfg, tmp_path / "run", progress=False, stop_after=1)  # interrupted after one step, then resumed:
+    student = load_model(distill_head(cfg, tmp_path / "run", progress=False), expected="pcnet")  # the record stays
     start = load_model(packaged_weights_path("pcnet"), expected="pcnet").float().state_dict()
     fresh = student_from_teacher(teacher, 16, 1).state_dict()
     got = student.float().state_dict()
     head = [k for k in got if k.startswith(("assoc_head.", "guide.", "head_blocks.", "embed"))]
-    assert all(torch.allclose(got[k], start[k], atol=1e-6) for k in head)  # one step of lr 1e-9 from pcnet.pt
+    assert student.training_record["iterations"] == 2
+    assert all(torch.allclose(got[k], start[k], atol=1e-6) for k in head)  # two steps of lr 1e-9 from pcnet.pt
     assert not all(torch.allclose(got[k], fresh[k], atol=1e-3) for k in head)  # not the teacher's head
     assert student.training_record["starting_point"] == {"init": "pcnet",
                                                          "sha256": file_sha256(packaged_weights_path("pcnet"))}

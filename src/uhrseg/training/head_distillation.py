@@ -235,10 +235,13 @@ def distill_head(cfg: HeadDistillConfig, run_dir: str | os.PathLike, progress: b
     teacher_path = _weights_file(cfg.teacher)
     teacher = load_model(teacher_path, expected="pcnet").float().eval()
     student = student_from_teacher(teacher, cfg.guide_channels, cfg.head_blocks)
-    init_path = None
-    if cfg.init is not None and state is None:  # (a resumed run's weights come from its last.pt)
+    starting_point = None  # recorded; a resumed run's weights come from its last.pt, its record too
+    if cfg.init is not None and state is None:
         init_path = _weights_file(cfg.init)
         start_from_student(student, load_model(init_path, expected="pcnet"), str(cfg.init))
+        starting_point = {"init": cfg.init, "sha256": file_sha256(init_path)}
+    elif state is not None:
+        starting_point = state.get("training", {}).get("starting_point")
     teacher.requires_grad_(False).to(device)
     student.trunk.requires_grad_(False)
     student.to(device)
@@ -257,7 +260,7 @@ def distill_head(cfg: HeadDistillConfig, run_dir: str | os.PathLike, progress: b
 
     def record(run: RunState) -> dict:
         return {"command": " ".join(sys.argv), "distilled_from": str(teacher_path),
-                **({"starting_point": {"init": cfg.init, "sha256": file_sha256(init_path)}} if init_path else {}),
+                **({"starting_point": starting_point} if starting_point else {}),
                 "teacher_training": getattr(teacher, "training_record", None), "data": cfg.data,
                 "iterations": run.step, "batch_size": cfg.batch_size, "crop": cfg.crop,
                 "wall_seconds": round(run.wall, 1), "hardware": hardware(device), "train_config": asdict(cfg)}
