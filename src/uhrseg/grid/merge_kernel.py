@@ -3,10 +3,10 @@
 :func:`uhrseg.grid.merge._ward_merges` runs the loop on Python lists and :mod:`heapq`: about 50 us per merge, 9.3 s
 for 195 586 merges of 586 756 grid cells (the bridge's count on a 20 000 x 20 000 image; the whole merge then
 peaks 399 MB above its inputs). This kernel makes the same merges in the same order (tested against an exhaustive
-search and against the Python loop) in 0.9 s, and the whole merge peaks 155 MB above its inputs. Its first call after an install compiles it (4.4 s),
-so the merge uses it only from :data:`uhrseg.grid.merge.COMPILED_MERGES` merges on, where that is repaid; smaller
-merges (the README demo's, or the 5K photograph's 2 500 at ``n = 5000``) keep the Python loop, whose first run
-compiles nothing.
+search and against the Python loop) in 0.9 s, and the whole merge peaks 155 MB above its inputs. Its first call
+after an install compiles it (4.4 s), so the merge uses it only from :data:`uhrseg.grid.merge.COMPILED_MERGES`
+merges on, where that is repaid; smaller merges (the README demo's, or the 5K photograph's 2 500 at
+``n = 5000``) keep the Python loop, whose first run compiles nothing.
 
 Its own module, so that the merge imports numba only when it needs it (the command line imports numba in a
 background thread: :mod:`uhrseg.grid.warmup`).

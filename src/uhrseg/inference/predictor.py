@@ -678,8 +678,7 @@ class SuperpixelPredictor:
             t0 = time.perf_counter()
             if merging:  # the merge's colours: 8-bit CIELAB (a quarter of the float guide), made band by band,
                 # and a fourth channel for the texture, filled once the map has its final rows and columns
-                textured = self.merge_texture_weight > 0
-                colour = np.empty((*guide.shape[:2], 4 if textured else 3), np.uint8)
+                colour = np.empty((*guide.shape[:2], 4 if self.merge_texture_weight > 0 else 3), np.uint8)
                 for y0 in range(0, guide.shape[0], self.band_rows):
                     colour[y0:y0 + self.band_rows, :, :3] = lab8(rows_of(guide, y0, y0 + self.band_rows))
             del guide
@@ -710,7 +709,7 @@ class SuperpixelPredictor:
             t0 = time.perf_counter()
             if len(used_rows) < grid.height or len(used_cols) < grid.width:
                 colour = colour[np.ix_(used_rows, used_cols)]
-            if colour.shape[2] == 4:  # the gradients between the pixels the image samples, as the merge sees them
+            if self.merge_texture_weight > 0:  # the gradients between the pixels the image samples, as merged
                 fill_texture(colour, self.merge_texture_weight, self.band_rows)
             small = merge_superpixels(small, colour, n, row_weights, col_weights,
                                       boundary_weight=self.merge_boundary_weight, out=small)  # in place
