@@ -193,6 +193,7 @@ def test_refine_classes_command_on_another_tools_class_map(tmp_path, drone_frame
     summary = json.loads((out / "summary.json").read_text())
     assert summary["input"] == "class map" and summary["n_superpixels"] > 1500
     assert summary["oversegmentation"] == 1.5  # network superpixels merged by default
+    assert summary["merge_texture_weight"] == 0.0  # on colour alone (the bridge's default)
     assert f"refined over {summary['n_superpixels']} superpixels -> {out}" in capsys.readouterr().err
     assert "class_names" not in summary  # a plain PNG of ids has no names
     named = tmp_path / "named"
@@ -310,7 +311,7 @@ def test_bridge_defaults_merge_network_superpixels_only(tmp_path, capsys):
     assert ("oversegment", "1.5") in spec.options
     image = str(DRONE / "test" / "images" / sorted(p.name for p in (DRONE / "test" / "images").iterdir())[0])
     assert main(["segment", image, "--oversegmentation", "1.5", "--out", str(tmp_path / "o"), "-q"]) == 2
-    assert "--oversegmentation apply to --refine superpixels" in capsys.readouterr().err
+    assert "--merge-texture-weight apply to --refine superpixels" in capsys.readouterr().err
     assert main(["segment", image, "--refine", "superpixels", "--superpixels", "slic", "--oversegmentation", "1.5",
                  "--out", str(tmp_path / "o"), "-q"]) == 2
     assert "oversegmentation must be finite and >= 1, and 1 for classical superpixels" in capsys.readouterr().err
@@ -318,3 +319,52 @@ def test_bridge_defaults_merge_network_superpixels_only(tmp_path, capsys):
                  "--out", str(tmp_path / "o")]) == 2
     assert "--oversegmentation applies to --superpixels pcnet or scn" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_bridge_texture_weight(tmp_path, capsys, drone_frame):
+    """The bridge merges its network superpixels on colour alone by default (the texture, the superpixel commands'
+    default 0.75, was measured there and gave no consistent gain); a weight can be set in the API, `segment`,
+    `refine-classes` and evaluation specs, and changes the superpixels of a real frame; classical superpixels and
+    bad weights are refused before any image is read."""
+    from uhrseg.defaults import DEFAULT_BRIDGE_MERGE_TEXTURE_WEIGHT, DEFAULT_MERGE_TEXTURE_WEIGHT
+    from uhrseg.evaluation.semantic import parse_model_specs
+
+    assert DEFAULT_BRIDGE_MERGE_TEXTURE_WEIGHT == 0.0 < DEFAULT_MERGE_TEXTURE_WEIGHT
+    assert ClassRefinement().superpixel_predictor("cpu").merge_texture_weight == 0.0
+    image = drone_frame[0]
+    n = ClassRefinement().segments_for(*image.shape[:2])
+    colour = ClassRefinement().superpixel_predictor("cpu").predict(image, n)
+    textured = ClassRefinement(merge_texture_weight=0.75).superpixel_predictor("cpu").predict(image, n)
+    assert colour.max() + 1 == textured.max() + 1 == n  # the merge still ends at exactly n
+
+    def edges(labels):  # pixels whose right or lower neighbour is in another superpixel (ids may be renumbered)
+        e = np.zeros(labels.shape, bool)
+        e[:, :-1] |= labels[:, 1:] != labels[:, :-1]
+        e[:-1] |= labels[1:] != labels[:-1]
+        return e
+
+    moved = (edges(colour) != edges(textured)).sum() / edges(colour).sum()
+    assert 0.01 < moved < 0.5  # the same grid, some other merges
+    for bad in ({"merge_texture_weight": -1.0}, {"merge_texture_weight": float("nan")},
+                {"superpixels": "slic", "merge_texture_weight": 0.75}):
+        with pytest.raises(ValueError, match="merge_texture_weight must be finite and >= 0"):
+            ClassRefinement(**bad)
+    assert ClassRefinement(superpixels="slic", merge_texture_weight=0).superpixel_predictor("cpu").method == "slic"
+    spec = parse_model_specs("isdnet:drone@refine=superpixels@texture=0.75")[0]
+    assert ("texture", "0.75") in spec.options
+    with pytest.raises(ValueError, match="not a valid value"):
+        parse_model_specs("isdnet:drone@refine=superpixels@texture=x")
+    path = str(DRONE / "test" / "images" / sorted(p.name for p in (DRONE / "test" / "images").iterdir())[0])
+    out = tmp_path / "o"
+    assert main(["segment", path, "--merge-texture-weight", "0.75", "--out", str(out), "-q"]) == 2
+    assert "--merge-texture-weight apply to --refine superpixels" in capsys.readouterr().err
+    assert main(["segment", path, "--refine", "guided", "--merge-texture-weight", "0.75", "--out", str(out),
+                 "-q"]) == 2
+    assert "apply to --refine superpixels, not guided" in capsys.readouterr().err
+    assert main(["segment", path, "--refine", "superpixels", "--merge-texture-weight", "-1", "--out", str(out),
+                 "-q"]) == 2
+    assert "merge_texture_weight must be finite and >= 0" in capsys.readouterr().err
+    assert main(["refine-classes", path, "--classes", path, "--superpixels", "seeds", "--merge-texture-weight",
+                 "0.75", "--out", str(out)]) == 2
+    assert "--merge-texture-weight applies to --superpixels pcnet or scn" in capsys.readouterr().err
+    assert not out.exists()

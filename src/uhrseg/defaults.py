@@ -129,6 +129,13 @@ DEFAULT_BRIDGE_SMOOTHNESS = 100.0
 #: (``docs/results/*-bridge-merge``).
 DEFAULT_BRIDGE_PIXELS_PER_SUPERPIXEL = 1024
 DEFAULT_BRIDGE_OVERSEGMENTATION = 1.5
+#: Weight of the texture feature in that merge when superpixels sharpen a class map (``ClassRefinement``; the
+#: superpixel commands use :data:`DEFAULT_MERGE_TEXTURE_WEIGHT`). 0: colour alone. Measured in the twenty-sixth
+#: session on the tuning splits (mIoU / boundary IoU at r = 1, %, 0 -> 0.75): first 30 Semantic Drone ``more``
+#: frames ISDNet 25.85 / 2.07 -> 25.96 / 2.04, MagNet 30.78 / 2.48 -> 31.06 / 2.49; DeepGlobe train ISDNet
+#: 70.73 / 2.08 -> 70.66 / 2.05, MagNet 67.82 / 1.67 -> 67.93 / 1.66; no consistent gain, so the bridge keeps 0
+#: (``docs/results/refine-tuning/report.md``, "The texture in the class-map bridge").
+DEFAULT_BRIDGE_MERGE_TEXTURE_WEIGHT = 0.0
 #: Classical superpixels in the bridge: ``H W / 512`` (the best of 1500, 3000 and 6000 on 5 Semantic Drone ``more``
 #: frames with PCNet's grid, which they replace), not merged.
 DEFAULT_BRIDGE_CLASSICAL_PIXELS_PER_SUPERPIXEL = 512

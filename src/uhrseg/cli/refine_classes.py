@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..defaults import NETWORK_METHODS
+from ..defaults import DEFAULT_BRIDGE_MERGE_TEXTURE_WEIGHT, NETWORK_METHODS
 from ..errors import UhrsegError
 from ..memory import peak_rss_bytes, tune_allocator
 
@@ -40,6 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--oversegmentation", type=float, metavar="R",
                    help="for pcnet/scn: make R times N grid cells and merge the most similar neighbours back to N "
                         "(default 1.5)")
+    p.add_argument("--merge-texture-weight", type=float, metavar="W",
+                   help="for pcnet/scn: weight of the texture feature in that merge, W |grad L| beside the colour "
+                        f"(default {DEFAULT_BRIDGE_MERGE_TEXTURE_WEIGHT:g})")
     p.add_argument("--palette", metavar="NAME|FILE",
                    help="class colours: drone, deepglobe or a class_dict.csv (default: the PNG's own palette, "
                         "else grey levels)")
@@ -88,13 +91,17 @@ def run(args: argparse.Namespace) -> int:
     from .common import check_targets
 
     t0 = time.perf_counter()
-    if args.oversegmentation is not None and args.superpixels not in NETWORK_METHODS:
-        raise UhrsegError(f"--oversegmentation applies to --superpixels pcnet or scn, not {args.superpixels}")
+    for flag, value in (("--oversegmentation", args.oversegmentation),
+                        ("--merge-texture-weight", args.merge_texture_weight)):
+        if value is not None and args.superpixels not in NETWORK_METHODS:
+            raise UhrsegError(f"{flag} applies to --superpixels pcnet or scn, not {args.superpixels}")
     sp_path = Path(args.superpixels)  # a label file (has a suffix), else a method's name
     try:  # flags checked first
         refinement = ClassRefinement(superpixels="pcnet" if sp_path.suffix else args.superpixels,
                                      n_segments=args.n_segments, confidence=args.confidence,
-                                     oversegmentation=args.oversegmentation)
+                                     oversegmentation=args.oversegmentation,
+                                     **({} if args.merge_texture_weight is None
+                                        else {"merge_texture_weight": args.merge_texture_weight}))
     except ValueError as e:
         raise UhrsegError(str(e)) from None
     tune_allocator()  # glibc: large blocks reused from the heap, not faulted in afresh
@@ -169,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     counts = np.bincount(refined.ravel(), minlength=n_classes)
     summary = {"image": str(args.image), "classes": str(args.classes), "superpixels": str(args.superpixels),
                "oversegmentation": None if method is None else refinement.oversegmentation,
+               "merge_texture_weight": None if method is None else refinement.merge_texture_weight,
                "input": "probabilities" if probabilities is not None else "class map",
                "width": width, "height": height, "n_superpixels": int(labels.max()) + 1,
                "outputs": [str(p) for p in written],

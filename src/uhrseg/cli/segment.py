@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..defaults import (
+    DEFAULT_BRIDGE_MERGE_TEXTURE_WEIGHT,
     DEFAULT_SEMANTIC_TILE,
     MAGNET_MODELS,
     METHODS,
@@ -107,6 +108,9 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--oversegmentation", type=float, metavar="R",
                    help="--refine superpixels with pcnet/scn: make R times N grid cells and merge the most similar "
                         "neighbours back to N (default 1.5; 1 is the network's grid)")
+    p.add_argument("--merge-texture-weight", type=float, metavar="W",
+                   help="--refine superpixels with pcnet/scn: weight of the texture feature in that merge, W |grad "
+                        f"L| beside the colour (default {DEFAULT_BRIDGE_MERGE_TEXTURE_WEIGHT:g})")
     add_ray_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -281,13 +285,11 @@ def run(args: argparse.Namespace) -> int:
         raise UhrsegError(f"--scales applies to magnet and magnet-fast, not {args.model}")
     if args.scales < 1:
         raise UhrsegError(f"--scales must be >= 1, got {args.scales}")
-    if args.refine is None and (args.n_segments is not None or args.superpixels != "pcnet"
-                                or args.oversegmentation is not None):
-        raise UhrsegError("--superpixels, --n-segments and --oversegmentation apply to --refine superpixels")
-    if args.refine == "guided" and (args.n_segments is not None or args.superpixels != "pcnet"
-                                    or args.oversegmentation is not None):  # were ignored, and recorded in summary.json
-        raise UhrsegError("--superpixels, --n-segments and --oversegmentation apply to --refine superpixels, "
-                          "not guided")
+    superpixel_flags = (args.n_segments is not None or args.superpixels != "pcnet"
+                        or args.oversegmentation is not None or args.merge_texture_weight is not None)
+    if args.refine != "superpixels" and superpixel_flags:  # would be ignored, and recorded in summary.json
+        raise UhrsegError("--superpixels, --n-segments, --oversegmentation and --merge-texture-weight apply to "
+                          "--refine superpixels" + (f", not {args.refine}" if args.refine else ""))
     if args.refine is not None and args.superpixels not in METHODS:
         raise UhrsegError(f"--superpixels {args.superpixels!r}: choose one of {', '.join(METHODS)}")
     refusal = _streaming_refusal(args) if args.stream else None  # before the model loads (by size: per image)
@@ -328,8 +330,9 @@ def _refinement(args: argparse.Namespace):
     from ..semantic import ClassRefinement
 
     try:
+        texture = {} if args.merge_texture_weight is None else {"merge_texture_weight": args.merge_texture_weight}
         return ClassRefinement(args.refine, superpixels=args.superpixels, n_segments=args.n_segments,
-                               confidence=args.confidence, oversegmentation=args.oversegmentation)
+                               confidence=args.confidence, oversegmentation=args.oversegmentation, **texture)
     except ValueError as e:
         raise UhrsegError(f"--refine {args.refine}: {e}") from None
 
@@ -347,5 +350,7 @@ def prepare(args: argparse.Namespace, opener: ImageOpener):
                "refine": args.refine and {"method": args.refine, "superpixels": args.superpixels,
                                           "n_segments": args.n_segments, "confidence": args.confidence,
                                           "oversegmentation": refine.oversegmentation if args.refine == "superpixels"
-                                          else None}}
+                                          else None,
+                                          "merge_texture_weight": refine.merge_texture_weight
+                                          if args.refine == "superpixels" else None}}
     return (lambda path, stem, inputs, bar: _process(predictor, opener, path, stem, args, inputs, bar)), summary

@@ -65,7 +65,8 @@ def _scales(value: str) -> int | tuple[float, ...]:
 #: Settings a MagNet model spec may carry (``@key=value``) and their types.
 MAGNET_OPTIONS = {"scales": _scales, "selection": str, "points": float, "fast_patches": int}
 #: Settings of the full-resolution refinement any model spec may carry (:class:`uhrseg.semantic.ClassRefinement`).
-REFINE_OPTIONS = {"refine": str, "superpixels": str, "n": int, "confidence": float, "oversegment": float}
+REFINE_OPTIONS = {"refine": str, "superpixels": str, "n": int, "confidence": float, "oversegment": float,
+                  "texture": float}
 
 
 def parse_model_specs(text: str) -> list[ModelSpec]:
@@ -76,7 +77,8 @@ def parse_model_specs(text: str) -> list[ModelSpec]:
     (a count, or the factors themselves as ``0.25/0.5/1``; ``@scales=0.25`` is the backbone alone at the coarsest
     scale), ``selection`` (``both``, ``running``, ``refined``), ``points``, ``fast_patches``. Any model:
     ``refine`` (``none``, ``bilinear``, ``guided``, ``superpixels``), ``superpixels`` (the method), ``n`` (their
-    count), ``confidence`` and ``oversegment`` (:class:`uhrseg.semantic.ClassRefinement`), e.g.
+    count), ``confidence``, ``oversegment`` and ``texture`` (its ``merge_texture_weight``;
+    :class:`uhrseg.semantic.ClassRefinement`), e.g.
     ``isdnet:drone@refine=superpixels@n=4000``.
 
     Raises
@@ -183,7 +185,9 @@ def _predictor(spec: ModelSpec, plan: SemanticPlan):
                                      n_segments=int(given["n"]) if "n" in given else None,
                                      confidence=float(given.get("confidence", 0.9)),
                                      oversegmentation=float(given["oversegment"]) if "oversegment" in given
-                                     else None)
+                                     else None,
+                                     **({"merge_texture_weight": float(given["texture"])} if "texture" in given
+                                        else {}))
         if spec.model in ("magnet", "magnet-fast"):
             from ..inference.magnet import MagNetSettings
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..defaults import (
     DEFAULT_BRIDGE_CLASSICAL_PIXELS_PER_SUPERPIXEL,
+    DEFAULT_BRIDGE_MERGE_TEXTURE_WEIGHT,
     DEFAULT_BRIDGE_OVERSEGMENTATION,
     DEFAULT_BRIDGE_PIXELS_PER_SUPERPIXEL,
     DEFAULT_BRIDGE_SMOOTHNESS,
@@ -82,12 +83,18 @@ class ClassRefinement:
         there): 1.5 for network superpixels (:data:`uhrseg.defaults.DEFAULT_BRIDGE_OVERSEGMENTATION`, as the
         superpixel commands), 1 for classical ones. Before 2026-12-06 the bridge's default was 1, with twice
         as many superpixels.
+    merge_texture_weight : float
+        Network superpixels only: weight of the texture feature in that merge (:data:`uhrseg.defaults.
+        DEFAULT_MERGE_TEXTURE_WEIGHT` for the superpixel commands; here
+        :data:`uhrseg.defaults.DEFAULT_BRIDGE_MERGE_TEXTURE_WEIGHT`, which says how it was chosen). 0 merges on
+        colour alone.
 
     Raises
     ------
     ValueError
         An unknown ``method``, ``n_segments < 1``, ``confidence`` below 0 or NaN, ``radius < 1``, ``eps <= 0``,
-        ``smoothness < 0``, or ``oversegmentation`` below 1, or above 1 for classical superpixels.
+        ``smoothness < 0``, ``oversegmentation`` below 1, or above 1 for classical superpixels, or
+        ``merge_texture_weight`` negative or not finite, or not 0 for classical superpixels.
     """
 
     method: str = "superpixels"
@@ -98,6 +105,7 @@ class ClassRefinement:
     eps: float = 1e-4
     smoothness: float = DEFAULT_BRIDGE_SMOOTHNESS
     oversegmentation: float | None = None
+    merge_texture_weight: float = DEFAULT_BRIDGE_MERGE_TEXTURE_WEIGHT
 
     def __post_init__(self) -> None:
         if self.oversegmentation is None:  # frozen: the resolved default is set once, here
@@ -118,12 +126,14 @@ class ClassRefinement:
                                                           and self.superpixels not in NETWORK_METHODS):
             raise ValueError(f"oversegmentation must be finite and >= 1, and 1 for classical superpixels, got "
                              f"{self.oversegmentation} with {self.superpixels}")
+        if not 0 <= self.merge_texture_weight < math.inf or (self.merge_texture_weight != 0
+                                                              and self.superpixels not in NETWORK_METHODS):
+            raise ValueError(f"merge_texture_weight must be finite and >= 0, and 0 for classical superpixels, got "
+                             f"{self.merge_texture_weight} with {self.superpixels}")
 
     def superpixel_predictor(self, device: str = "auto"):
         """The :class:`uhrseg.SuperpixelPredictor` of ``superpixels`` on ``device``, its refinement at
-        ``smoothness`` and, for network superpixels, ``oversegmentation``, merged on colour alone
-        (``merge_texture_weight=0``: the bridge's defaults were measured so, before the superpixels' merge took a
-        texture feature in the twenty-fifth session; it has not been measured in the bridge).
+        ``smoothness`` and, for network superpixels, ``oversegmentation`` and ``merge_texture_weight``.
 
         Raises
         ------
@@ -135,7 +145,7 @@ class ClassRefinement:
         network = self.superpixels in NETWORK_METHODS
         return SuperpixelPredictor(self.superpixels, device=device, refine_smoothness=self.smoothness,
                                    oversegmentation=self.oversegmentation if network else None,
-                                   merge_texture_weight=0.0 if network else None)
+                                   merge_texture_weight=self.merge_texture_weight if network else None)
 
     def segments_for(self, height: int, width: int) -> int:
         """Superpixels to ask for on an ``H x W`` image: ``n_segments``, or by default ``H W / 1024`` for network
