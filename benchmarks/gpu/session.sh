@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Runs ON THE DEVICE (the GPU machine), after benchmarks/gpu/stage.sh here. Two phases, one `run` call each:
+# Runs ON THE DEVICE (the GPU machine), after benchmarks/gpu/stage.sh here. Phases:
+#   bash benchmarks/gpu/session.sh all SECONDS     # train SECONDS, then bench: the whole GPU part in ONE `run`
+#                                                  # call (a task gets 15 minutes of device time, the machine's
+#                                                  # start included; benchmarks/README.md)
 #   bash benchmarks/gpu/session.sh train SECONDS   # paper recipe: PCNet, SCN, PCNet without DPC, PCNet with
 #                                                  # multi-class patch labels, and PCNet as packaged (BatchNorm in
 #                                                  # the 4x head, our --guide and 3 head blocks), in parallel, for
@@ -20,41 +23,60 @@ ls gpu/wheels/*.whl > /dev/null 2>&1 && $PY -m pip install -q --no-index --no-de
     --upgrade --target /tmp/site gpu/wheels/*.whl 2>&1 | tail -2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-phase=${1:?train SECONDS or bench}
-case $phase in
-train)
-    seconds=${2:?seconds of training}
+phase=${1:?all SECONDS, train SECONDS, bench or precision}
+mkdir -p runs
+
+train() {
+    local seconds=$1
     # DEVICE and TRAIN_EXTRA (appended, so they override) are for a dry run on a CPU, e.g. DEVICE=cpu
     # TRAIN_EXTRA="--crop 128 --patch 128 --global-resize 192 --batch-size 2 --checkpoint-every 2 --val-images 1"
     # shellcheck disable=SC2206
-    common=(--data bsds500:train --val bsds500:val --device "${DEVICE:-cuda}" --loader-workers 3
-            --checkpoint-every 100 --val-every 500 -q ${TRAIN_EXTRA:-})
+    local common=(--data bsds500:train --val bsds500:val --device "${DEVICE:-cuda}" --loader-workers 3
+                  --checkpoint-every 100 --val-every 500 -q ${TRAIN_EXTRA:-})
     declare -A runs=([pcnet]="pcnet" [scn]="scn" [pcnet-no-dpc]="pcnet --no-dpc"
                      [pcnet-multiclass]="pcnet --multiclass-patch" [pcnet-ours]="pcnet --head-norm --guide --head-blocks 3")
-    pids=()
+    local pids=() name d w
     for name in "${!runs[@]}"; do
         # SIGINT makes a run write last.pt and stop; KILL 60 s later if it has not ended
         # shellcheck disable=SC2086
         timeout -s INT -k 60 "$seconds" $PY -m uhrseg train ${runs[$name]} "${common[@]}" --out "runs/gpu-$name" \
-            > "runs-gpu-$name.log" 2>&1 &
+            > "runs/gpu-$name.log" 2>&1 &
         pids+=($!)
     done
     # the PIDs, not a bare `wait`: that would also wait for the `tee` of the process substitution above
     wait "${pids[@]}"
     for name in "${!runs[@]}"; do
         d="runs/gpu-$name"
-        mkdir -p "pack/$name"
+        mkdir -p "runs/pack/$name"
         for w in best last; do
-            [ -f "$d/$w.pt" ] && $PY -c "from uhrseg.models import export_weights as e; e('$d/$w.pt', 'pack/$name/$w.pt')"
+            [ -f "$d/$w.pt" ] && $PY -c "from uhrseg.models import export_weights as e; e('$d/$w.pt', 'runs/pack/$name/$w.pt')"
         done
-        cp "$d/log.csv" "$d/curves.png" "runs-gpu-$name.log" "pack/$name/" 2>/dev/null
+        cp "$d/log.csv" "$d/curves.png" "runs/gpu-$name.log" "runs/pack/$name/" 2>/dev/null
         tail -n 3 "$d/log.csv" 2>/dev/null
-        tar -cf "$OUT/$name.tar" -C pack "$name"
+        tar -cf "$OUT/$name.tar" -C runs/pack "$name"
     done
+}
+
+bench() {
+    $PY benchmarks/bench_gpu.py --device "${DEVICE:-cuda}" --sections "${1:-correctness,tiling,half,sizes}" \
+        --sizes "${2:-1K,2.5K,5K,10K,20K}" --out "$OUT/results-gpu.json"
+}
+
+case $phase in
+all)
+    # the 10K / 20K mosaics of the sizes section are made on the CPU while the GPU trains
+    $PY -c "from bench_superpixels import prepare_images; prepare_images()" > runs/prepare-images.log 2>&1 &
+    prep=$!
+    train "${2:?seconds of training}"
+    wait "$prep" || echo "session.sh: making the mosaics failed (runs/prepare-images.log); bench makes them"
+    date
+    bench "${3:-}" "${4:-}"
+    ;;
+train)
+    train "${2:?seconds of training}"
     ;;
 bench)
-    $PY benchmarks/bench_gpu.py --device "${DEVICE:-cuda}" --sections "${2:-correctness,tiling,half,sizes}" \
-        --sizes "${3:-1K,2.5K,5K,10K,20K}" --out "$OUT/results-gpu.json"
+    bench "${2:-}" "${3:-}"
     ;;
 precision)
     # BR / BP / ASA at fp32, bf16 and fp16 on the staged BSDS500 val images (the drone and DeepGlobe sets are not

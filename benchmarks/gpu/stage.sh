@@ -3,8 +3,8 @@
 # (ignored) and takes the heavy tracked folders out of the git index, so that what travels to the device fits
 # its 64 MiB (the tracked tree alone is about 96 MB, most of it packaged weights and report tables).
 # Undo with benchmarks/gpu/unstage.sh right after the last `run`; never commit while staged.
-# Then: run(command="bash benchmarks/gpu/session.sh train 360", carry=["gpu", "src/uhrseg/weights/pcnet.pt",
-#       "src/uhrseg/weights/scn.pt"], timeout_s=480)   (benchmarks/README.md, "A session that is lent a GPU")
+# Then: run(command="bash benchmarks/gpu/session.sh all 240", carry=["gpu", "src/uhrseg/weights/pcnet.pt",
+#       "src/uhrseg/weights/scn.pt"], timeout_s=590)   (benchmarks/README.md, "A session that is lent a GPU")
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 SHARED=${SHARED:-../shared}
