@@ -330,6 +330,7 @@ def test_bridge_texture_weight(tmp_path, capsys, drone_frame):
     from uhrseg.evaluation.semantic import parse_model_specs
 
     assert DEFAULT_BRIDGE_MERGE_TEXTURE_WEIGHT == 0.0 < DEFAULT_MERGE_TEXTURE_WEIGHT
+    assert ClassRefinement().merge_texture_weight == ClassRefinement(superpixels="slic").merge_texture_weight == 0.0
     assert ClassRefinement().superpixel_predictor("cpu").merge_texture_weight == 0.0
     image = drone_frame[0]
     n = ClassRefinement().segments_for(*image.shape[:2])

@@ -100,8 +100,7 @@ def run(args: argparse.Namespace) -> int:
         refinement = ClassRefinement(superpixels="pcnet" if sp_path.suffix else args.superpixels,
                                      n_segments=args.n_segments, confidence=args.confidence,
                                      oversegmentation=args.oversegmentation,
-                                     **({} if args.merge_texture_weight is None
-                                        else {"merge_texture_weight": args.merge_texture_weight}))
+                                     merge_texture_weight=args.merge_texture_weight)
     except ValueError as e:
         raise UhrsegError(str(e)) from None
     tune_allocator()  # glibc: large blocks reused from the heap, not faulted in afresh

@@ -330,9 +330,9 @@ def _refinement(args: argparse.Namespace):
     from ..semantic import ClassRefinement
 
     try:
-        texture = {} if args.merge_texture_weight is None else {"merge_texture_weight": args.merge_texture_weight}
         return ClassRefinement(args.refine, superpixels=args.superpixels, n_segments=args.n_segments,
-                               confidence=args.confidence, oversegmentation=args.oversegmentation, **texture)
+                               confidence=args.confidence, oversegmentation=args.oversegmentation,
+                               merge_texture_weight=args.merge_texture_weight)
     except ValueError as e:
         raise UhrsegError(f"--refine {args.refine}: {e}") from None
 

@@ -186,8 +186,7 @@ def _predictor(spec: ModelSpec, plan: SemanticPlan):
                                      confidence=float(given.get("confidence", 0.9)),
                                      oversegmentation=float(given["oversegment"]) if "oversegment" in given
                                      else None,
-                                     **({"merge_texture_weight": float(given["texture"])} if "texture" in given
-                                        else {}))
+                                     merge_texture_weight=float(given["texture"]) if "texture" in given else None)
         if spec.model in ("magnet", "magnet-fast"):
             from ..inference.magnet import MagNetSettings
 

@@ -83,11 +83,11 @@ class ClassRefinement:
         there): 1.5 for network superpixels (:data:`uhrseg.defaults.DEFAULT_BRIDGE_OVERSEGMENTATION`, as the
         superpixel commands), 1 for classical ones. Before 2026-12-06 the bridge's default was 1, with twice
         as many superpixels.
-    merge_texture_weight : float
-        Network superpixels only: weight of the texture feature in that merge (:data:`uhrseg.defaults.
-        DEFAULT_MERGE_TEXTURE_WEIGHT` for the superpixel commands; here
-        :data:`uhrseg.defaults.DEFAULT_BRIDGE_MERGE_TEXTURE_WEIGHT`, which says how it was chosen). 0 merges on
-        colour alone.
+    merge_texture_weight : float, optional
+        Network superpixels only: weight of the texture feature in that merge (0: colour alone). Default (``None``
+        on construction, resolved there): :data:`uhrseg.defaults.DEFAULT_BRIDGE_MERGE_TEXTURE_WEIGHT`, 0, which
+        says how it was chosen (the superpixel commands use :data:`uhrseg.defaults.DEFAULT_MERGE_TEXTURE_WEIGHT`),
+        and 0 for classical superpixels.
 
     Raises
     ------
@@ -105,12 +105,14 @@ class ClassRefinement:
     eps: float = 1e-4
     smoothness: float = DEFAULT_BRIDGE_SMOOTHNESS
     oversegmentation: float | None = None
-    merge_texture_weight: float = DEFAULT_BRIDGE_MERGE_TEXTURE_WEIGHT
+    merge_texture_weight: float | None = None
 
     def __post_init__(self) -> None:
-        if self.oversegmentation is None:  # frozen: the resolved default is set once, here
-            network = self.superpixels in NETWORK_METHODS
+        network = self.superpixels in NETWORK_METHODS
+        if self.oversegmentation is None:  # frozen: the resolved defaults are set once, here
             object.__setattr__(self, "oversegmentation", DEFAULT_BRIDGE_OVERSEGMENTATION if network else 1.0)
+        if self.merge_texture_weight is None:
+            object.__setattr__(self, "merge_texture_weight", DEFAULT_BRIDGE_MERGE_TEXTURE_WEIGHT if network else 0.0)
         if self.method not in REFINEMENTS:
             raise ValueError(f"unknown refinement {self.method!r}; choose one of {', '.join(REFINEMENTS)}")
         if self.n_segments is not None and self.n_segments < 1:
@@ -122,12 +124,10 @@ class ClassRefinement:
             raise ValueError("the guided filter needs radius >= 1 and eps > 0")
         if not self.smoothness >= 0:
             raise ValueError(f"smoothness must be >= 0, got {self.smoothness}")
-        if not 1 <= self.oversegmentation < math.inf or (self.oversegmentation != 1
-                                                          and self.superpixels not in NETWORK_METHODS):
+        if not 1 <= self.oversegmentation < math.inf or (self.oversegmentation != 1 and not network):
             raise ValueError(f"oversegmentation must be finite and >= 1, and 1 for classical superpixels, got "
                              f"{self.oversegmentation} with {self.superpixels}")
-        if not 0 <= self.merge_texture_weight < math.inf or (self.merge_texture_weight != 0
-                                                              and self.superpixels not in NETWORK_METHODS):
+        if not 0 <= self.merge_texture_weight < math.inf or (self.merge_texture_weight != 0 and not network):
             raise ValueError(f"merge_texture_weight must be finite and >= 0, and 0 for classical superpixels, got "
                              f"{self.merge_texture_weight} with {self.superpixels}")
 
