@@ -32,11 +32,11 @@ from pathlib import Path
 
 #: The runs of ``session.sh train`` and what each is, in the paper's words.
 RUNS = {
-    "pcnet": "PCNet, the paper's recipe (full: DPC branch, binary guidance mask)",
+    "pcnet": "PCNet, full (DPC branch, binary guidance mask)",
     "pcnet-no-dpc": "PCNet without the DPC branch (ablation)",
     "pcnet-multiclass": "PCNet with multi-class patch labels instead of the binary guidance mask (ablation)",
-    "scn": "SCN, the paper's recipe (the baseline)",
-    "pcnet-ours": "PCNet as packaged (BatchNorm in the 4x head, guide branch, 3 head blocks), the paper's recipe",
+    "scn": "SCN (the baseline)",
+    "pcnet-ours": "PCNet as packaged (BatchNorm in the 4x head, guide branch, 3 head blocks)",
 }
 METRICS = ("k", "br", "bp", "asa")
 
@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--n-segments", type=int, default=600)
     parser.add_argument("--tolerance", type=int, help="pixels (default: the benchmark's, as in docs/results/bsds500)")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--title", default="The paper's recipe on a GPU, and its ablations, scored on the CPU")
     args = parser.parse_args()
 
     order = list(RUNS)
@@ -123,10 +124,10 @@ def main() -> None:
 
     (args.out / "ablation.json").write_text(json.dumps(rows, indent=1) + "\n")
     lines = [
-        "# The paper's recipe on a GPU, and its ablations, scored on the CPU",
+        f"# {args.title}",
         "",
         f"`python benchmarks/gpu/ingest.py {args.tars} --out {args.out} --dataset {args.dataset} --n-segments "
-        f"{args.n_segments}`. Each checkpoint scored with `uhrseg evaluate` at n = {args.n_segments}: the network's "
+        f"{args.n_segments}`. The training recipe of each run is in its row. Each checkpoint scored with `uhrseg evaluate` at n = {args.n_segments}: the network's "
         "own labels (`METHOD:refine=0:oversegment=1`) and the pipeline with the defaults (`METHOD`). BR / BP / ASA "
         "(K).",
         "",
