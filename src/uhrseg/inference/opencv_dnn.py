@@ -1,6 +1,6 @@
 """PCNet and SCN on OpenCV's DNN module: the packaged networks on the CPU without importing torch.
 
-``import torch`` alone takes 1.0-1.5 s on the 2-core CPU, more than the network's own time on a 5K photo, so
+``import torch`` alone takes 1.0-2.1 s on the 2-core CPU, more than the network's own time on a 5K photo, so
 the command line runs the packaged weights (and the named ``pcnet-aerial`` and ``pcnet-aerial-fast``, whose
 exports ship too: :func:`packaged_export_name`) through their ONNX export (:mod:`uhrseg.inference.onnx_export`)
 with ``cv2.dnn`` when it works on the CPU (``uhrseg superpixels --backend``). The tiling is the torch backend's
@@ -8,14 +8,15 @@ with ``cv2.dnn`` when it works on the CPU (``uhrseg superpixels --backend``). Th
 
 The labels are not guaranteed bit-identical to the torch backend's: the two libraries sum the convolutions in
 different orders, so a near-tie of the 9 association logits can fall the other way. Measured
-(2026-12-03, OpenCV 5.0.0 against torch 2.13.0, 2-core CPU, the packaged weights and refinement defaults;
-``benchmarks/bench_backends.py``) on the 200 BSDS500 test images at n = 600 and the 10 photographs (2.5K and
-5K) at n = 5000: before the connectivity step the labels differed at 27 of 93 M pixels for PCNet and 13 of
-93 M for SCN; after the whole pipeline the superpixels differed at 202 pixels for PCNet (on 4 images) and 7 for
-SCN. A flipped fragment can also renumber the superpixels after it in its band of cells (the same
-partition, other label values: 66 456 pixels on one 5K photograph for PCNet, 1548 on one BSDS500 image for
-SCN). On the CPU, OpenCV's network took 0.4-0.8x torch's time for PCNet and 0.95-1.35x for SCN (medians over
-the same images); the backend wins by not importing torch.
+(2026-12-07, OpenCV 5.1.0 against torch 2.13.0, 2-core CPU, the packaged ``pcnet.pt`` and the pipeline's
+defaults; ``benchmarks/bench_backends.py``) on the 200 BSDS500 test images at n = 600 and the 10 photographs
+(2.5K and 5K) at n = 5000: before the connectivity step PCNet's labels differed at 64 of 93 M pixels; after the
+whole pipeline 829 pixels were in another superpixel (825 on 5 BSDS500 images, 4 on 2 photographs). A flipped
+fragment can also renumber the superpixels after it in its band of cells (the same partition, other label
+values: 18 694 pixels over the 5 BSDS500 images). SCN's raw labels differed at 21 pixels, and 211 pixels ended in another
+superpixel (22 on BSDS500, 189 on the photographs). On the CPU, OpenCV's network took 0.77x torch's time for PCNet on BSDS500
+(0.051 against 0.066 s, medians) and 0.91x on the photographs (0.41 against 0.44 s); for SCN 1.08x and 1.14x
+(0.131 against 0.121 s, 1.71 against 1.49 s). The backend wins by not importing torch.
 """
 
 from __future__ import annotations
@@ -40,9 +41,12 @@ __all__ = ["AUTO_OPENCV_METHODS", "OPENCV_METHODS", "OpenCVNetwork", "file_sha25
 #: Methods whose packaged weights ship with an ONNX export.
 OPENCV_METHODS = ("pcnet", "scn")
 #: Methods that ``backend="auto"`` runs on OpenCV. SCN runs its network at full resolution, where OpenCV took
-#: 1.8x torch's time (medians 1.80 against 0.98 s over the ten 2.5K and 5K photos at n = 5000,
-#: ``benchmarks/bench_backends.py``), which outweighs the torch import on large images; PCNet took 1.5x
-#: (0.45 against 0.30 s).
+#: 1.8x torch's time on an Intel Xeon with AVX-512 (medians 1.80 against 0.98 s over the ten 2.5K and 5K photos
+#: at n = 5000, ``benchmarks/bench_backends.py``, 2026-12-03), which outweighs the torch import from the second
+#: large image of a command on. On the AMD EPYC (AVX2) host of 2026-12-07 it took 1.14x (1.71 against 1.49 s),
+#: and one 5K photograph's whole ``uhrseg superpixels --method scn`` command 4.6 s on OpenCV against 5.5 s on
+#: torch: there ``--backend opencv`` pays up to about 8 such images per command. PCNet's network is faster on
+#: OpenCV on both hosts.
 AUTO_OPENCV_METHODS = ("pcnet",)
 
 
