@@ -81,6 +81,7 @@ def test_tiff_label_format(tmp_path, capsys):
     assert code == 0
     labels = tifffile.imread(tmp_path / "100007_labels.tif")
     assert labels.dtype == np.int32 and labels.shape == (321, 481)
+    np.testing.assert_array_equal(labels, uhrseg.superpixels(read_image(bsds_image_path()), 100, method="seeds"))
 
 
 @pytest.mark.parametrize("kind", BAD_KINDS)

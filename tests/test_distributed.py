@@ -79,7 +79,7 @@ def test_forty_images_on_a_local_cluster_with_a_killed_worker(cluster, tmp_path)
     killer.start()
     command = [str(Path(sys.executable).with_name("uhrseg")), *OPTIONS[:1], *map(str, IMAGES), *OPTIONS[1:], "--out",
                str(out), "--ray", cluster, "--ray-workers", "2"]
-    proc = subprocess.run(command, capture_output=True, text=True)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=1800)  # a hang guard
     killer.join()
     assert proc.returncode == 0, proc.stderr
     assert killed, "no worker was killed"
@@ -94,7 +94,7 @@ def test_forty_images_on_a_local_cluster_with_a_killed_worker(cluster, tmp_path)
     victim = out / f"{IMAGES[3].stem}_overlay.jpg"
     victim.unlink()
     before = {p.name: p.stat().st_mtime_ns for p in (out / RECORDS).glob("*.json")}
-    proc = subprocess.run(command, capture_output=True, text=True)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr
     after = {p.name: p.stat().st_mtime_ns for p in (out / RECORDS).glob("*.json")}
     assert [n for n in after if after[n] != before[n]] == [f"{IMAGES[3].stem}.json"]

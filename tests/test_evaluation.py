@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,10 @@ def test_parse_counts():
     assert parse_counts("100:300:100") == [100, 200, 300]
     assert parse_counts("5, 7") == [5, 7]
     assert parse_counts("0.3:1.8:0.3", float) == [0.3, 0.6, 0.9, 1.2, 1.5, 1.8]
-    for bad in ("", "a,b", "0,5", "200,...,400", "400,200,...,1000"):
-        with pytest.raises(ValueError):
+    for bad, why in (("", "values must be positive and finite"), ("a,b", "cannot read 'a,b'"),
+                     ("0,5", "values must be positive and finite"), ("200,...,400", "cannot read '200,...,400'"),
+                     ("400,200,...,1000", "cannot read '400,200,...,1000'")):
+        with pytest.raises(ValueError, match=re.escape(why)):
             parse_counts(bad)
     # --scales nan and inf were accepted, and a step of 0 was a ZeroDivisionError traceback
     for bad, message in (("nan", "values must be positive and finite"),
@@ -286,10 +289,19 @@ def test_method_specs_with_refinement():
     assert parse_method_spec("pcnet:oversegment=3:mergeboundary=3000") == (
         "pcnet", {"oversegmentation": 3.0, "merge_boundary_weight": 3000.0})
     assert parse_method_spec("pcnet:texture=0") == ("pcnet", {"merge_texture_weight": 0.0})
-    for bad in ("nope", "pcnet:refine", "pcnet:refine=-1", "pcnet:iters=2", "pcnet:refine=1.5",
-                "pcnet:smoothness=-3", "pcnet:smoothness=x", "pcnet:oversegment=-1", "pcnet:precision=half",
-                "pcnet:mergeboundary=-5", "pcnet:mergeboundary=nan", "pcnet:smoothness=inf", "pcnet:texture=-1"):
-        with pytest.raises(ValueError):
+    expected = "expected METHOD[:refine=N]"
+    for bad, why in (("nope", "unknown method 'nope'"), ("pcnet:refine", expected), ("pcnet:iters=2", expected),
+                     ("pcnet:refine=-1", "refine must be an integer >= 0, got '-1'"),
+                     ("pcnet:refine=1.5", "refine must be an integer >= 0, got '1.5'"),
+                     ("pcnet:smoothness=-3", "smoothness must be a number >= 0, got '-3'"),
+                     ("pcnet:smoothness=x", "smoothness must be a number >= 0, got 'x'"),
+                     ("pcnet:oversegment=-1", "oversegment must be a number >= 0, got '-1'"),
+                     ("pcnet:precision=half", "precision must be one of fp32, bf16, fp16, got 'half'"),
+                     ("pcnet:mergeboundary=-5", "mergeboundary must be a number >= 0, got '-5'"),
+                     ("pcnet:mergeboundary=nan", "mergeboundary must be a number >= 0, got 'nan'"),
+                     ("pcnet:smoothness=inf", "smoothness must be a number >= 0, got 'inf'"),
+                     ("pcnet:texture=-1", "texture must be a number >= 0, got '-1'")):
+        with pytest.raises(ValueError, match=re.escape(why)):
             parse_method_spec(bad)
 
 

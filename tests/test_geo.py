@@ -186,4 +186,8 @@ def test_pyramid_levels_are_nearest_samples(height, width, tile, seed, tmp_path_
         factor *= 2
     assert max(levels[-1].shape) <= tile  # levels go down until one tile holds the map
     assert len(levels) == 1 or max(levels[-2].shape) > tile
-    write_pyramid(tmp_path_factory.mktemp("pyr") / "q.tif", ArrayStore(labels), np.int32, tile)  # in-memory store
+    in_memory = tmp_path_factory.mktemp("pyr") / "q.tif"
+    write_pyramid(in_memory, ArrayStore(labels), np.int32, tile)  # from an in-memory store: the same pages
+    with tifffile.TiffFile(in_memory) as tif:
+        assert len(tif.pages) == len(levels)
+        assert all(np.array_equal(page.asarray(), level) for page, level in zip(tif.pages, levels))

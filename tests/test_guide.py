@@ -8,11 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import (BSDS, guided_export_matches_torch, guided_ids_tiled_equal_untiled, guided_input_pair,
-                      packaged_pcnet_without)
+from conftest import BSDS, guided_export_matches_torch, guided_input_pair, packaged_pcnet_without
 from uhrseg.datasets.readers import BSDS500
 from uhrseg.grid import CellGrid
-from uhrseg.inference import SuperpixelPredictor, cell_id_map, network_labels
+from uhrseg.inference import SuperpixelPredictor, cell_id_map, grid_shape_for, network_labels
 from uhrseg.inference.resize import network_input, network_inputs
 from uhrseg.inference.tiling import guide_window
 from uhrseg.io import ArraySource, read_image
@@ -60,19 +59,22 @@ def test_network_inputs_area_average_the_guide():
     assert none is None and np.array_equal(plain_x, direct)
 
 
-def test_guided_cell_id_map_is_identical_for_any_tile_size(photo_path):
-    """Each head strip gets the part of the guide its features cover: with the packaged (guided) PCNet, tiled ==
-    untiled, and the guide matters. (An untrained network's logits tie often enough that the trunk's last-bit
-    differences between tile sizes, about 3e-7, can flip a pixel; trained weights on this photo flip none.)"""
+def test_the_guide_moves_the_packaged_pcnets_boundaries_and_is_required(photo_path):
+    """The packaged (guided) PCNet's guide matters: a guide without its detail moves some boundaries but does
+    not replace the network, and a guided network refuses to run without one. (Tiled == untiled for this network
+    and photo: ``test_tiling.py::test_cell_id_map_is_identical_for_any_tile_size``.)"""
     photo = read_image(photo_path)
     model = SuperpixelPredictor("pcnet", device="cpu").model
     assert model.uses_guide
-    x, grid, guide, whole = guided_ids_tiled_equal_untiled(model, photo)
+    n_rows, n_cols = grid_shape_for(*photo.shape[:2], 3000)
+    grid = CellGrid(16 * n_rows, 16 * n_cols)
+    x, guide = network_inputs(ArraySource(photo), grid, 4, guided=True)
     cpu = torch.device("cpu")
+    whole = cell_id_map(model, x, grid, cpu, guide=guide)
     blurred = np.ascontiguousarray(np.repeat(np.repeat(x, 4, axis=0), 4, axis=1))  # the guide without its detail
     other = cell_id_map(model, x, grid, cpu, guide=blurred)
     assert 0.001 < (other != whole).mean() < 0.2, "the guide must move boundaries, not replace the network"
-    with pytest.raises(ValueError, match="needs a"):
+    with pytest.raises(ValueError, match=r"needs a \(\d+, \d+, 3\) guide image, got None"):
         cell_id_map(model, x, grid, cpu)
 
 
@@ -176,7 +178,7 @@ def test_export_of_a_guided_checkpoint_runs_in_opencv(guided_ckpt, tmp_path):
     """The head graph takes the guide as a second input; OpenCV's labels match torch's, tiled or not."""
     _, net, x, grid = guided_export_matches_torch(guided_ckpt, tmp_path)
     assert net.guide
-    with pytest.raises(ValueError, match="needs a"):
+    with pytest.raises(ValueError, match=r"needs a \(\d+, \d+, 3\) guide image, got None"):
         net.cell_id_map(x, grid, 512, 2**19)
 
 

@@ -62,7 +62,7 @@ def test_blocks_start_as_the_identity_then_learn(tmp_path):
     losses = training_losses(new, batch, TrainConfig(guide=True, head_blocks=2))
     losses["total"].backward()
     assert all(b.conv_b.weight.grad.abs().sum() > 0 for b in new.head_blocks)
-    with pytest.raises(ValueError, match="head_blocks"):
+    with pytest.raises(ValueError, match="head_blocks must be >= 0, got -1"):
         TrainConfig(head_blocks=-1)
     with pytest.raises(ValueError, match="head_blocks_lr_scale"):
         TrainConfig(head_blocks_lr_scale=0.0)

@@ -46,7 +46,6 @@ def test_a_smaller_student_keeps_the_strongest_guide_channels_and_the_first_bloc
     kept = torch.argsort(strength, descending=True)[:16].sort().values
     assert torch.equal(s["guide.0.weight"], t["guide.0.weight"][kept])
     assert torch.equal(s["guide.2.weight"], t["guide.2.weight"][:, kept])
-    assert set(kept.tolist()) == set(torch.topk(strength, 16).indices.tolist())
     for key in s:
         if not key.startswith("guide."):
             assert torch.equal(s[key], t[key]), key

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 import uhrseg
-from conftest import BSDS, DEEPGLOBE, assert_superpixel_labels
+from conftest import BSDS, DEEPGLOBE, assert_superpixel_labels, bsds_image_path
 from uhrseg.classical import CLASSICAL_METHODS
 from uhrseg.grid import CellGrid, refine_boundaries
 from uhrseg.inference import grid_shape_for, network_labels, resize_image, resolve_device
+from uhrseg.io import read_image
 from uhrseg.models import load_model
 
 
@@ -123,10 +124,18 @@ def test_classical_methods_follow_output_conventions(bsds_image, method):
     assert 0.5 * 400 <= k <= 1.6 * 400, f"{method} gave {k} superpixels for n=400"
 
 
-def test_predictor_equals_function(bsds_image):
-    predictor = uhrseg.SuperpixelPredictor("slico")
-    np.testing.assert_array_equal(predictor.predict(bsds_image, 250),
-                                  uhrseg.superpixels(bsds_image, 250, method="slico"))
+@pytest.mark.parametrize("method", ["pcnet", "slico"])
+def test_a_predictor_reused_across_images_gives_what_a_fresh_one_gives(bsds_image, method):
+    """A predictor loads its model once and runs many images: nothing of one image (buffers, the merge, the
+    refinement's sums) may leak into the next. The same image before and after another, of another size, gives
+    the same labels, and those of a fresh predictor."""
+    other = read_image(bsds_image_path("100039")).transpose(1, 0, 2)  # another scene, portrait
+    predictor = uhrseg.SuperpixelPredictor(method, device="cpu")
+    first = predictor.predict(bsds_image, 600)
+    second_image = predictor.predict(other, 400)
+    assert second_image.shape == other.shape[:2]
+    np.testing.assert_array_equal(predictor.predict(bsds_image, 600), first)
+    np.testing.assert_array_equal(uhrseg.superpixels(bsds_image, 600, method=method, device="cpu"), first)
 
 
 def test_image_layouts_give_the_same_superpixels(bsds_image):

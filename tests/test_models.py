@@ -236,8 +236,9 @@ def test_aerial_weights_are_packaged_by_name():
 
 def test_fast_aerial_weights_are_the_aerial_head_distilled():
     """pcnet-aerial-fast: pcnet-aerial's trunk, bit for bit, and a head of 16 guide channels and one block,
-    distilled on aerial crops only; its record keeps the validation on semantic-drone more/ beside the teacher's
-    and the test scores, which stay ahead of SEEDS's ASA (0.9399) on the drone test frames."""
+    distilled on aerial crops only. Its training record (what the weights README quotes) keeps the validation on
+    semantic-drone more/ beside the teacher's, and the test scores measured when it was made, ahead of SEEDS's ASA
+    (0.9399) on the drone test frames (measured again by ``docs/results/semantic-drone-aerial-fast``'s command)."""
     from uhrseg import SuperpixelPredictor
 
     fast = SuperpixelPredictor("pcnet", device="cpu", weights="pcnet-aerial-fast").model

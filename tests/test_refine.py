@@ -328,18 +328,14 @@ def test_warm_up_compiles_the_sweep_in_a_child_on_a_cache_miss_only(tmp_path):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sweep is compiled in a child on Linux only")
 def test_wait_for_child_reports_the_status_kills_a_hung_child_and_never_raises():
     """The warm-up's wait for its compiling child: True for exit status 0, False for another status, a child
-    still running at the timeout is killed and reaped (False, promptly), and a child already reaped elsewhere
+    still running at the timeout is killed and reaped (False), and a child already reaped elsewhere
     gives False instead of an error."""
-    import time
-
     from uhrseg.grid.warmup import wait_for_child
 
     assert wait_for_child(subprocess.Popen([sys.executable, "-c", "pass"]).pid) is True
     assert wait_for_child(subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"]).pid) is False
     hung = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    start = time.monotonic()
-    assert wait_for_child(hung.pid, timeout=0.3) is False
-    assert time.monotonic() - start < 10
+    assert wait_for_child(hung.pid, timeout=0.3) is False  # True only if it waited the minute out (status 0)
     with pytest.raises(ChildProcessError):  # killed and reaped: no zombie left
         os.waitpid(hung.pid, os.WNOHANG)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
