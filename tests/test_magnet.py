@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from conftest import DRONE, tiny_segmenter
 from uhrseg.cli.main import main
+from uhrseg.datasets import IGNORE_INDEX, open_semantic_dataset
 from uhrseg.errors import CheckpointError
 from uhrseg.evaluation.semantic import parse_model_specs
 from uhrseg.inference import SemanticPredictor
@@ -137,6 +138,21 @@ def test_magnet_on_a_real_frame(frame, magnet):
     assert result.probabilities.shape == (24, 250, 375)
     np.testing.assert_allclose(result.probabilities.astype(np.float32).sum(0), 1.0, atol=0.02)
     assert set(result.timings) == {"stage 0 (0.25)", "stage 1 (0.5)", "stage 2 (1)", "classes"}
+
+
+def test_packaged_magnet_on_a_real_frame():
+    """The packaged MagNet (drone weights, 3 scales) on a real Semantic Drone test frame: its class map is right
+    where a user would check it (pixel accuracy measured 0.9385; the packaged ISDNet alone 0.9401), and it is the
+    argmax of the probabilities it returns (at each 4 x 4 cell's centre, where the upsampling is nearly the
+    cell's own value: measured 99.998 %)."""
+    data = open_semantic_dataset(DRONE / "test")
+    name = data.names[0]
+    truth = data.class_map(name)
+    result = SemanticPredictor("magnet", weights="drone", device="cpu").run(data.image(name))
+    valid = truth != IGNORE_INDEX
+    assert (result.classes[valid] == truth[valid]).mean() > 0.9
+    centre = result.classes[1::4, 1::4]
+    assert (centre == result.probabilities.argmax(0)[: centre.shape[0], : centre.shape[1]]).mean() > 0.999
 
 
 def test_one_scale_is_the_backbone_on_the_coarse_image(frame, magnet):

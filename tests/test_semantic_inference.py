@@ -87,13 +87,21 @@ def test_sliding_windows(frame):
     assert predictor.mode == "slide" and predictor.stride == 168
     small = frame[:200, :240]  # smaller than a window: one window over the padded image
     result = predictor.run(small)
+
+    def x_of(image):  # (1, 3, H, W) float32 in [0, 1], as the predictor feeds the network
+        return torch.from_numpy(image.astype(np.float32) / 255).permute(2, 0, 1)[None]
+
     with torch.no_grad():
-        x = torch.from_numpy(small.astype(np.float32) / 255).permute(2, 0, 1)
-        logits = net(x[None]).logits
+        logits = net(x_of(small)).logits
     torch.testing.assert_close(torch.from_numpy(result.probabilities.astype(np.float32)),
                                torch.softmax(logits[0], 0), atol=2e-3, rtol=0)
     full = predictor.run(frame)
     assert full.mode == "slide" and full.classes.shape == (1000, 1500) and full.probabilities.shape == (24, 125, 188)
+    # the corner that only the first window covers (stride 168 pixels: 21 cells of 8) is its own prediction
+    with torch.no_grad():
+        first = torch.softmax(net(x_of(frame[:256, :256])).logits[0], 0)[:, :21, :21]
+    probabilities = torch.from_numpy(full.probabilities.astype(np.float32))
+    torch.testing.assert_close(probabilities[:, :21, :21], first, atol=2e-3, rtol=0)
 
 
 def test_predictor_errors(isdnet, frame):
