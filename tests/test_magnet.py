@@ -26,7 +26,7 @@ from uhrseg.inference.magnet import (
     point_scores,
     uncertainty,
 )
-from uhrseg.io import read_image
+from uhrseg.io import ArraySource, read_image
 from uhrseg.models import MagNet, RefinementConfig, RefinementModule, export_weights, load_model, save_checkpoint
 from uhrseg.stores import ArrayStore, FileStore
 from uhrseg.training.magnet_trainer import MagNetTrainConfig, train_magnet
@@ -177,8 +177,6 @@ def test_running_maps_in_files_equal_memory(frame, magnet, tmp_path):
     predictor = SemanticPredictor(magnet, device="cpu")
     mem = predictor.run(frame)
     classes = FileStore(tmp_path / "classes.u8", frame.shape[:2], np.uint8)
-    from uhrseg.io.sources import ArraySource
-
     info = predictor.run_source(ArraySource(frame), classes, work_dir=tmp_path)
     np.testing.assert_array_equal(classes.read(0, 1000), mem.classes)
     assert info.class_counts.sum() == 1500 * 1000
@@ -203,11 +201,21 @@ def test_refined_points_and_magnet_fast_refines_the_most_uncertain_crops(frame, 
     assert 0.05 < mask.mean() < 3 * 0.9 / 16 + 0.02
 
 
-def test_predictor_errors_for_magnet(magnet, magnet_ckpt):
+def test_predictor_errors_for_magnet(magnet, magnet_ckpt, frame):
     with pytest.raises(ValueError, match="multi-scale"):
         SemanticPredictor(magnet, device="cpu", mode="tiled")
     with pytest.raises(ValueError, match="needs a MagNet"):
         SemanticPredictor(tiny_segmenter("isdnet"), device="cpu", mode="magnet")
+    # the same modes given to run_source for one image are refused the same way, before any work (they
+    # failed with an AttributeError deep in the run, or ran sliding windows over a 1/4-resolution network)
+    source, store = ArraySource(frame), ArrayStore(np.zeros(frame.shape[:2], np.uint8))
+    for predictor, mode, why in ((SemanticPredictor(magnet, device="cpu"), "tiled", "magnet runs in its own multi"),
+                                 (SemanticPredictor(tiny_segmenter("isdnet"), device="cpu"), "magnet",
+                                  "mode 'magnet' needs a MagNet model, not isdnet"),
+                                 (SemanticPredictor(tiny_segmenter("isdnet"), device="cpu"), "slide",
+                                  "sliding windows are for networks trained at full resolution; this isdnet")):
+        with pytest.raises(ValueError, match=why):
+            predictor.run_source(source, store, mode=mode)
     with pytest.raises(CheckpointError, match="'magnet' model, but 'isdnet'"):
         SemanticPredictor("isdnet", weights=magnet_ckpt, device="cpu")
 

@@ -336,6 +336,11 @@ def refine_boundaries(image: np.ndarray, labels: np.ndarray, iterations: int = D
                       compactness: float = DEFAULT_COMPACTNESS, smoothness: float = DEFAULT_SMOOTHNESS) -> np.ndarray:
     """Move superpixel boundaries onto the image's edges at full resolution.
 
+    Each boundary pixel may move to a 4-neighbour's superpixel when that superpixel is closer under SLIC's
+    distance (Achanta et al., TPAMI 2012: CIELAB colour plus ``m``-weighted position) plus the smoothness prior of
+    SEEDS and ETPS (Yao et al., CVPR 2015), ``D`` in this module's docstring, and never when moving it would split
+    its superpixel.
+
     Parameters
     ----------
     image : (H, W, 3) ndarray of uint8, uint16 or float32 in [0, 1]
@@ -345,9 +350,11 @@ def refine_boundaries(image: np.ndarray, labels: np.ndarray, iterations: int = D
     iterations : int
         Passes over the boundary pixels (stops early when a pass moves nothing).
     compactness : float
-        ``m`` of the distance above: larger keeps superpixels compact (SLIC's default, 10).
+        ``m`` of the distance (default 2.5, chosen on BSDS500 val; SLIC's own default is 10): larger keeps
+        superpixels compact.
     smoothness : float
-        ``lambda`` above, in squared 8-bit Lab units per 8-neighbour; larger gives smoother boundaries.
+        ``lambda`` of the prior (default 150), in squared 8-bit Lab units per 8-neighbour; larger gives smoother
+        boundaries.
 
     Returns
     -------

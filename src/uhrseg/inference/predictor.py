@@ -374,8 +374,9 @@ class SuperpixelPredictor:
         ``oversegmentation < 1``, a nonzero ``merge_texture_weight`` is given for a classical method,
         ``merge_texture_weight`` or ``merge_boundary_weight`` is negative or not finite, the latter given with
         ``oversegmentation=1`` (which merges nothing), the OpenCV backend is
-        asked for with another precision than ``"fp32"``, or the device cannot run the precision (bf16 on a GPU
-        without bfloat16).
+        asked for with another precision than ``"fp32"``, the device cannot run the precision (bf16 on a GPU
+        without bfloat16), ``refine_iterations`` is negative, ``refine_compactness`` or ``refine_smoothness``
+        is negative or not finite, or ``strip_pixels``, ``tile`` or ``band_rows`` is below 1.
     uhrseg.errors.WeightsNotFoundError
         If the network's weights are not packaged (or ``weights`` does not exist).
     uhrseg.errors.CheckpointError
@@ -758,7 +759,11 @@ class SuperpixelPredictor:
         return ids
 
     def predict(self, image: np.ndarray, n_segments: int) -> np.ndarray:
-        """Superpixel labels of ``image``: ``(H, W)`` int32, 0-based, contiguous, 4-connected (see :meth:`run`)."""
+        """Superpixel labels of ``image``: ``(H, W)`` int32, 0-based, contiguous, 4-connected.
+
+        ``image`` and ``n_segments`` (1 to a quarter of the pixels) as for :meth:`run`, which also gives the
+        counts and the seconds per stage; raises what :meth:`run` raises (ValueError for a bad image or count).
+        """
         return self.run(image, n_segments).labels
 
 
@@ -801,7 +806,8 @@ def superpixels(image: np.ndarray, n_segments: int = 1000, *, method: str = "pcn
     image : (H, W), (H, W, 3) or (H, W, 4) ndarray
         Gray, RGB or RGBA image, uint8, uint16 or float in [0, 1]; read files with :func:`uhrseg.io.read_image`.
     n_segments : int
-        Requested number of superpixels. The networks give exactly that many with their default
+        Requested number of superpixels (default 1000; 1 to a quarter of the pixels). The networks give exactly
+        that many with their default
         ``oversegmentation`` (when the connectivity step left at least that many); the classical methods
         and ``oversegmentation=1`` give a close count, not an equal one (see :class:`SuperpixelResult`).
     method : str
@@ -830,7 +836,8 @@ def superpixels(image: np.ndarray, n_segments: int = 1000, *, method: str = "pcn
     Raises
     ------
     ValueError
-        Bad image, ``n_segments``, method, device, ``oversegmentation`` or ``precision``.
+        Bad image, ``n_segments``, method, device, backend (``opencv`` on a GPU, or for weights without an
+        ONNX export), ``oversegmentation`` or ``precision``.
     uhrseg.errors.WeightsNotFoundError, uhrseg.errors.CheckpointError
         Missing or unusable network weights.
 

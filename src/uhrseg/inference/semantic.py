@@ -145,7 +145,7 @@ class SemanticSourceResult:
     class_counts : (C,) ndarray of int64
         Pixels per class.
     mode : str
-        ``whole``, ``tiled`` or ``slide``.
+        ``whole``, ``tiled``, ``slide`` or ``magnet``.
     timings : dict of str to float
         Seconds per stage.
     preview : (h, w, 3) ndarray of uint8 or None
@@ -159,6 +159,19 @@ class SemanticSourceResult:
     timings: dict[str, float] = field(default_factory=dict)
     preview: np.ndarray | None = None
     n_superpixels: int | None = None
+
+
+def _check_mode(name: str, is_magnet: bool, deep_scale: int, full_resolution: bool, mode: str) -> None:
+    """Refuse a ``mode`` other than ``auto`` that the network ``name`` cannot run in (ValueError naming it): a
+    MagNet runs only in its multi-scale mode, which no other network has, and sliding windows need a network
+    trained at full resolution (``deep_scale`` is the scale its deep path sees the image at)."""
+    if is_magnet and mode != "magnet":
+        raise ValueError(f"{name} runs in its own multi-scale mode, not {mode!r}")
+    if not is_magnet and mode == "magnet":
+        raise ValueError(f"mode 'magnet' needs a MagNet model, not {name}")
+    if mode == "slide" and not full_resolution:
+        raise ValueError(f"sliding windows are for networks trained at full resolution; this {name} "
+                         f"sees the image at 1/{deep_scale}")
 
 
 def _check_size(height: int, width: int) -> None:
@@ -239,7 +252,8 @@ class SemanticPredictor:
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     mode : str
         ``"auto"`` (sliding windows for networks trained at full resolution; otherwise one pass up to
-        ``one_pass_pixels``, else tiles), ``"whole"``, ``"tiled"`` or ``"slide"``.
+        ``one_pass_pixels``, else tiles; a MagNet's own ``"magnet"``), ``"whole"``, ``"tiled"``, ``"slide"``
+        (networks trained at full resolution only) or ``"magnet"`` (MagNet only, its only mode).
     tile : int
         Full-resolution tile core of the tiled mode, pixels (rounded up to a multiple of 32): its memory bound.
     deep_tile : int
@@ -263,8 +277,9 @@ class SemanticPredictor:
     Raises
     ------
     ValueError
-        Unknown model, device or mode, or a ``slide`` mode for a network that is not fully convolutional at
-        full resolution.
+        Unknown model, device or mode; a ``slide`` mode for a network that is not fully convolutional at full
+        resolution; a mode other than ``auto`` or ``magnet`` for a MagNet, or ``magnet`` for another network;
+        ``tile`` below 32 or ``deep_tile`` below 8 pixels; a ``stride`` outside 1 .. ``window``.
     uhrseg.errors.WeightsNotFoundError, uhrseg.errors.CheckpointError
         Missing, corrupt or mismatched weights (e.g. a superpixel checkpoint).
 
@@ -302,22 +317,20 @@ class SemanticPredictor:
         self.model = net.to(self.device).eval().to(memory_format=torch.channels_last)
         self.name = variant if isinstance(net, MagNet) else self.model.name
         self.magnet = None
+        self._full_resolution = False
         if isinstance(net, MagNet):
-            if mode not in ("auto", "magnet"):
-                raise ValueError(f"{self.name} runs in its own multi-scale mode, not {mode!r}")
+            if mode != "auto":
+                _check_mode(self.name, True, 0, False, mode)
             self.magnet = magnet or MagNetSettings.for_model(variant, scales)
             self.name = "magnet-fast" if self.magnet.fast else "magnet"
             self.mode = "magnet"
             self.one_pass_pixels = int(one_pass_pixels)
             self.tile, self.deep_tile, self.window, self.stride = tile, deep_tile, None, None
             return
-        if mode == "magnet":
-            raise ValueError(f"mode 'magnet' needs a MagNet model, not {self.name}")
-        full_res = not self.model.config.shallow and self.model.config.deep_scale == 1
-        if mode == "slide" and not full_res:
-            raise ValueError(f"sliding windows are for networks trained at full resolution; this {self.name} "
-                             f"sees the image at 1/{self.model.config.deep_scale}")
-        self.mode = "slide" if mode == "auto" and full_res else mode
+        self._full_resolution = not self.model.config.shallow and self.model.config.deep_scale == 1
+        if mode != "auto":
+            _check_mode(self.name, False, self.model.config.deep_scale, self._full_resolution, mode)
+        self.mode = "slide" if mode == "auto" and self._full_resolution else mode
         self.tile = -(-tile // 32) * 32
         self.deep_tile = -(-deep_tile // 8) * 8
         record = getattr(self.model, "training_record", {}) or {}
@@ -331,10 +344,12 @@ class SemanticPredictor:
     # -- public API --------------------------------------------------------------------------------------
     @property
     def class_names(self) -> tuple[str, ...]:
+        """Name of each class id, from the weights' class table (``class_names[c]`` for id ``c``)."""
         return self.model.class_names
 
     @property
     def palette(self) -> tuple[tuple[int, int, int], ...]:
+        """``(r, g, b)`` colour (0-255) of each class id, from the weights' class table."""
         return self.model.palette
 
     def mode_for(self, height: int, width: int) -> str:
@@ -413,7 +428,8 @@ class SemanticPredictor:
         preview_shape : (int, int), optional
             Also return the image area-averaged to this ``(h, w)``.
         mode : str, optional
-            Override the predictor's mode for this image (``"tiled"`` bounds the memory of any size).
+            Override the predictor's mode for this image (``"tiled"`` bounds the memory of any size); the modes
+            the constructor accepts for this network, ``auto`` excepted.
         progress : callable, optional
             Called with the name of each stage as it starts.
 
@@ -424,7 +440,8 @@ class SemanticPredictor:
         Raises
         ------
         ValueError
-            If the image is smaller than 32 x 32 pixels or a store does not match it.
+            If the image is smaller than 32 x 32 pixels, a store does not match it, or ``mode`` is unknown or
+            one this network cannot run in (as the constructor refuses it).
         uhrseg.errors.ImageReadError
             If the source cannot be decoded.
         """
@@ -434,6 +451,10 @@ class SemanticPredictor:
             raise ValueError(f"class store {classes.shape} does not match the {height} x {width} image")
         if mode is not None and mode not in MODES[1:]:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES[1:])}")
+        if mode is not None:
+            is_magnet = self.magnet is not None
+            _check_mode(self.name, is_magnet, 0 if is_magnet else self.model.config.deep_scale, self._full_resolution,
+                        mode)
         mode = mode or self.mode_for(height, width)
         say = progress or (lambda stage: None)
         opened: list[FileStore] = []
@@ -759,7 +780,8 @@ def segment(image: np.ndarray, *, model: str = "isdnet", weights: str | os.PathL
         Gray, RGB or RGBA image, uint8, uint16 or float in [0, 1], at least 32 x 32 pixels; read files with
         :func:`uhrseg.io.read_image`.
     model : str
-        ``"isdnet"`` (Guo et al., CVPR 2022) or ``"deeppath"``.
+        ``"isdnet"`` (Guo et al., CVPR 2022), ``"deeppath"``, ``"magnet"`` or ``"magnet-fast"`` (MagNet's
+        multi-scale refinement over its backbone, Huynh et al., CVPR 2021; 3 scales).
     weights : str or path-like
         ``"drone"`` (Semantic Drone, 24 classes), ``"deepglobe"`` (DeepGlobe land cover, 7 classes) or a
         checkpoint file.

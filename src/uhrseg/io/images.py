@@ -231,7 +231,8 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """``(H, W, 3)`` uint8 view of an :func:`as_rgb` image (uint16 keeps its high byte, float is scaled by 255)."""
+    """``(H, W, 3)`` uint8 copy of an :func:`as_rgb` image (uint16 keeps its high byte, float is scaled by 255 and
+    rounded); a uint8 image is returned as it is, not copied."""
     if image.dtype == np.uint8:
         return image
     if image.dtype == np.uint16:
