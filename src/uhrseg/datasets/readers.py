@@ -38,12 +38,13 @@ class BSDS500:
     root : path-like
         Folder holding ``images/`` and ``groundTruth/``.
     split : str
-        ``"train"``, ``"val"`` or ``"test"`` (200 / 100 / 200 images).
+        ``"train"``, ``"val"`` or ``"test"`` (default; 200 / 100 / 200 images).
 
     Raises
     ------
     DatasetError
-        If the split folders are missing, empty, or an image has no ``.mat`` ground truth.
+        If the split is none of the three, its folders are missing or empty, or an image has no ``.mat`` ground
+        truth.
 
     References
     ----------

@@ -51,7 +51,15 @@ def label_suffix(labels: np.ndarray, fmt: str = "auto") -> str:
 def write_labels(path: str | os.PathLike, labels: np.ndarray, suffix: str) -> None:
     """Encode an ``(H, W)`` int32 label map to ``path`` as ``suffix`` says (``.png``, ``.tif`` or ``.npy``).
 
-    PNG is 16-bit grayscale; TIFF is int32, zlib-compressed, BigTIFF above 2 GiB; NPY keeps int32.
+    PNG is 16-bit grayscale, so it holds ids up to 65535 only (larger ones would wrap: pick the suffix with
+    :func:`label_suffix`); TIFF is int32, zlib-compressed, BigTIFF above 2 GiB; NPY keeps int32.
+
+    Raises
+    ------
+    ValueError
+        If ``suffix`` is none of the three.
+    OSError
+        If the file cannot be written.
     """
     path = Path(path)
     if suffix == ".png":

@@ -78,7 +78,8 @@ def confusion_matrix(prediction: np.ndarray, target: np.ndarray, n_classes: int,
 
 
 def iou_per_class(matrix: np.ndarray) -> np.ndarray:
-    """Per-class IoU ``M_cc / (row_c + col_c - M_cc)`` of a confusion matrix.
+    """Per-class IoU ``M_cc / (row_c + col_c - M_cc)`` of a ``(C, C)`` confusion matrix (rows ground truth,
+    columns prediction; :func:`confusion_matrix`).
 
     Returns
     -------
@@ -115,14 +116,16 @@ def mean_iou(matrix: np.ndarray, classes: tuple[int, ...] | None = None) -> floa
 
 
 def pixel_accuracy(matrix: np.ndarray) -> float:
-    """Fraction of counted pixels whose predicted class is right: ``trace(M) / sum(M)`` (NaN for no pixels)."""
+    """Fraction of counted pixels whose predicted class is right: ``trace(M) / sum(M)`` (NaN for no pixels), of a
+    ``(C, C)`` confusion matrix ``M`` (rows ground truth, columns prediction; :func:`confusion_matrix`)."""
     matrix = np.asarray(matrix)
     total = matrix.sum()
     return float(np.trace(matrix) / total) if total else float("nan")
 
 
 def frequency_weighted_iou(matrix: np.ndarray) -> float:
-    """IoU averaged with each class weighted by its share of ground-truth pixels (NaN for no pixels)."""
+    """IoU averaged with each class weighted by its share of ground-truth pixels (NaN for no pixels), of a
+    ``(C, C)`` confusion matrix (rows ground truth, columns prediction; :func:`confusion_matrix`)."""
     matrix = np.asarray(matrix, dtype=np.float64)
     total = matrix.sum()
     if not total:
@@ -148,6 +151,11 @@ def boundary_region(class_map: np.ndarray, tolerance: int = DEFAULT_BOUNDARY_TOL
     Returns
     -------
     (H, W) ndarray of bool
+
+    Raises
+    ------
+    ValueError
+        If ``tolerance`` is negative.
     """
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance}")
@@ -238,7 +246,9 @@ class SegmentationScores:
                         *boundary_iou_counts(prediction, target, self.n_classes, self.tolerance))
 
     def add_counts(self, matrix: np.ndarray, intersection: np.ndarray, union: np.ndarray) -> None:
-        """Add one image's counts computed elsewhere (e.g. stored by a resumable evaluation)."""
+        """Add one image's counts computed elsewhere (e.g. stored by a resumable evaluation): its ``(C, C)``
+        int64 confusion matrix (:func:`confusion_matrix`) and its ``(C,)`` int64 boundary intersection and union
+        pixel counts (:func:`boundary_iou_counts`)."""
         self.matrix += matrix
         self.boundary_intersection += intersection
         self.boundary_union += union

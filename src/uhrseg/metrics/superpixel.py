@@ -128,6 +128,13 @@ def _contingency(labels: np.ndarray, ground_truth: np.ndarray):
 def achievable_segmentation_accuracy(labels: np.ndarray, ground_truth: np.ndarray) -> float:
     """ASA = (1/N) sum_j max_i |S_j ∩ G_i|, in [0, 1]; 1 when every superpixel lies inside one segment.
 
+    Parameters
+    ----------
+    labels : (H, W) ndarray of int
+        Superpixel labels (any ids).
+    ground_truth : (H, W) ndarray of int
+        One human segmentation (any ids).
+
     Raises
     ------
     ValueError
@@ -147,6 +154,13 @@ def undersegmentation_error(labels: np.ndarray, ground_truth: np.ndarray) -> flo
     """Neubert-Protzel undersegmentation error UE, in [0, 1]; 0 when superpixels never straddle segments.
 
     ``UE = (1/N) sum_i sum_{j: S_j ∩ G_i ≠ ∅} min(|S_j ∩ G_i|, |S_j \\ G_i|)``.
+
+    Parameters
+    ----------
+    labels : (H, W) ndarray of int
+        Superpixel labels (any ids).
+    ground_truth : (H, W) ndarray of int
+        One human segmentation (any ids).
 
     Raises
     ------
@@ -204,6 +218,11 @@ def compactness(labels: np.ndarray) -> float:
     """Compactness CO = (1/N) sum_j |S_j| 4 pi |S_j| / P_j^2, in (0, 1] for pixel shapes.
 
     ``P_j`` counts the pixel sides of superpixel ``j`` that face another label or the image border.
+
+    Parameters
+    ----------
+    labels : (H, W) ndarray of int
+        Superpixel labels (any ids).
 
     Raises
     ------
