@@ -64,6 +64,9 @@ def test_ablation_switches():
         SegmenterConfig(n_classes=3, deep_scale=1)
     with pytest.raises(ValueError, match="unknown segmentation model"):
         build_segmenter("unet", TABLE)
+    with pytest.raises(ValueError, match=r"give either a config or overrides \(width\), not both"):
+        build_segmenter("isdnet", TABLE, config=add.config, width=16)  # the width was silently ignored
+    assert build_segmenter("isdnet", TABLE, config=add.config.to_dict()).config == add.config
 
 
 def test_default_widths_and_parameter_count():

@@ -460,16 +460,25 @@ def build_segmenter(name: str, class_table: ClassTable, config: SegmenterConfig 
     class_table : ClassTable
         The classes (``n_classes`` comes from it).
     config : SegmenterConfig or dict, optional
-        A stored config (from a checkpoint); ``overrides`` are applied on top of the named model's defaults
-        otherwise.
+        A stored config (from a checkpoint), used as it is.
+    **overrides
+        :class:`SegmenterConfig` fields (e.g. ``width=8``, ``fusion="add"``) applied on top of the named
+        model's defaults when no ``config`` is given.
+
+    Returns
+    -------
+    ISDNet
+        A new network (``torch.nn.Module``) in training mode, weights initialised.
 
     Raises
     ------
     ValueError
-        Unknown name or invalid settings.
+        Unknown name, invalid settings, or ``overrides`` given with a ``config``.
     """
     if name not in SEGMENTERS:
         raise ValueError(f"unknown segmentation model {name!r}; choose one of {', '.join(SEGMENTERS)}")
+    if config is not None and overrides:
+        raise ValueError(f"give either a config or overrides ({', '.join(overrides)}), not both")
     if config is not None:
         cfg = config if isinstance(config, SegmenterConfig) else SegmenterConfig.from_dict(config)
         return ISDNet(cfg, class_table, name=name)
