@@ -199,6 +199,14 @@ def test_commit_files_is_all_or_nothing(tmp_path):
     written = commit_files({tmp_path / "a.txt": lambda p: p.write_text("ok")})
     assert written == [tmp_path / "a.txt"] and (tmp_path / "a.txt").read_text() == "ok"
     assert (tmp_path / "a.txt").stat().st_mode & 0o044, "outputs must be readable like normal files"
+    # a folder that is gone, and a folder in the way of the final name: the same error, naming the file (they
+    # escaped as a bare OSError), and no temporary file left
+    with pytest.raises(OutputError, match="gone/c.txt: cannot be written"):
+        commit_files({tmp_path / "gone" / "c.txt": lambda p: p.write_text("ok")})
+    (tmp_path / "d.txt").mkdir()
+    with pytest.raises(OutputError, match="d.txt: cannot be written"):
+        commit_files({tmp_path / "d.txt": lambda p: p.write_text("ok")})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "d.txt"]
 
 
 def test_output_dir_that_is_a_file(tmp_path):

@@ -53,7 +53,9 @@ def _print_example_image(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (also used as the console script)."""
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``); returns the exit code: 0, 2 for a refused
+    input or setting (one ``uhrseg: error:`` line on stderr), 130 when interrupted. Also the console script.
+    argparse raises ``SystemExit`` itself for ``--help`` and ``--version`` (0) and unknown options (2)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     # Only the command's own module is imported: ``uhrseg --help``, ``--version``, ``example-image`` and a

@@ -386,16 +386,23 @@ def commit_files(writers: dict[Path, Callable[[Path], None]]) -> list[Path]:
     """
     temps: dict[Path, Path] = {}
 
+    def cannot(final: Path, e: OSError) -> OutputError:
+        return OutputError(f"{final}: cannot be written ({e.strerror or e})")
+
     def write(final: Path, writer: Callable[[Path], None]) -> None:
         try:
             writer(temps[final])
         except OSError as e:
-            raise OutputError(f"{final}: cannot be written ({e.strerror or e})") from e
+            raise cannot(final, e) from e
 
     try:
         for final in writers:
             # hidden, marked .part, and ending in the final suffix (writers such as GDAL's GeoPackage check it)
-            fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent)
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{final.suffix}",
+                                           dir=final.parent)
+            except OSError as e:  # e.g. the folder is gone or read-only
+                raise cannot(final, e) from e
             os.close(fd)
             temps[final] = Path(tmp)
         if len(writers) == 1:
@@ -409,8 +416,11 @@ def commit_files(writers: dict[Path, Callable[[Path], None]]) -> list[Path]:
                     future.result()
         mode = default_file_mode()
         for final, tmp in temps.items():
-            os.chmod(tmp, mode)
-            os.replace(tmp, final)
+            try:
+                os.chmod(tmp, mode)
+                os.replace(tmp, final)
+            except OSError as e:  # e.g. a folder in the way of the final name
+                raise cannot(final, e) from e
     except BaseException:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)

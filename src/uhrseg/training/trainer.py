@@ -135,6 +135,18 @@ def training_losses(model: SuperpixelNet, batch: dict, cfg: TrainConfig,
     ``teacher`` is the loaded ``cfg.teacher`` network (an SCN in eval mode, on the model's device), fed each
     branch's image at the output resolution without gradients.
 
+    Parameters
+    ----------
+    model : SuperpixelNet
+        PCNet or SCN, on the batch's device.
+    batch : dict
+        :meth:`uhrseg.training.sampling.TrainingSampler.batch`: ``{"global": ..., "patch": ...}`` (patch with
+        DPC only), each with ``input`` ``(B, 3, c/up, c/up)`` float32, ``labels`` ``(B, c, c)`` int64 (the
+        ground truth's segment ids), ``target`` ``(B, 3, c, c)``, ``band`` ``(B, c, c)`` bool and the L_D
+        windows (``windows`` ``(N, 3)``, ``window_mask`` ``(N, K, K)``), ``c`` the crop side in pixels.
+    cfg : TrainConfig
+        Loss weights, precision and switches (DPC, SR, L_D).
+
     Returns
     -------
     dict of str to scalar torch.Tensor
@@ -195,7 +207,11 @@ def _teacher_assoc(teacher: SuperpixelNet, branch: dict, cfg: TrainConfig) -> to
 
 
 def validate(model: SuperpixelNet, dataset, names: list[str], n_segments: int, device: torch.device) -> dict:
-    """Mean ASA and BR (benchmark tolerance) over all ground truths of ``names`` at ``n_segments``."""
+    """Mean ASA and BR (benchmark tolerance) over all ground truths of ``names`` at ``n_segments``: the network's
+    own labels (``model`` on ``device``, in eval mode for the call and restored afterwards) after the connectivity
+    step, without merge or refinement. ``dataset`` is a :class:`uhrseg.datasets.BSDS500` or a labelled folder
+    (``image(name)``, ``ground_truths(name)``). Returns ``{"val_asa", "val_br", "val_k"}`` (``val_k`` the mean
+    number of superpixels produced)."""
     was_training = model.training
     model.eval()
     asa, br, k = [], [], []
