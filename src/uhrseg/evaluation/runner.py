@@ -72,7 +72,8 @@ class Setting:
 
 
 def parse_counts(text: str, kind: type = int) -> list:
-    """Parse ``"200,400,600"``, ``"200,400,...,1200"`` (step from the first two) or ``"200:1200:200"``.
+    """Parse ``"200,400,600"``, ``"200,400,...,1200"`` (step from the first two) or ``"200:1200:200"`` into a list
+    of ``kind`` (``int`` for superpixel counts, ``float`` for SCN-style scales).
 
     Raises
     ------

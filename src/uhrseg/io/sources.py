@@ -38,10 +38,12 @@ class ArraySource:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """``(H, W, 3)``: rows, columns and the RGB channels, in pixels."""
         return self.array.shape
 
     @property
     def dtype(self) -> np.dtype:
+        """The rows' dtype: uint8, uint16 or float32 (as :func:`uhrseg.io.images.as_rgb` gives)."""
         return self.array.dtype
 
     @property
@@ -100,10 +102,12 @@ class TiffSource:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """``(H, W, 3)``: rows, columns and the RGB channels, in pixels."""
         return (self._height, self._width, 3)
 
     @property
     def dtype(self) -> np.dtype:
+        """The rows' dtype: the file's uint8 or uint16 (other TIFFs cannot be streamed)."""
         return self._dtype
 
     @property
