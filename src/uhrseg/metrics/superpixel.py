@@ -153,14 +153,8 @@ def _asa(table, n_pixels: int) -> float:
 def undersegmentation_error(labels: np.ndarray, ground_truth: np.ndarray) -> float:
     """Neubert-Protzel undersegmentation error UE, in [0, 1]; 0 when superpixels never straddle segments.
 
-    ``UE = (1/N) sum_i sum_{j: S_j ∩ G_i ≠ ∅} min(|S_j ∩ G_i|, |S_j \\ G_i|)``.
-
-    Parameters
-    ----------
-    labels : (H, W) ndarray of int
-        Superpixel labels (any ids).
-    ground_truth : (H, W) ndarray of int
-        One human segmentation (any ids).
+    ``UE = (1/N) sum_i sum_{j: S_j ∩ G_i ≠ ∅} min(|S_j ∩ G_i|, |S_j \\ G_i|)``, with ``labels`` and
+    ``ground_truth`` as for :func:`achievable_segmentation_accuracy`: ``(H, W)`` integer arrays, any ids.
 
     Raises
     ------
