@@ -203,9 +203,9 @@ def test_commit_files_is_all_or_nothing(tmp_path):
     # escaped as a bare OSError), and no temporary file left
     with pytest.raises(OutputError, match="gone/c.txt: cannot be written"):
         commit_files({tmp_path / "gone" / "c.txt": lambda p: p.write_text("ok")})
-    (tmp_path / "d.txt").mkdir()
+    (tmp_path / "d.txt").mkdir()  # the second of two files: the first is not renamed either
     with pytest.raises(OutputError, match="d.txt: cannot be written"):
-        commit_files({tmp_path / "d.txt": lambda p: p.write_text("ok")})
+        commit_files({tmp_path / name: lambda p: p.write_text("ok") for name in ("e.txt", "d.txt")})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "d.txt"]
 
 

@@ -376,13 +376,15 @@ def commit_files(writers: dict[Path, Callable[[Path], None]]) -> list[Path]:
     Each ``writer(tmp_path)`` writes one file under a temporary name in its final folder, in a pool of threads,
     one per usable CPU at most, in the order given (the encoders, zlib, libjpeg and tifffile's codecs, release the
     GIL, so a label map and an overlay encode side by side); when all succeeded they are renamed to their final
-    names. On any error the temporary files
-    are removed and nothing is renamed.
+    names. On any error while writing, or a folder where a final name should go, the temporary files are removed
+    and nothing is renamed. (A rename can still fail after others succeeded, e.g. on a disk error, which the
+    message then names.)
 
     Raises
     ------
     OutputError
-        If a file cannot be written (the message names it).
+        If a file cannot be written, its folder cannot take a temporary file, or a folder has its name (the
+        message names the file).
     """
     temps: dict[Path, Path] = {}
 
@@ -415,6 +417,9 @@ def commit_files(writers: dict[Path, Callable[[Path], None]]) -> list[Path]:
                 for future in [pool.submit(write, final, writer) for final, writer in writers.items()]:
                     future.result()
         mode = default_file_mode()
+        for final in temps:  # refused before any rename, so that no file of the set is renamed alone
+            if final.is_dir():
+                raise OutputError(f"{final}: cannot be written (a folder has that name)")
         for final, tmp in temps.items():
             try:
                 os.chmod(tmp, mode)
