@@ -239,6 +239,11 @@ def process_on_ray(command: str, images: list, out, *options: str, address: str 
     -------
     int
         The exit code: 0, or 2 when any image failed.
+
+    Raises
+    ------
+    ValueError
+        If ``command`` is neither ``"superpixels"`` nor ``"segment"``.
     """
     from .cli.main import main
 

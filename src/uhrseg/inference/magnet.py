@@ -136,7 +136,13 @@ class MagNetSettings:
     @classmethod
     def for_model(cls, model: str, n_scales: int = 3, **overrides) -> MagNetSettings:
         """The defaults of ``"magnet"`` (``n_scales`` scales) or ``"magnet-fast"`` (the coarsest and the finest
-        of them, few crops refined)."""
+        of them, few crops refined); ``overrides`` are other :class:`MagNetSettings` fields (e.g. ``points``).
+
+        Raises
+        ------
+        ValueError
+            If ``model`` is neither variant, or the settings are invalid (as the constructor checks them).
+        """
         if model not in ("magnet", "magnet-fast"):
             raise ValueError(f"unknown MagNet variant {model!r}; choose magnet or magnet-fast")
         scales = magnet_scales(n_scales)

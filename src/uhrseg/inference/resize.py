@@ -300,6 +300,11 @@ def network_inputs(source, grid: CellGrid, upscale: int, guided: bool = False,
     x : (h / upscale, w / upscale, 3) ndarray of float32 in [0, 1]
     guide : (h, w, 3) ndarray of float32 in [0, 1], ``guide_store`` filled with it, or None when not ``guided``
         About 12 bytes per output pixel (3 KB per superpixel with 16 x 16 cells).
+
+    Raises
+    ------
+    ValueError
+        If the grid's sides are not multiples of ``upscale``.
     """
     if not guided:
         return network_input(source, grid.height // upscale, grid.width // upscale, on_band), None

@@ -90,6 +90,11 @@ class RefinementModule(nn.Module):
     - Input: ``early`` and ``running``, ``(B, C, h, w)`` softmax probabilities (the backbone's prediction on the
       patch and the running prediction cropped to it).
     - Output: ``(B, C, h, w)`` logits of the refined prediction ``R``.
+
+    Raises
+    ------
+    ValueError
+        From ``forward``, if ``early`` and ``running`` differ in shape or do not have ``C`` channels.
     """
 
     def __init__(self, config: RefinementConfig) -> None:
@@ -102,6 +107,8 @@ class RefinementModule(nn.Module):
         self.classifier = nn.Conv2d(config.planes * 4, n, 1, bias=False)
 
     def forward(self, early: torch.Tensor, running: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, C, h, w)`` of the refined prediction from two ``(B, C, h, w)`` probability maps (see the
+        class's Shape and Raises)."""
         if early.shape != running.shape or early.shape[1] != self.config.n_classes:
             raise ValueError(f"refinement inputs {tuple(early.shape)} and {tuple(running.shape)} must both be "
                              f"(B, {self.config.n_classes}, h, w)")

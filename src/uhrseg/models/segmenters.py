@@ -96,6 +96,12 @@ class SegmenterConfig:
         Super-resolution decoder for L_SR and L_SD (training only).
     input_mean, input_std : tuple of float
         RGB normalisation of inputs in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        If ``n_classes`` is outside 1 .. 255, ``fusion`` is unknown, ``deep_scale`` is not 1, 2, 4 or 8, or the
+        shallow path is on with a ``deep_scale`` other than 4.
     """
 
     n_classes: int

@@ -208,6 +208,11 @@ def training_loop(run_dir: Path, run: RunState, *, model: torch.nn.Module, optim
     -------
     Path
         ``best.pt``, or ``last.pt`` when there is none yet.
+
+    Raises
+    ------
+    ValueError
+        If ``stop_after`` is below 1, or ``run_dir`` cannot be made.
     """
     if stop_after is not None and stop_after < 1:  # 0 ran nothing and named a last.pt that did not exist
         raise ValueError(f"stop_after must be >= 1 iteration, got {stop_after}")
