@@ -50,10 +50,12 @@ class RefinementConfig:
     input_bn: bool = True
 
     def to_dict(self) -> dict:
+        """The refinement module's settings, as a MagNet checkpoint's ``config``."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> RefinementConfig:
+        """Inverse of :meth:`to_dict`, ignoring keys it does not know."""
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -146,18 +148,22 @@ class MagNet(nn.Module):
 
     @property
     def class_table(self) -> ClassTable:
+        """The backbone's class table (MagNet adds no classes)."""
         return self.backbone.class_table
 
     @property
     def n_classes(self) -> int:
+        """The backbone's ``C``."""
         return self.backbone.n_classes
 
     @property
     def class_names(self) -> tuple[str, ...]:
+        """The backbone's class names, one per id."""
         return self.backbone.class_names
 
     @property
     def palette(self) -> tuple[tuple[int, int, int], ...]:
+        """The backbone's ``(r, g, b)`` colours, one per id."""
         return self.backbone.palette
 
     def train(self, mode: bool = True) -> MagNet:

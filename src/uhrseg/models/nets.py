@@ -75,10 +75,13 @@ class NetConfig:
     head_blocks: int = 0
 
     def to_dict(self) -> dict:
+        """The superpixel network's settings as a checkpoint stores them (tuples as lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetConfig":
+        """The config a checkpoint stored (:meth:`to_dict`); keys this version does not know are dropped, and
+        settings a checkpoint lacks take their defaults."""
         known = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 

@@ -131,10 +131,13 @@ class SegmenterConfig:
             raise ValueError("ISDNet's shallow path fuses with a deep path at deep_scale 4")
 
     def to_dict(self) -> dict:
+        """This segmenter's architecture as stored in its checkpoint's ``config`` (JSON-like: lists for tuples)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> SegmenterConfig:
+        """Rebuild from :meth:`to_dict`'s form: unknown keys are ignored, missing ones default, and the values are
+        checked as by the constructor."""
         known = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
@@ -354,18 +357,22 @@ class ISDNet(nn.Module):
     # -- geometry -------------------------------------------------------------------------------------------
     @property
     def n_classes(self) -> int:
+        """Output classes ``C`` (ignored ones included)."""
         return self.config.n_classes
 
     @property
     def class_names(self) -> tuple[str, ...]:
+        """Name of each class id (the class table's)."""
         return self.class_table.names
 
     @property
     def palette(self) -> tuple[tuple[int, int, int], ...]:
+        """``(r, g, b)`` 0-255 colour of each class id (the class table's)."""
         return self.class_table.colours
 
     @property
     def ignore_index(self) -> int:
+        """The target value that losses and metrics skip (255)."""
         return IGNORE_INDEX
 
     @property
