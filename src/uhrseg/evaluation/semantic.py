@@ -414,7 +414,12 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
 
 def write_examples(dataset, plan: SemanticPlan, names: list[str], path: str | os.PathLike,
                    max_side: int = 480) -> Path:
-    """A figure with, per image, the image, its ground truth and every model's class map (palette colours)."""
+    """A figure with, per image, the image, its ground truth and every model's class map (palette colours).
+
+    ``dataset`` gives the images and class maps of ``names``; ``plan`` the models (their class maps are computed
+    here); the PNG is written to ``path`` (returned), each image resized so that its longer side is ``max_side``
+    pixels.
+    """
     import cv2
     import matplotlib
 

@@ -171,6 +171,11 @@ class STDCBlock(nn.Module):
     Shape
     -----
     ``(B, c_in, H, W) -> (B, c_out, H / stride, W / stride)``.
+
+    Raises
+    ------
+    ValueError
+        If ``c_out`` is not a multiple of 8 (the four blocks take 1/2, 1/4, 1/8 and 1/8 of it).
     """
 
     def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:

@@ -214,6 +214,11 @@ class RAF(nn.Module):
     Shape
     -----
     ``(B, c_shallow, 2h, 2w), (B, c_deep, h, w) -> (B, channels, 2h, 2w)``.
+
+    Raises
+    ------
+    ValueError
+        If ``channels`` is not a multiple of ``groups``.
     """
 
     def __init__(self, c_shallow: int, c_deep: int, channels: int = 64, groups: int = 16, mode: str = "raf") -> None:

@@ -215,7 +215,8 @@ def distill_head(cfg: HeadDistillConfig, run_dir: str | os.PathLike, progress: b
     Raises
     ------
     ValueError
-        As :func:`student_from_teacher` and :func:`start_from_student`, or the run folder cannot be made.
+        As :func:`student_from_teacher` and :func:`start_from_student`, the run folder cannot be made, or its
+        ``last.pt`` is a run of another trainer.
     uhrseg.datasets.DatasetError
         If a dataset cannot be opened.
     uhrseg.errors.WeightsNotFoundError, uhrseg.errors.CheckpointError
