@@ -127,7 +127,8 @@ def main() -> None:
         f"# {args.title}",
         "",
         f"`python benchmarks/gpu/ingest.py {args.tars} --out {args.out} --dataset {args.dataset} --n-segments "
-        f"{args.n_segments}`. The training recipe of each run is in its row. Each checkpoint scored with `uhrseg evaluate` at n = {args.n_segments}: the network's "
+        f"{args.n_segments}`. The training recipe of each run is in its row. Each checkpoint scored with "
+        f"`uhrseg evaluate` at n = {args.n_segments}: the network's "
         "own labels (`METHOD:refine=0:oversegment=1`) and the pipeline with the defaults (`METHOD`). BR / BP / ASA "
         "(K).",
         "",

@@ -13,9 +13,10 @@ defaults; ``benchmarks/bench_backends.py``) on the 200 BSDS500 test images at n 
 (2.5K and 5K) at n = 5000: before the connectivity step PCNet's labels differed at 64 of 93 M pixels; after the
 whole pipeline 829 pixels were in another superpixel (825 on 5 BSDS500 images, 4 on 2 photographs). A flipped
 fragment can also renumber the superpixels after it in its band of cells (the same partition, other label
-values: 18 694 pixels over the 5 BSDS500 images). SCN's raw labels differed at 21 pixels, and 211 pixels ended in another
-superpixel (22 on BSDS500, 189 on the photographs). On the CPU, OpenCV's network took 0.77x torch's time for PCNet on BSDS500
-(0.051 against 0.066 s, medians) and 0.91x on the photographs (0.41 against 0.44 s); for SCN 1.08x and 1.14x
+values: 18 694 pixels over the 5 BSDS500 images). SCN's raw labels differed at 21 pixels, and 211 pixels
+ended in another superpixel (22 on BSDS500, 189 on the photographs). On the CPU, OpenCV's network took 0.77x
+torch's time for PCNet on BSDS500 (0.051 against 0.066 s, medians) and 0.91x on the photographs (0.41 against
+0.44 s); for SCN 1.08x and 1.14x
 (0.131 against 0.121 s, 1.71 against 1.49 s). The backend wins by not importing torch.
 """
 

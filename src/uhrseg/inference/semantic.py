@@ -161,19 +161,6 @@ class SemanticSourceResult:
     n_superpixels: int | None = None
 
 
-def _check_mode(name: str, is_magnet: bool, deep_scale: int, full_resolution: bool, mode: str) -> None:
-    """Refuse a ``mode`` other than ``auto`` that the network ``name`` cannot run in (ValueError naming it): a
-    MagNet runs only in its multi-scale mode, which no other network has, and sliding windows need a network
-    trained at full resolution (``deep_scale`` is the scale its deep path sees the image at)."""
-    if is_magnet and mode != "magnet":
-        raise ValueError(f"{name} runs in its own multi-scale mode, not {mode!r}")
-    if not is_magnet and mode == "magnet":
-        raise ValueError(f"mode 'magnet' needs a MagNet model, not {name}")
-    if mode == "slide" and not full_resolution:
-        raise ValueError(f"sliding windows are for networks trained at full resolution; this {name} "
-                         f"sees the image at 1/{deep_scale}")
-
-
 def _check_size(height: int, width: int) -> None:
     if min(height, width) < MIN_IMAGE_SIDE:
         raise ValueError(f"the image is {width} x {height} pixels; segmentation needs at least "
@@ -317,19 +304,18 @@ class SemanticPredictor:
         self.model = net.to(self.device).eval().to(memory_format=torch.channels_last)
         self.name = variant if isinstance(net, MagNet) else self.model.name
         self.magnet = None
-        self._full_resolution = False
         if isinstance(net, MagNet):
-            if mode != "auto":
-                _check_mode(self.name, True, 0, False, mode)
             self.magnet = magnet or MagNetSettings.for_model(variant, scales)
             self.name = "magnet-fast" if self.magnet.fast else "magnet"
+            if mode != "auto":
+                self._check_mode(mode)
             self.mode = "magnet"
             self.one_pass_pixels = int(one_pass_pixels)
             self.tile, self.deep_tile, self.window, self.stride = tile, deep_tile, None, None
             return
         self._full_resolution = not self.model.config.shallow and self.model.config.deep_scale == 1
         if mode != "auto":
-            _check_mode(self.name, False, self.model.config.deep_scale, self._full_resolution, mode)
+            self._check_mode(mode)
         self.mode = "slide" if mode == "auto" and self._full_resolution else mode
         self.tile = -(-tile // 32) * 32
         self.deep_tile = -(-deep_tile // 8) * 8
@@ -340,6 +326,20 @@ class SemanticPredictor:
         if self.stride < 1 or self.stride > self.window:
             raise ValueError(f"stride must be in 1..window ({self.window}), got {self.stride}")
         self.one_pass_pixels = int(one_pass_pixels)
+
+    def _check_mode(self, mode: str) -> None:
+        """Refuse a ``mode`` other than ``auto`` that this network cannot run in (ValueError naming it): a MagNet
+        runs only in its multi-scale mode, which no other network has, and sliding windows need a network
+        trained at full resolution."""
+        if self.magnet is not None:
+            if mode != "magnet":
+                raise ValueError(f"{self.name} runs in its own multi-scale mode, not {mode!r}")
+            return
+        if mode == "magnet":
+            raise ValueError(f"mode 'magnet' needs a MagNet model, not {self.name}")
+        if mode == "slide" and not self._full_resolution:
+            raise ValueError(f"sliding windows are for networks trained at full resolution; this {self.name} "
+                             f"sees the image at 1/{self.model.config.deep_scale}")
 
     # -- public API --------------------------------------------------------------------------------------
     @property
@@ -452,9 +452,7 @@ class SemanticPredictor:
         if mode is not None and mode not in MODES[1:]:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES[1:])}")
         if mode is not None:
-            is_magnet = self.magnet is not None
-            _check_mode(self.name, is_magnet, 0 if is_magnet else self.model.config.deep_scale, self._full_resolution,
-                        mode)
+            self._check_mode(mode)
         mode = mode or self.mode_for(height, width)
         say = progress or (lambda stage: None)
         opened: list[FileStore] = []
