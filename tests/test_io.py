@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import subprocess
 import zlib
 
 import numpy as np
@@ -207,6 +208,28 @@ def test_commit_files_is_all_or_nothing(tmp_path):
     with pytest.raises(OutputError, match="d.txt: cannot be written"):
         commit_files({tmp_path / name: lambda p: p.write_text("ok") for name in ("e.txt", "d.txt")})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "d.txt"]
+
+
+def test_commit_files_undoes_earlier_renames_when_one_fails(tmp_path):
+    # An earlier run's outputs; the second cannot be replaced (immutable: refused even for root), so its rename
+    # fails after the first file's succeeded. The folder must then hold the whole old set, nothing hidden beside.
+    a, b, c = (tmp_path / name for name in ("a.txt", "b.txt", "c.txt"))
+    a.write_text("old a")
+    b.write_text("old b")
+    if subprocess.run(["chattr", "+i", str(b)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        with pytest.raises(OutputError, match="b.txt: cannot be written"):
+            commit_files({a: lambda p: p.write_text("new a"), c: lambda p: p.write_text("new c"),
+                          b: lambda p: p.write_text("new b")})
+        assert (a.read_text(), b.read_text()) == ("old a", "old b")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]  # c.txt, new, removed again
+    finally:
+        subprocess.run(["chattr", "-i", str(b)], check=True)
+    # once it can be replaced: the new set, and the replaced files gone
+    assert commit_files({a: lambda p: p.write_text("new a"), b: lambda p: p.write_text("new b")}) == [a, b]
+    assert (a.read_text(), b.read_text()) == ("new a", "new b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
 
 
 def test_output_dir_that_is_a_file(tmp_path):

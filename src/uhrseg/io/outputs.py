@@ -377,14 +377,17 @@ def commit_files(writers: dict[Path, Callable[[Path], None]]) -> list[Path]:
     one per usable CPU at most, in the order given (the encoders, zlib, libjpeg and tifffile's codecs, release the
     GIL, so a label map and an overlay encode side by side); when all succeeded they are renamed to their final
     names. On any error while writing, or a folder where a final name should go, the temporary files are removed
-    and nothing is renamed. (A rename can still fail after others succeeded, e.g. on a disk error, which the
-    message then names.)
+    and nothing is renamed. A file already at a final name (an earlier run's output) is first moved aside to a
+    hidden name in its folder and deleted only once every file of the set is in place; if a rename fails after
+    others succeeded (a disk error, a file that cannot be replaced), those are undone: the files they replaced
+    come back and the new ones are removed, so the folder holds the whole old set or the whole new one.
 
     Raises
     ------
     OutputError
-        If a file cannot be written, its folder cannot take a temporary file, or a folder has its name (the
-        message names the file).
+        If a file cannot be written, its folder cannot take a temporary file, a folder has its name, or it
+        cannot be renamed into place (the message names the file; if undoing the earlier renames failed too, it
+        names the files left behind).
     """
     temps: dict[Path, Path] = {}
 
@@ -420,14 +423,56 @@ def commit_files(writers: dict[Path, Callable[[Path], None]]) -> list[Path]:
         for final in temps:  # refused before any rename, so that no file of the set is renamed alone
             if final.is_dir():
                 raise OutputError(f"{final}: cannot be written (a folder has that name)")
-        for final, tmp in temps.items():
-            try:
-                os.chmod(tmp, mode)
-                os.replace(tmp, final)
-            except OSError as e:  # e.g. a folder in the way of the final name
-                raise cannot(final, e) from e
+        for tmp in temps.values():
+            os.chmod(tmp, mode)
+        backups = _rename_all(temps, cannot)
     except BaseException:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
         raise
+    for backup in backups:  # every new file is in place: the files they replaced can go
+        backup.unlink(missing_ok=True)
     return list(temps)
+
+
+def _rename_all(temps: dict[Path, Path], cannot: Callable[[Path, OSError], OutputError]) -> list[Path]:
+    """Rename each temporary file ``temps[final]`` to ``final``, all or none (:func:`commit_files`).
+
+    A file already at ``final`` is first renamed to a hidden name beside it. Returns those hidden files (for the
+    caller to delete). If a rename fails, the renames done so far are undone in reverse order (each replaced file
+    back at its name, each new file removed) and :class:`OutputError` is raised for the file that failed.
+    """
+    done: list[tuple[Path, Path | None]] = []  # (final, the hidden copy of the file it replaced, if any)
+    try:
+        for final, tmp in temps.items():
+            backup = None
+            try:
+                if final.exists() or final.is_symlink():
+                    fd, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".old{final.suffix}",
+                                                dir=final.parent)
+                    os.close(fd)
+                    backup = Path(name)
+                    os.replace(final, backup)  # over the empty placeholder
+                os.replace(tmp, final)
+            except OSError as e:
+                if backup is not None:
+                    if final.exists() or final.is_symlink():  # the move aside failed: only the placeholder
+                        backup.unlink(missing_ok=True)
+                    else:
+                        done.append((final, backup))  # moved aside, not replaced: undone below with the rest
+                raise cannot(final, e) from e
+            done.append((final, backup))
+    except BaseException as e:
+        left = []
+        for final, backup in reversed(done):
+            try:
+                if backup is None:
+                    final.unlink(missing_ok=True)
+                else:
+                    os.replace(backup, final)
+            except OSError:
+                left.append(str(final) if backup is None else f"{final} (the earlier file is {backup})")
+        if left and isinstance(e, OutputError):
+            raise OutputError(f"{e}; undoing the files renamed before it failed too: {', '.join(left)}") from e
+        raise
+    return [backup for _, backup in done if backup is not None]
