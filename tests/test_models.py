@@ -11,6 +11,8 @@ from uhrseg.models import (
     PCNet,
     SCN,
     NetConfig,
+    RefinementConfig,
+    SegmenterConfig,
     export_weights,
     load_model,
     load_packaged_model,
@@ -322,3 +324,23 @@ def test_default_pcnet_and_refinement_on_held_out_images():
                                     achievable_segmentation_accuracy(labels[key], gt)))
     (raw_br, raw_asa), (br, asa) = np.mean(scores["raw"], axis=0), np.mean(scores["default"], axis=0)
     assert br > 0.85 and br > raw_br + 0.05 and asa >= raw_asa, (raw_br, br, raw_asa, asa)
+
+
+
+@pytest.mark.parametrize(("config", "at_default"), [
+    (NetConfig(channels=(8, 16, 32, 64, 128), guide=True, head_blocks=2), "head_norm"),
+    (SegmenterConfig(n_classes=7, deep_scale=8, shallow=False), "fusion"),
+    (RefinementConfig(n_classes=7, channels=32), "planes"),
+], ids=["NetConfig", "SegmenterConfig", "RefinementConfig"])
+def test_configs_round_trip_through_a_checkpoint_dict(config, at_default):
+    stored = config.to_dict()
+    assert not any(isinstance(v, tuple) for v in stored.values())  # JSON-like: tuples stored as lists
+    assert any(isinstance(v, list) for v in stored.values()) != isinstance(config, RefinementConfig)  # no tuples
+    cls = type(config)
+    assert cls.from_dict(stored) == config
+    # written by another version: a key this one does not know is dropped; one a file lacks takes its default
+    assert cls.from_dict({**stored, "a_later_setting": 3}) == config
+    assert cls.from_dict({k: v for k, v in stored.items() if k != at_default}) == config
+    if "n_classes" in stored:  # no default: a clear error, not a wrong network
+        with pytest.raises(TypeError, match="n_classes"):
+            cls.from_dict({k: v for k, v in stored.items() if k != "n_classes"})

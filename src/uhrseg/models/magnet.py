@@ -16,20 +16,21 @@ and a user needs one file.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..datasets.classes import ClassTable
 from .blocks import conv_bn_relu
+from .config import StoredConfig
 from .segmenters import ISDNet
 
 __all__ = ["MagNet", "RefinementConfig", "RefinementModule"]
 
 
 @dataclass(frozen=True)
-class RefinementConfig:
+class RefinementConfig(StoredConfig):
     """Architecture of the refinement module, stored in MagNet checkpoints.
 
     Attributes
@@ -49,14 +50,6 @@ class RefinementConfig:
     planes: int = 32
     input_bn: bool = True
 
-    def to_dict(self) -> dict:
-        """The refinement module's settings, as a MagNet checkpoint's ``config``."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> RefinementConfig:
-        """Inverse of :meth:`to_dict`, ignoring keys it does not know."""
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 class _Bottleneck(nn.Module):

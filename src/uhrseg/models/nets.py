@@ -17,12 +17,13 @@ For inference on large images the trunk (:meth:`SuperpixelNet.decode`) and the h
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from .config import StoredConfig
 from .layers import EncoderDecoder, init_weights
 
 #: Per-channel RGB mean of BSDS500 in [0, 1], subtracted from inputs (docs/pcnet.md s. 2).
@@ -30,7 +31,7 @@ BSDS500_MEAN = (0.411, 0.432, 0.450)
 
 
 @dataclass(frozen=True)
-class NetConfig:
+class NetConfig(StoredConfig):
     """Architecture settings, stored in every checkpoint.
 
     Attributes
@@ -74,16 +75,6 @@ class NetConfig:
     guide_channels: int = 8
     head_blocks: int = 0
 
-    def to_dict(self) -> dict:
-        """The superpixel network's settings as a checkpoint stores them (tuples as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "NetConfig":
-        """The config a checkpoint stored (:meth:`to_dict`); keys this version does not know are dropped, and
-        settings a checkpoint lacks take their defaults."""
-        known = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
 
 
 class NetOutput(NamedTuple):

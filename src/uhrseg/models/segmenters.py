@@ -33,7 +33,7 @@ All networks take ``(B, 3, H, W)`` RGB in [0, 1] (they normalise it themselves w
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -51,6 +51,7 @@ from .blocks import (
     init_segmenter,
     laplacian_residuals,
 )
+from .config import StoredConfig
 
 __all__ = ["RAF", "SEGMENTERS", "ISDNet", "SegmenterConfig", "SegmenterOutput", "ShallowPath", "SRDecoder",
            "build_segmenter", "structure_affinity"]
@@ -61,7 +62,7 @@ FUSIONS = ("raf", "add")
 
 
 @dataclass(frozen=True)
-class SegmenterConfig:
+class SegmenterConfig(StoredConfig):
     """Architecture settings, stored in every checkpoint.
 
     Attributes
@@ -130,16 +131,6 @@ class SegmenterConfig:
         if self.shallow and self.deep_scale != 4:
             raise ValueError("ISDNet's shallow path fuses with a deep path at deep_scale 4")
 
-    def to_dict(self) -> dict:
-        """This segmenter's architecture as stored in its checkpoint's ``config`` (JSON-like: lists for tuples)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SegmenterConfig:
-        """Rebuild from :meth:`to_dict`'s form: unknown keys are ignored, missing ones default, and the values are
-        checked as by the constructor."""
-        known = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
 
 
 class SegmenterOutput(NamedTuple):
