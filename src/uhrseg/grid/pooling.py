@@ -47,6 +47,13 @@ def upsample_rows(maps, stride: int, y0: int, y1: int, width: int, device: torch
         Image rows (``0 <= y0 < y1 <= h stride``).
     width : int
         Image columns kept (``<= w stride``).
+    device : torch.device or str
+        Where the upsampling runs and the result lives (``"cpu"``, ``"cuda"``); the rows are read on the CPU.
+
+    Returns
+    -------
+    (C, y1 - y0, width) torch.Tensor of float32
+        On ``device``.
     """
     lh = maps.shape[0]
     a, b = max(0, y0 // stride - 1), min(lh, (y1 - 1) // stride + 2)  # one map row of margin each side
@@ -200,10 +207,22 @@ def superpixel_votes(labels, classes, n_superpixels: int, n_classes: int, band_r
         Superpixel labels ``0 .. K-1``.
     classes : (H, W) ndarray or row store of integers
         Class ids ``0 .. C-1``; other values (e.g. 255, unlabelled) do not vote.
+    n_superpixels : int
+        ``K``, the number of superpixels (labels must be below it).
+    n_classes : int
+        ``C``, the number of classes.
+    band_rows : int
+        Rows read at a time (memory: about 16 bytes per pixel of a band); the result does not depend on it.
 
     Returns
     -------
     (K, C) ndarray of int64
+        ``votes[k, c]``: pixels of superpixel ``k`` with class ``c``.
+
+    Raises
+    ------
+    ValueError
+        If a label is negative or ``>= n_superpixels`` (raised by numpy, without naming the label).
     """
     height = labels.shape[0]
     votes = np.zeros(n_superpixels * n_classes, np.int64)
@@ -233,6 +252,9 @@ def assign_superpixel_classes(labels, superpixel_classes: np.ndarray, out, *, pr
         ``confidence > 1``) every pixel takes its superpixel's class.
     stride : int
         Stride of ``probabilities``.
+    confidence : float
+        Top-1 probability at or above which a pixel keeps its own class, in [0, 1]; above 1 (or without
+        ``probabilities``) no pixel does. The default 1.0 keeps only pixels the network is certain of.
     band_rows : int
         Image rows written at a time.
 

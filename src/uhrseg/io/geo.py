@@ -156,6 +156,9 @@ def mask_nodata_labels(labels, source, georeference: Georeference, n_labels: int
     georeference : Georeference
         With the nodata value (nothing is done without one).
     n_labels : int
+        ``K``, the number of superpixels in ``labels``.
+    band_rows : int
+        Rows read at a time from ``labels`` and ``source``; the result does not depend on it.
 
     Returns
     -------
