@@ -200,6 +200,10 @@ def test_scores_accumulated_per_image_equal_one_big_image(n_images, n_classes, s
     preds = [rng.integers(0, n_classes, size=(12, 9)) for _ in range(n_images)]
     targets = [np.where(rng.random((12, 9)) < 0.1, 255, rng.integers(0, n_classes, size=(12, 9)))
                for _ in range(n_images)]
+    # Each image's first and last tolerance + 1 columns are unlabelled, so that the boundary bands the gaps
+    # between images add (the edge of an image is no boundary on its own) fall only on pixels that do not count
+    for t in targets:
+        t[:, :2] = t[:, -2:] = 255
     running = SegmentationScores(n_classes, tolerance=1)
     for p, t in zip(preds, targets):
         running.update(p, t)
@@ -210,8 +214,11 @@ def test_scores_accumulated_per_image_equal_one_big_image(n_images, n_classes, s
     big_t = np.concatenate(sum(([t, gap_t] for t in targets), [])[:-1], axis=1)
     np.testing.assert_array_equal(running.matrix, confusion_matrix(big_p, big_t, n_classes))
     a = running.summary()
-    whole = SegmentationScores(n_classes, tolerance=0)
+    whole = SegmentationScores(n_classes, tolerance=1)
     whole.update(big_p, big_t)
+    np.testing.assert_array_equal(running.boundary_intersection, whole.boundary_intersection)
+    np.testing.assert_array_equal(running.boundary_union, whole.boundary_union)
+    assert a["boundary_iou"] == pytest.approx(whole.summary()["boundary_iou"], nan_ok=True)
     assert a["miou"] == pytest.approx(whole.summary()["miou"], nan_ok=True)
     assert a["pixel_accuracy"] == pytest.approx(whole.summary()["pixel_accuracy"], nan_ok=True)
     assert running.images == n_images and a["pixels"] == int((big_t != 255).sum())
