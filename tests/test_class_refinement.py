@@ -309,6 +309,11 @@ def test_bridge_defaults_merge_network_superpixels_only(tmp_path, capsys):
             ClassRefinement(**bad)
     spec = parse_model_specs("isdnet:drone@refine=superpixels@oversegment=1.5")[0]
     assert ("oversegment", "1.5") in spec.options
+    # the superpixels' settings without @refine=superpixels were accepted and ignored until 2026-12-08
+    with pytest.raises(ValueError, match="@n=, @oversegment= set the superpixel refinement; add @refine=superpixels"):
+        parse_model_specs("isdnet:drone@n=2929@oversegment=1")
+    with pytest.raises(ValueError, match=r"@texture= set .* \(not guided\)"):
+        parse_model_specs("isdnet:drone@refine=guided@texture=0.75")
     image = str(DRONE / "test" / "images" / sorted(p.name for p in (DRONE / "test" / "images").iterdir())[0])
     assert main(["segment", image, "--oversegmentation", "1.5", "--out", str(tmp_path / "o"), "-q"]) == 2
     assert "--merge-texture-weight apply to --refine superpixels" in capsys.readouterr().err

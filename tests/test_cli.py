@@ -465,3 +465,22 @@ def test_freed_memory_goes_back_to_the_system_between_streamed_stages():
     before, kept, after = map(int, out.split())
     assert kept - before > 350, "the allocator settings keep freed blocks (the reason for the trim)"
     assert after - before < 50
+
+
+@pytest.mark.parametrize("model, adamw_decay", [("magnet", 1e-4), ("isdnet", 1e-4)])
+def test_train_sgd_takes_the_papers_weight_decay(model, adamw_decay, tmp_path):
+    """``--optimizer sgd`` without ``--weight-decay`` gives 5e-4 (ISDNet's and MagNet's SGD recipes), adamw its
+    own default, and an explicit value wins (MagNet's SGD kept adamw's 1e-4 until 2026-12-08)."""
+    from uhrseg.cli.main import build_parser
+    from uhrseg.cli.train import _magnet_config, _segmentation_config
+
+    config_of = _magnet_config if model == "magnet" else _segmentation_config
+    base = ["train", model, "--out", str(tmp_path), "--data", "../shared/datasets/semantic-drone/train"]
+    base += ["--backbone", "drone"] if model == "magnet" else []
+
+    def decay(*extra: str) -> float:
+        return config_of(build_parser("train").parse_args(base + list(extra))).weight_decay
+
+    assert decay("--optimizer", "sgd") == 5e-4
+    assert decay() == adamw_decay
+    assert decay("--optimizer", "sgd", "--weight-decay", "1e-5") == 1e-5

@@ -109,7 +109,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                         "(higher BR, lower BP; BSDS500 val n=600, 8 passes, m 2.5, packaged pcnet: 125 gives BR "
                         "0.866 / BP 0.110, 150 gives 0.858 / 0.113, 175 gives 0.851 / 0.114) "
                         f"(default: {DEFAULT_SMOOTHNESS:g} f^-1/3 for network labels upsampled f times to the image, "
-                        "e.g. about 100 for n=5000 on a 5K photo; the value used is in summary.json)")
+                        "e.g. about 107 for n=5000 on a 5K photo; the value used is in summary.json)")
     p.add_argument("--oversegmentation", type=float, default=None, metavar="R",
                    help="pcnet/scn: make R times the requested superpixels on the network's grid, then merge the "
                         "most similar neighbours back to N (Ward's cost in CIELAB): superpixels move from flat "

@@ -26,9 +26,10 @@ residuals at full resolution, relation-aware fusion, SR and structure-distillati
 deeppath (the deep path alone: the 1/4 baseline, or with --deep-scale 1 the network of the
 sliding-window comparator), on folders of images/ + labels/ + class_dict.csv (Semantic Drone
 layout) or images/ + masks/ (DeepGlobe). The class table travels into the checkpoint.
-Defaults are the CPU recipe (about an hour on 2 cores, see docs/training.md): AdamW 1e-3,
-poly 0.9, 3000 iterations of 4 crops of 768, scale 0.5-2, flips, rotations, photometric
-jitter, OHEM cross-entropy. The paper's GPU recipe: --optimizer sgd --lr 0.01
+Defaults: AdamW 1e-3, poly 0.9, 3000 iterations of 4 crops of 768, scale 0.5-2, flips,
+rotations, photometric jitter, OHEM cross-entropy. The packaged weights' CPU recipe is those
+with --iterations 4000 --crop 512 (about an hour on 2 cores, see docs/training.md). The
+paper's GPU recipe: --optimizer sgd --lr 0.01
 --weight-decay 5e-4 --iterations 80000 --batch-size 8 --crop 1216 --width 64.
 
 segmenter: a patch backbone for MagNet, i.e. an isdnet trained over the scales MagNet
@@ -64,7 +65,9 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                         f"bsds500:SPLIT for superpixels (default {','.join(d.data)} for pcnet/scn)")
     p.add_argument("--val", metavar="SPEC",
                    help="validation dataset, 'none' to skip (default bsds500:val for pcnet/scn, none otherwise)")
-    p.add_argument("--val-images", type=int, metavar="N", help="validate on the first N images (default 20)")
+    p.add_argument("--val-images", type=int, metavar="N",
+                   help=f"validate on the first N images (default {d.val_images}; "
+                        f"{MagNetTrainConfig.val_images} for magnet)")
     p.add_argument("-o", "--out", type=Path, required=True, metavar="DIR", help="run folder")
     p.add_argument("--iterations", type=int, metavar="N", help=f"(default {d.iterations} / {s.iterations})")
     p.add_argument("--batch-size", type=int, metavar="N", help=f"(default {d.batch_size} / {s.batch_size})")
@@ -72,7 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--weight-decay", type=float, metavar="W",
                    help=f"the optimiser's weight decay (default {d.weight_decay:g} for pcnet and scn, "
                         f"{HeadDistillConfig.weight_decay:g} for pcnet-head, {s.weight_decay:g} for the segmentation "
-                        "networks with adamw, 5e-4 with sgd)")
+                        f"networks and {MagNetTrainConfig.weight_decay:g} for magnet with adamw, 5e-4 with sgd)")
     p.add_argument("--crop", type=int, metavar="PX",
                    help=f"crop side (default {d.crop} / {s.crop}; a multiple of 64 for PCNet, of 32 for the "
                         "segmentation networks)")
@@ -257,6 +260,8 @@ def _magnet_config(args: argparse.Namespace) -> MagNetTrainConfig:
         raise UhrsegError("magnet needs --data (folders of images/ + labels/ or DeepGlobe images/ + masks/)")
     common = {k: v for k, v in _common(args).items() if k not in ("crop", "init", "precision")}
     extra = {k: getattr(args, k) for k in ("optimizer", "warmup") if getattr(args, k) is not None}
+    if args.optimizer == "sgd" and args.weight_decay is None:  # MagNet's SGD (Huynh et al., CVPR 2021)
+        extra["weight_decay"] = 5e-4
     if args.scales is not None:
         extra["n_scales"] = args.scales
     return MagNetTrainConfig(backbone=str(args.backbone), backbone_model=args.backbone_model or "isdnet",

@@ -84,7 +84,8 @@ def parse_model_specs(text: str) -> list[ModelSpec]:
     Raises
     ------
     ValueError
-        On an unknown model or setting, an empty list or a repeated label.
+        On an unknown model or setting, a setting of the superpixel refinement without
+        ``@refine=superpixels``, an empty list or a repeated label.
     """
     from ..inference.semantic import MAGNET_MODELS, SEMANTIC_MODELS
 
@@ -115,6 +116,11 @@ def parse_model_specs(text: str) -> list[ModelSpec]:
             except ValueError:
                 raise ValueError(f"model spec {item!r}: @{setting}: not a valid value") from None
             options.append((key, value))
+        given = dict(options)
+        loose = [f"@{k}=" for k in REFINE_OPTIONS if k != "refine" and k in given]
+        if loose and given.get("refine") != "superpixels":  # they would be ignored: say so, as segment does
+            raise ValueError(f"model spec {item!r}: {', '.join(loose)} set the superpixel refinement; add "
+                             "@refine=superpixels" + (f" (not {given['refine']})" if "refine" in given else ""))
         weights = weights or "drone"
         specs.append(ModelSpec(label or rest, model, weights, tuple(options)))
     if not specs:
