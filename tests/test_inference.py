@@ -124,6 +124,46 @@ def test_classical_methods_follow_output_conventions(bsds_image, method):
     assert 0.5 * 400 <= k <= 1.6 * 400, f"{method} gave {k} superpixels for n=400"
 
 
+#: Crops of a real image, thin or tiny, and counts where OpenCV's SLIC, SLICO, LSC or SEEDS crashed the process
+#: (segmentation fault, division by zero) or looped forever before 2026-12-08: each is run or refused cleanly.
+OPENCV_EDGE_CASES = [(1, 50, 1), (2, 50, 1), (3, 50, 2), (8, 50, 1), (50, 8, 1), (10, 400, 1), (20, 400, 4),
+                     (100, 16, 3), (321, 4, 100), (200, 320, 1), (100, 400, 1), (2, 2, 1), (3, 3, 1), (6, 50, 2)]
+
+
+def test_opencv_methods_never_crash_on_thin_images_or_small_counts(tmp_path):
+    """In a child process, so that a crash is a failure here rather than the end of the test run: every case
+    either gives valid labels or raises ValueError naming the method, and the ordinary sizes are never refused
+    (all four on the BSDS500 image at n = 1 and 400)."""
+    code = f"""if True:
+        import json, numpy as np, uhrseg
+        from uhrseg.io import read_image
+        image = read_image({str(bsds_image_path("100007"))!r})
+        out = {{}}
+        for method in ("cv-slic", "slico", "lsc", "seeds"):
+            for h, w, n in {OPENCV_EDGE_CASES!r} + [(image.shape[0], image.shape[1], 1), (*image.shape[:2], 400)]:
+                crop = np.ascontiguousarray(image[:h, :w])
+                try:
+                    labels = uhrseg.superpixels(crop, n, method=method)
+                    out[f"{{method}} {{h}}x{{w}} n={{n}}"] = int(labels.max()) + 1 if labels.shape == (h, w) else -1
+                except ValueError as e:
+                    assert method in str(e) or "n_segments" in str(e), str(e)
+                    out[f"{{method}} {{h}}x{{w}} n={{n}}"] = "refused"
+        print(json.dumps(out))
+    """
+    import json
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}"
+    out = json.loads(run.stdout)
+    assert all(v == "refused" or v >= 1 for v in out.values()), out
+    h, w = read_image(bsds_image_path("100007")).shape[:2]
+    for method in ("cv-slic", "slico", "lsc", "seeds"):
+        assert out[f"{method} {h}x{w} n=1"] != "refused" and out[f"{method} {h}x{w} n=400"] > 200
+    assert out["seeds 2x2 n=1"] == out["lsc 1x50 n=1"] == "refused"
+
+
 @pytest.mark.parametrize("method", ["pcnet", "slico"])
 def test_a_predictor_reused_across_images_gives_what_a_fresh_one_gives(bsds_image, method):
     """A predictor loads its model once and runs many images: nothing of one image (buffers, the merge, the
