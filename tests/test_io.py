@@ -247,3 +247,55 @@ def test_overlay_marks_boundaries(rgb):
     assert red[:, 199:201].all() and red.sum() == 2 * rgb.shape[0]
     preview = render_overlay(rgb, labels, max_side=100)
     assert max(preview.shape[:2]) == 100
+
+
+def test_tiff_colour_spaces_and_orientation_read_as_a_viewer_shows_them(rgb, tmp_path):
+    """Palette, MinIsWhite, CMYK and rotated TIFFs were read as their raw samples (indices as grey, inverted,
+    CMYK as RGBA, the stored orientation) until 2026-12-08: each now gives the RGB a viewer shows (Pillow's
+    reading where Pillow reads it), and is decoded whole rather than streamed."""
+    from uhrseg.io.sources import ArraySource, open_image
+
+    crop = np.ascontiguousarray(rgb[:120, :200])
+    grey = crop[..., 1]
+    indices = (crop[..., 0] // 32).astype(np.uint8)  # 8 levels of red through a palette
+    colormap = np.zeros((3, 256), np.uint16)
+    colormap[0, :8] = np.arange(8) * 9000
+    colormap[2, :8] = 65535 - np.arange(8) * 9000
+    cmyk = np.concatenate([255 - crop, np.zeros((*crop.shape[:2], 1), np.uint8)], axis=2)  # K = 0: C = 255 - R
+    files = {
+        "palette.tif": dict(data=indices, photometric="palette", colormap=colormap),
+        "white.tif": dict(data=255 - grey, photometric="miniswhite"),
+        "cmyk.tif": dict(data=cmyk, photometric="separated"),
+        "rotated.tif": dict(data=np.ascontiguousarray(np.rot90(crop, 1)), photometric="rgb",
+                            extratags=[(274, "H", 1, 6, True)]),  # stored turned left: shown turned back
+    }
+    for name, kwargs in files.items():
+        tifffile.imwrite(tmp_path / name, **kwargs)
+    expected = {
+        "palette.tif": colormap.T[indices],  # uint16, as the table is
+        "white.tif": np.repeat(grey[..., None], 3, axis=2),
+        "cmyk.tif": crop,
+        "rotated.tif": crop,
+    }
+    for name, want in expected.items():
+        got = read_image(tmp_path / name)
+        np.testing.assert_array_equal(got, want, err_msg=name)
+        assert isinstance(open_image(tmp_path / name), ArraySource), name  # not streamed as raw samples
+    for name in ("white.tif", "cmyk.tif", "rotated.tif"):  # Pillow agrees
+        from PIL import ImageOps
+
+        with Image.open(tmp_path / name) as im:
+            np.testing.assert_array_equal(read_image(tmp_path / name), np.asarray(ImageOps.exif_transpose(im)
+                                                                                 .convert("RGB")), err_msg=name)
+
+
+def test_tiff_without_pages_is_refused_cleanly(tmp_path):
+    """A TIFF cut after its header has no page: a one-line ImageReadError naming the file, from the streamed
+    reader too (it raised IndexError before 2026-12-08)."""
+    from uhrseg.io.sources import TiffSource, open_image
+
+    path = tmp_path / "header-only.tif"
+    path.write_bytes(b"II*\0\0\0\0\0")
+    for read in (read_image, open_image, TiffSource):
+        with pytest.raises(ImageReadError, match="header-only.tif: corrupt or"):
+            read(path)

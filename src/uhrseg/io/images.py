@@ -123,13 +123,54 @@ def _read_tiff(path: Path) -> np.ndarray:
                 page = tif.pages[0]
                 arr = page.asarray()
                 axes = page.axes
+                photometric, colormap = int(page.photometric), page.colormap
+                orientation = tiff_orientation(page)
     except ImageReadError:
         raise
-    except Exception as e:  # tifffile raises many types (TiffFileError, ValueError, KeyError, ...)
+    except Exception as e:  # tifffile raises many types (TiffFileError, ValueError, KeyError, IndexError, ...)
         raise ImageReadError(f"{path}: corrupt or truncated TIFF ({type(e).__name__}: {e})".splitlines()[0]) from e
-    if axes.startswith("S") and arr.ndim == 3:  # planar RGB: (S, Y, X) -> (Y, X, S)
+    if axes.startswith("S") and arr.ndim == 3:  # planar: (S, Y, X) -> (Y, X, S)
         arr = np.moveaxis(arr, 0, -1)
-    return arr
+    if photometric == _PALETTE and colormap is not None and arr.ndim == 2:  # indices into an RGB table
+        table = np.asarray(colormap).T  # (2**bits, 3) uint16
+        arr = table[arr] if table.max() > 255 else table[arr].astype(np.uint8)
+    elif photometric == _MIN_IS_WHITE and arr.dtype.kind in "uf":
+        arr = (np.iinfo(arr.dtype).max - arr) if arr.dtype.kind == "u" else 1 - arr
+    elif photometric == _SEPARATED and arr.ndim == 3 and arr.shape[2] >= 4 and arr.dtype.kind == "u":  # CMYK
+        top = float(np.iinfo(arr.dtype).max)
+        cmy, k = arr[..., :3].astype(np.float32), arr[..., 3:4].astype(np.float32)
+        arr = np.rint((top - cmy) * (top - k) / top).astype(arr.dtype)
+    elif photometric not in (_MIN_IS_BLACK, _RGB, _YCBCR, _PALETTE, _MIN_IS_WHITE, _SEPARATED):
+        raise ImageReadError(f"{path}: TIFF colour space {photometric} (photometric interpretation) is not read; "
+                             "convert it to RGB or grey")
+    return orient(arr, orientation)
+
+
+# TIFF photometric interpretations (TIFF 6.0, tag 262)
+_MIN_IS_WHITE, _MIN_IS_BLACK, _RGB, _PALETTE, _SEPARATED, _YCBCR = 0, 1, 2, 3, 5, 6
+
+
+def tiff_orientation(page) -> int:
+    """The orientation tag (274) of a tifffile page: 1 (rows top to bottom, columns left to right, the default)
+    to 8, as in EXIF; 1 when absent or out of range."""
+    tag = page.tags.get(274)
+    value = int(tag.value) if tag is not None else 1
+    return value if value in range(1, 9) else 1
+
+
+def orient(image: np.ndarray, orientation: int) -> np.ndarray:
+    """``(H, W, ...)`` pixels stored with a TIFF / EXIF ``orientation`` (1-8) as a viewer shows them (what
+    Pillow's ``ImageOps.exif_transpose`` does; 5-8 swap the sides). A view, not a copy, where possible."""
+    if orientation in (5, 6, 7, 8):
+        image = np.swapaxes(image, 0, 1)  # transpose first, then flip, as for EXIF
+        orientation = {5: 1, 6: 2, 7: 3, 8: 4}[orientation]
+    if orientation == 2:
+        return image[:, ::-1]
+    if orientation == 3:
+        return image[::-1, ::-1]
+    if orientation == 4:
+        return image[::-1]
+    return image
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -144,13 +185,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     -------
     (H, W, 3) ndarray of uint8, uint16 or float32
         RGB pixels: 8-bit files give uint8, 16-bit files uint16, floating-point TIFFs float32 in [0, 1].
-        Grayscale is repeated over the three channels; an alpha channel is dropped.
+        Grayscale is repeated over the three channels; an alpha channel is dropped. TIFFs are shown as a viewer
+        shows them: palette indices through their colour table (uint16 when the table uses 16 bits), MinIsWhite
+        inverted, CMYK converted to RGB, and the orientation tag applied.
 
     Raises
     ------
     ImageReadError
         If the file is missing, a folder, empty, not an image, corrupt or truncated, has zero pixels, or has an
-        unsupported channel layout. The message starts with the path.
+        unsupported channel layout or TIFF colour space (e.g. CIELAB). The message starts with the path.
     """
     path = Path(path)
     if not path.exists():

@@ -19,7 +19,7 @@ import numpy as np
 import tifffile
 
 from ..errors import ImageReadError
-from .images import _TIFF_MAGIC, as_rgb, read_image
+from .images import _TIFF_MAGIC, as_rgb, read_image, tiff_orientation
 
 __all__ = ["ArraySource", "TiffSource", "open_image"]
 
@@ -87,12 +87,22 @@ class TiffSource:
             self._tif = tifffile.TiffFile(self.path)
         except Exception as e:  # tifffile raises many types
             raise ImageReadError(f"{self.path}: corrupt or unreadable TIFF ({type(e).__name__}: {e})") from e
-        page = self._tif.pages[0]
-        axes, dtype = page.axes, np.dtype(page.dtype)
-        if axes not in ("YX", "YXS", "SYX") or dtype not in (np.uint8, np.uint16) or (
-                axes != "YX" and page.shape[axes.index("S")] not in (1, 2, 3, 4)):
+        try:
+            page = self._tif.pages[0]
+            axes, dtype = page.axes, np.dtype(page.dtype)
+            photometric, compression = int(page.photometric), int(page.compression)
+            orientation = tiff_orientation(page)
+        except Exception as e:  # no page (a file cut after its header), or an unreadable first one
             self._tif.close()
-            raise ImageReadError(f"{self.path}: TIFF layout {axes} {page.shape} {dtype} cannot be streamed")
+            raise ImageReadError(f"{self.path}: corrupt or unreadable TIFF ({type(e).__name__}: {e})") from e
+        # grey or RGB samples (YCbCr only where tifffile's JPEG decoder gives RGB), stored top row first: palette,
+        # MinIsWhite, CMYK and rotated files are decoded whole by read_image, which converts them
+        plain = photometric in (1, 2) or (photometric == 6 and compression == 7)
+        if axes not in ("YX", "YXS", "SYX") or dtype not in (np.uint8, np.uint16) or (
+                axes != "YX" and page.shape[axes.index("S")] not in (1, 2, 3, 4)) or not plain or orientation != 1:
+            self._tif.close()
+            raise ImageReadError(f"{self.path}: TIFF layout {axes} {page.shape} {dtype} (photometric "
+                                 f"{photometric}, orientation {orientation}) cannot be streamed")
         self._axes = axes
         self._zarr = zarr.open(page.aszarr(), mode="r")
         y = axes.index("Y")
