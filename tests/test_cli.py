@@ -243,6 +243,14 @@ def test_never_overwrites_an_input(tmp_path, capsys):
     assert code == 2 and "would overwrite an input file" in err
     assert victim.read_bytes() == before
     assert not (tmp_path / "a_labels.png").exists()
+    # an input named summary.json in the output folder: the batch's summary would replace it (it did, until
+    # 2026-12-08); refused before any image is processed
+    named = tmp_path / "summary.json"
+    shutil.copy(bsds_image_path(), named)
+    code, err = run_cli(capsys, named, "-n", 100, "-m", "slico", "--out", tmp_path)
+    assert code == 2 and "summary.json would overwrite this input" in err
+    assert named.read_bytes() == Path(bsds_image_path()).read_bytes()
+    assert not (tmp_path / "summary_labels.png").exists()
 
 
 def test_duplicate_stems_get_distinct_outputs(tmp_path, capsys):

@@ -128,10 +128,11 @@ def run_on_ray(command: str, args: argparse.Namespace, images: list[Path], desc:
         raise UhrsegError("--ray needs Ray: pip install 'uhrseg[ray]'") from e
     from tqdm import tqdm
 
-    from .cli.common import check_ray_options, finish_batch, output_stems
+    from .cli.common import check_ray_options, check_summary_target, finish_batch, output_stems
     from .io import prepare_output_dir
 
     check_ray_options(args)
+    check_summary_target(Path(args.out), {p.resolve() for p in images})
     made = not Path(args.out).exists()
     out = prepare_output_dir(args.out).resolve()
     records = out / RECORDS

@@ -18,8 +18,8 @@ from ..errors import UhrsegError
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-__all__ = ["ImageOpener", "add_ray_options", "check_ray_options", "check_targets", "error_message", "export_writers",
-           "output_stems", "finish_batch", "parse_exports", "process_batch"]
+__all__ = ["ImageOpener", "add_ray_options", "check_ray_options", "check_summary_target", "check_targets",
+           "error_message", "export_writers", "output_stems", "finish_batch", "parse_exports", "process_batch"]
 
 
 def add_ray_options(parser) -> None:
@@ -164,6 +164,20 @@ def check_targets(path: Path, outputs, inputs: set[Path]) -> None:
             raise UhrsegError(f"{path}: output {target} would overwrite an input file; choose another --out")
 
 
+def check_summary_target(out: Path, inputs: set[Path]) -> None:
+    """Raise UhrsegError, before any image is processed, if the batch's ``out/summary.json`` is one of the
+    ``inputs`` (resolved paths), which it would overwrite at the end.
+
+    Raises
+    ------
+    UhrsegError
+        Naming that input.
+    """
+    summary = (Path(out) / "summary.json").resolve()
+    if summary in inputs:
+        raise UhrsegError(f"{summary}: the batch's summary.json would overwrite this input; choose another --out")
+
+
 def process_batch(images: list[Path], out: Path, process: Callable[[Path, str, set[Path], tqdm], dict],
                   summary: dict, desc: str, quiet: bool, created_out: bool = False) -> int:
     """Run ``process(path, stem, inputs, bar)`` for every image, report failures, write ``summary.json``.
@@ -181,6 +195,7 @@ def process_batch(images: list[Path], out: Path, process: Callable[[Path, str, s
     from tqdm import tqdm  # here, not at the top: the first image decodes while it loads
 
     inputs = {p.resolve() for p in images}
+    check_summary_target(out, inputs)
     done: list[dict] = []
     failed: list[dict] = []
     bar = tqdm(zip(images, output_stems(images)), total=len(images), unit="image", disable=quiet, desc=desc,
