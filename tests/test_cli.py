@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import uhrseg
-from conftest import bsds_image_path
+from conftest import PHOTOS, bsds_image_path
 from test_io import BAD_KINDS, make_bad_file
 from uhrseg.cli import main
 from uhrseg.io import read_image
@@ -492,3 +492,27 @@ def test_train_sgd_takes_the_papers_weight_decay(model, adamw_decay, tmp_path):
     assert decay("--optimizer", "sgd") == 5e-4
     assert decay() == adamw_decay
     assert decay("--optimizer", "sgd", "--weight-decay", "1e-5") == 1e-5
+
+
+@pytest.mark.parametrize("sig, code, said", [("SIGTERM", 143, "uhrseg: terminated"),
+                                             ("SIGINT", 130, "uhrseg: interrupted")])
+def test_a_stopped_command_leaves_no_scratch_files(tmp_path, sig, code, said):
+    """SIGTERM (``kill``, ``timeout``, batch schedulers) unwinds like Ctrl-C: a streamed image's work folder
+    (label, CIELAB and guide scratch files, about 7 bytes per pixel) and unrenamed outputs are removed. Before
+    2026-12-08 SIGTERM ended the process where it stood and left them."""
+    import signal
+    import time
+
+    exe = shutil.which("uhrseg", path=os.path.dirname(sys.executable)) or shutil.which("uhrseg")
+    photo = PHOTOS / "volna-5120x2880.jpg"
+    out = tmp_path / "out"
+    proc = subprocess.Popen([exe, "superpixels", str(photo), "-n", "3000", "--stream", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(out.glob(".uhrseg-work-*/*")):  # stopped while the scratch files exist
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its work folder filled"
+        time.sleep(0.05)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code and said in err, (proc.returncode, err[-500:])
+    assert not out.exists() or [p.name for p in out.iterdir()] == [], list(out.iterdir())
