@@ -191,3 +191,31 @@ def test_pyramid_levels_are_nearest_samples(height, width, tile, seed, tmp_path_
     with tifffile.TiffFile(in_memory) as tif:
         assert len(tif.pages) == len(levels)
         assert all(np.array_equal(page.asarray(), level) for page, level in zip(tif.pages, levels))
+
+
+@pytest.mark.parametrize("dtype, nodata", [("float32", -9999.0), ("float32", float("nan")), ("int16", -32768)])
+def test_float_and_signed_geotiffs_mask_their_nodata(dtype, nodata, tmp_path, capsys):
+    """A reflectance-like raster (float32, or int16) with GDAL's usual nodata values: its nodata pixels get label
+    -1 and the superpixels follow the valid pixels. Until 2026-12-08 reading rescaled the values with the nodata
+    ones included (the valid data came out nearly white), the nodata test then found no pixel, and NaN nodata was
+    refused as non-finite."""
+    from rasterio.transform import from_origin
+
+    frame = read_image(FRAME)[:400, :600].astype(np.float32)
+    data = frame / 255.0 if dtype == "float32" else np.rint(frame * 10).astype(np.int16)  # valid: 0..2550
+    data[:100, :150] = nodata
+    path = tmp_path / f"{dtype}.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=600, height=400, count=3, dtype=dtype, crs=CRS,
+                       transform=from_origin(447000.0, 5106000.0, PIXEL, PIXEL), nodata=nodata) as dst:
+        dst.write(data.transpose(2, 0, 1))
+    masked = np.zeros((400, 600), bool)
+    masked[:100, :150] = True
+    image = read_image(path)  # the valid pixels keep their contrast: scaled over the valid range only
+    valid = image[~masked].astype(np.float64) / (255.0 if image.dtype == np.uint8 else 1.0)
+    assert np.isfinite(valid).all() and valid.std() > 0.05 * valid.max()
+    assert main(["superpixels", str(path), "-n", "60", "--out", str(tmp_path / "o"), "-q"]) == 0
+    with rasterio.open(tmp_path / "o" / f"{dtype}_labels.tif") as r:
+        labels = r.read(1)
+        assert r.nodata == -1 and r.crs.to_string() == CRS
+    assert np.array_equal(labels == -1, masked)
+    assert labels[~masked].min() == 0 and labels.max() + 1 > 40

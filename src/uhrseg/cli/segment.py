@@ -138,7 +138,8 @@ def _process(predictor: SemanticPredictor, opener: ImageOpener, path: Path, stem
 
     from ..io import (commit_files, label_suffix, render_class_overlay, write_class_png, write_class_store,
                       write_label_store, write_labels, write_overlay)
-    from ..io.geo import NODATA_CLASS, NODATA_LABEL, mask_nodata_classes, mask_nodata_labels, read_georeference
+    from ..io.geo import (NODATA_CLASS, NODATA_LABEL, mask_nodata_classes, mask_nodata_labels, nodata_source,
+                          read_georeference)
     from ..io.sources import ArraySource, TiffSource
     from ..stores import ArrayStore
 
@@ -161,9 +162,10 @@ def _process(predictor: SemanticPredictor, opener: ImageOpener, path: Path, stem
     classes, labels = result.classes, result.superpixel_labels
     n_superpixels = None if labels is None else int(labels.max()) + 1
     if geo is not None:
-        mask_nodata_classes(ArrayStore(classes), ArraySource(image), geo)
+        raw = nodata_source(path, ArraySource(image))
+        mask_nodata_classes(ArrayStore(classes), raw, geo)
         if labels is not None:
-            n_superpixels = mask_nodata_labels(ArrayStore(labels), ArraySource(image), geo, n_superpixels)
+            n_superpixels = mask_nodata_labels(ArrayStore(labels), raw, geo, n_superpixels)
     t0 = time.perf_counter()
     if geo is not None:  # a GeoTIFF in, GeoTIFFs out
         class_nodata, label_nodata = (None, None) if geo.nodata is None else (NODATA_CLASS, NODATA_LABEL)

@@ -141,7 +141,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 def _process(predictor: SuperpixelPredictor, opener: ImageOpener, path: Path, stem: str, args: argparse.Namespace,
              inputs: set[Path], bar) -> dict:
     from ..io import commit_files, label_suffix, render_overlay, write_label_store, write_labels, write_overlay
-    from ..io.geo import NODATA_LABEL, mask_nodata_labels, read_georeference
+    from ..io.geo import NODATA_LABEL, mask_nodata_labels, nodata_source, read_georeference
     from ..io.sources import ArraySource, TiffSource
     from ..stores import ArrayStore
 
@@ -162,7 +162,7 @@ def _process(predictor: SuperpixelPredictor, opener: ImageOpener, path: Path, st
     result = predictor.run(image, args.n_segments)
     labels, n_produced = result.labels, result.n_produced
     if geo is not None:
-        n_produced = mask_nodata_labels(ArrayStore(labels), ArraySource(image), geo, n_produced)
+        n_produced = mask_nodata_labels(ArrayStore(labels), nodata_source(path, ArraySource(image)), geo, n_produced)
 
     t0 = time.perf_counter()
     if geo is not None:  # a GeoTIFF in, GeoTIFFs out (whatever the label count)

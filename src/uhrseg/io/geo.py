@@ -8,7 +8,9 @@ reader: same CRS, same transform. Nothing is reprojected or resampled.
 
 Nodata: pixels of the input whose every channel equals the nodata value get no superpixel (label
 :data:`NODATA_LABEL`, -1) and no class (:data:`NODATA_CLASS`, 255); the outputs record these values in their own
-``GDAL_NODATA`` tag.
+``GDAL_NODATA`` tag. A float or signed GeoTIFF is rescaled to [0, 1] over its valid pixels only (its nodata
+pixels take the smallest valid value, :func:`uhrseg.io.read_image`), and its nodata pixels are found in the file's
+own samples (:func:`nodata_source`).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from .images import read_tiff_samples, tiff_nodata
+
 __all__ = ["GEO_TAG_CODES", "NODATA_CLASS", "NODATA_LABEL", "Georeference", "mask_nodata_classes", "mask_nodata_labels",
-           "read_georeference"]
+           "nodata_source", "read_georeference"]
 
 #: ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory, GeoDoubleParams, GeoAsciiParams.
 GEO_TAG_CODES = (33550, 33922, 34264, 34735, 34736, 34737)
@@ -103,6 +107,7 @@ def read_georeference(path: str | os.PathLike) -> Georeference | None:
             page = tif.pages[0]
             tags = {code: (int(page.tags[code].dtype), int(page.tags[code].count), page.tags[code].value)
                     for code in (*GEO_TAG_CODES, GDAL_NODATA) if code in page.tags}
+            nodata = tiff_nodata(page)
     except (tifffile.TiffFileError, OSError, IndexError):
         return None
     if 34735 not in tags:
@@ -123,12 +128,6 @@ def read_georeference(path: str | os.PathLike) -> Georeference | None:
         transform = (c - 0.5 * (a + b), a, b, f - 0.5 * (d + e), d, e)
     code = keys.get(_PROJECTED_CRS) or keys.get(_GEOGRAPHIC_CRS)
     crs = f"EPSG:{code}" if code and 1024 <= code < 32767 else None
-    nodata = None
-    if GDAL_NODATA in tags:
-        try:
-            nodata = float(str(tags[GDAL_NODATA][2]).strip().rstrip("\x00"))
-        except ValueError:
-            nodata = None
     return Georeference(copied, tuple(float(v) for v in transform), crs, nodata)
 
 
@@ -141,6 +140,39 @@ def _geokeys(directory) -> dict[int, int]:
         if location == 0:
             out[key] = value
     return out
+
+
+class _Samples:
+    """Rows of an in-memory array of any dtype and channel count (what :meth:`Georeference.nodata_mask` reads)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def read_rows(self, y0: int, y1: int) -> np.ndarray:
+        return self.array[y0:y1]
+
+
+def nodata_source(path: str | os.PathLike, source):
+    """Where the nodata test reads the input ``path``, opened as ``source`` (``read_rows``): ``source`` itself
+    when the file stores 8- or 16-bit unsigned samples, which reading leaves as they are (a streamed TIFF
+    always does), else the file's samples read again as stored (a float or signed GeoTIFF, whose values
+    reading shifts or rescales, so that its nodata value no longer appears;
+    :func:`uhrseg.io.images.read_tiff_samples`). Pass the result to :func:`mask_nodata_labels` and
+    :func:`mask_nodata_classes`.
+
+    Raises
+    ------
+    uhrseg.errors.ImageReadError
+        If the file must be read again and cannot be.
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            stored = np.dtype(tif.pages[0].dtype)
+    except Exception:  # tifffile raises many types; read_tiff_samples says what is wrong
+        stored = None
+    if stored in (np.dtype(np.uint8), np.dtype(np.uint16)):
+        return source
+    return _Samples(read_tiff_samples(path))
 
 
 def mask_nodata_labels(labels, source, georeference: Georeference, n_labels: int, band_rows: int = 1024) -> int:

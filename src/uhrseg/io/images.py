@@ -125,6 +125,7 @@ def _read_tiff(path: Path) -> np.ndarray:
                 axes = page.axes
                 photometric, colormap = int(page.photometric), page.colormap
                 orientation = tiff_orientation(page)
+                nodata = tiff_nodata(page)
     except ImageReadError:
         raise
     except Exception as e:  # tifffile raises many types (TiffFileError, ValueError, KeyError, IndexError, ...)
@@ -143,6 +144,54 @@ def _read_tiff(path: Path) -> np.ndarray:
     elif photometric not in (_MIN_IS_BLACK, _RGB, _YCBCR, _PALETTE, _MIN_IS_WHITE, _SEPARATED):
         raise ImageReadError(f"{path}: TIFF colour space {photometric} (photometric interpretation) is not read; "
                              "convert it to RGB or grey")
+    if nodata is not None and arr.dtype not in (np.uint8, np.uint16):
+        arr = _fill_nodata(arr, nodata)
+    return orient(arr, orientation)
+
+
+def _fill_nodata(arr: np.ndarray, nodata: float) -> np.ndarray:
+    """``arr`` (a float or signed / wide integer raster, which :func:`as_rgb` rescales by its range) with its
+    nodata pixels (every channel equal to ``nodata``, or NaN) set to the smallest valid value, so that the
+    rescaling spans the valid data only and a NaN nodata is not refused as a non-finite value. The nodata
+    pixels themselves are found again from the file (:func:`uhrseg.io.geo.nodata_source`)."""
+    same = np.isnan(arr) if np.isnan(nodata) else arr == nodata
+    mask = same.all(axis=2) if same.ndim == 3 else same
+    if not mask.any() or mask.all():
+        return arr
+    out = arr.copy()
+    out[mask] = arr[~mask].min()
+    return out
+
+
+def tiff_nodata(page) -> float | None:
+    """The GDAL_NODATA tag (42113) of a tifffile page as a float (NaN allowed), or None when absent or unreadable."""
+    tag = page.tags.get(42113)
+    if tag is None:
+        return None
+    try:
+        return float(str(tag.value).strip().rstrip("\x00"))
+    except ValueError:
+        return None
+
+
+def read_tiff_samples(path: str | os.PathLike) -> np.ndarray:
+    """The first page of a TIFF as stored (``(H, W)`` or ``(H, W, C)``, planar files moved to channels last),
+    with its orientation tag applied as :func:`read_image` applies it, but no colour conversion or rescaling:
+    what a nodata value is compared with.
+
+    Raises
+    ------
+    ImageReadError
+        If the file cannot be read as a TIFF.
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            arr, axes, orientation = page.asarray(), page.axes, tiff_orientation(page)
+    except Exception as e:  # tifffile raises many types
+        raise ImageReadError(f"{path}: corrupt or truncated TIFF ({type(e).__name__}: {e})".splitlines()[0]) from e
+    if axes.startswith("S") and arr.ndim == 3:
+        arr = np.moveaxis(arr, 0, -1)
     return orient(arr, orientation)
 
 
