@@ -206,6 +206,19 @@ def test_output_folder_is_a_file(tmp_path, capsys):
     assert target.read_text() == "keep me"
 
 
+@pytest.mark.parametrize("command", ["superpixels", "segment", "refine-classes", "evaluate", "train"])
+def test_an_empty_output_folder_name_is_refused(command, tmp_path, capsys, monkeypatch):
+    """``-o ""`` (an unset shell variable) wrote into the current folder before 2026-12-08."""
+    monkeypatch.chdir(tmp_path)
+    extra = {"superpixels": [str(bsds_image_path())], "segment": [str(bsds_image_path())],
+             "refine-classes": [str(bsds_image_path()), "--classes", str(bsds_image_path())],
+             "evaluate": [], "train": ["pcnet"]}[command]
+    with pytest.raises(SystemExit) as stop:
+        main([command, *extra, "-o", ""])
+    assert stop.value.code == 2 and "an empty folder name" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_output_folder_not_writable(tmp_path, capsys):
     """An existing folder the command cannot write into: a folder of mode 0o555, or as root (who may write into
     any such folder, as CI does) a folder of sysfs, which no process may create files in."""
@@ -393,6 +406,10 @@ def test_refinement_settings_are_recorded_and_checked(tmp_path, capsys):
         code, err = run_cli(capsys, bsds_image_path(), *bad, "--out", tmp_path / "bad")
         assert code == 2 and "--oversegmentation is for pcnet and scn and must be finite and >= 1" in err, err
         assert not (tmp_path / "bad").exists() or files_in(tmp_path / "bad") == []
+    for flag in ("--tile", "--strip-pixels"):  # --strip-pixels 0 named the predictor's strip_pixels before
+        code, err = run_cli(capsys, bsds_image_path(), flag, "0", "--out", tmp_path / "bad")
+        assert code == 2 and f"{flag} must be >= 1, got 0" in err, err
+        assert not (tmp_path / "bad").exists()
 
 
 def test_precision_flag_runs_torch_and_is_recorded(tmp_path, capsys):

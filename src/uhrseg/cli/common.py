@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
 __all__ = ["ImageOpener", "add_ray_options", "check_ray_options", "check_summary_target", "check_targets",
-           "error_message", "export_writers", "output_stems", "finish_batch", "parse_exports", "process_batch"]
+           "error_message", "export_writers", "folder_path", "output_stems", "finish_batch", "parse_exports",
+           "process_batch"]
 
 
 def add_ray_options(parser) -> None:
@@ -149,6 +150,22 @@ def output_stems(images: list[Path]) -> list[str]:
         taken.add(stem)
         stems.append(stem)
     return stems
+
+
+def folder_path(text: str) -> Path:
+    """argparse ``type`` of ``--out``: the folder's path; an empty one (``-o ""``, e.g. an unset shell variable)
+    is refused rather than taken as the current folder.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If ``text`` is empty or blank.
+    """
+    import argparse
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty folder name (is a shell variable unset?)")
+    return Path(text)
 
 
 def check_targets(path: Path, outputs, inputs: set[Path]) -> None:

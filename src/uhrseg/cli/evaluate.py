@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..defaults import METHODS, NETWORK_METHODS
 from ..errors import UhrsegError, WeightsNotFoundError
+from .common import folder_path
 
 DESCRIPTION = """\
 --task superpixels (default): run superpixel methods over a dataset and compute BR, BP, ASA,
@@ -70,7 +71,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                    help="boundary tolerance r in pixels (default round(0.0025 x image diagonal), 1 on BSDS500)")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="for network methods")
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="worker processes over images (default 1)")
-    p.add_argument("-o", "--out", type=Path, required=True, metavar="DIR", help="output folder")
+    p.add_argument("-o", "--out", type=folder_path, required=True, metavar="DIR", help="output folder")
     p.add_argument("--redo", default="", metavar="LIST",
                    help="comma-separated methods of --methods (semantic: labels of --models) whose finished cells "
                         "in DIR are computed again, e.g. pcnet,pcnet:refine=0 after new weights")

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..defaults import DEFAULT_BRIDGE_MERGE_TEXTURE_WEIGHT, NETWORK_METHODS
 from ..errors import UhrsegError
 from ..memory import peak_rss_bytes, tune_allocator
+from .common import folder_path
 
 # NumPy and the readers and writers are imported by the functions that run the command: the parser, and so
 # ``uhrseg refine-classes --help``, loads none of them.
@@ -48,7 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                         "else grey levels)")
     p.add_argument("--confidence", type=float, default=0.9,
                    help="probabilities: pixels at least this confident keep their class (default 0.9)")
-    p.add_argument("-o", "--out", type=Path, default=Path("uhrseg-out"), metavar="DIR",
+    p.add_argument("-o", "--out", type=folder_path, default=Path("uhrseg-out"), metavar="DIR",
                    help="output folder, created if needed (default ./uhrseg-out)")
     p.set_defaults(run=run)
 

@@ -21,8 +21,8 @@ from ..defaults import (
 )
 from ..errors import UhrsegError
 from ..memory import peak_rss_bytes, reset_peak_rss, tune_allocator
-from .common import (ImageOpener, add_ray_options, check_ray_options, check_targets, export_writers, parse_exports,
-                     process_batch)
+from .common import (ImageOpener, add_ray_options, check_ray_options, check_targets, export_writers, folder_path,
+                     parse_exports, process_batch)
 
 if TYPE_CHECKING:  # loaded by run(), after the first image has started decoding
     import numpy as np
@@ -75,7 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                    help="packaged weights drone or deepglobe, or a checkpoint file (default drone)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the network runs: auto picks CUDA when available (default auto)")
-    p.add_argument("-o", "--out", type=Path, default=Path("uhrseg-out"), metavar="DIR",
+    p.add_argument("-o", "--out", type=folder_path, default=Path("uhrseg-out"), metavar="DIR",
                    help="output folder, created if needed (default ./uhrseg-out)")
     p.add_argument("--mode", default="auto", choices=MODES,
                    help="auto (default), whole (one pass), tiled (bounded memory, same result) or slide "

@@ -26,8 +26,8 @@ from ..defaults import (
 from ..errors import UhrsegError
 from ..memory import peak_rss_bytes, reset_peak_rss, tune_allocator
 from ..threads import usable_cpus
-from .common import (ImageOpener, add_ray_options, check_ray_options, check_targets, export_writers, parse_exports,
-                     process_batch)
+from .common import (ImageOpener, add_ray_options, check_ray_options, check_targets, export_writers, folder_path,
+                     parse_exports, process_batch)
 
 if TYPE_CHECKING:  # loaded by run(), after the first image has started decoding
     from ..inference.predictor import SuperpixelPredictor
@@ -85,7 +85,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
                         "at half the cost; pcnet-large: the previous default PCNet, whose head the packaged one "
                         "distils at half the cost; the two aerial ones run on OpenCV like the packaged weights, "
                         "pcnet-large on the torch backend)")
-    p.add_argument("-o", "--out", type=Path, default=Path("uhrseg-out"), metavar="DIR",
+    p.add_argument("-o", "--out", type=folder_path, default=Path("uhrseg-out"), metavar="DIR",
                    help="output folder, created if needed (default ./uhrseg-out)")
     p.add_argument("--label-format", default="auto", choices=LABEL_FORMATS,
                    help="label map encoding: auto = 16-bit PNG when the ids fit, else TIFF (default auto)")
@@ -290,6 +290,8 @@ def run(args: argparse.Namespace) -> int:
                           f"and {args.refine_compactness}")
     if args.tile < 1:
         raise UhrsegError(f"--tile must be >= 1, got {args.tile}")
+    if args.strip_pixels < 1:
+        raise UhrsegError(f"--strip-pixels must be >= 1, got {args.strip_pixels}")
     if args.oversegmentation is not None and (args.method not in ("pcnet", "scn")
                                             or not 1 <= args.oversegmentation < math.inf):
         raise UhrsegError(f"--oversegmentation is for pcnet and scn and must be finite and >= 1, got "

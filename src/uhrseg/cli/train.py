@@ -11,6 +11,7 @@ from pathlib import Path
 from ..errors import UhrsegError
 from ..memory import tune_allocator
 from ..training.config import HeadDistillConfig, MagNetTrainConfig, SemanticTrainConfig, TrainConfig
+from .common import folder_path
 
 DESCRIPTION = """\
 Train a network. OUT receives last.pt (resumable: run the same command again after an
@@ -68,7 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--val-images", type=int, metavar="N",
                    help=f"validate on the first N images (default {d.val_images}; "
                         f"{MagNetTrainConfig.val_images} for magnet)")
-    p.add_argument("-o", "--out", type=Path, required=True, metavar="DIR", help="run folder")
+    p.add_argument("-o", "--out", type=folder_path, required=True, metavar="DIR", help="run folder")
     p.add_argument("--iterations", type=int, metavar="N", help=f"(default {d.iterations} / {s.iterations})")
     p.add_argument("--batch-size", type=int, metavar="N", help=f"(default {d.batch_size} / {s.batch_size})")
     p.add_argument("--lr", type=float, help=f"learning rate (default {d.lr} / {s.lr})")
