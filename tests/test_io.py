@@ -299,3 +299,17 @@ def test_tiff_without_pages_is_refused_cleanly(tmp_path):
     for read in (read_image, open_image, TiffSource):
         with pytest.raises(ImageReadError, match="header-only.tif: corrupt or"):
             read(path)
+
+
+def test_a_tiff_with_its_thumbnail_first_is_read_at_full_resolution(rgb, tmp_path):
+    """Some writers put a reduced-resolution copy (NewSubfileType 1) before the image: the image page is read, in
+    memory and streamed (the 32 x 20 thumbnail was segmented before 2026-12-08)."""
+    from uhrseg.io.sources import TiffSource, open_image
+
+    path = tmp_path / "thumb-first.tif"
+    tifffile.imwrite(path, rgb[::16, ::16], photometric="rgb", subfiletype=1)
+    tifffile.imwrite(path, rgb, photometric="rgb", append=True, tile=(64, 64))
+    np.testing.assert_array_equal(read_image(path), rgb)
+    source = open_image(path)
+    assert isinstance(source, TiffSource)
+    np.testing.assert_array_equal(source.read_rows(0, rgb.shape[0]), rgb)

@@ -153,6 +153,11 @@ def run_on_ray(command: str, args: argparse.Namespace, images: list[Path], desc:
             entries[stem] = entry
         else:
             todo.append((path, stem))
+    def remove_made_folders() -> None:  # nothing was written: the folders made here go again
+        for folder, ours in ((records, made_records), (out, made)):
+            if ours and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
     started = not ray.is_initialized()
     if started:
         try:
@@ -161,6 +166,7 @@ def run_on_ray(command: str, args: argparse.Namespace, images: list[Path], desc:
             else:
                 ray.init(address=args.ray, log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
+            remove_made_folders()
             raise UhrsegError(f"--ray {args.ray}: cannot start or join the Ray cluster ({e})") from e
     try:
         failed: dict[str, dict] = {}
@@ -168,10 +174,8 @@ def run_on_ray(command: str, args: argparse.Namespace, images: list[Path], desc:
         n_workers = args.ray_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         workers = [worker_class.remote(command, args) for _ in range(max(1, min(n_workers, len(todo) or 1)))]
         header = ray.get(workers[0].header.remote())
-        if "error" in header:  # e.g. missing weights: nothing was written, so the folders made here go again
-            for folder, ours in ((records, made_records), (out, made)):
-                if ours and not any(folder.iterdir()):
-                    folder.rmdir()
+        if "error" in header:  # e.g. missing weights
+            remove_made_folders()
             raise UhrsegError(header["error"])
         bar = tqdm(total=len(images), initial=len(entries), unit="image", disable=args.quiet,
                    desc=f"{desc} on Ray ({len(workers)} workers)", file=sys.stderr)

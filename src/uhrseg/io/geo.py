@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from .images import read_tiff_samples, tiff_nodata
+from .images import image_page, read_tiff_samples, tiff_nodata
 
 __all__ = ["GEO_TAG_CODES", "NODATA_CLASS", "NODATA_LABEL", "Georeference", "mask_nodata_classes", "mask_nodata_labels",
            "nodata_source", "read_georeference"]
@@ -104,7 +104,7 @@ def read_georeference(path: str | os.PathLike) -> Georeference | None:
     path = Path(path)
     try:
         with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
+            page = image_page(tif)
             tags = {code: (int(page.tags[code].dtype), int(page.tags[code].count), page.tags[code].value)
                     for code in (*GEO_TAG_CODES, GDAL_NODATA) if code in page.tags}
             nodata = tiff_nodata(page)
@@ -167,7 +167,7 @@ def nodata_source(path: str | os.PathLike, source):
     """
     try:
         with tifffile.TiffFile(path) as tif:
-            stored = np.dtype(tif.pages[0].dtype)
+            stored = np.dtype(image_page(tif).dtype)
     except Exception:  # tifffile raises many types; read_tiff_samples says what is wrong
         stored = None
     if stored in (np.dtype(np.uint8), np.dtype(np.uint16)):

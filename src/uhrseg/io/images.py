@@ -120,7 +120,7 @@ def _read_tiff(path: Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # tifffile warns, and fills zeros, on truncated strips
             with tifffile.TiffFile(path) as tif:
-                page = tif.pages[0]
+                page = image_page(tif)
                 arr = page.asarray()
                 axes = page.axes
                 photometric, colormap = int(page.photometric), page.colormap
@@ -186,7 +186,7 @@ def read_tiff_samples(path: str | os.PathLike) -> np.ndarray:
     """
     try:
         with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
+            page = image_page(tif)
             arr, axes, orientation = page.asarray(), page.axes, tiff_orientation(page)
     except Exception as e:  # tifffile raises many types
         raise ImageReadError(f"{path}: corrupt or truncated TIFF ({type(e).__name__}: {e})".splitlines()[0]) from e
@@ -197,6 +197,21 @@ def read_tiff_samples(path: str | os.PathLike) -> np.ndarray:
 
 # TIFF photometric interpretations (TIFF 6.0, tag 262)
 _MIN_IS_WHITE, _MIN_IS_BLACK, _RGB, _PALETTE, _SEPARATED, _YCBCR = 0, 1, 2, 3, 5, 6
+
+
+def image_page(tif: tifffile.TiffFile):
+    """The page of a TIFF that holds the image: the first one that is not a reduced-resolution copy (a thumbnail
+    or overview some writers put first, NewSubfileType bit 0), else the first.
+
+    Raises
+    ------
+    IndexError
+        If the file has no page.
+    """
+    first = tif.pages[0]
+    if not first.is_reduced:
+        return first
+    return next((page for page in tif.pages if not page.is_reduced), first)
 
 
 def tiff_orientation(page) -> int:

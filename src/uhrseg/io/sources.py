@@ -19,7 +19,7 @@ import numpy as np
 import tifffile
 
 from ..errors import ImageReadError
-from .images import _TIFF_MAGIC, as_rgb, read_image, tiff_orientation
+from .images import _TIFF_MAGIC, as_rgb, image_page, read_image, tiff_orientation
 
 __all__ = ["ArraySource", "TiffSource", "open_image"]
 
@@ -64,7 +64,8 @@ class ArraySource:
 
 
 class TiffSource:
-    """A TIFF or BigTIFF file (first page) read band by band through Zarr.
+    """A TIFF or BigTIFF file read band by band through Zarr: its image page, the first that is not a
+    reduced-resolution copy (:func:`uhrseg.io.images.image_page`).
 
     Parameters
     ----------
@@ -88,7 +89,7 @@ class TiffSource:
         except Exception as e:  # tifffile raises many types
             raise ImageReadError(f"{self.path}: corrupt or unreadable TIFF ({type(e).__name__}: {e})") from e
         try:
-            page = self._tif.pages[0]
+            page = image_page(self._tif)
             axes, dtype = page.axes, np.dtype(page.dtype)
             photometric, compression = int(page.photometric), int(page.compression)
             orientation = tiff_orientation(page)
