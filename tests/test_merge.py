@@ -338,6 +338,30 @@ def test_texture_is_the_same_in_any_bands(lightness, band_rows, weight):
         assert not banded[..., 3].any()
 
 
+def test_texture_is_the_same_for_any_thread_count_and_bands():
+    """|grad L| is often an exact half after the weight (a step of 95 L units: 4 x 95 / 8 = 47.5), which rounds to
+    even. cv2.magnitude gave 47.499996 in its vectorised path and 47.5 in its scalar one, so until 2026-12-08 the
+    texture, and with it the merge's labels, depended on the band height, the image width and OpenCV's thread
+    count: 28 and 6 of these 300 random maps differed (a flaky hypothesis test found it)."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    threads = cv2.getNumThreads()
+    try:
+        for case in range(300):
+            features = np.zeros((*rng.integers(1, 41, size=2), 4), np.uint8)
+            features[..., 0] = rng.integers(0, 256, features.shape[:2])
+            weight, band_rows = (0.75, 1.0, 3.0)[case % 3], int(rng.integers(1, 46))
+            results = []
+            for n_threads in (1, 2, 4):
+                cv2.setNumThreads(n_threads)
+                for rows in (10**6, band_rows):
+                    results.append(fill_texture(features.copy(), weight, band_rows=rows)[..., 3])
+            assert all(np.array_equal(results[0], r) for r in results[1:]), case
+    finally:
+        cv2.setNumThreads(threads)
+
+
 def test_texture_is_the_lightness_gradient_in_l_units():
     """A flat image has no texture; a vertical step of 40 L units gives |grad L| = 20 (Sobel / 8) on the two
     columns beside it and 0 elsewhere, times the weight (rounded, clipped to 255)."""

@@ -72,6 +72,10 @@ def fill_texture(features: np.ndarray, weight: float, band_rows: int = 1024) -> 
         lightness = features[top:bottom, :, 0].astype(np.float32)
         gx = cv2.Sobel(lightness, cv2.CV_32F, 1, 0, ksize=3)
         gy = cv2.Sobel(lightness, cv2.CV_32F, 0, 1, ksize=3)
-        magnitude = cv2.magnitude(gx, gy)[y0 - top : y1 - top]
+        gx, gy = gx[y0 - top : y1 - top], gy[y0 - top : y1 - top]
+        # numpy's IEEE square root of the exact integer sums, not cv2.magnitude: its vectorised and scalar paths
+        # differ in the last bit (sqrt(380^2) gave 379.99997 in one, 380 in the other), which flipped the rounding
+        # of exact halves with the band height, the image width and OpenCV's thread count (tested)
+        magnitude = np.sqrt(gx * gx + gy * gy)
         features[y0:y1, :, 3] = np.clip(np.rint(magnitude * np.float32(weight / 8.0)), 0, 255)
     return features
