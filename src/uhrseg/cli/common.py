@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -114,6 +113,8 @@ class ImageOpener:
         self._first = images[0] if images else None
         self._future = None
         if self._first is not None:
+            from concurrent.futures import ThreadPoolExecutor  # here: every command's parser imports this module
+
             from ..io import open_image
 
             pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uhrseg-read")
