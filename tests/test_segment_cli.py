@@ -172,6 +172,8 @@ def test_bad_refinement_flags_fail_before_any_worker_starts(tmp_path, capsys):
     # ignored before (and recorded in summary.json as if used)
     code, err = run_segment(capsys, FRAME, "--refine", "guided", "--n-segments", "5", "--out", tmp_path / "c")
     assert code == 2 and "apply to --refine superpixels, not guided" in err and not (tmp_path / "c").exists()
+    code, err = run_segment(capsys, FRAME, "--confidence", "0.5", "--out", tmp_path / "c")  # until 2026-12-08
+    assert code == 2 and "--confidence, --oversegmentation" in err and not (tmp_path / "c").exists()
     code, err = run_segment(capsys, FRAME, "--ray-workers", "2", "--out", tmp_path / "d")
     assert code == 2 and "--ray-workers applies only with --ray" in err and not (tmp_path / "d").exists()
 

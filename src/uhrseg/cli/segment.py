@@ -103,7 +103,7 @@ def add_parser(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--n-segments", type=int, metavar="N",
                    help="--refine superpixels: how many (default H W / 1024 for pcnet/scn, H W / 512 for classical "
                         "methods)")
-    p.add_argument("--confidence", type=float, default=0.9,
+    p.add_argument("--confidence", type=float, default=None,
                    help="--refine superpixels: pixels at least this confident keep their class (default 0.9)")
     p.add_argument("--oversegmentation", type=float, metavar="R",
                    help="--refine superpixels with pcnet/scn: make R times N grid cells and merge the most similar "
@@ -287,11 +287,11 @@ def run(args: argparse.Namespace) -> int:
         raise UhrsegError(f"--scales applies to magnet and magnet-fast, not {args.model}")
     if args.scales < 1:
         raise UhrsegError(f"--scales must be >= 1, got {args.scales}")
-    superpixel_flags = (args.n_segments is not None or args.superpixels != "pcnet"
+    superpixel_flags = (args.n_segments is not None or args.superpixels != "pcnet" or args.confidence is not None
                         or args.oversegmentation is not None or args.merge_texture_weight is not None)
     if args.refine != "superpixels" and superpixel_flags:  # would be ignored, and recorded in summary.json
-        raise UhrsegError("--superpixels, --n-segments, --oversegmentation and --merge-texture-weight apply to "
-                          "--refine superpixels" + (f", not {args.refine}" if args.refine else ""))
+        raise UhrsegError("--superpixels, --n-segments, --confidence, --oversegmentation and --merge-texture-weight "
+                          "apply to --refine superpixels" + (f", not {args.refine}" if args.refine else ""))
     if args.refine is not None and args.superpixels not in METHODS:
         raise UhrsegError(f"--superpixels {args.superpixels!r}: choose one of {', '.join(METHODS)}")
     refusal = _streaming_refusal(args) if args.stream else None  # before the model loads (by size: per image)
@@ -332,9 +332,10 @@ def _refinement(args: argparse.Namespace):
     from ..semantic import ClassRefinement
 
     try:
+        given = {} if args.confidence is None else {"confidence": args.confidence}  # else the default 0.9
         return ClassRefinement(args.refine, superpixels=args.superpixels, n_segments=args.n_segments,
-                               confidence=args.confidence, oversegmentation=args.oversegmentation,
-                               merge_texture_weight=args.merge_texture_weight)
+                               oversegmentation=args.oversegmentation, merge_texture_weight=args.merge_texture_weight,
+                               **given)
     except ValueError as e:
         raise UhrsegError(f"--refine {args.refine}: {e}") from None
 
@@ -350,7 +351,7 @@ def prepare(args: argparse.Namespace, opener: ImageOpener):
     summary = {"model": predictor.name, "weights": str(predictor.weights), "device": str(predictor.device),
                "class_names": list(predictor.class_names), "palette": [list(c) for c in predictor.palette],
                "refine": args.refine and {"method": args.refine, "superpixels": args.superpixels,
-                                          "n_segments": args.n_segments, "confidence": args.confidence,
+                                          "n_segments": args.n_segments, "confidence": refine.confidence,
                                           "oversegmentation": refine.oversegmentation if args.refine == "superpixels"
                                           else None,
                                           "merge_texture_weight": refine.merge_texture_weight
