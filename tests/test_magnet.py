@@ -287,6 +287,11 @@ def test_segment_command_with_magnet(tmp_path, capsys, magnet_ckpt):
     assert (out / f"{image.stem}_classes.png").is_file()
     assert main(["segment", str(image), "--model", "isdnet", "--scales", "2", "--out", str(tmp_path / "o2")]) == 2
     assert "--scales applies to magnet" in capsys.readouterr().err
+    # more scales than the frame has pixels for: its coarsest stage (1/64 of 1000 rows) would be under the networks'
+    # 32 pixels (until 2026-12-08 such runs took minutes and gave one class everywhere)
+    assert main(["segment", str(image), "--model", "magnet-fast", "--weights", str(magnet_ckpt), "--scales", "7",
+                 "--device", "cpu", "--out", str(tmp_path / "o2"), "-q"]) == 2
+    assert "at MagNet's coarsest scale 0.015625 its shorter side is 15.6 pixels" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
     assert main(["segment", str(image), "--model", "magnet", "--mode", "tiled", "--weights", str(magnet_ckpt),
                  "--out", str(tmp_path / "o3")]) == 2

@@ -440,8 +440,8 @@ class SemanticPredictor:
         Raises
         ------
         ValueError
-            If the image is smaller than 32 x 32 pixels, a store does not match it, or ``mode`` is unknown or
-            one this network cannot run in (as the constructor refuses it).
+            If the image is smaller than 32 x 32 pixels (for MagNet: at its coarsest scale), a store does not
+            match it, or ``mode`` is unknown or one this network cannot run in (as the constructor refuses it).
         uhrseg.errors.ImageReadError
             If the source cannot be decoded.
         """
@@ -467,6 +467,11 @@ class SemanticPredictor:
         timings: dict[str, float] = {}
         model, device = self.model, self.device
         if mode == "magnet":
+            coarsest = min(height, width) * self.magnet.scales[0]
+            if coarsest < MIN_IMAGE_SIDE:  # below it the stages see less than the networks' smallest input
+                raise ValueError(f"the image is {width} x {height} pixels: at MagNet's coarsest scale "
+                                 f"{self.magnet.scales[0]:g} its shorter side is {coarsest:.1f} pixels, under the "
+                                 f"{MIN_IMAGE_SIDE} the networks need; use fewer scales")
             try:
                 return self._run_magnet(source, classes, logits_store, superpixel_labels, make_store, work_dir,
                                         preview_shape, timings, say)
