@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from .images import image_page, read_tiff_samples, tiff_nodata
+from .images import image_page, nodata_pixels, read_tiff_samples, tiff_nodata
 
 __all__ = ["GEO_TAG_CODES", "NODATA_CLASS", "NODATA_LABEL", "Georeference", "mask_nodata_classes", "mask_nodata_labels",
            "nodata_source", "read_georeference"]
@@ -83,13 +83,7 @@ class Georeference:
     def nodata_mask(self, rows: np.ndarray) -> np.ndarray | None:
         """``(h, W)`` bool: pixels of an ``(h, W[, C])`` band of the input whose every channel is nodata; None
         when the input has no nodata value."""
-        if self.nodata is None:
-            return None
-        if np.isnan(self.nodata):
-            equal = np.isnan(rows) if np.issubdtype(rows.dtype, np.floating) else np.zeros(rows.shape, bool)
-        else:
-            equal = rows == self.nodata
-        return equal.all(axis=2) if equal.ndim == 3 else equal
+        return None if self.nodata is None else nodata_pixels(rows, self.nodata)
 
 
 def read_georeference(path: str | os.PathLike) -> Georeference | None:

@@ -115,38 +115,50 @@ def _read_pillow(path: Path) -> np.ndarray:
             raise ImageReadError(f"{path}: corrupt or truncated image ({e})") from e
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _tiff_image(path: str | os.PathLike):
+    """The image page of a TIFF as stored, channels last, its orientation tag applied, with what converting it
+    needs: ``(samples, photometric, colormap or None, nodata or None)``.
+
+    Raises
+    ------
+    ImageReadError
+        If the file has no page, is corrupt or truncated (tifffile's warnings about truncated strips, which it
+        fills with zeros, count as errors).
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # tifffile warns, and fills zeros, on truncated strips
             with tifffile.TiffFile(path) as tif:
                 page = image_page(tif)
-                arr = page.asarray()
-                axes = page.axes
-                photometric, colormap = int(page.photometric), page.colormap
+                arr, axes = page.asarray(), page.axes
+                info = int(page.photometric), page.colormap, tiff_nodata(page)
                 orientation = tiff_orientation(page)
-                nodata = tiff_nodata(page)
-    except ImageReadError:
-        raise
     except Exception as e:  # tifffile raises many types (TiffFileError, ValueError, KeyError, IndexError, ...)
         raise ImageReadError(f"{path}: corrupt or truncated TIFF ({type(e).__name__}: {e})".splitlines()[0]) from e
     if axes.startswith("S") and arr.ndim == 3:  # planar: (S, Y, X) -> (Y, X, S)
         arr = np.moveaxis(arr, 0, -1)
-    if photometric == _PALETTE and colormap is not None and arr.ndim == 2:  # indices into an RGB table
+    return (orient(arr, orientation), *info)
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """The image of a TIFF as a viewer shows it: colour spaces converted (per pixel, so after the orientation as
+    well as before), float and signed rasters' nodata filled (:func:`_fill_nodata`)."""
+    arr, photometric, colormap, nodata = _tiff_image(path)
+    if photometric == PALETTE and colormap is not None and arr.ndim == 2:  # indices into an RGB table
         table = np.asarray(colormap).T  # (2**bits, 3) uint16
         arr = table[arr] if table.max() > 255 else table[arr].astype(np.uint8)
-    elif photometric == _MIN_IS_WHITE and arr.dtype.kind in "uf":
+    elif photometric == MIN_IS_WHITE and arr.dtype.kind in "uf":
         arr = (np.iinfo(arr.dtype).max - arr) if arr.dtype.kind == "u" else 1 - arr
-    elif photometric == _SEPARATED and arr.ndim == 3 and arr.shape[2] >= 4 and arr.dtype.kind == "u":  # CMYK
+    elif photometric == SEPARATED and arr.ndim == 3 and arr.shape[2] >= 4 and arr.dtype.kind == "u":  # CMYK
         top = float(np.iinfo(arr.dtype).max)
         cmy, k = arr[..., :3].astype(np.float32), arr[..., 3:4].astype(np.float32)
         arr = np.rint((top - cmy) * (top - k) / top).astype(arr.dtype)
-    elif photometric not in (_MIN_IS_BLACK, _RGB, _YCBCR, _PALETTE, _MIN_IS_WHITE, _SEPARATED):
+    elif photometric not in (MIN_IS_BLACK, RGB, YCBCR, PALETTE, MIN_IS_WHITE, SEPARATED):
         raise ImageReadError(f"{path}: TIFF colour space {photometric} (photometric interpretation) is not read; "
                              "convert it to RGB or grey")
     if nodata is not None and arr.dtype not in (np.uint8, np.uint16):
         arr = _fill_nodata(arr, nodata)
-    return orient(arr, orientation)
+    return arr
 
 
 def _fill_nodata(arr: np.ndarray, nodata: float) -> np.ndarray:
@@ -154,13 +166,22 @@ def _fill_nodata(arr: np.ndarray, nodata: float) -> np.ndarray:
     nodata pixels (every channel equal to ``nodata``, or NaN) set to the smallest valid value, so that the
     rescaling spans the valid data only and a NaN nodata is not refused as a non-finite value. The nodata
     pixels themselves are found again from the file (:func:`uhrseg.io.geo.nodata_source`)."""
-    same = np.isnan(arr) if np.isnan(nodata) else arr == nodata
-    mask = same.all(axis=2) if same.ndim == 3 else same
+    mask = nodata_pixels(arr, nodata)
     if not mask.any() or mask.all():
         return arr
     out = arr.copy()
     out[mask] = arr[~mask].min()
     return out
+
+
+def nodata_pixels(samples: np.ndarray, nodata: float) -> np.ndarray:
+    """``(h, W)`` bool: the pixels of ``(h, W[, C])`` samples whose every channel is ``nodata`` (NaN matches NaN
+    samples of a float raster, and nothing in an integer one)."""
+    if np.isnan(nodata):
+        same = np.isnan(samples) if np.issubdtype(samples.dtype, np.floating) else np.zeros(samples.shape, bool)
+    else:
+        same = samples == nodata
+    return same.all(axis=2) if same.ndim == 3 else same
 
 
 def tiff_nodata(page) -> float | None:
@@ -175,7 +196,7 @@ def tiff_nodata(page) -> float | None:
 
 
 def read_tiff_samples(path: str | os.PathLike) -> np.ndarray:
-    """The first page of a TIFF as stored (``(H, W)`` or ``(H, W, C)``, planar files moved to channels last),
+    """The image page of a TIFF as stored (``(H, W)`` or ``(H, W, C)``, planar files moved to channels last),
     with its orientation tag applied as :func:`read_image` applies it, but no colour conversion or rescaling:
     what a nodata value is compared with.
 
@@ -184,19 +205,11 @@ def read_tiff_samples(path: str | os.PathLike) -> np.ndarray:
     ImageReadError
         If the file cannot be read as a TIFF.
     """
-    try:
-        with tifffile.TiffFile(path) as tif:
-            page = image_page(tif)
-            arr, axes, orientation = page.asarray(), page.axes, tiff_orientation(page)
-    except Exception as e:  # tifffile raises many types
-        raise ImageReadError(f"{path}: corrupt or truncated TIFF ({type(e).__name__}: {e})".splitlines()[0]) from e
-    if axes.startswith("S") and arr.ndim == 3:
-        arr = np.moveaxis(arr, 0, -1)
-    return orient(arr, orientation)
+    return _tiff_image(path)[0]
 
 
-# TIFF photometric interpretations (TIFF 6.0, tag 262)
-_MIN_IS_WHITE, _MIN_IS_BLACK, _RGB, _PALETTE, _SEPARATED, _YCBCR = 0, 1, 2, 3, 5, 6
+#: TIFF photometric interpretations (TIFF 6.0, tag 262).
+MIN_IS_WHITE, MIN_IS_BLACK, RGB, PALETTE, SEPARATED, YCBCR = 0, 1, 2, 3, 5, 6
 
 
 def image_page(tif: tifffile.TiffFile):

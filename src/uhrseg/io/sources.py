@@ -19,7 +19,7 @@ import numpy as np
 import tifffile
 
 from ..errors import ImageReadError
-from .images import _TIFF_MAGIC, as_rgb, image_page, read_image, tiff_orientation
+from .images import _TIFF_MAGIC, MIN_IS_BLACK, RGB, YCBCR, as_rgb, image_page, read_image, tiff_orientation
 
 __all__ = ["ArraySource", "TiffSource", "open_image"]
 
@@ -98,7 +98,7 @@ class TiffSource:
             raise ImageReadError(f"{self.path}: corrupt or unreadable TIFF ({type(e).__name__}: {e})") from e
         # grey or RGB samples (YCbCr only where tifffile's JPEG decoder gives RGB), stored top row first: palette,
         # MinIsWhite, CMYK and rotated files are decoded whole by read_image, which converts them
-        plain = photometric in (1, 2) or (photometric == 6 and compression == 7)
+        plain = photometric in (MIN_IS_BLACK, RGB) or (photometric == YCBCR and compression == 7)  # 7: JPEG
         if axes not in ("YX", "YXS", "SYX") or dtype not in (np.uint8, np.uint16) or (
                 axes != "YX" and page.shape[axes.index("S")] not in (1, 2, 3, 4)) or not plain or orientation != 1:
             self._tif.close()
